@@ -1,0 +1,14 @@
+//! The data plane: shards, their executor and reactor, transports, the HTTP/1
+//! codec, the router, upstream pools, stats and the admin server.
+//!
+//! It owns everything that touches a request.  It must not touch protobuf wire
+//! types or config sources: it sees only `control::model`, published as an
+//! immutable `Arc<Config>` snapshot.  Each shard is one pinned thread that owns
+//! its sockets, pools, timers and stat slots; nothing on the request path is
+//! shared between shards except read-only snapshots and single-writer counters.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod http1;
+pub mod router;
+pub mod stats;

@@ -7,6 +7,8 @@
 //! shards; the data plane depends on `model` only, never on wire types.
 #![forbid(unsafe_code)]
 
+pub mod bootstrap;
+pub mod error;
 pub mod model;
 
 /// Envoy's protos compiled by build.rs (see scripts/vendor-protos.py).

@@ -1,0 +1,403 @@
+//! Stage 3: the subset of Envoy's API meshgate implements, as an allowlist.
+//!
+//! An allowlist rather than a denylist because Envoy grows fields every
+//! release: a field meshgate has never heard of must be refused, not
+//! forwarded to a data plane that would ignore it.  Adding support for a
+//! field means adding it here *and* translating it in `translate`; the
+//! `allowlisted_fields_exist` test keeps this table honest against the
+//! descriptors.
+
+use prost_reflect::{DynamicMessage, FieldDescriptor, ReflectMessage, Value};
+
+use super::{descriptor_pool, join, type_name, Errors};
+
+pub(crate) const HCM: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+pub(crate) const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+pub(crate) const UPSTREAM_HTTP_OPTIONS: &str =
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Supported fields per message full name.  A message reachable through a
+/// supported field but missing here supports no fields at all.
+const FIELDS: &[(&str, &[&str])] = &[
+    (
+        "envoy.config.bootstrap.v3.Bootstrap",
+        &["node", "static_resources", "admin"],
+    ),
+    ("envoy.config.core.v3.Node", &["id", "cluster"]),
+    (
+        "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
+        &["listeners", "clusters"],
+    ),
+    (
+        "envoy.config.bootstrap.v3.Admin",
+        &["address", "access_log_path"],
+    ),
+    ("envoy.config.core.v3.Address", &["socket_address"]),
+    (
+        "envoy.config.core.v3.SocketAddress",
+        &["protocol", "address", "port_value"],
+    ),
+    (
+        "envoy.config.listener.v3.Listener",
+        &[
+            "name",
+            "address",
+            "filter_chains",
+            "per_connection_buffer_limit_bytes",
+        ],
+    ),
+    ("envoy.config.listener.v3.FilterChain", &["filters"]),
+    ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
+    (
+        HCM,
+        &[
+            "stat_prefix",
+            "codec_type",
+            "route_config",
+            "http_filters",
+            "max_request_headers_kb",
+            "common_http_protocol_options",
+            "request_headers_timeout",
+            "stream_idle_timeout",
+            "request_timeout",
+            "drain_timeout",
+            "use_remote_address",
+            "xff_num_trusted_hops",
+            "server_name",
+            "server_header_transformation",
+            "generate_request_id",
+            "preserve_external_request_id",
+            "http_protocol_options",
+        ],
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+        &["name", "typed_config"],
+    ),
+    (
+        "envoy.config.route.v3.RouteConfiguration",
+        &["name", "virtual_hosts"],
+    ),
+    (
+        "envoy.config.route.v3.VirtualHost",
+        &["name", "domains", "routes"],
+    ),
+    (
+        "envoy.config.route.v3.Route",
+        &["name", "match", "route", "direct_response"],
+    ),
+    (
+        "envoy.config.route.v3.RouteMatch",
+        &["prefix", "path", "case_sensitive"],
+    ),
+    (
+        "envoy.config.route.v3.RouteAction",
+        &["cluster", "timeout", "prefix_rewrite"],
+    ),
+    (
+        "envoy.config.route.v3.DirectResponseAction",
+        &["status", "body"],
+    ),
+    (
+        "envoy.config.core.v3.DataSource",
+        &["filename", "inline_bytes", "inline_string"],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster",
+        &[
+            "name",
+            "type",
+            "connect_timeout",
+            "lb_policy",
+            "dns_refresh_rate",
+            "load_assignment",
+            "per_connection_buffer_limit_bytes",
+            "typed_extension_protocol_options",
+            "max_requests_per_connection",
+        ],
+    ),
+    (
+        "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        &["cluster_name", "endpoints"],
+    ),
+    (
+        "envoy.config.endpoint.v3.LocalityLbEndpoints",
+        &["priority", "lb_endpoints"],
+    ),
+    (
+        "envoy.config.endpoint.v3.LbEndpoint",
+        &["endpoint", "load_balancing_weight"],
+    ),
+    ("envoy.config.endpoint.v3.Endpoint", &["address"]),
+    (
+        UPSTREAM_HTTP_OPTIONS,
+        &["common_http_protocol_options", "explicit_http_config"],
+    ),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
+        &["http_protocol_options"],
+    ),
+];
+
+/// Messages whose supported subset depends on where they appear, keyed by
+/// the full name of the field holding them: the same core
+/// `HttpProtocolOptions` means different things downstream and upstream.
+const FIELDS_BY_CONTAINER: &[(&str, &[&str])] = &[
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.common_http_protocol_options",
+        &["idle_timeout", "max_headers_count"],
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http_protocol_options",
+        &["accept_http_10"],
+    ),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.common_http_protocol_options",
+        &["idle_timeout", "max_requests_per_connection"],
+    ),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http_protocol_options",
+        &[],
+    ),
+];
+
+/// Extra words for the unsupported fields operators hit most often.
+const HINTS: &[(&str, &str)] = &[
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.rds",
+        "RDS is not supported yet, use an inline route_config",
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options",
+        "HTTP/2 not supported yet",
+    ),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options",
+        "HTTP/2 not supported yet",
+    ),
+    (
+        "envoy.config.listener.v3.FilterChain.transport_socket",
+        "TLS not supported yet",
+    ),
+    ("envoy.config.cluster.v3.Cluster.transport_socket", "TLS not supported yet"),
+];
+
+/// `Any` fields: which packed types each accepts, and what to call them.
+const ANY_TYPES: &[(&str, &str, &[&str])] = &[
+    (
+        "envoy.config.listener.v3.Filter.typed_config",
+        "filter",
+        &[HCM],
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",
+        "HTTP filter",
+        &[ROUTER],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.typed_extension_protocol_options",
+        "protocol options",
+        &[UPSTREAM_HTTP_OPTIONS],
+    ),
+];
+
+/// Map fields: which keys they accept.
+const MAP_KEYS: &[(&str, &[&str])] = &[(
+    "envoy.config.cluster.v3.Cluster.typed_extension_protocol_options",
+    &[UPSTREAM_HTTP_OPTIONS],
+)];
+
+fn lookup<'t, T>(table: &'t [(&str, T)], key: &str) -> Option<&'t T> {
+    table.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+fn supported_fields(message: &str, container: Option<&FieldDescriptor>) -> &'static [&'static str] {
+    container
+        .and_then(|c| lookup(FIELDS_BY_CONTAINER, c.full_name()))
+        .or_else(|| lookup(FIELDS, message))
+        .copied()
+        .unwrap_or(&[])
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "no fields".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Message for an `@type` the descriptor pool does not even know (stage 2).
+pub(crate) fn unknown_any_type(field: Option<&FieldDescriptor>, type_name: &str) -> String {
+    match field.and_then(|f| ANY_TYPES.iter().find(|(k, _, _)| *k == f.full_name())) {
+        Some((_, noun, types)) => {
+            format!(
+                "unsupported {noun} type {type_name} (meshgate supports: {})",
+                list(types)
+            )
+        }
+        None => format!("unsupported type {type_name} (unknown to meshgate)"),
+    }
+}
+
+pub(crate) fn check_bootstrap(message: &DynamicMessage, errors: &mut Errors) {
+    check_message(message, "", None, errors);
+}
+
+fn check_message(
+    message: &DynamicMessage,
+    path: &str,
+    container: Option<&FieldDescriptor>,
+    errors: &mut Errors,
+) {
+    let descriptor = message.descriptor();
+    let supported = supported_fields(descriptor.full_name(), container);
+    for (field, value) in message.fields() {
+        let field_path = join(path, field.name());
+        if !supported.contains(&field.name()) {
+            let hint = lookup(HINTS, field.full_name())
+                .map(|h| format!(": {h}"))
+                .unwrap_or_default();
+            errors.add(
+                field_path,
+                format!(
+                    "unsupported field{hint} (meshgate supports: {})",
+                    list(supported)
+                ),
+            );
+            continue;
+        }
+        match value {
+            Value::Message(m) => check_value(&field, m, &field_path, errors),
+            Value::List(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Value::Message(m) = item {
+                        check_value(&field, m, &format!("{field_path}[{i}]"), errors);
+                    }
+                }
+            }
+            Value::Map(map) => {
+                let allowed_keys = lookup(MAP_KEYS, field.full_name());
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by_key(|(k, _)| format!("{k:?}"));
+                for (key, item) in entries {
+                    let raw = key.as_str();
+                    let item_path = match raw {
+                        Some(s) => format!("{field_path}[{s:?}]"),
+                        None => format!("{field_path}[{key:?}]"),
+                    };
+                    if let Some(keys) = allowed_keys {
+                        if !raw.is_some_and(|k| keys.contains(&k)) {
+                            errors.add(
+                                item_path,
+                                format!("unsupported key (meshgate supports: {})", list(keys)),
+                            );
+                            continue;
+                        }
+                    }
+                    if let Value::Message(m) = item {
+                        check_value(&field, m, &item_path, errors);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_value(field: &FieldDescriptor, message: &DynamicMessage, path: &str, errors: &mut Errors) {
+    let name = message.descriptor().full_name().to_string();
+    if name == "google.protobuf.Any" {
+        check_any(field, message, path, errors);
+    } else if name.starts_with("google.protobuf.") {
+        // Durations and wrappers are leaves; stage 4 checks their values.
+    } else {
+        check_message(message, path, Some(field), errors);
+    }
+}
+
+fn check_any(field: &FieldDescriptor, any: &DynamicMessage, path: &str, errors: &mut Errors) {
+    let type_url = any
+        .get_field_by_name("type_url")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let bytes = any
+        .get_field_by_name("value")
+        .and_then(|v| v.as_bytes().cloned())
+        .unwrap_or_default();
+    let ty = type_name(&type_url);
+    let (noun, types) = match ANY_TYPES.iter().find(|(k, _, _)| *k == field.full_name()) {
+        Some((_, noun, types)) => (*noun, *types),
+        None => ("", &[][..]),
+    };
+    if !types.contains(&ty) {
+        let noun = if noun.is_empty() {
+            String::new()
+        } else {
+            format!("{noun} ")
+        };
+        errors.add(
+            path,
+            format!(
+                "unsupported {noun}type {ty} (meshgate supports: {})",
+                list(types)
+            ),
+        );
+        return;
+    }
+    let Some(descriptor) = descriptor_pool().get_message_by_name(ty) else {
+        errors.add(path, format!("unsupported type {ty} (unknown to meshgate)"));
+        return;
+    };
+    match DynamicMessage::decode(descriptor, bytes.as_ref()) {
+        Ok(inner) => check_message(&inner, path, None, errors),
+        Err(e) => errors.add(path, format!("cannot decode {ty}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A typo in the table would make a supported field unreachable and
+    /// every config using it fail: check each name against the descriptors.
+    #[test]
+    fn allowlisted_fields_exist() {
+        let pool = descriptor_pool();
+        for (message, fields) in FIELDS {
+            let d = pool
+                .get_message_by_name(message)
+                .unwrap_or_else(|| panic!("{message}"));
+            for f in *fields {
+                assert!(d.get_field_by_name(f).is_some(), "{message}.{f}");
+            }
+        }
+        let field_of = |full: &str| {
+            let (message, field) = full.rsplit_once('.').unwrap();
+            let d = pool
+                .get_message_by_name(message)
+                .unwrap_or_else(|| panic!("{message}"));
+            d.get_field_by_name(field)
+                .unwrap_or_else(|| panic!("{full}"))
+        };
+        for (container, fields) in FIELDS_BY_CONTAINER {
+            let inner = field_of(container).kind().as_message().cloned().unwrap();
+            for name in *fields {
+                assert!(
+                    inner.get_field_by_name(name).is_some(),
+                    "{container}: {name}"
+                );
+            }
+        }
+        for (field, _) in HINTS {
+            field_of(field);
+        }
+        for (field, _, types) in ANY_TYPES {
+            field_of(field);
+            for t in *types {
+                assert!(pool.get_message_by_name(t).is_some(), "{t}");
+            }
+        }
+    }
+}

@@ -1,0 +1,1073 @@
+//! Stage 4: typed Envoy structs → `model`, with defaults and cross checks.
+//!
+//! Runs after the allowlist walk even when that found errors, so it must not
+//! repeat them: where a field the walk rejects stands in for a required one
+//! (e.g. `rds` instead of `route_config`), translation skips quietly.  Each
+//! function returns `None` (or a partial value) after reporting, and the
+//! caller keeps going so later sections still get checked.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::bootstrap::v3 as bs;
+use envoy_types::pb::envoy::config::cluster::v3 as cl;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as ep;
+use envoy_types::pb::envoy::config::listener::v3 as lis;
+use envoy_types::pb::envoy::config::route::v3 as rt;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as up;
+use envoy_types::pb::google::protobuf as pb;
+use prost::Message;
+
+use super::supported::{HCM, ROUTER, UPSTREAM_HTTP_OPTIONS};
+use super::{descriptor_pool, join, type_name, Errors};
+use crate::model;
+
+const KIB: u32 = 1024;
+const MIB: u32 = 1024 * 1024;
+const HOUR: Duration = Duration::from_secs(3600);
+/// Meshgate's request-line limit (see `model::HttpConnectionManager`); not
+/// an Envoy knob, so not configurable from a bootstrap.
+const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
+const MAX_IDLE_PER_ENDPOINT: usize = 64;
+
+pub(crate) fn translate(
+    b: &bs::Bootstrap,
+    bootstrap_json: serde_json::Value,
+    last_updated: String,
+    errors: &mut Errors,
+) -> model::Config {
+    let node = b
+        .node
+        .as_ref()
+        .map(|n| model::Node {
+            id: n.id.clone(),
+            cluster: n.cluster.clone(),
+        })
+        .unwrap_or_default();
+    let admin = b.admin.as_ref().and_then(|a| admin(a, errors));
+
+    let empty = bs::bootstrap::StaticResources::default();
+    let resources = b.static_resources.as_ref().unwrap_or(&empty);
+    let clusters = clusters(&resources.clusters, errors);
+    // Routes are checked against every named cluster, even ones that failed
+    // their own checks, so one broken cluster is not also N "unknown cluster"s.
+    let cluster_names: HashSet<&str> = resources
+        .clusters
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let listeners = listeners(&resources.listeners, &cluster_names, errors);
+
+    model::Config {
+        version: 0,
+        node,
+        admin,
+        listeners,
+        clusters,
+        bootstrap_json,
+        last_updated,
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn enum_name(enum_full_name: &str, number: i32) -> String {
+    descriptor_pool()
+        .get_enum_by_name(enum_full_name)
+        .and_then(|e| e.get_value(number))
+        .map(|v| v.name().to_string())
+        .unwrap_or_else(|| number.to_string())
+}
+
+/// A proto duration as a std one; negative ones are reported.
+fn duration(d: &pb::Duration, path: &str, errors: &mut Errors) -> Option<Duration> {
+    if d.seconds < 0 || d.nanos < 0 {
+        errors.add(path, "must not be negative");
+        return None;
+    }
+    Some(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// An Envoy timeout: `default` when unset, and `0s` means "disabled".
+fn timeout(
+    d: Option<&pb::Duration>,
+    default: Option<Duration>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<Duration> {
+    match d {
+        None => default,
+        Some(d) => duration(d, path, errors).filter(|d| !d.is_zero()),
+    }
+}
+
+/// A duration that must be set to something positive when present.
+fn positive(
+    d: Option<&pb::Duration>,
+    default: Duration,
+    path: &str,
+    errors: &mut Errors,
+) -> Duration {
+    match d {
+        None => default,
+        Some(d) => match duration(d, path, errors) {
+            Some(v) if v.is_zero() => {
+                errors.add(path, "must be greater than 0s");
+                default
+            }
+            Some(v) => v,
+            None => default,
+        },
+    }
+}
+
+fn packed_type(any: &pb::Any) -> &str {
+    type_name(&any.type_url)
+}
+
+/// What an `Address` holds, before deciding whether a hostname is allowed.
+enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// Reads `address.socket_address` into host and port; `None` after
+/// reporting (or silently when stage 3 already rejected the alternative).
+fn socket_address(
+    a: Option<&core::Address>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<(Host, u32)> {
+    let Some(a) = a else {
+        errors.add(path, "required");
+        return None;
+    };
+    let sa = match &a.address {
+        Some(core::address::Address::SocketAddress(sa)) => sa,
+        Some(_) => return None,
+        None => {
+            errors.add(join(path, "socket_address"), "required");
+            return None;
+        }
+    };
+    let path = join(path, "socket_address");
+    let mut ok = true;
+    if sa.protocol != core::socket_address::Protocol::Tcp as i32 {
+        errors.add(
+            join(&path, "protocol"),
+            format!(
+                "unsupported value {} (meshgate supports: TCP)",
+                enum_name("envoy.config.core.v3.SocketAddress.Protocol", sa.protocol)
+            ),
+        );
+        ok = false;
+    }
+    let port = match sa.port_specifier {
+        Some(core::socket_address::PortSpecifier::PortValue(p)) if p <= u32::from(u16::MAX) => {
+            Some(p)
+        }
+        Some(core::socket_address::PortSpecifier::PortValue(p)) => {
+            errors.add(
+                join(&path, "port_value"),
+                format!("{p} is not a TCP port (0..=65535)"),
+            );
+            None
+        }
+        Some(core::socket_address::PortSpecifier::NamedPort(_)) => None,
+        None => {
+            errors.add(join(&path, "port_value"), "required");
+            None
+        }
+    };
+    let host = if sa.address.is_empty() {
+        errors.add(join(&path, "address"), "required");
+        None
+    } else if let Ok(ip) = sa.address.parse::<IpAddr>() {
+        Some(Host::Ip(ip))
+    } else {
+        Some(Host::Name(sa.address.clone()))
+    };
+    match (host, port, ok) {
+        (Some(h), Some(p), true) => Some((h, p)),
+        _ => None,
+    }
+}
+
+/// A socket address that must be an IP literal (listeners, admin, STATIC endpoints).
+fn ip_socket_address(
+    a: Option<&core::Address>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<SocketAddr> {
+    match socket_address(a, path, errors)? {
+        (Host::Ip(ip), port) => Some(SocketAddr::new(ip, port as u16)),
+        (Host::Name(name), _) => {
+            errors.add(
+                join(&join(path, "socket_address"), "address"),
+                format!("must be an IP address literal, got {name:?}"),
+            );
+            None
+        }
+    }
+}
+
+/// RFC 1123 host names (plus `_`, which service discovery names use).
+fn valid_hostname(name: &str) -> bool {
+    name.len() <= 253
+        && name.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        })
+}
+
+// ---------------------------------------------------------------- admin
+
+// `access_log_path` is deprecated in Envoy but what most configs still use.
+#[allow(deprecated)]
+fn admin(a: &bs::Admin, errors: &mut Errors) -> Option<model::Admin> {
+    let address = ip_socket_address(a.address.as_ref(), "admin.address", errors)?;
+    Some(model::Admin {
+        address,
+        access_log_path: Some(a.access_log_path.clone()).filter(|p| !p.is_empty()),
+    })
+}
+
+// ---------------------------------------------------------------- listeners
+
+fn listeners(
+    list: &[lis::Listener],
+    clusters: &HashSet<&str>,
+    errors: &mut Errors,
+) -> Vec<Arc<model::Listener>> {
+    let mut out = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, l) in list.iter().enumerate() {
+        let path = format!("static_resources.listeners[{i}]");
+        let address = ip_socket_address(l.address.as_ref(), &join(&path, "address"), errors);
+        // Envoy names unnamed listeners itself; the address is a name an
+        // operator can recognise in logs and /config_dump.
+        let name = match (&l.name, address) {
+            (n, _) if !n.is_empty() => n.clone(),
+            (_, Some(a)) => a.to_string(),
+            (_, None) => format!("listener_{i}"),
+        };
+        if let Some(first) = names.insert(name.clone(), i) {
+            errors.add(
+                join(&path, "name"),
+                format!(
+                    "duplicate listener name {name:?} (also static_resources.listeners[{first}])"
+                ),
+            );
+        }
+        if let Some(a) = address.filter(|a| a.port() != 0) {
+            if let Some(first) = addresses.insert(a, i) {
+                errors.add(
+                    join(&path, "address"),
+                    format!(
+                        "duplicate listener address {a} (also static_resources.listeners[{first}])"
+                    ),
+                );
+            }
+        }
+        let http = filter_chains(&l.filter_chains, &path, clusters, errors);
+        if let (Some(address), Some(http)) = (address, http) {
+            out.push(Arc::new(model::Listener {
+                name,
+                address,
+                http: Arc::new(http),
+                per_connection_buffer_limit_bytes: l
+                    .per_connection_buffer_limit_bytes
+                    .map_or(MIB, |v| v.value),
+            }));
+        }
+    }
+    out
+}
+
+fn filter_chains(
+    chains: &[lis::FilterChain],
+    listener_path: &str,
+    clusters: &HashSet<&str>,
+    errors: &mut Errors,
+) -> Option<model::HttpConnectionManager> {
+    let path = join(listener_path, "filter_chains");
+    if chains.len() > 1 {
+        errors.add(
+            format!("{path}[1]"),
+            format!(
+                "only one filter chain per listener is supported for now (found {})",
+                chains.len()
+            ),
+        );
+    }
+    let Some(chain) = chains.first() else {
+        errors.add(path, "exactly one filter chain is required");
+        return None;
+    };
+    let path = format!("{path}[0].filters");
+    if chain.filters.is_empty() {
+        errors.add(
+            &path,
+            "the filter chain needs an envoy.filters.network.http_connection_manager filter",
+        );
+        return None;
+    }
+    let mut result = None;
+    let mut seen_terminal = false;
+    for (i, f) in chain.filters.iter().enumerate() {
+        let fpath = format!("{path}[{i}]");
+        if f.name.is_empty() {
+            errors.add(join(&fpath, "name"), "required");
+        }
+        let any = match &f.config_type {
+            Some(lis::filter::ConfigType::TypedConfig(any)) => any,
+            Some(_) => continue,
+            None => {
+                errors.add(
+                    join(&fpath, "typed_config"),
+                    "required (meshgate identifies filters by their typed_config @type)",
+                );
+                continue;
+            }
+        };
+        if packed_type(any) != HCM {
+            continue; // reported by the allowlist walk
+        }
+        if seen_terminal {
+            errors.add(
+                &fpath,
+                "only one terminal filter (envoy.filters.network.http_connection_manager) per filter chain",
+            );
+            continue;
+        }
+        seen_terminal = true;
+        let tpath = join(&fpath, "typed_config");
+        match hcm::HttpConnectionManager::decode(any.value.as_slice()) {
+            Ok(h) => result = http_connection_manager(&h, &tpath, clusters, errors),
+            Err(e) => errors.add(tpath, format!("cannot decode: {e}")),
+        }
+    }
+    result
+}
+
+// ---------------------------------------------------------------- HCM
+
+fn http_connection_manager(
+    h: &hcm::HttpConnectionManager,
+    path: &str,
+    clusters: &HashSet<&str>,
+    errors: &mut Errors,
+) -> Option<model::HttpConnectionManager> {
+    let p = |f: &str| join(path, f);
+    let mut ok = true;
+
+    if h.stat_prefix.is_empty() {
+        errors.add(p("stat_prefix"), "required");
+        ok = false;
+    }
+    use hcm::http_connection_manager::CodecType;
+    match CodecType::try_from(h.codec_type) {
+        Ok(CodecType::Auto | CodecType::Http1) => {}
+        Ok(CodecType::Http2) => {
+            errors.add(
+                p("codec_type"),
+                "HTTP/2 not supported yet (meshgate supports: AUTO, HTTP1)",
+            );
+            ok = false;
+        }
+        _ => {
+            errors.add(
+                p("codec_type"),
+                format!(
+                    "unsupported value {} (meshgate supports: AUTO, HTTP1)",
+                    enum_name(&format!("{HCM}.CodecType"), h.codec_type)
+                ),
+            );
+            ok = false;
+        }
+    }
+
+    use hcm::http_connection_manager::RouteSpecifier;
+    let route_config = match &h.route_specifier {
+        Some(RouteSpecifier::RouteConfig(rc)) => {
+            route_config(rc, &p("route_config"), clusters, errors)
+        }
+        Some(_) => None, // rds / scoped_routes: reported by the allowlist walk
+        None => {
+            errors.add(
+                p("route_config"),
+                "required (meshgate needs an inline route_config)",
+            );
+            None
+        }
+    };
+
+    ok &= http_filters(&h.http_filters, &p("http_filters"), errors);
+
+    let max_request_headers_kb = h.max_request_headers_kb.map_or(60, |v| v.value);
+    if !(1..=8192).contains(&max_request_headers_kb) {
+        errors.add(p("max_request_headers_kb"), "must be between 1 and 8192");
+        ok = false;
+    }
+
+    let common = h.common_http_protocol_options.unwrap_or_default();
+    let cp = |f: &str| join(&p("common_http_protocol_options"), f);
+    let max_headers_count = common.max_headers_count.map_or(100, |v| v.value);
+    if max_headers_count == 0 {
+        errors.add(cp("max_headers_count"), "must be at least 1");
+        ok = false;
+    }
+    let idle_timeout = timeout(
+        common.idle_timeout.as_ref(),
+        Some(HOUR),
+        &cp("idle_timeout"),
+        errors,
+    );
+
+    let request_headers_timeout = timeout(
+        h.request_headers_timeout.as_ref(),
+        Some(Duration::from_secs(10)),
+        &p("request_headers_timeout"),
+        errors,
+    );
+    let stream_idle_timeout = timeout(
+        h.stream_idle_timeout.as_ref(),
+        Some(Duration::from_secs(300)),
+        &p("stream_idle_timeout"),
+        errors,
+    );
+    let request_timeout = timeout(
+        h.request_timeout.as_ref(),
+        None,
+        &p("request_timeout"),
+        errors,
+    );
+    let drain_timeout = match &h.drain_timeout {
+        None => Duration::from_secs(5),
+        Some(d) => duration(d, &p("drain_timeout"), errors).unwrap_or(Duration::from_secs(5)),
+    };
+
+    use hcm::http_connection_manager::ServerHeaderTransformation as Sht;
+    let server_header_transformation = match Sht::try_from(h.server_header_transformation) {
+        Ok(Sht::Overwrite) => model::ServerHeaderTransformation::Overwrite,
+        Ok(Sht::AppendIfAbsent) => model::ServerHeaderTransformation::AppendIfAbsent,
+        Ok(Sht::PassThrough) => model::ServerHeaderTransformation::PassThrough,
+        Err(_) => {
+            errors.add(
+                p("server_header_transformation"),
+                format!("unknown value {}", h.server_header_transformation),
+            );
+            model::ServerHeaderTransformation::Overwrite
+        }
+    };
+
+    let route_config = route_config?;
+    if !ok {
+        return None;
+    }
+    Some(model::HttpConnectionManager {
+        stat_prefix: h.stat_prefix.clone(),
+        route_config: Arc::new(route_config),
+        max_request_headers_bytes: max_request_headers_kb as usize * KIB as usize,
+        max_headers_count: max_headers_count as usize,
+        max_request_line_bytes: MAX_REQUEST_LINE_BYTES,
+        request_headers_timeout,
+        stream_idle_timeout,
+        request_timeout,
+        idle_timeout,
+        drain_timeout,
+        use_remote_address: h.use_remote_address.is_some_and(|v| v.value),
+        xff_num_trusted_hops: h.xff_num_trusted_hops,
+        server_name: if h.server_name.is_empty() {
+            "meshgate".to_string()
+        } else {
+            h.server_name.clone()
+        },
+        server_header_transformation,
+        generate_request_id: h.generate_request_id.is_none_or(|v| v.value),
+        preserve_external_request_id: h.preserve_external_request_id,
+        accept_http_10: h
+            .http_protocol_options
+            .as_ref()
+            .is_some_and(|o| o.accept_http_10),
+        http_filters: vec![model::HttpFilter::Router],
+    })
+}
+
+/// The router must come last (it is terminal); no other HTTP filter exists yet.
+fn http_filters(filters: &[hcm::HttpFilter], path: &str, errors: &mut Errors) -> bool {
+    let mut ok = true;
+    let mut last_is_router = false;
+    for (i, f) in filters.iter().enumerate() {
+        let fpath = format!("{path}[{i}]");
+        if f.name.is_empty() {
+            errors.add(join(&fpath, "name"), "required");
+            ok = false;
+        }
+        let is_router = match &f.config_type {
+            Some(hcm::http_filter::ConfigType::TypedConfig(any)) => packed_type(any) == ROUTER,
+            Some(_) => false,
+            // Configs written for older Envoys name the router without a
+            // typed_config; the name alone is unambiguous here.
+            None if f.name == "envoy.filters.http.router" => true,
+            None => {
+                errors.add(
+                    join(&fpath, "typed_config"),
+                    "required (meshgate identifies HTTP filters by their typed_config @type)",
+                );
+                ok = false;
+                false
+            }
+        };
+        if last_is_router {
+            errors.add(
+                format!("{path}[{}]", i - 1),
+                "envoy.filters.http.router is terminal and must be the last HTTP filter",
+            );
+            ok = false;
+        }
+        last_is_router = is_router;
+    }
+    if !last_is_router {
+        errors.add(
+            path,
+            "must end with envoy.filters.http.router (typed_config type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)",
+        );
+        ok = false;
+    }
+    ok
+}
+
+// ---------------------------------------------------------------- routes
+
+fn route_config(
+    rc: &rt::RouteConfiguration,
+    path: &str,
+    clusters: &HashSet<&str>,
+    errors: &mut Errors,
+) -> Option<model::RouteConfig> {
+    let mut ok = true;
+    let mut vhost_names: HashMap<&str, usize> = HashMap::new();
+    // Lower-cased domain → the vhost that claimed it first.
+    let mut domains_seen: HashMap<String, usize> = HashMap::new();
+    let mut virtual_hosts = Vec::new();
+    for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+        let vpath = format!("{path}.virtual_hosts[{i}]");
+        if vh.name.is_empty() {
+            errors.add(join(&vpath, "name"), "required");
+            ok = false;
+        } else if let Some(first) = vhost_names.insert(&vh.name, i) {
+            errors.add(
+                join(&vpath, "name"),
+                format!(
+                    "duplicate virtual host name {:?} (also virtual_hosts[{first}])",
+                    vh.name
+                ),
+            );
+            ok = false;
+        }
+        if vh.domains.is_empty() {
+            errors.add(join(&vpath, "domains"), "at least one domain is required");
+            ok = false;
+        }
+        let mut domains = Vec::new();
+        for (j, d) in vh.domains.iter().enumerate() {
+            let dpath = format!("{vpath}.domains[{j}]");
+            let lower = d.to_ascii_lowercase();
+            if let Some(first) = domains_seen.insert(lower.clone(), i) {
+                let where_ = if first == i {
+                    "this virtual host".to_string()
+                } else {
+                    format!("virtual_hosts[{first}]")
+                };
+                errors.add(
+                    &dpath,
+                    format!("duplicate domain {d:?} (also in {where_}); Envoy rejects this"),
+                );
+                ok = false;
+                continue;
+            }
+            match domain(&lower) {
+                Ok(m) => domains.push(m),
+                Err(msg) => {
+                    errors.add(&dpath, msg);
+                    ok = false;
+                }
+            }
+        }
+        let mut routes = Vec::new();
+        for (j, r) in vh.routes.iter().enumerate() {
+            match route(r, &format!("{vpath}.routes[{j}]"), clusters, errors) {
+                Some(r) => routes.push(r),
+                None => ok = false,
+            }
+        }
+        virtual_hosts.push(model::VirtualHost {
+            name: vh.name.clone(),
+            domains,
+            routes,
+        });
+    }
+    ok.then(|| model::RouteConfig {
+        name: rc.name.clone(),
+        virtual_hosts,
+    })
+}
+
+/// Envoy's wildcard forms: `*`, a leading `*` (suffix match) or a trailing
+/// `*` (prefix match); nothing else.
+fn domain(d: &str) -> Result<model::DomainMatch, String> {
+    const BAD: &str =
+        "wildcard '*' is only allowed as the whole domain, at the start or at the end";
+    if d.is_empty() {
+        return Err("empty domain".to_string());
+    }
+    if d == "*" {
+        return Ok(model::DomainMatch::Any);
+    }
+    if let Some(rest) = d.strip_prefix('*') {
+        return if rest.contains('*') {
+            Err(BAD.to_string())
+        } else {
+            Ok(model::DomainMatch::Suffix(rest.to_string()))
+        };
+    }
+    if let Some(rest) = d.strip_suffix('*') {
+        return if rest.contains('*') {
+            Err(BAD.to_string())
+        } else {
+            Ok(model::DomainMatch::Prefix(rest.to_string()))
+        };
+    }
+    if d.contains('*') {
+        return Err(BAD.to_string());
+    }
+    Ok(model::DomainMatch::Exact(d.to_string()))
+}
+
+fn route(
+    r: &rt::Route,
+    path: &str,
+    clusters: &HashSet<&str>,
+    errors: &mut Errors,
+) -> Option<model::Route> {
+    let matcher = match &r.r#match {
+        None => {
+            errors.add(join(path, "match"), "required");
+            None
+        }
+        Some(m) => {
+            use rt::route_match::PathSpecifier;
+            let p = match &m.path_specifier {
+                Some(PathSpecifier::Prefix(s)) => Some(model::PathMatch::Prefix(s.clone())),
+                Some(PathSpecifier::Path(s)) => Some(model::PathMatch::Exact(s.clone())),
+                Some(_) => None,
+                None => {
+                    errors.add(join(path, "match"), "needs `prefix` or `path`");
+                    None
+                }
+            };
+            p.map(|path| model::RouteMatch {
+                path,
+                case_sensitive: m.case_sensitive.is_none_or(|v| v.value),
+            })
+        }
+    };
+    let action = match &r.action {
+        Some(rt::route::Action::Route(a)) => forward(a, &join(path, "route"), clusters, errors),
+        Some(rt::route::Action::DirectResponse(d)) => {
+            direct_response(d, &join(path, "direct_response"), errors)
+        }
+        Some(_) => None,
+        None => {
+            errors.add(path, "needs `route` or `direct_response`");
+            None
+        }
+    };
+    Some(model::Route {
+        name: r.name.clone(),
+        matcher: matcher?,
+        action: action?,
+    })
+}
+
+fn forward(
+    a: &rt::RouteAction,
+    path: &str,
+    clusters: &HashSet<&str>,
+    errors: &mut Errors,
+) -> Option<model::RouteAction> {
+    let cluster = match &a.cluster_specifier {
+        Some(rt::route_action::ClusterSpecifier::Cluster(c)) if c.is_empty() => {
+            errors.add(join(path, "cluster"), "required");
+            None
+        }
+        Some(rt::route_action::ClusterSpecifier::Cluster(c)) if !clusters.contains(c.as_str()) => {
+            errors.add(join(path, "cluster"), format!("unknown cluster {c:?}"));
+            None
+        }
+        Some(rt::route_action::ClusterSpecifier::Cluster(c)) => Some(c.clone()),
+        Some(_) => None,
+        None => {
+            errors.add(join(path, "cluster"), "required");
+            None
+        }
+    };
+    let timeout = timeout(
+        a.timeout.as_ref(),
+        Some(Duration::from_secs(15)),
+        &join(path, "timeout"),
+        errors,
+    );
+    Some(model::RouteAction::Forward(model::ForwardAction {
+        cluster: cluster?,
+        timeout,
+        prefix_rewrite: Some(a.prefix_rewrite.clone()).filter(|s| !s.is_empty()),
+    }))
+}
+
+fn direct_response(
+    d: &rt::DirectResponseAction,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<model::RouteAction> {
+    let status = if (200..=599).contains(&d.status) {
+        Some(d.status as u16)
+    } else {
+        errors.add(
+            join(path, "status"),
+            format!("{} is not a status in 200..=599", d.status),
+        );
+        None
+    };
+    let body = match &d.body {
+        None => Some(None),
+        Some(ds) => {
+            let bpath = join(path, "body");
+            use core::data_source::Specifier;
+            match &ds.specifier {
+                Some(Specifier::InlineString(s)) => Some(Some(Arc::from(s.as_bytes()))),
+                Some(Specifier::InlineBytes(b)) => Some(Some(Arc::from(b.as_slice()))),
+                // Relative to the working directory, as in Envoy.
+                Some(Specifier::Filename(f)) => match std::fs::read(f) {
+                    Ok(b) => Some(Some(Arc::from(b))),
+                    Err(e) => {
+                        errors.add(join(&bpath, "filename"), format!("cannot read {f:?}: {e}"));
+                        None
+                    }
+                },
+                Some(_) => None,
+                None => {
+                    errors.add(bpath, "needs inline_string, inline_bytes or filename");
+                    None
+                }
+            }
+        }
+    };
+    Some(model::RouteAction::DirectResponse {
+        status: status?,
+        body: body?,
+    })
+}
+
+// ---------------------------------------------------------------- clusters
+
+fn clusters(list: &[cl::Cluster], errors: &mut Errors) -> BTreeMap<String, Arc<model::Cluster>> {
+    let mut out = BTreeMap::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in list.iter().enumerate() {
+        let path = format!("static_resources.clusters[{i}]");
+        if c.name.is_empty() {
+            errors.add(join(&path, "name"), "required");
+        } else if let Some(first) = names.insert(&c.name, i) {
+            errors.add(
+                join(&path, "name"),
+                format!(
+                    "duplicate cluster name {:?} (also static_resources.clusters[{first}])",
+                    c.name
+                ),
+            );
+            continue;
+        }
+        if let Some(model) = cluster(c, &path, errors) {
+            if !c.name.is_empty() {
+                out.insert(c.name.clone(), Arc::new(model));
+            }
+        }
+    }
+    out
+}
+
+// `dns_refresh_rate` and the top-level `max_requests_per_connection` are
+// deprecated in Envoy but still what most static configs use.
+#[allow(deprecated)]
+fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cluster> {
+    let p = |f: &str| join(path, f);
+    let mut ok = true;
+
+    use cl::cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy};
+    let discovery = match &c.cluster_discovery_type {
+        None => Some(model::DiscoveryType::Static),
+        Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(*t) {
+            Ok(DiscoveryType::Static) => Some(model::DiscoveryType::Static),
+            Ok(DiscoveryType::StrictDns) => Some(model::DiscoveryType::StrictDns),
+            _ => {
+                errors.add(
+                    p("type"),
+                    format!(
+                        "unsupported cluster type {} (meshgate supports: STATIC, STRICT_DNS)",
+                        enum_name("envoy.config.cluster.v3.Cluster.DiscoveryType", *t)
+                    ),
+                );
+                None
+            }
+        },
+        Some(ClusterDiscoveryType::ClusterType(_)) => None,
+    };
+
+    let lb_policy = match LbPolicy::try_from(c.lb_policy) {
+        Ok(LbPolicy::RoundRobin) => Some(model::LbPolicy::RoundRobin),
+        _ => {
+            errors.add(
+                p("lb_policy"),
+                format!(
+                    "unsupported value {} (meshgate supports: ROUND_ROBIN)",
+                    enum_name("envoy.config.cluster.v3.Cluster.LbPolicy", c.lb_policy)
+                ),
+            );
+            None
+        }
+    };
+
+    let connect_timeout = positive(
+        c.connect_timeout.as_ref(),
+        Duration::from_secs(5),
+        &p("connect_timeout"),
+        errors,
+    );
+    let dns_refresh_rate = match &c.dns_refresh_rate {
+        None => Duration::from_secs(5),
+        Some(d) => match duration(d, &p("dns_refresh_rate"), errors) {
+            Some(v) if v < Duration::from_millis(1) => {
+                errors.add(p("dns_refresh_rate"), "must be at least 1ms");
+                ok = false;
+                v
+            }
+            Some(v) => v,
+            None => Duration::from_secs(5),
+        },
+    };
+
+    let endpoints = match (&c.load_assignment, discovery) {
+        (Some(la), Some(discovery)) => endpoints(la, &p("load_assignment"), discovery, errors),
+        (None, _) => Some(Vec::new()),
+        (Some(_), None) => None,
+    };
+
+    let (upstream_idle_timeout, mut max_requests) =
+        protocol_options(c, &p("typed_extension_protocol_options"), errors).unwrap_or_else(|| {
+            ok = false;
+            (HOUR, None)
+        });
+    if let Some(v) = c.max_requests_per_connection {
+        if max_requests.is_some() {
+            errors.add(
+                p("max_requests_per_connection"),
+                "set both here (deprecated) and in HttpProtocolOptions.common_http_protocol_options; Envoy rejects this",
+            );
+            ok = false;
+        }
+        max_requests = Some(v.value).filter(|n| *n != 0);
+    }
+
+    if !ok {
+        return None;
+    }
+    Some(model::Cluster {
+        name: c.name.clone(),
+        discovery: discovery?,
+        connect_timeout,
+        lb_policy: lb_policy?,
+        dns_refresh_rate,
+        endpoints: endpoints?,
+        upstream_idle_timeout,
+        max_requests_per_connection: max_requests,
+        max_idle_per_endpoint: MAX_IDLE_PER_ENDPOINT,
+        per_connection_buffer_limit_bytes: c
+            .per_connection_buffer_limit_bytes
+            .map_or(MIB, |v| v.value),
+    })
+}
+
+/// `typed_extension_protocol_options[HttpProtocolOptions]` → (upstream idle
+/// timeout, max requests per connection); `None` after reporting.
+fn protocol_options(
+    c: &cl::Cluster,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<(Duration, Option<u32>)> {
+    let Some(any) = c
+        .typed_extension_protocol_options
+        .get(UPSTREAM_HTTP_OPTIONS)
+    else {
+        return Some((HOUR, None));
+    };
+    if packed_type(any) != UPSTREAM_HTTP_OPTIONS {
+        return Some((HOUR, None)); // reported by the allowlist walk
+    }
+    let path = format!("{path}[{UPSTREAM_HTTP_OPTIONS:?}]");
+    let opts = match up::HttpProtocolOptions::decode(any.value.as_slice()) {
+        Ok(o) => o,
+        Err(e) => {
+            errors.add(path, format!("cannot decode: {e}"));
+            return None;
+        }
+    };
+    let common = opts.common_http_protocol_options.unwrap_or_default();
+    let cpath = join(&path, "common_http_protocol_options");
+    let idle = match &common.idle_timeout {
+        None => HOUR,
+        Some(d) => {
+            let ipath = join(&cpath, "idle_timeout");
+            match duration(d, &ipath, errors) {
+                // The model has no "never" for pooled connections, and an
+                // idle connection kept forever is a leak: say so instead.
+                Some(v) if v.is_zero() => {
+                    errors.add(
+                        ipath,
+                        "0s (never time out) is not supported for upstream connections; set a duration",
+                    );
+                    return None;
+                }
+                Some(v) => v,
+                None => return None,
+            }
+        }
+    };
+    let max_requests = common
+        .max_requests_per_connection
+        .map(|v| v.value)
+        .filter(|n| *n != 0);
+    Some((idle, max_requests))
+}
+
+fn endpoints(
+    la: &ep::ClusterLoadAssignment,
+    path: &str,
+    discovery: model::DiscoveryType,
+    errors: &mut Errors,
+) -> Option<Vec<model::Endpoint>> {
+    let mut ok = true;
+    if la.cluster_name.is_empty() {
+        errors.add(join(path, "cluster_name"), "required");
+        ok = false;
+    }
+    let mut out = Vec::new();
+    for (i, locality) in la.endpoints.iter().enumerate() {
+        let lpath = format!("{path}.endpoints[{i}]");
+        for (j, lb) in locality.lb_endpoints.iter().enumerate() {
+            let epath = format!("{lpath}.lb_endpoints[{j}]");
+            let weight = lb.load_balancing_weight.map_or(1, |w| w.value);
+            if weight == 0 {
+                errors.add(join(&epath, "load_balancing_weight"), "must be at least 1");
+                ok = false;
+            }
+            let endpoint = match &lb.host_identifier {
+                Some(ep::lb_endpoint::HostIdentifier::Endpoint(e)) => e,
+                Some(_) => {
+                    ok = false;
+                    continue;
+                }
+                None => {
+                    errors.add(join(&epath, "endpoint"), "required");
+                    ok = false;
+                    continue;
+                }
+            };
+            let apath = join(&join(&epath, "endpoint"), "address");
+            let Some((host, port)) = socket_address(endpoint.address.as_ref(), &apath, errors)
+            else {
+                ok = false;
+                continue;
+            };
+            let host_path = join(&join(&apath, "socket_address"), "address");
+            if port == 0 {
+                errors.add(
+                    join(&join(&apath, "socket_address"), "port_value"),
+                    "an upstream endpoint needs a non-zero port",
+                );
+                ok = false;
+                continue;
+            }
+            let port = port as u16;
+            let address = match (host, discovery) {
+                (Host::Ip(ip), _) => model::EndpointAddress::Socket(SocketAddr::new(ip, port)),
+                (Host::Name(name), model::DiscoveryType::Static) => {
+                    errors.add(
+                        host_path,
+                        format!("a STATIC cluster needs IP address literals, got {name:?} (use type: STRICT_DNS for host names)"),
+                    );
+                    ok = false;
+                    continue;
+                }
+                (Host::Name(name), model::DiscoveryType::StrictDns) => {
+                    if !valid_hostname(&name) {
+                        errors.add(
+                            host_path,
+                            format!("{name:?} is neither an IP address nor a valid host name"),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    model::EndpointAddress::Dns { host: name, port }
+                }
+            };
+            out.push(model::Endpoint {
+                address,
+                weight,
+                priority: locality.priority,
+            });
+        }
+    }
+    ok.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::DomainMatch::*;
+
+    #[test]
+    fn domains() {
+        assert_eq!(domain("*"), Ok(Any));
+        assert_eq!(domain("*.foo.com"), Ok(Suffix(".foo.com".into())));
+        assert_eq!(domain("*-bar.foo.com"), Ok(Suffix("-bar.foo.com".into())));
+        assert_eq!(domain("foo.*"), Ok(Prefix("foo.".into())));
+        assert_eq!(domain("foo.com:8080"), Ok(Exact("foo.com:8080".into())));
+        assert!(domain("a.*.com").is_err());
+        assert!(domain("**").is_err());
+        assert!(domain("*.foo.*").is_err());
+        assert!(domain("").is_err());
+    }
+
+    #[test]
+    fn hostnames() {
+        assert!(valid_hostname("backend"));
+        assert!(valid_hostname("svc.ns.svc.cluster.local."));
+        assert!(valid_hostname("_grpc._tcp.example.com"));
+        assert!(!valid_hostname("bad host"));
+        assert!(!valid_hostname("-x.com"));
+        assert!(!valid_hostname("a..b"));
+    }
+}

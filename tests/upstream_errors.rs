@@ -1,0 +1,114 @@
+//! Upstream failures as the client sees them: refused connections, timeouts,
+//! broken responses, responses cut in the middle.
+
+use std::time::{Duration, Instant};
+
+use testkit::{basic_config, closed_addr, raw_exchange_detailed, start_basic, Client, Gateway};
+
+#[test]
+fn unreachable_upstream_is_503() {
+    let gw = Gateway::start(&basic_config("", "", ""), &[closed_addr()], &[]);
+    let mut c = Client::connect(gw.listener_addr);
+    let r = c.get("/");
+    assert_eq!(r.status, 503, "body: {}", r.body_str());
+    // A local reply keeps the client connection usable.
+    if !r.connection_close() {
+        assert_eq!(c.get("/").status, 503);
+    }
+}
+
+#[test]
+fn slow_upstream_is_504_at_route_timeout() {
+    let (_up, gw) = start_basic("", "timeout: 1s", "", &[]);
+    let mut c = Client::connect(gw.listener_addr);
+    let t = Instant::now();
+    let r = c.get("/delay/3000");
+    let took = t.elapsed();
+    assert_eq!(r.status, 504, "body: {}", r.body_str());
+    assert!(
+        took >= Duration::from_millis(900),
+        "504 too early: {took:?}"
+    );
+    assert!(took < Duration::from_millis(2500), "504 too late: {took:?}");
+    // The route timeout fired, not a connection problem: the next request works.
+    let mut c2 = Client::connect(gw.listener_addr);
+    assert_eq!(c2.get("/").status, 200);
+}
+
+#[test]
+fn fast_enough_upstream_is_not_timed_out() {
+    let (_up, gw) = start_basic("", "timeout: 1s", "", &[]);
+    let mut c = Client::connect(gw.listener_addr);
+    let r = c.get("/delay/300");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_str(), "delayed 300ms\n");
+}
+
+#[test]
+fn conflicting_content_length_from_upstream_is_502() {
+    let (_up, gw) = start_basic("", "", "", &[]);
+    let mut c = Client::connect(gw.listener_addr);
+    let r = c.get("/malformed");
+    assert_eq!(r.status, 502, "body: {}", r.body_str());
+    assert!(!r.body_str().contains("hello"), "upstream body leaked");
+}
+
+#[test]
+fn non_http_upstream_response_is_502() {
+    let (_up, gw) = start_basic("", "", "", &[]);
+    let mut c = Client::connect(gw.listener_addr);
+    let r = c.get("/garbage");
+    assert_eq!(r.status, 502, "body: {}", r.body_str());
+}
+
+/// The upstream promises 1000 bytes, sends 10 and closes. The response head has
+/// gone out already, so the client must see that response cut short (connection
+/// closed before 1000 bytes) and never a second response spliced after it.
+#[test]
+fn truncated_upstream_response_is_cut_not_spliced() {
+    let (_up, gw) = start_basic("", "", "", &[]);
+    let out = raw_exchange_detailed(
+        gw.listener_addr,
+        b"GET /truncated HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    let text = out.text();
+    assert!(
+        out.closed,
+        "client connection not closed after the cut response: {text:?}"
+    );
+    let (complete, err) = out.responses();
+    assert!(
+        complete.is_empty(),
+        "a complete response was delivered: {text:?}"
+    );
+    assert!(err.is_some(), "expected a cut response, got {text:?}");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert_eq!(
+        text.matches("HTTP/1.").count(),
+        1,
+        "second response spliced in: {text:?}"
+    );
+    let body_start = text.find("\r\n\r\n").map(|i| i + 4).unwrap_or(text.len());
+    assert!(text.len() - body_start < 1000);
+
+    let mut c = Client::connect(gw.listener_addr);
+    let r = c.get("/");
+    assert_eq!(r.status, 200, "fresh connection after the cut");
+    assert_eq!(r.body_str(), "hello from up\n");
+}
+
+/// An upstream that dies mid-flight on one request does not affect the next.
+#[test]
+fn upstream_recovers_after_broken_responses() {
+    let (_up, gw) = start_basic("", "", "", &[]);
+    for path in ["/garbage", "/malformed"] {
+        let mut c = Client::connect(gw.listener_addr);
+        let r = c.get(path);
+        assert_eq!(r.status, 502, "{path}");
+    }
+    let mut c = Client::connect(gw.listener_addr);
+    for _ in 0..3 {
+        assert_eq!(c.get("/").status, 200);
+    }
+}

@@ -1,0 +1,144 @@
+//! Task machinery: `async-task` runnables in a per-shard queue.
+//!
+//! Wakers may in principle be called from any thread (async-task requires the
+//! schedule function to be `Send + Sync`), so the queue is a lock-free
+//! `SegQueue`; a wake from a foreign thread also kicks the shard's epoll so the
+//! task does not wait for the next unrelated event.  On the shard itself a
+//! wake is one queue push.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use async_task::Runnable;
+use crossbeam_queue::SegQueue;
+
+use super::reactor::RemoteWaker;
+
+struct Shared {
+    queue: SegQueue<Runnable>,
+    remote: RemoteWaker,
+}
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Arc<Shared>>> = const { std::cell::RefCell::new(None) };
+    /// Address of the `Shared` owned by this thread, to tell local wakes from remote ones.
+    static OWNER: Cell<usize> = const { Cell::new(0) };
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+}
+
+pub struct Executor {
+    shared: Arc<Shared>,
+}
+
+impl Executor {
+    pub(crate) fn new(remote: RemoteWaker) -> Executor {
+        Executor { shared: Arc::new(Shared { queue: SegQueue::new(), remote }) }
+    }
+
+    pub(crate) fn enter(&self) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.shared.clone()));
+        OWNER.with(|o| o.set(Arc::as_ptr(&self.shared) as usize));
+    }
+
+    /// Runs up to `budget` ready tasks; returns whether more are ready.
+    pub(crate) fn run_batch(&self, budget: usize) -> bool {
+        for _ in 0..budget {
+            match self.shared.queue.pop() {
+                Some(runnable) => {
+                    runnable.run();
+                }
+                None => return false,
+            }
+        }
+        !self.shared.queue.is_empty()
+    }
+
+    pub fn live_tasks(&self) -> usize {
+        LIVE.with(|l| l.get())
+    }
+
+    pub(crate) fn shutdown(&self) {
+        while let Some(runnable) = self.shared.queue.pop() {
+            drop(runnable);
+        }
+        CURRENT.with(|c| c.borrow_mut().take());
+        OWNER.with(|o| o.set(0));
+    }
+}
+
+/// Decrements the live-task count however the task ends (completion or cancel).
+struct LiveGuard;
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        LIVE.with(|l| l.set(l.get() - 1));
+    }
+}
+
+/// Spawns a task on the current shard.
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let shared = CURRENT.with(|c| c.borrow().clone()).expect("spawn outside a shard thread");
+    LIVE.with(|l| l.set(l.get() + 1));
+    let guard = LiveGuard;
+    let wrapped = async move {
+        let _guard = guard;
+        future.await
+    };
+    let schedule = move |runnable: Runnable| {
+        let local = OWNER.with(|o| o.get()) == Arc::as_ptr(&shared) as usize;
+        shared.queue.push(runnable);
+        if !local {
+            shared.remote.wake();
+        }
+    };
+    let (runnable, task) = async_task::spawn_local(wrapped, schedule);
+    runnable.schedule();
+    JoinHandle { task: Some(task) }
+}
+
+/// The result of a spawned task.  Dropping it cancels the task; call
+/// [`JoinHandle::detach`] to let it run on its own.
+pub struct JoinHandle<T> {
+    task: Option<async_task::Task<T>>,
+}
+
+impl<T> JoinHandle<T> {
+    pub fn detach(mut self) {
+        if let Some(task) = self.task.take() {
+            task.detach();
+        }
+    }
+
+    /// Non-blocking check for the task's output (used by `block_on`).
+    pub fn try_take(&mut self) -> Option<T> {
+        let task = self.task.as_mut()?;
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        match Pin::new(task).poll(&mut cx) {
+            Poll::Ready(out) => {
+                self.task = None;
+                Some(out)
+            }
+            Poll::Pending => None,
+        }
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<T> {
+        let task = self.task.as_mut().expect("JoinHandle polled after completion");
+        match Pin::new(task).poll(cx) {
+            Poll::Ready(out) => {
+                self.task = None;
+                Poll::Ready(out)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

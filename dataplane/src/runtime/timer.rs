@@ -1,0 +1,223 @@
+//! Timers: a min-heap of deadlines with lazy cancellation.
+//!
+//! Per request a proxy arms and cancels several timers (header timeout, route
+//! timeout, idle timeout) and almost none of them fire, so cancellation must be
+//! cheap: dropping a `Sleep` frees its slab entry and the heap entry is skipped
+//! when it surfaces.  Time is the loop's cached `now()`, read once per pass.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::with_context;
+
+struct Entry {
+    generation: u64,
+    waker: Option<Waker>,
+    fired: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    entries: Slab<Entry>,
+    next_generation: u64,
+}
+
+impl Timers {
+    fn insert(&mut self, deadline: Instant, waker: Waker) -> (usize, u64) {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let key = self.entries.insert(Entry { generation, waker: Some(waker), fired: false });
+        self.heap.push(Reverse((deadline, key, generation)));
+        (key, generation)
+    }
+
+    fn live(&mut self, key: usize, generation: u64) -> Option<&mut Entry> {
+        self.entries.get_mut(key).filter(|e| e.generation == generation)
+    }
+
+    fn cancel(&mut self, key: usize, generation: u64) {
+        if self.live(key, generation).is_some() {
+            self.entries.remove(key);
+        }
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        // Stale (cancelled) heads only make the loop wake early once; `fire` pops them.
+        self.heap.peek().map(|Reverse((d, _, _))| *d)
+    }
+
+    pub(crate) fn fire(&mut self, now: Instant) {
+        while let Some(Reverse((deadline, key, generation))) = self.heap.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.heap.pop();
+            if let Some(entry) = self.live(key, generation) {
+                entry.fired = true;
+                if let Some(w) = entry.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+}
+
+/// The shard loop's current time (read once per loop pass).
+pub fn now() -> Instant {
+    with_context(|c| c.now.get())
+}
+
+/// Completes at `deadline`.
+pub struct Sleep {
+    deadline: Instant,
+    registered: Option<(usize, u64)>,
+}
+
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep { deadline, registered: None }
+}
+
+impl Sleep {
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Moves the deadline (e.g. an idle timer pushed back by activity).
+    pub fn reset(&mut self, deadline: Instant) {
+        self.cancel();
+        self.deadline = deadline;
+    }
+
+    fn cancel(&mut self) {
+        if let Some((key, generation)) = self.registered.take() {
+            with_context(|c| c.timers.borrow_mut().cancel(key, generation));
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let deadline = self.deadline;
+        with_context(|c| {
+            let mut timers = c.timers.borrow_mut();
+            if let Some((key, generation)) = self.registered {
+                if let Some(entry) = timers.live(key, generation) {
+                    if entry.fired {
+                        timers.entries.remove(key);
+                        drop(timers);
+                        self.registered = None;
+                        return Poll::Ready(());
+                    }
+                    match &entry.waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => entry.waker = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+            }
+            if c.now.get() >= deadline {
+                return Poll::Ready(());
+            }
+            let reg = timers.insert(deadline, cx.waker().clone());
+            drop(timers);
+            self.registered = Some(reg);
+            Poll::Pending
+        })
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if self.registered.is_some() {
+            // The runtime may already be gone at thread teardown.
+            let registered = self.registered.take();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if let Some((key, generation)) = registered {
+                    with_context(|c| {
+                        if let Ok(mut t) = c.timers.try_borrow_mut() {
+                            t.cancel(key, generation)
+                        }
+                    });
+                }
+            }));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+/// Runs `future` with a deadline `after` from now; `None` means no deadline.
+pub async fn timeout<F: Future>(after: Option<Duration>, future: F) -> Result<F::Output, Elapsed> {
+    let Some(after) = after else { return Ok(future.await) };
+    let mut sleep = sleep_until(now() + after);
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match Pin::new(&mut sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{spawn, Runtime};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    #[test]
+    fn sleeps_fire_in_deadline_order_and_cancelled_ones_never() {
+        let mut rt = Runtime::new().unwrap();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let start = Instant::now();
+        for (i, ms) in [(0u32, 30u64), (1, 10), (2, 20)] {
+            let order = order.clone();
+            spawn(async move {
+                sleep_until(start + Duration::from_millis(ms)).await;
+                order.borrow_mut().push(i);
+            })
+            .detach();
+        }
+        let cancelled = Rc::new(RefCell::new(false));
+        let flag = cancelled.clone();
+        let doomed = spawn(async move {
+            sleep_until(start + Duration::from_millis(15)).await;
+            *flag.borrow_mut() = true;
+        });
+        drop(doomed);
+        rt.block_on(async move { sleep_until(start + Duration::from_millis(50)).await });
+        assert_eq!(*order.borrow(), vec![1, 2, 0]);
+        assert!(!*cancelled.borrow());
+    }
+
+    #[test]
+    fn timeout_reports_elapsed_only_when_the_future_is_late() {
+        let mut rt = Runtime::new().unwrap();
+        let res = rt.block_on(async {
+            let fast = timeout(Some(Duration::from_millis(50)), async { 7 }).await;
+            let slow = timeout(Some(Duration::from_millis(10)), sleep_until(now() + Duration::from_secs(5))).await;
+            (fast, slow)
+        });
+        assert_eq!(res, (Ok(7), Err(Elapsed)));
+    }
+}

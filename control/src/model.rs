@@ -92,6 +92,9 @@ pub struct HttpConnectionManager {
     pub preserve_external_request_id: bool,
     /// `http_protocol_options.accept_http_10` (default false → 426).
     pub accept_http_10: bool,
+    /// `http_protocol_options.enable_trailers` (default false: HTTP/1
+    /// trailers are parsed and dropped, as Envoy does).
+    pub enable_trailers: bool,
     /// HTTP filters in order; the last one is always the router.
     pub http_filters: Vec<HttpFilter>,
 }
@@ -199,6 +202,10 @@ pub struct Cluster {
     pub max_idle_per_endpoint: usize,
     /// `per_connection_buffer_limit_bytes` (default 1 MiB).
     pub per_connection_buffer_limit_bytes: u32,
+    /// `explicit_http_config.http_protocol_options.enable_trailers`
+    /// (default false).  Trailers cross the gateway only when both the
+    /// listener's and the cluster's codec have them enabled.
+    pub enable_trailers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

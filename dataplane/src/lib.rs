@@ -9,6 +9,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod dns;
 pub mod http1;
+pub mod proxy;
 pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod shard;
 pub mod stats;
+pub mod transport;
+pub mod upstream;

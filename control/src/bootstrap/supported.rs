@@ -150,7 +150,7 @@ const FIELDS_BY_CONTAINER: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http_protocol_options",
-        &["accept_http_10"],
+        &["accept_http_10", "enable_trailers"],
     ),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.common_http_protocol_options",
@@ -158,7 +158,7 @@ const FIELDS_BY_CONTAINER: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http_protocol_options",
-        &[],
+        &["enable_trailers"],
     ),
 ];
 

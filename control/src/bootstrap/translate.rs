@@ -501,6 +501,10 @@ fn http_connection_manager(
             .http_protocol_options
             .as_ref()
             .is_some_and(|o| o.accept_http_10),
+        enable_trailers: h
+            .http_protocol_options
+            .as_ref()
+            .is_some_and(|o| o.enable_trailers),
         http_filters: vec![model::HttpFilter::Router],
     })
 }
@@ -907,7 +911,27 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
         per_connection_buffer_limit_bytes: c
             .per_connection_buffer_limit_bytes
             .map_or(MIB, |v| v.value),
+        enable_trailers: upstream_trailers(c),
     })
+}
+
+/// `explicit_http_config.http_protocol_options.enable_trailers` of the
+/// cluster's HttpProtocolOptions (decode errors are reported elsewhere).
+fn upstream_trailers(c: &cl::Cluster) -> bool {
+    let Some(any) = c.typed_extension_protocol_options.get(UPSTREAM_HTTP_OPTIONS) else {
+        return false;
+    };
+    let Ok(opts) = up::HttpProtocolOptions::decode(any.value.as_slice()) else {
+        return false;
+    };
+    match opts.upstream_protocol_options {
+        Some(up::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(e)) => matches!(
+            e.protocol_config,
+            Some(up::http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(o))
+                if o.enable_trailers
+        ),
+        _ => false,
+    }
 }
 
 /// `typed_extension_protocol_options[HttpProtocolOptions]` → (upstream idle

@@ -1,0 +1,912 @@
+//! The HTTP/1.1 connection manager: one task per downstream connection that
+//! reads requests, routes them and proxies them to upstream pools.
+//!
+//! It owns the request phases and their error mapping; it must not know
+//! which transport backend carries its bytes, how config is loaded, or how
+//! hosts are discovered.  Parsing and framing are the sans-IO `http1` codec's;
+//! matching is the `router`'s; connections come from `upstream`.
+//!
+//! Phases of one request (Envoy's names in brackets):
+//!
+//! ```text
+//!  wait head ──(idle_timeout / request_headers_timeout → 408)──┐
+//!    │ parse (codec error → 400/414/431/501/505, close)        │
+//!  route ──(no match → 404; direct_response)                   │
+//!    │                                                         │
+//!  pick host ── checkout/connect ──(fail → 503)                │
+//!    │                                                         │
+//!  send head ─┬─ pump request body  ──────────┐                │
+//!             └─ read response head, stream body back          │
+//!                (route timeout from end of request → 504;     │
+//!                 bad response → 502 / cut if already started) │
+//!  keep-alive? ── loop ◄───────────────────────────────────────┘
+//! ```
+//! Request and response bodies stream through fixed-size buffers with
+//! backpressure: nothing ever holds a whole body.  Both pumps run in the same
+//! task, polled together, so an upstream that answers before reading the
+//! whole request body cannot deadlock the exchange.
+
+mod buf;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use control::model::{RouteAction, ServerHeaderTransformation};
+
+pub use buf::RecvBuf;
+
+use crate::http1::{
+    self, encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head, parse_request_head,
+    parse_response_head, request_body_kind, response_body_kind_for, strip_hop_by_hop, BodyDecoder, BodyKind,
+    Decoded, H1Error, Method, RequestHead, ResponseHead, Version,
+};
+use crate::router::rewrite_prefix;
+use crate::runtime::{now, sleep_until, timeout, Sleep};
+use crate::shard::{HttpListener, ShardCtx};
+use crate::transport::Stream;
+use crate::upstream::{ClusterRuntime, ConnectFailure, UpstreamConn};
+
+const INITIAL_BUF: usize = 16 * 1024;
+/// Largest upstream response head accepted (Envoy's 60 KiB default).
+pub(crate) const UPSTREAM_HEAD_LIMIT: usize = 60 * 1024;
+/// A request body this small is read and discarded to keep the connection
+/// after a local reply; anything larger (or unknown) closes it instead.
+const DISCARD_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Serves one downstream connection until it closes.
+pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, stream: Stream, peer: SocketAddr) {
+    let stats = &listener.stats;
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_http1_total.inc();
+    stats.downstream_cx_active.inc();
+    stats.downstream_cx_http1_active.inc();
+    listener.listener_stats.downstream_cx_total.inc();
+    listener.listener_stats.downstream_cx_active.inc();
+    let opened = Instant::now();
+    let mut conn = Downstream::new(&ctx, stream, peer, &listener);
+    let end = conn.run(&listener).await;
+    match end {
+        ConnEnd::Local => stats.downstream_cx_destroy_local.inc(),
+        ConnEnd::Remote => stats.downstream_cx_destroy_remote.inc(),
+    }
+    stats.downstream_cx_destroy.inc();
+    stats.downstream_cx_rx_bytes_total.add(conn.rx_bytes.get());
+    stats.downstream_cx_tx_bytes_total.add(conn.tx_bytes.get());
+    stats.downstream_cx_active.dec();
+    stats.downstream_cx_http1_active.dec();
+    stats.downstream_cx_length_ms.record(opened.elapsed());
+    listener.listener_stats.downstream_cx_active.dec();
+    listener.listener_stats.downstream_cx_destroy.inc();
+    listener.listener_stats.downstream_cx_length_ms.record(opened.elapsed());
+}
+
+enum ConnEnd {
+    Local,
+    Remote,
+}
+
+/// What the request phase decided about the downstream connection.
+enum After {
+    KeepAlive,
+    Close,
+}
+
+struct Downstream<'a> {
+    ctx: &'a ShardCtx,
+    stream: Stream,
+    peer: SocketAddr,
+    buf: RecvBuf,
+    head: RequestHead,
+    /// Scratch for encoding heads; reused for every request.
+    out: Vec<u8>,
+    rx_bytes: Cell<u64>,
+    tx_bytes: Cell<u64>,
+}
+
+impl<'a> Downstream<'a> {
+    fn new(ctx: &'a ShardCtx, stream: Stream, peer: SocketAddr, listener: &HttpListener) -> Downstream<'a> {
+        let cap = listener.limits.max_head_bytes + 4096;
+        Downstream {
+            ctx,
+            stream,
+            peer,
+            buf: RecvBuf::new(INITIAL_BUF.min(cap), cap),
+            head: RequestHead::new(),
+            out: Vec::with_capacity(1024),
+            rx_bytes: Cell::new(0),
+            tx_bytes: Cell::new(0),
+        }
+    }
+
+    async fn run(&mut self, listener: &Rc<HttpListener>) -> ConnEnd {
+        loop {
+            // A newer snapshot's listener of the same name serves new requests.
+            let snapshot = self.ctx.snapshot();
+            let listener = snapshot.listeners.get(&listener.config.name).cloned().unwrap_or_else(|| listener.clone());
+            match self.read_head(&listener).await {
+                HeadOutcome::Ready(consumed) => {
+                    self.buf.consume(consumed);
+                }
+                HeadOutcome::Closed => return ConnEnd::Remote,
+                HeadOutcome::Idle => return ConnEnd::Local,
+                HeadOutcome::Failed(status, reason) => {
+                    listener.stats.downstream_rq_total.inc();
+                    listener.stats.downstream_rq_http1_total.inc();
+                    listener.stats.downstream_cx_protocol_error.inc();
+                    let _ = self.local_reply(&listener, status, reason.as_bytes(), true).await;
+                    return ConnEnd::Local;
+                }
+            }
+            let started = Instant::now();
+            listener.stats.downstream_rq_total.inc();
+            listener.stats.downstream_rq_http1_total.inc();
+            listener.stats.downstream_rq_active.inc();
+            let after = self.handle_request(&snapshot, &listener).await;
+            listener.stats.downstream_rq_active.dec();
+            listener.stats.downstream_rq_completed.inc();
+            listener.stats.downstream_rq_time.record(started.elapsed());
+            match after {
+                After::KeepAlive if !self.ctx.draining() => {}
+                After::KeepAlive => {
+                    listener.stats.downstream_cx_drain_close.inc();
+                    return ConnEnd::Local;
+                }
+                After::Close => return ConnEnd::Local,
+            }
+        }
+    }
+
+    /// Waits for and parses the next request head, enforcing the idle
+    /// timeout before its first byte and the headers timeout after it.
+    async fn read_head(&mut self, listener: &HttpListener) -> HeadOutcome {
+        let hcm = &listener.hcm;
+        let mut header_deadline: Option<Instant> = None;
+        self.head.clear();
+        loop {
+            if !self.buf.is_empty() {
+                match parse_request_head(self.buf.filled(), &listener.limits, &mut self.head) {
+                    Ok(Some(consumed)) => return HeadOutcome::Ready(consumed),
+                    Ok(None) => {}
+                    Err(e) => return HeadOutcome::Failed(e.status(), error_body(&e)),
+                }
+                if header_deadline.is_none() {
+                    header_deadline = hcm.request_headers_timeout.map(|t| now() + t);
+                }
+            }
+            let waiting_for_first_byte = self.buf.is_empty();
+            if waiting_for_first_byte && self.ctx.draining() {
+                return HeadOutcome::Idle;
+            }
+            let deadline = if waiting_for_first_byte { hcm.idle_timeout.map(|t| now() + t) } else { header_deadline };
+            let read = self.fill_or_drain(deadline, waiting_for_first_byte).await;
+            match read {
+                Fill::Read(0) => {
+                    return if self.buf.is_empty() {
+                        HeadOutcome::Closed
+                    } else {
+                        // A client that gives up mid-head gets nothing back.
+                        listener.stats.downstream_rq_rx_reset.inc();
+                        HeadOutcome::Closed
+                    };
+                }
+                Fill::Read(_) => {}
+                Fill::Full => {
+                    // Only reachable when the parser could not decide yet; the
+                    // buffer cap is above every head limit, so this is 431.
+                    return HeadOutcome::Failed(431, error_body(&H1Error::HeadTooLarge));
+                }
+                Fill::Error => return HeadOutcome::Closed,
+                Fill::TimedOut if waiting_for_first_byte => {
+                    listener.stats.downstream_cx_idle_timeout.inc();
+                    return HeadOutcome::Idle;
+                }
+                Fill::TimedOut => {
+                    listener.stats.downstream_rq_header_timeout.inc();
+                    return HeadOutcome::Failed(408, "request headers timeout".to_string());
+                }
+                Fill::Draining => return HeadOutcome::Idle,
+            }
+        }
+    }
+
+    /// One read into the buffer, bounded by `deadline`, abandoned when the
+    /// shard starts draining if `idle` (no request in progress).
+    async fn fill_or_drain(&mut self, deadline: Option<Instant>, idle: bool) -> Fill {
+        let mut sleep = deadline.map(sleep_until);
+        let mut drain = pin!(self.ctx.drain_signal());
+        let read = self.buf.fill_from(&self.stream);
+        let mut read = pin!(read);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                return Poll::Ready(match r {
+                    Ok(n) => {
+                        self.rx_bytes.set(self.rx_bytes.get() + n as u64);
+                        Fill::Read(n)
+                    }
+                    Err(e) if e.kind() == buf::BUFFER_FULL => Fill::Full,
+                    Err(_) => Fill::Error,
+                });
+            }
+            if let Some(s) = sleep.as_mut() {
+                if Pin::new(s).poll(cx).is_ready() {
+                    return Poll::Ready(Fill::TimedOut);
+                }
+            }
+            if idle && drain.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Fill::Draining);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    async fn handle_request(&mut self, snapshot: &crate::shard::ShardSnapshot, listener: &Rc<HttpListener>) -> After {
+        let hcm = &listener.hcm;
+        let body_kind = match request_body_kind(&self.head) {
+            Ok(k) => k,
+            Err(e) => {
+                listener.stats.downstream_cx_protocol_error.inc();
+                let _ = self.local_reply(listener, e.status(), error_body(&e).as_bytes(), true).await;
+                return After::Close;
+            }
+        };
+        if self.head.version == Version::Http10 && !hcm.accept_http_10 {
+            let _ = self.local_reply(listener, 426, b"Upgrade Required", true).await;
+            return After::Close;
+        }
+        let directives = strip_hop_by_hop(&mut self.head.headers);
+        let client_keeps = directives.persistent(self.head.version);
+        let expect_continue = match self.head.headers.get("expect") {
+            Some(v) if v.eq_ignore_ascii_case(b"100-continue") => true,
+            Some(_) => {
+                let _ = self.local_reply(listener, 417, b"Expectation Failed", true).await;
+                return After::Close;
+            }
+            None => false,
+        };
+        self.head.headers.remove("expect");
+
+        let host = self.head.host().unwrap_or(b"");
+        let path = self.head.path_and_query();
+        let Some(route) = listener.routes.route(host, path) else {
+            listener.stats.no_route.inc();
+            return self.reply_and_settle(listener, body_kind, client_keeps, 404, b"").await;
+        };
+        match &route.action {
+            RouteAction::DirectResponse { status, body } => {
+                listener.stats.rq_direct_response.inc();
+                let body = body.clone();
+                let body: &[u8] = body.as_deref().unwrap_or(b"");
+                self.reply_and_settle(listener, body_kind, client_keeps, *status, body).await
+            }
+            RouteAction::Forward(action) => {
+                let Some(cluster) = snapshot.clusters.get(&action.cluster).cloned() else {
+                    listener.stats.no_cluster.inc();
+                    return self.reply_and_settle(listener, body_kind, client_keeps, 503, b"").await;
+                };
+                let matched_prefix = match &route.matcher.path {
+                    control::model::PathMatch::Prefix(p) => Some(p.as_str()),
+                    control::model::PathMatch::Exact(p) => Some(p.as_str()),
+                };
+                let exchange = Exchange {
+                    listener,
+                    cluster: &cluster,
+                    body_kind,
+                    client_keeps,
+                    expect_continue,
+                    route_timeout: action.timeout,
+                    rewrite: action.prefix_rewrite.as_deref().zip(matched_prefix),
+                };
+                self.forward(exchange).await
+            }
+        }
+    }
+
+    /// Answers locally, then keeps the connection only if the request body
+    /// can be skipped cheaply (none, or small and already arriving).
+    async fn reply_and_settle(
+        &mut self,
+        listener: &HttpListener,
+        body_kind: BodyKind,
+        client_keeps: bool,
+        status: u16,
+        body: &[u8],
+    ) -> After {
+        let skippable = match body_kind {
+            BodyKind::Empty | BodyKind::Length(0) => true,
+            BodyKind::Length(n) => n <= DISCARD_BODY_LIMIT,
+            _ => false,
+        };
+        let keep = client_keeps && skippable && !self.ctx.draining();
+        if self.local_reply(listener, status, body, !keep).await.is_err() {
+            return After::Close;
+        }
+        if !keep {
+            return After::Close;
+        }
+        let mut decoder = BodyDecoder::with_limits(body_kind, &listener.limits);
+        loop {
+            match decoder.decode(self.buf.filled()) {
+                Ok((n, Decoded::End { .. })) => {
+                    self.buf.consume(n);
+                    return After::KeepAlive;
+                }
+                Ok((n, _)) => self.buf.consume(n),
+                Err(_) => return After::Close,
+            }
+            match timeout(listener.hcm.request_headers_timeout, self.buf.fill_from(&self.stream)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return After::Close,
+            }
+        }
+    }
+
+    /// Writes a locally generated response (Envoy's "local reply").
+    async fn local_reply(&mut self, listener: &HttpListener, status: u16, body: &[u8], close: bool) -> io::Result<()> {
+        listener.stats.record_response_code(status);
+        let mut headers = http1::Headers::new();
+        if !body.is_empty() {
+            headers.append("content-type", b"text/plain");
+        }
+        headers.append("content-length", itoa::Buffer::new().format(body.len()).as_bytes());
+        headers.append("date", &self.ctx.http_date());
+        headers.append("server", listener.hcm.server_name.as_bytes());
+        if close {
+            headers.append("connection", b"close");
+        }
+        self.out.clear();
+        encode_response_head(status, "", &headers, &mut self.out);
+        let is_head = self.head.method == Method::Head;
+        let body = if is_head { &[][..] } else { body };
+        self.tx_bytes.set(self.tx_bytes.get() + (self.out.len() + body.len()) as u64);
+        self.stream.write_all_vectored(&[&self.out, body]).await
+    }
+
+    async fn forward(&mut self, ex: Exchange<'_>) -> After {
+        let cluster = ex.cluster;
+        let listener = ex.listener;
+        let Some(host) = cluster.pick() else {
+            cluster.stats.upstream_cx_none_healthy.inc();
+            return self.reply_and_settle(listener, ex.body_kind, ex.client_keeps, 503, b"no healthy upstream").await;
+        };
+        let upstream = match cluster.checkout(&host).await {
+            Ok(c) => c,
+            Err(f) => return self.connect_failed(&ex, f).await,
+        };
+        self.build_upstream_head(&ex);
+        cluster.stats.upstream_rq_total.inc();
+        cluster.stats.upstream_rq_active.inc();
+        host.stats.rq_total.inc();
+        host.stats.rq_active.inc();
+        let started = Instant::now();
+        let mut upstream = upstream;
+        let mut result = self.exchange(&ex, &mut upstream).await;
+        // A pooled connection the upstream closed just before we used it
+        // fails before any response byte.  Nothing reached the client and no
+        // body was consumed, so one retry on a fresh connection is safe.
+        if matches!(result, Err(ExchangeError::UpstreamReset { response_started: false, body_consumed: false }))
+            && upstream.reused()
+        {
+            drop(upstream);
+            upstream = match cluster.connect(&host).await {
+                Ok(c) => c,
+                Err(f) => {
+                    cluster.stats.upstream_rq_active.dec();
+                    host.stats.rq_active.dec();
+                    return self.connect_failed(&ex, f).await;
+                }
+            };
+            result = self.exchange(&ex, &mut upstream).await;
+        }
+        cluster.stats.upstream_rq_active.dec();
+        host.stats.rq_active.dec();
+        match result {
+            Ok(done) => {
+                cluster.stats.upstream_rq_completed.inc();
+                cluster.stats.record_response_code(done.status);
+                cluster.stats.upstream_rq_time.record(started.elapsed());
+                listener.stats.record_response_code(done.status);
+                if done.status >= 500 {
+                    host.stats.rq_error.inc();
+                } else {
+                    host.stats.rq_success.inc();
+                }
+                if done.upstream_reusable {
+                    cluster.release(upstream);
+                }
+                if done.downstream_keeps {
+                    After::KeepAlive
+                } else {
+                    After::Close
+                }
+            }
+            Err(err) => {
+                host.stats.rq_error.inc();
+                drop(upstream);
+                self.exchange_failed(&ex, err).await
+            }
+        }
+    }
+
+    async fn connect_failed(&mut self, ex: &Exchange<'_>, failure: ConnectFailure) -> After {
+        let body = format!(
+            "upstream connect error or disconnect/reset before headers. reset reason: {}",
+            failure.reason()
+        );
+        self.reply_and_settle(ex.listener, ex.body_kind, ex.client_keeps, 503, body.as_bytes()).await
+    }
+
+    async fn exchange_failed(&mut self, ex: &Exchange<'_>, err: ExchangeError) -> After {
+        let stats = &ex.cluster.stats;
+        let (status, body): (u16, String) = match err {
+            ExchangeError::ResponseCut => return After::Close,
+            ExchangeError::Downstream => {
+                stats.upstream_rq_cancelled.inc();
+                ex.listener.stats.downstream_rq_rx_reset.inc();
+                return After::Close;
+            }
+            ExchangeError::BadRequestBody(e) => {
+                ex.listener.stats.downstream_cx_protocol_error.inc();
+                (e.status(), error_body(&e))
+            }
+            ExchangeError::Timeout { response_started } => {
+                stats.upstream_rq_timeout.inc();
+                ex.listener.stats.downstream_rq_timeout.inc();
+                if response_started {
+                    return After::Close;
+                }
+                (504, "upstream request timeout".to_string())
+            }
+            ExchangeError::UpstreamReset { response_started, .. } => {
+                stats.upstream_rq_rx_reset.inc();
+                if response_started {
+                    return After::Close;
+                }
+                (
+                    503,
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+                        .to_string(),
+                )
+            }
+            ExchangeError::BadResponse { response_started, .. } => {
+                stats.upstream_cx_protocol_error.inc();
+                if response_started {
+                    return After::Close;
+                }
+                (
+                    502,
+                    "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+                        .to_string(),
+                )
+            }
+        };
+        let _ = self.local_reply(ex.listener, status, body.as_bytes(), true).await;
+        After::Close
+    }
+
+    /// Encodes the head sent upstream into `self.out`.
+    fn build_upstream_head(&mut self, ex: &Exchange<'_>) {
+        let hcm = &ex.listener.hcm;
+        let headers = &mut self.head.headers;
+        // RFC 9110 §7.6.1 hop-by-hop fields were stripped; now Envoy's
+        // forwarding headers.  With use_remote_address the peer is the
+        // trusted client address and the request is "external".
+        if hcm.use_remote_address {
+            let ip = self.peer.ip();
+            let mut text = ip_text(ip);
+            if let Some(prev) = headers.get("x-forwarded-for") {
+                let mut joined = prev.to_vec();
+                joined.extend_from_slice(b",");
+                joined.extend_from_slice(text.as_bytes());
+                text = String::from_utf8(joined).unwrap_or(text);
+                headers.set("x-forwarded-for", text.as_bytes());
+            } else {
+                headers.append("x-forwarded-for", text.as_bytes());
+            }
+            headers.set("x-forwarded-proto", b"http");
+        } else if !headers.contains("x-forwarded-proto") {
+            headers.append("x-forwarded-proto", b"http");
+        }
+        if hcm.generate_request_id {
+            let external = hcm.use_remote_address && !hcm.preserve_external_request_id;
+            if external || !headers.contains("x-request-id") {
+                headers.set("x-request-id", &self.ctx.request_id());
+            }
+        }
+        match ex.body_kind {
+            BodyKind::Chunked => headers.append("transfer-encoding", b"chunked"),
+            BodyKind::Length(_) | BodyKind::Empty | BodyKind::CloseDelimited => {}
+        }
+        self.out.clear();
+        let method = self.head.method_str();
+        let target = self.head.path_and_query();
+        match ex.rewrite {
+            Some((new_prefix, matched)) => {
+                let mut rewritten = Vec::with_capacity(target.len() + new_prefix.len());
+                rewrite_prefix(target, matched, new_prefix, &mut rewritten);
+                encode_request_head(method, &rewritten, &self.head.headers, &mut self.out);
+            }
+            None => encode_request_head(method, target, &self.head.headers, &mut self.out),
+        }
+    }
+
+    /// Sends the request upstream and the response downstream, concurrently.
+    async fn exchange(&mut self, ex: &Exchange<'_>, upstream: &mut UpstreamConn) -> Result<Done, ExchangeError> {
+        let UpstreamConn { stream: up, buf: ubuf, head: uhead, .. } = upstream;
+        let up = &*up;
+        let cluster = ex.cluster;
+        if let Err(_e) = up.write_all(&self.out).await {
+            return Err(ExchangeError::UpstreamReset { response_started: false, body_consumed: false });
+        }
+        cluster.stats.upstream_cx_tx_bytes_total.add(self.out.len() as u64);
+        if ex.expect_continue && ex.body_kind != BodyKind::Empty && self.head.version == Version::Http11 {
+            // proxy_100_continue is off: the gateway answers 100 itself.
+            if self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                return Err(ExchangeError::Downstream);
+            }
+        }
+        let response_started = Cell::new(false);
+        let body_consumed = Cell::new(false);
+        let is_head = self.head.method == Method::Head;
+        let method = self.head.method;
+        let client_version = self.head.version;
+        let down = &self.stream;
+        let tx_bytes = &self.tx_bytes;
+        let rx_bytes = &self.rx_bytes;
+        let limits = ex.listener.limits;
+        let request_chunked = ex.body_kind == BodyKind::Chunked;
+        let forward_trailers = ex.listener.hcm.enable_trailers && cluster.config.enable_trailers;
+
+        let request = pump_request_body(
+            down,
+            &mut self.buf,
+            BodyDecoder::with_limits(ex.body_kind, &limits),
+            up,
+            request_chunked,
+            forward_trailers,
+            &body_consumed,
+            rx_bytes,
+        );
+        let response = relay_response(RelayArgs {
+            up,
+            ubuf,
+            head: uhead,
+            down,
+            method,
+            client_version,
+            is_head,
+            client_keeps: ex.client_keeps,
+            ctx: self.ctx,
+            listener: ex.listener,
+            cluster,
+            started: &response_started,
+            tx_bytes,
+            forward_trailers,
+        });
+        let mut request = pin!(request);
+        let mut response = pin!(response);
+        let mut request_done = ex.body_kind == BodyKind::Empty || ex.body_kind == BodyKind::Length(0);
+        let mut deadline: Option<Sleep> = None;
+        if request_done {
+            deadline = ex.route_timeout.map(|t| sleep_until(now() + t));
+        }
+        std::future::poll_fn(|cx| {
+            if !request_done {
+                match request.as_mut().poll(cx) {
+                    Poll::Ready(Ok(())) => {
+                        request_done = true;
+                        deadline = ex.route_timeout.map(|t| sleep_until(now() + t));
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(match e {
+                            BodyError::Downstream => ExchangeError::Downstream,
+                            BodyError::Upstream => ExchangeError::UpstreamReset {
+                                response_started: response_started.get(),
+                                body_consumed: true,
+                            },
+                            BodyError::Malformed(e) if !response_started.get() => ExchangeError::BadRequestBody(e),
+                            BodyError::Malformed(_) => ExchangeError::ResponseCut,
+                        }));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                return Poll::Ready(match r {
+                    Ok(mut done) => {
+                        if !request_done {
+                            // Envoy resets a stream whose response completed
+                            // before its request: the rest of the body would
+                            // be read as the next request.
+                            done.downstream_keeps = false;
+                            done.upstream_reusable = false;
+                        }
+                        Ok(done)
+                    }
+                    Err(RelayError::Upstream) => {
+                        Err(ExchangeError::UpstreamReset { response_started: response_started.get(), body_consumed: body_consumed.get() })
+                    }
+                    Err(RelayError::Downstream) => Err(ExchangeError::Downstream),
+                    Err(RelayError::Bad(e)) => {
+                        Err(ExchangeError::BadResponse { response_started: response_started.get(), _error: e })
+                    }
+                });
+            }
+            if let Some(d) = deadline.as_mut() {
+                if Pin::new(d).poll(cx).is_ready() {
+                    return Poll::Ready(Err(ExchangeError::Timeout { response_started: response_started.get() }));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+struct Exchange<'a> {
+    listener: &'a Rc<HttpListener>,
+    cluster: &'a Rc<ClusterRuntime>,
+    body_kind: BodyKind,
+    client_keeps: bool,
+    expect_continue: bool,
+    route_timeout: Option<Duration>,
+    /// (new prefix, matched prefix) when the route rewrites.
+    rewrite: Option<(&'a str, &'a str)>,
+}
+
+enum HeadOutcome {
+    Ready(usize),
+    Closed,
+    Idle,
+    Failed(u16, String),
+}
+
+enum Fill {
+    Read(usize),
+    Full,
+    Error,
+    TimedOut,
+    Draining,
+}
+
+struct Done {
+    status: u16,
+    upstream_reusable: bool,
+    downstream_keeps: bool,
+}
+
+enum ExchangeError {
+    /// The downstream client went away or sent garbage mid-exchange.
+    Downstream,
+    BadRequestBody(H1Error),
+    UpstreamReset { response_started: bool, body_consumed: bool },
+    BadResponse { response_started: bool, _error: H1Error },
+    Timeout { response_started: bool },
+    /// The response was cut after it started; the client sees a short body.
+    ResponseCut,
+}
+
+enum BodyError {
+    Downstream,
+    Upstream,
+    Malformed(H1Error),
+}
+
+enum RelayError {
+    Upstream,
+    Downstream,
+    Bad(H1Error),
+}
+
+/// Forwards the request body, re-framed for the upstream.
+#[allow(clippy::too_many_arguments)]
+async fn pump_request_body(
+    down: &Stream,
+    buf: &mut RecvBuf,
+    mut decoder: BodyDecoder,
+    up: &Stream,
+    chunked: bool,
+    forward_trailers: bool,
+    consumed: &Cell<bool>,
+    rx_bytes: &Cell<u64>,
+) -> Result<(), BodyError> {
+    let mut frame = Vec::with_capacity(32);
+    loop {
+        if decoder.is_done() {
+            return Ok(());
+        }
+        let (n, event) = decoder.decode(buf.filled()).map_err(BodyError::Malformed)?;
+        match event {
+            Decoded::Data(data) => {
+                consumed.set(true);
+                let res = if chunked {
+                    frame.clear();
+                    encode_chunk_header(data.len(), &mut frame);
+                    up.write_all_vectored(&[&frame, data, b"\r\n"]).await
+                } else {
+                    up.write_all(data).await
+                };
+                res.map_err(|_| BodyError::Upstream)?;
+                buf.consume(n);
+            }
+            Decoded::End { trailers } => {
+                if chunked {
+                    frame.clear();
+                    encode_last_chunk(if forward_trailers { trailers } else { b"" }, &mut frame);
+                    up.write_all(&frame).await.map_err(|_| BodyError::Upstream)?;
+                }
+                buf.consume(n);
+                return Ok(());
+            }
+            Decoded::NeedMore => {
+                buf.consume(n);
+                match buf.fill_from(down).await {
+                    Ok(0) | Err(_) => return Err(BodyError::Downstream),
+                    Ok(r) => rx_bytes.set(rx_bytes.get() + r as u64),
+                }
+            }
+        }
+    }
+}
+
+struct RelayArgs<'a> {
+    up: &'a Stream,
+    ubuf: &'a mut RecvBuf,
+    head: &'a mut ResponseHead,
+    down: &'a Stream,
+    method: Method,
+    client_version: Version,
+    is_head: bool,
+    client_keeps: bool,
+    ctx: &'a ShardCtx,
+    listener: &'a HttpListener,
+    cluster: &'a ClusterRuntime,
+    started: &'a Cell<bool>,
+    tx_bytes: &'a Cell<u64>,
+    forward_trailers: bool,
+}
+
+/// Reads the upstream response and streams it to the client.
+async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
+    let limits = http1::Limits { max_request_line: 8192, max_head_bytes: UPSTREAM_HEAD_LIMIT, max_headers: 200 };
+    let ubuf = a.ubuf;
+    let head = a.head;
+    head.clear();
+    let cluster_stats = &a.cluster.stats;
+    // Interim 1xx responses are consumed here: the gateway already answered
+    // `Expect` itself, and 101 needs upgrade support this listener lacks.
+    let consumed = loop {
+        match parse_response_head(ubuf.filled(), &limits, head) {
+            Ok(Some(n)) if (100..200).contains(&head.status) && head.status != 101 => {
+                ubuf.consume(n);
+                head.clear();
+                continue;
+            }
+            Ok(Some(_)) if head.status == 101 => return Err(RelayError::Bad(H1Error::BadUpstreamResponse("unexpected 101"))),
+            Ok(Some(n)) => break n,
+            Ok(None) => {}
+            Err(e) => return Err(RelayError::Bad(e)),
+        }
+        match ubuf.fill_from(a.up).await {
+            Ok(0) => return Err(RelayError::Upstream),
+            Ok(n) => cluster_stats.upstream_cx_rx_bytes_total.add(n as u64),
+            Err(e) if e.kind() == buf::BUFFER_FULL => return Err(RelayError::Bad(H1Error::HeadTooLarge)),
+            Err(_) => return Err(RelayError::Upstream),
+        }
+    };
+    ubuf.consume(consumed);
+    let kind = response_body_kind_for(a.method, head).map_err(RelayError::Bad)?;
+    let upstream_directives = strip_hop_by_hop(&mut head.headers);
+    let upstream_keeps = upstream_directives.persistent(head.version) && kind != BodyKind::CloseDelimited;
+    // How the body is framed towards the client (RFC 9112 §6.1, §6.3).
+    let (down_chunked, mut downstream_keeps) = match kind {
+        BodyKind::Chunked => (a.client_version == Version::Http11, a.client_keeps),
+        BodyKind::CloseDelimited if a.client_version == Version::Http11 => (true, a.client_keeps),
+        BodyKind::CloseDelimited => (false, false),
+        BodyKind::Length(_) | BodyKind::Empty => (false, a.client_keeps),
+    };
+    if a.client_version == Version::Http10 && kind == BodyKind::Chunked {
+        // An HTTP/1.0 client cannot read chunked: delimit by close instead.
+        downstream_keeps = false;
+    }
+    if a.ctx.draining() {
+        downstream_keeps = false;
+    }
+    let h = &mut head.headers;
+    if down_chunked {
+        h.remove("content-length");
+        h.append("transfer-encoding", b"chunked");
+    }
+    let server_name = a.listener.hcm.server_name.as_bytes();
+    match a.listener.hcm.server_header_transformation {
+        ServerHeaderTransformation::Overwrite => h.set("server", server_name),
+        ServerHeaderTransformation::AppendIfAbsent if !h.contains("server") => h.append("server", server_name),
+        _ => {}
+    }
+    if !h.contains("date") {
+        h.append("date", &a.ctx.http_date());
+    }
+    if !downstream_keeps {
+        h.append("connection", b"close");
+    } else if a.client_version == Version::Http10 {
+        h.append("connection", b"keep-alive");
+    }
+    let status = head.status;
+    let mut out = Vec::with_capacity(512);
+    encode_response_head(status, head.reason(), &head.headers, &mut out);
+    a.started.set(true);
+    let mut decoder = BodyDecoder::with_limits(kind, &limits);
+    let body_writes_allowed = !a.is_head;
+    // The head goes out together with whatever body bytes already arrived.
+    let mut pending_head = Some(out);
+    let mut frame = Vec::with_capacity(32);
+    loop {
+        let (n, event) = match decoder.decode(ubuf.filled()) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(if e == H1Error::IncompleteBody { RelayError::Upstream } else { RelayError::Bad(e) })
+            }
+        };
+        let head_bytes: Vec<u8> = pending_head.take().unwrap_or_default();
+        match event {
+            Decoded::Data(data) if body_writes_allowed => {
+                frame.clear();
+                if down_chunked {
+                    encode_chunk_header(data.len(), &mut frame);
+                }
+                let tail: &[u8] = if down_chunked { b"\r\n" } else { b"" };
+                a.down.write_all_vectored(&[&head_bytes, &frame, data, tail]).await.map_err(|_| RelayError::Downstream)?;
+                a.tx_bytes.set(a.tx_bytes.get() + (head_bytes.len() + frame.len() + data.len() + tail.len()) as u64);
+                ubuf.consume(n);
+            }
+            Decoded::Data(_) => ubuf.consume(n),
+            Decoded::End { trailers } => {
+                frame.clear();
+                if down_chunked && body_writes_allowed {
+                    encode_last_chunk(if a.forward_trailers { trailers } else { b"" }, &mut frame);
+                }
+                a.down.write_all_vectored(&[&head_bytes, &frame]).await.map_err(|_| RelayError::Downstream)?;
+                a.tx_bytes.set(a.tx_bytes.get() + (head_bytes.len() + frame.len()) as u64);
+                ubuf.consume(n);
+                // Bytes after the response on a keep-alive connection mean
+                // the upstream is out of step; never reuse it then.
+                let upstream_reusable = upstream_keeps && ubuf.is_empty();
+                return Ok(Done { status, upstream_reusable, downstream_keeps });
+            }
+            Decoded::NeedMore => {
+                ubuf.consume(n);
+                if !head_bytes.is_empty() {
+                    a.down.write_all(&head_bytes).await.map_err(|_| RelayError::Downstream)?;
+                    a.tx_bytes.set(a.tx_bytes.get() + head_bytes.len() as u64);
+                }
+                match ubuf.fill_from(a.up).await {
+                    Ok(0) => {
+                        decoder.decode_eof().map_err(|_| RelayError::Upstream)?;
+                    }
+                    Ok(r) => cluster_stats.upstream_cx_rx_bytes_total.add(r as u64),
+                    Err(_) => return Err(RelayError::Upstream),
+                }
+            }
+        }
+    }
+}
+
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+fn error_body(e: &H1Error) -> String {
+    e.to_string()
+}

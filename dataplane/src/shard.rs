@@ -1,0 +1,389 @@
+//! Shards: one pinned thread each, owning listeners, connections, upstream
+//! pools, timers and stat slots.
+//!
+//! A shard turns the published `Arc<Config>` into a `ShardSnapshot` of its
+//! own (route tables, cluster runtimes with their pools, stat handles) and
+//! swaps it in between tasks when a new version appears; requests already
+//! running keep the snapshot they started with (they hold an `Rc` to it).
+//! Nothing in here is shared with another shard; the only cross-thread inputs
+//! are the published config, the DNS results and the server's drain flag,
+//! each read with one atomic load per loop pass.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use control::model::{Config, HttpConnectionManager, Listener};
+use slab::Slab;
+
+use crate::dns::DnsResults;
+use crate::http1::Limits;
+use crate::router::RouteTable;
+use crate::runtime::{now, sleep_until, spawn, JoinHandle, RemoteWaker, Runtime};
+use crate::server::ServerState;
+use crate::stats::{HttpStats, ListenerStats, StatsStore};
+use crate::transport;
+use crate::upstream::{ClusterRuntime, SWEEP_INTERVAL};
+
+/// What every shard reads from the process: the published config and the
+/// process-wide services.
+pub struct Shared {
+    pub config: Arc<ArcSwap<Config>>,
+    pub stats: Arc<StatsStore>,
+    pub server: Arc<ServerState>,
+    pub dns: Arc<DnsResults>,
+}
+
+/// An HTTP listener as one shard runs it.
+pub struct HttpListener {
+    pub config: Arc<Listener>,
+    pub hcm: Arc<HttpConnectionManager>,
+    pub routes: RouteTable,
+    pub stats: HttpStats,
+    pub listener_stats: ListenerStats,
+    pub limits: Limits,
+}
+
+/// One shard's view of one config version.
+pub struct ShardSnapshot {
+    pub config: Arc<Config>,
+    pub listeners: HashMap<String, Rc<HttpListener>>,
+    pub clusters: HashMap<String, Rc<ClusterRuntime>>,
+}
+
+/// Shard-local services reached by connection tasks.
+pub struct ShardCtx {
+    pub slot: usize,
+    snapshot: RefCell<Rc<ShardSnapshot>>,
+    draining: Cell<bool>,
+    drain_waiters: RefCell<Slab<Waker>>,
+    date: RefCell<(u64, [u8; 29])>,
+    rng: Cell<u64>,
+}
+
+impl ShardCtx {
+    pub fn snapshot(&self) -> Rc<ShardSnapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Resolves once the shard starts draining.
+    pub fn drain_signal(&self) -> DrainSignal<'_> {
+        DrainSignal { ctx: self, key: None }
+    }
+
+    fn start_draining(&self) {
+        self.draining.set(true);
+        for w in self.drain_waiters.borrow_mut().drain() {
+            w.wake();
+        }
+    }
+
+    /// The IMF-fixdate for the `date` header, formatted once per second.
+    pub fn http_date(&self) -> [u8; 29] {
+        let wall = SystemTime::now();
+        let secs = wall.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut cached = self.date.borrow_mut();
+        if cached.0 != secs {
+            let text = httpdate::fmt_http_date(wall);
+            cached.1.copy_from_slice(&text.as_bytes()[..29]);
+            cached.0 = secs;
+        }
+        cached.1
+    }
+
+    /// A random UUID v4 (RFC 9562 §5.4) for `x-request-id`, from a per-shard
+    /// generator: request ids need uniqueness, not secrecy.
+    pub fn request_id(&self) -> [u8; 36] {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.next_random().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.next_random().to_le_bytes());
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let mut out = [0u8; 36];
+        id.hyphenated().encode_lower(&mut out);
+        out
+    }
+
+    /// SplitMix64.
+    fn next_random(&self) -> u64 {
+        let mut z = self.rng.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.rng.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+pub struct DrainSignal<'a> {
+    ctx: &'a ShardCtx,
+    key: Option<usize>,
+}
+
+impl Future for DrainSignal<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ctx.draining.get() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.ctx.drain_waiters.borrow_mut();
+        match self.key {
+            Some(k) if waiters.contains(k) => waiters[k] = cx.waker().clone(),
+            _ => {
+                let k = waiters.insert(cx.waker().clone());
+                drop(waiters);
+                self.key = Some(k);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for DrainSignal<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key {
+            self.ctx.drain_waiters.borrow_mut().try_remove(k);
+        }
+    }
+}
+
+/// A running shard as the main thread sees it.
+pub struct ShardHandle {
+    pub index: usize,
+    remote: Arc<std::sync::OnceLock<RemoteWaker>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ShardHandle {
+    /// Kicks the shard's loop so it notices a flag (drain, new config).
+    pub fn wake(&self) {
+        if let Some(w) = self.remote.get() {
+            w.wake();
+        }
+    }
+
+    /// A waker usable from any thread (e.g. the DNS refresher).
+    pub fn waker(&self) -> ShardWaker {
+        ShardWaker(self.remote.clone())
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+#[derive(Clone)]
+pub struct ShardWaker(Arc<std::sync::OnceLock<RemoteWaker>>);
+
+impl ShardWaker {
+    pub fn wake(&self) {
+        if let Some(w) = self.0.get() {
+            w.wake();
+        }
+    }
+}
+
+/// Starts shard `index` pinned to `core` (if given).  Returns once the shard
+/// has bound its listeners, or the bind error.
+pub fn spawn_shard(
+    index: usize,
+    core: Option<core_affinity::CoreId>,
+    shared: Arc<Shared>,
+    drain_time: Duration,
+) -> io::Result<ShardHandle> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+    let remote = Arc::new(std::sync::OnceLock::new());
+    let remote_slot = remote.clone();
+    let thread = std::thread::Builder::new().name(format!("meshgate-shard-{index}")).spawn(move || {
+        if let Some(core) = core {
+            if !core_affinity::set_for_current(core) {
+                tracing::warn!(shard = index, core = core.id, "could not pin shard to its core");
+            }
+        }
+        let rt = match Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let _ = remote_slot.set(rt.remote_waker());
+        run_shard(index, rt, shared, drain_time, ready_tx);
+    })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(ShardHandle { index, remote, thread }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(io::Error::other(format!("shard {index} died while starting")))
+        }
+    }
+}
+
+fn run_shard(
+    index: usize,
+    mut rt: Runtime,
+    shared: Arc<Shared>,
+    drain_time: Duration,
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+) {
+    let config = shared.config.load_full();
+    let dns_version = shared.dns.version();
+    let snapshot = build_snapshot(&config, &shared, index, None);
+    let ctx = Rc::new(ShardCtx {
+        slot: index,
+        snapshot: RefCell::new(Rc::new(snapshot)),
+        draining: Cell::new(false),
+        drain_waiters: RefCell::new(Slab::new()),
+        date: RefCell::new((0, [b' '; 29])),
+        rng: Cell::new(seed(index)),
+    });
+    let mut accept_tasks: HashMap<String, (SocketAddr, JoinHandle<()>)> = HashMap::new();
+    if let Err(e) = bind_listeners(&ctx, &mut accept_tasks) {
+        let _ = ready.send(Err(e));
+        return;
+    }
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    spawn(sweep_idle_connections(ctx.clone())).detach();
+
+    let mut seen_config = config;
+    let mut seen_dns = dns_version;
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        if let Err(e) = rt.turn(Some(Duration::from_millis(500))) {
+            tracing::error!(shard = index, error = %e, "reactor failed; shard stops");
+            return;
+        }
+        if drain_deadline.is_none() && shared.server.is_draining() {
+            // Stop accepting: dropping the accept tasks closes the listeners.
+            accept_tasks.clear();
+            ctx.start_draining();
+            drain_deadline = Some(Instant::now() + drain_time);
+            tracing::debug!(shard = index, "draining");
+        }
+        if let Some(deadline) = drain_deadline {
+            // Only the idle sweeper is left once every connection ended.
+            if rt.live_tasks() <= 1 || Instant::now() >= deadline {
+                return;
+            }
+            continue;
+        }
+        let latest = shared.config.load();
+        let dns_now = shared.dns.version();
+        if !Arc::ptr_eq(&latest, &seen_config) || dns_now != seen_dns {
+            seen_config = latest.clone();
+            seen_dns = dns_now;
+            let previous = ctx.snapshot();
+            let next = build_snapshot(&seen_config, &shared, index, Some(&previous));
+            *ctx.snapshot.borrow_mut() = Rc::new(next);
+            if let Err(e) = bind_listeners(&ctx, &mut accept_tasks) {
+                tracing::error!(shard = index, error = %e, "binding a new listener failed");
+            }
+        }
+    }
+}
+
+fn seed(index: usize) -> u64 {
+    let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t ^ ((std::process::id() as u64) << 32) ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Builds this shard's runtime view of `config`, reusing the cluster
+/// runtimes (and so the pooled connections) of clusters whose config did
+/// not change.
+fn build_snapshot(config: &Arc<Config>, shared: &Shared, slot: usize, previous: Option<&ShardSnapshot>) -> ShardSnapshot {
+    let store = &shared.stats;
+    let mut clusters = HashMap::new();
+    for (name, cluster) in &config.clusters {
+        let resolved = shared.dns.get(name);
+        let reused = previous.and_then(|p| p.clusters.get(name)).filter(|c| Arc::ptr_eq(&c.config, cluster));
+        let runtime = match reused {
+            Some(c) => {
+                c.set_hosts(store, slot, resolved.as_deref());
+                c.clone()
+            }
+            None => Rc::new(ClusterRuntime::new(cluster.clone(), store, slot, resolved.as_deref())),
+        };
+        clusters.insert(name.clone(), runtime);
+    }
+    let mut listeners = HashMap::new();
+    for l in &config.listeners {
+        let hcm = l.http.clone();
+        listeners.insert(
+            l.name.clone(),
+            Rc::new(HttpListener {
+                config: l.clone(),
+                routes: RouteTable::new(&hcm.route_config),
+                stats: HttpStats::new(store, &hcm.stat_prefix, slot),
+                listener_stats: ListenerStats::for_address(store, &l.address, slot),
+                limits: Limits::from_hcm(&hcm),
+                hcm,
+            }),
+        );
+    }
+    ShardSnapshot { config: config.clone(), listeners, clusters }
+}
+
+/// Binds every listener of the current snapshot that has no accept task
+/// yet, and stops those that left the config.
+fn bind_listeners(ctx: &Rc<ShardCtx>, tasks: &mut HashMap<String, (SocketAddr, JoinHandle<()>)>) -> io::Result<()> {
+    let snapshot = ctx.snapshot();
+    tasks.retain(|name, (addr, _)| snapshot.listeners.get(name).is_some_and(|l| l.config.address == *addr));
+    for (name, listener) in &snapshot.listeners {
+        if tasks.contains_key(name) {
+            continue;
+        }
+        let socket = transport::bind(listener.config.address).map_err(|e| {
+            io::Error::new(e.kind(), format!("listener {name} on {}: {e}", listener.config.address))
+        })?;
+        let task = spawn(accept_loop(ctx.clone(), name.clone(), socket));
+        tasks.insert(name.clone(), (listener.config.address, task));
+    }
+    Ok(())
+}
+
+async fn accept_loop(ctx: Rc<ShardCtx>, name: String, socket: transport::Listener) {
+    loop {
+        match socket.accept().await {
+            Ok((stream, peer)) => {
+                let Some(listener) = ctx.snapshot().listeners.get(&name).cloned() else { return };
+                spawn(crate::proxy::serve_connection(ctx.clone(), listener, stream, peer)).detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                sleep_until(now() + Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn sweep_idle_connections(ctx: Rc<ShardCtx>) {
+    loop {
+        sleep_until(now() + SWEEP_INTERVAL).await;
+        let snapshot = ctx.snapshot();
+        let t = now();
+        for cluster in snapshot.clusters.values() {
+            cluster.sweep_idle(t);
+        }
+    }
+}
+

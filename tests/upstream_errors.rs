@@ -112,3 +112,42 @@ fn upstream_recovers_after_broken_responses() {
         assert_eq!(c.get("/").status, 200);
     }
 }
+
+/// `stream_idle_timeout`: an exchange where no byte moves for that long is
+/// answered 408 (Envoy's "stream timeout") when the response has not started.
+#[test]
+fn stalled_stream_is_408_at_stream_idle_timeout() {
+    let (_up, gw) = start_basic("stream_idle_timeout: 1s", "timeout: 0s", "", &[]);
+    let mut c = Client::connect(gw.listener_addr);
+    let t = Instant::now();
+    let r = c.get("/delay/3000");
+    let took = t.elapsed();
+    assert_eq!(r.status, 408, "body: {}", r.body_str());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "took {took:?}"
+    );
+    assert_eq!(
+        gw.wait_stat(
+            "http.ingress.downstream_rq_idle_timeout",
+            1,
+            Duration::from_secs(5)
+        ),
+        1
+    );
+}
+
+/// `request_timeout`: the whole request must arrive in time; a client that
+/// stops sending its body gets 408.
+#[test]
+fn slow_request_body_is_408_at_request_timeout() {
+    let (_up, gw) = start_basic("request_timeout: 1s", "", "", &[]);
+    let out = raw_exchange_detailed(
+        gw.listener_addr,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly-part",
+        Duration::from_secs(5),
+    );
+    let text = out.text();
+    assert!(text.starts_with("HTTP/1.1 408"), "got {text:?}");
+    assert!(out.closed);
+}

@@ -463,6 +463,17 @@ impl<'a> Downstream<'a> {
                 }
                 (504, "upstream request timeout".to_string())
             }
+            ExchangeError::RequestTimeout { response_started, idle } => {
+                if idle {
+                    ex.listener.stats.downstream_rq_idle_timeout.inc();
+                } else {
+                    ex.listener.stats.downstream_rq_timeout.inc();
+                }
+                if response_started {
+                    return After::Close;
+                }
+                (408, "stream timeout".to_string())
+            }
             ExchangeError::UpstreamReset { response_started, .. } => {
                 stats.upstream_rq_rx_reset.inc();
                 if response_started {
@@ -553,6 +564,7 @@ impl<'a> Downstream<'a> {
         }
         let response_started = Cell::new(false);
         let body_consumed = Cell::new(false);
+        let activity = Cell::new(now());
         let is_head = self.head.method == Method::Head;
         let method = self.head.method;
         let client_version = self.head.version;
@@ -572,6 +584,7 @@ impl<'a> Downstream<'a> {
             forward_trailers,
             &body_consumed,
             rx_bytes,
+            &activity,
         );
         let response = relay_response(RelayArgs {
             up,
@@ -588,6 +601,7 @@ impl<'a> Downstream<'a> {
             started: &response_started,
             tx_bytes,
             forward_trailers,
+            activity: &activity,
         });
         let mut request = pin!(request);
         let mut response = pin!(response);
@@ -596,6 +610,12 @@ impl<'a> Downstream<'a> {
         if request_done {
             deadline = ex.route_timeout.map(|t| sleep_until(now() + t));
         }
+        let hcm = &ex.listener.hcm;
+        // request_timeout: the whole request must arrive (or the response
+        // start) in time; stream_idle_timeout: bytes must keep moving.
+        let mut request_deadline = hcm.request_timeout.filter(|_| !request_done).map(|t| sleep_until(now() + t));
+        let idle_timeout = hcm.stream_idle_timeout;
+        let mut idle = idle_timeout.map(|t| sleep_until(now() + t));
         std::future::poll_fn(|cx| {
             if !request_done {
                 match request.as_mut().poll(cx) {
@@ -643,6 +663,28 @@ impl<'a> Downstream<'a> {
                     return Poll::Ready(Err(ExchangeError::Timeout { response_started: response_started.get() }));
                 }
             }
+            if request_done || response_started.get() {
+                request_deadline = None;
+            }
+            if let Some(d) = request_deadline.as_mut() {
+                if Pin::new(d).poll(cx).is_ready() {
+                    return Poll::Ready(Err(ExchangeError::RequestTimeout { response_started: false, idle: false }));
+                }
+            }
+            if let (Some(d), Some(limit)) = (idle.as_mut(), idle_timeout) {
+                // Re-armed lazily: activity only moves the deadline when the
+                // timer comes due, so busy streams cost no timer churn.
+                while Pin::new(&mut *d).poll(cx).is_ready() {
+                    let due = activity.get() + limit;
+                    if due <= now() {
+                        return Poll::Ready(Err(ExchangeError::RequestTimeout {
+                            response_started: response_started.get(),
+                            idle: true,
+                        }));
+                    }
+                    d.reset(due);
+                }
+            }
             Poll::Pending
         })
         .await
@@ -688,6 +730,8 @@ enum ExchangeError {
     UpstreamReset { response_started: bool, body_consumed: bool },
     BadResponse { response_started: bool, _error: H1Error },
     Timeout { response_started: bool },
+    /// `request_timeout` or `stream_idle_timeout` (Envoy answers both 408).
+    RequestTimeout { response_started: bool, idle: bool },
     /// The response was cut after it started; the client sees a short body.
     ResponseCut,
 }
@@ -715,6 +759,7 @@ async fn pump_request_body(
     forward_trailers: bool,
     consumed: &Cell<bool>,
     rx_bytes: &Cell<u64>,
+    activity: &Cell<Instant>,
 ) -> Result<(), BodyError> {
     let mut frame = Vec::with_capacity(32);
     loop {
@@ -748,7 +793,10 @@ async fn pump_request_body(
                 buf.consume(n);
                 match buf.fill_from(down).await {
                     Ok(0) | Err(_) => return Err(BodyError::Downstream),
-                    Ok(r) => rx_bytes.set(rx_bytes.get() + r as u64),
+                    Ok(r) => {
+                        rx_bytes.set(rx_bytes.get() + r as u64);
+                        activity.set(now());
+                    }
                 }
             }
         }
@@ -770,6 +818,8 @@ struct RelayArgs<'a> {
     started: &'a Cell<bool>,
     tx_bytes: &'a Cell<u64>,
     forward_trailers: bool,
+    /// Last time bytes moved, for `stream_idle_timeout`.
+    activity: &'a Cell<Instant>,
 }
 
 /// Reads the upstream response and streams it to the client.
@@ -795,7 +845,10 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
         }
         match ubuf.fill_from(a.up).await {
             Ok(0) => return Err(RelayError::Upstream),
-            Ok(n) => cluster_stats.upstream_cx_rx_bytes_total.add(n as u64),
+            Ok(n) => {
+                cluster_stats.upstream_cx_rx_bytes_total.add(n as u64);
+                a.activity.set(now());
+            }
             Err(e) if e.kind() == buf::BUFFER_FULL => return Err(RelayError::Bad(H1Error::HeadTooLarge)),
             Err(_) => return Err(RelayError::Upstream),
         }
@@ -889,7 +942,10 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
                     Ok(0) => {
                         decoder.decode_eof().map_err(|_| RelayError::Upstream)?;
                     }
-                    Ok(r) => cluster_stats.upstream_cx_rx_bytes_total.add(r as u64),
+                    Ok(r) => {
+                        cluster_stats.upstream_cx_rx_bytes_total.add(r as u64);
+                        a.activity.set(now());
+                    }
                     Err(_) => return Err(RelayError::Upstream),
                 }
             }

@@ -169,17 +169,78 @@ pub struct ForwardAction {
     pub timeout: Option<Duration>,
     /// `prefix_rewrite`.
     pub prefix_rewrite: Option<String>,
+    /// `hash_policy`, in order: the request hash consistent-hashing load
+    /// balancers (RING_HASH, MAGLEV) pick with.  Empty means "no hash".
+    pub hash_policy: Vec<HashPolicy>,
+}
+
+/// One `RouteAction.hash_policy` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashPolicy {
+    pub kind: HashPolicyKind,
+    /// `terminal`: once a hash exists, later policies are skipped.
+    pub terminal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashPolicyKind {
+    /// `header.header_name`, lower-cased.  `:authority`, `:path` and
+    /// `:method` name the request line and Host as Envoy's pseudo-headers do.
+    Header { name: String },
+    /// `cookie`.
+    Cookie(CookieHashPolicy),
+    /// `connection_properties.source_ip: true` (a `false` entry hashes
+    /// nothing and is dropped at load time, as in Envoy).
+    SourceIp,
+    /// `query_parameter.name` (case-sensitive, first occurrence, not decoded).
+    QueryParameter { name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieHashPolicy {
+    pub name: String,
+    /// `ttl`, whole seconds (Envoy drops the nanos).  Set: a missing cookie
+    /// is generated and returned in `set-cookie`; `Some(0)` makes it a
+    /// session cookie.  Unset: a missing cookie yields no hash.
+    pub ttl_seconds: Option<u64>,
+    /// `path` of the generated cookie (empty: none).
+    pub path: String,
+    /// `attributes` of the generated cookie, as (name, value).
+    pub attributes: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiscoveryType {
     Static,
     StrictDns,
+    /// `cluster_type: envoy.clusters.aggregate`: no endpoints of its own;
+    /// its members are `Cluster::aggregate_clusters`.
+    Aggregate,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `lb_policy` with its `*_lb_config`, defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LbPolicy {
+    /// `ROUND_ROBIN`: weighted by earliest-deadline-first when weights differ.
     RoundRobin,
+    /// `LEAST_REQUEST`: `choice_count` (default 2) random choices when
+    /// weights are equal, else EDF with weight / (active + 1)^bias.
+    LeastRequest { choice_count: u32, active_request_bias: f64 },
+    /// `RANDOM` (Envoy's ignores endpoint weights).
+    Random,
+    /// `RING_HASH` (xxHash of `ip:port_i`); sizes default to 1024 / 8M.
+    RingHash { minimum_ring_size: u64, maximum_ring_size: u64 },
+    /// `MAGLEV`; `table_size` is prime, default 65537.
+    Maglev { table_size: u64 },
+    /// `CLUSTER_PROVIDED`: the cluster type balances (aggregate clusters).
+    ClusterProvided,
+}
+
+impl LbPolicy {
+    /// Whether picks use the route's `hash_policy` (consistent hashing).
+    pub fn uses_hash(&self) -> bool {
+        matches!(self, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +267,15 @@ pub struct Cluster {
     /// (default false).  Trailers cross the gateway only when both the
     /// listener's and the cluster's codec have them enabled.
     pub enable_trailers: bool,
+    /// `load_assignment.policy.overprovisioning_factor`, percent (default 140).
+    pub overprovisioning_factor: u32,
+    /// `load_assignment.policy.weighted_priority_health` (default false):
+    /// a priority's health counts endpoint weights instead of endpoints.
+    pub weighted_priority_health: bool,
+    /// `common_lb_config.healthy_panic_threshold`, whole percent (default 50).
+    pub healthy_panic_threshold: u32,
+    /// Aggregate clusters only: the member clusters in failover order.
+    pub aggregate_clusters: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,4 +293,100 @@ pub struct Endpoint {
     pub weight: u32,
     /// `priority` of the `LocalityLbEndpoints` (default 0).
     pub priority: u32,
+}
+
+// ------------------------------------------------------------------ matchers
+//
+// Envoy's `type.matcher.v3.StringMatcher` and `config.route.v3.HeaderMatcher`,
+// shared by routing (route/header matching) and RBAC.  Evaluation lives in
+// `dataplane::matcher`; these are the validated shapes.
+
+/// `envoy.type.matcher.v3.StringMatcher`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringMatch {
+    pub pattern: StringPattern,
+    /// `ignore_case`: ASCII case-insensitive exact/prefix/suffix/contains.
+    /// Envoy documents it as having no effect on `safe_regex`.
+    pub ignore_case: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StringPattern {
+    /// `exact` (may be empty: matches only the empty string).
+    Exact(String),
+    /// `prefix` (non-empty, as Envoy validates).
+    Prefix(String),
+    /// `suffix` (non-empty).
+    Suffix(String),
+    /// `contains` (non-empty).
+    Contains(String),
+    /// `safe_regex`: must match the whole value, as RE2's FullMatch does.
+    Regex(SafeRegex),
+}
+
+/// A compiled `RegexMatcher`, anchored at both ends.  Compiled once when
+/// the config is translated, so an invalid pattern is a load error and the
+/// data plane never compiles on the request path.  Equality is by pattern.
+#[derive(Clone)]
+pub struct SafeRegex {
+    pub pattern: String,
+    pub regex: regex::bytes::Regex,
+}
+
+impl SafeRegex {
+    pub fn new(pattern: &str) -> Result<SafeRegex, String> {
+        // RE2 FullMatch semantics; the group keeps `a|b` from binding to the anchors.
+        let regex =
+            regex::bytes::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())?;
+        Ok(SafeRegex {
+            pattern: pattern.to_string(),
+            regex,
+        })
+    }
+
+    pub fn is_match(&self, value: &[u8]) -> bool {
+        self.regex.is_match(value)
+    }
+}
+
+impl PartialEq for SafeRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for SafeRegex {}
+
+impl std::fmt::Debug for SafeRegex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SafeRegex({:?})", self.pattern)
+    }
+}
+
+/// `envoy.config.route.v3.HeaderMatcher`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// Lower-cased; pseudo-headers (`:path`, `:method`, `:authority`,
+    /// `:scheme`) are answered by the caller's header lookup.
+    pub name: String,
+    pub spec: HeaderMatchSpec,
+    /// `invert_match`.  A missing header never matches, inverted or not,
+    /// except through `present_match` (Envoy's `matchHeaders`).
+    pub invert_match: bool,
+    /// `treat_missing_header_as_empty`.
+    pub treat_missing_header_as_empty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMatchSpec {
+    /// `string_match`, and the deprecated `prefix_match` / `suffix_match` /
+    /// `contains_match` / `safe_regex_match`, which mean the same thing.
+    String(StringMatch),
+    /// The deprecated `exact_match`: unlike `string_match.exact`, an empty
+    /// value matches any value.
+    LegacyExact(String),
+    /// `range_match`: the value parsed as an integer in `[start, end)`.
+    Range { start: i64, end: i64 },
+    /// `present_match` (also what a matcher with no specifier means: `true`).
+    Present(bool),
 }

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod dns;
 pub mod http1;
+pub mod matcher;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

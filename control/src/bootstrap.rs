@@ -53,6 +53,8 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::model;
 
 mod dump;
+mod matchers;
+mod rbac;
 mod supported;
 mod translate;
 

@@ -49,6 +49,8 @@ pub struct Listener {
     pub http: Arc<HttpConnectionManager>,
     /// `per_connection_buffer_limit_bytes` (Envoy default 1 MiB).
     pub per_connection_buffer_limit_bytes: u32,
+    /// `envoy.filters.network.rbac` filters ahead of the terminal filter, in order.
+    pub network_rbac: Vec<Arc<NetworkRbac>>,
 }
 
 /// How the `server` response header is treated (`server_header_transformation`).
@@ -101,6 +103,8 @@ pub struct HttpConnectionManager {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpFilter {
+    /// `envoy.filters.http.rbac`.
+    Rbac(Arc<RbacFilter>),
     /// `envoy.filters.http.router`.
     Router,
 }
@@ -110,6 +114,7 @@ pub enum HttpFilter {
 pub struct RouteConfig {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
+    pub typed_per_filter_config: PerFilterConfigs,
 }
 
 /// One entry of a virtual host's `domains`.
@@ -130,6 +135,7 @@ pub struct VirtualHost {
     pub name: String,
     pub domains: Vec<DomainMatch>,
     pub routes: Vec<Route>,
+    pub typed_per_filter_config: PerFilterConfigs,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +143,9 @@ pub struct Route {
     pub name: String,
     pub matcher: RouteMatch,
     pub action: RouteAction,
+    /// Per-filter overrides; the route's own entry beats its virtual
+    /// host's, which beats the route configuration's.
+    pub typed_per_filter_config: PerFilterConfigs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,4 +398,129 @@ pub enum HeaderMatchSpec {
     Range { start: i64, end: i64 },
     /// `present_match` (also what a matcher with no specifier means: `true`).
     Present(bool),
+}
+
+// ---------------------------------------------------------------------- RBAC
+//
+// Envoy's `config.rbac.v3` policies and the two filters carrying them
+// (`envoy.filters.http.rbac`, `envoy.filters.network.rbac`).  The data
+// plane compiles these into `dataplane::rbac` engines once per snapshot.
+
+/// `envoy.config.rbac.v3.RBAC`: an action and named policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacRules {
+    pub action: RbacAction,
+    /// Sorted by name: Envoy evaluates policies in lexicographic order and
+    /// reports the first that matches.
+    pub policies: Vec<RbacPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RbacAction {
+    /// Allowed iff some policy matches.
+    Allow,
+    /// Allowed iff no policy matches.
+    Deny,
+    /// Always allowed; a match only marks the request for logging.
+    Log,
+}
+
+/// `envoy.config.rbac.v3.Policy`: matches when any permission and any
+/// principal match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacPolicy {
+    pub name: String,
+    pub permissions: Vec<RbacPermission>,
+    pub principals: Vec<RbacPrincipal>,
+}
+
+/// `envoy.config.rbac.v3.Permission` (the supported subset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RbacPermission {
+    Any,
+    And(Vec<RbacPermission>),
+    Or(Vec<RbacPermission>),
+    Not(Box<RbacPermission>),
+    Header(HeaderMatch),
+    /// `url_path`: matched against the path without query and fragment.
+    UrlPath(StringMatch),
+    DestinationIp(CidrRange),
+    DestinationPort(u16),
+    /// `destination_port_range`: `[start, end)`.
+    DestinationPortRange { start: u32, end: u32 },
+}
+
+/// `envoy.config.rbac.v3.Principal` (the supported subset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RbacPrincipal {
+    Any,
+    And(Vec<RbacPrincipal>),
+    Or(Vec<RbacPrincipal>),
+    Not(Box<RbacPrincipal>),
+    /// `source_ip` (deprecated): the connection's source, never XFF.
+    SourceIp(CidrRange),
+    /// `direct_remote_ip`: always the physical peer.
+    DirectRemoteIp(CidrRange),
+    /// `remote_ip`: the trusted client address (`use_remote_address` /
+    /// `xff_num_trusted_hops`).
+    RemoteIp(CidrRange),
+    Header(HeaderMatch),
+    UrlPath(StringMatch),
+}
+
+/// `envoy.config.core.v3.CidrRange`, with the host bits of `address`
+/// cleared.  An address only ever matches a range of its own family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CidrRange {
+    pub address: std::net::IpAddr,
+    pub prefix_len: u8,
+}
+
+/// `envoy.extensions.filters.http.rbac.v3.RBAC`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacFilter {
+    /// `http_filters[].name`: per-route configs are looked up by this name
+    /// first, then by `envoy.filters.http.rbac`.
+    pub name: String,
+    /// `rules`: `None` → not enforced; present with no policies → ALLOW
+    /// denies everything, DENY allows everything.
+    pub rules: Option<RbacRules>,
+    /// `shadow_rules`: evaluated and counted, never enforced.
+    pub shadow_rules: Option<RbacRules>,
+    /// `rules_stat_prefix`.
+    pub rules_stat_prefix: String,
+    /// `shadow_rules_stat_prefix`.
+    pub shadow_rules_stat_prefix: String,
+}
+
+/// `envoy.extensions.filters.http.rbac.v3.RBACPerRoute`: replaces the
+/// filter's rules *and* shadow rules on a route; with no `rbac` at all
+/// (both `None`) RBAC is disabled there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacPerRoute {
+    pub rules: Option<RbacRules>,
+    pub shadow_rules: Option<RbacRules>,
+}
+
+/// One `typed_per_filter_config` value meshgate understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PerFilterConfig {
+    Rbac(Arc<RbacPerRoute>),
+}
+
+/// `typed_per_filter_config`: filter name → override.
+pub type PerFilterConfigs = BTreeMap<String, PerFilterConfig>;
+
+/// `envoy.extensions.filters.network.rbac.v3.RBAC` (enforced once, on the
+/// connection's first bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRbac {
+    /// `stat_prefix`: stats are `<stat_prefix>.rbac.allowed` etc.
+    pub stat_prefix: String,
+    pub rules: Option<RbacRules>,
+    pub shadow_rules: Option<RbacRules>,
+    /// `shadow_rules_stat_prefix`.
+    pub shadow_rules_stat_prefix: String,
+    /// `delay_deny`: wait this long before closing a denied connection.
+    pub delay_deny: Option<Duration>,
 }

@@ -13,6 +13,7 @@ pub mod dns;
 pub mod http1;
 pub mod matcher;
 pub mod proxy;
+pub mod rbac;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -54,10 +54,7 @@ impl StringMatcher {
             StringPattern::Contains(s) => StringKind::Contains(bytes(s)),
             StringPattern::Regex(r) => StringKind::Regex(r.clone()),
         };
-        StringMatcher {
-            kind,
-            ignore_case: m.ignore_case,
-        }
+        StringMatcher { kind, ignore_case: m.ignore_case }
     }
 
     pub fn matches(&self, value: &[u8]) -> bool {
@@ -71,15 +68,12 @@ impl StringMatcher {
         match &self.kind {
             StringKind::Exact(p) => eq(value, p),
             StringKind::Prefix(p) => value.len() >= p.len() && eq(&value[..p.len()], p),
-            StringKind::Suffix(p) => {
-                value.len() >= p.len() && eq(&value[value.len() - p.len()..], p)
-            }
+            StringKind::Suffix(p) => value.len() >= p.len() && eq(&value[value.len() - p.len()..], p),
             StringKind::Contains(p) => {
                 if self.ignore_case {
                     // Header values are short; a folded window scan beats
                     // lower-casing a copy of the value.
-                    value.len() >= p.len()
-                        && value.windows(p.len()).any(|w| w.eq_ignore_ascii_case(p))
+                    value.len() >= p.len() && value.windows(p.len()).any(|w| w.eq_ignore_ascii_case(p))
                 } else {
                     memchr::memmem::find(value, p).is_some()
                 }
@@ -142,12 +136,7 @@ impl HeaderSource for RequestHead {
         if name == "host" {
             return None;
         }
-        join_values(
-            self.headers
-                .iter()
-                .filter(|(n, _)| *n == name)
-                .map(|(_, v)| v),
-        )
+        join_values(self.headers.iter().filter(|(n, _)| *n == name).map(|(_, v)| v))
     }
 }
 
@@ -173,10 +162,7 @@ impl HeaderMatcher {
         let kind = match &m.spec {
             HeaderMatchSpec::String(s) => HeaderKind::String(StringMatcher::new(s)),
             HeaderMatchSpec::LegacyExact(v) => HeaderKind::LegacyExact(v.as_bytes().into()),
-            HeaderMatchSpec::Range { start, end } => HeaderKind::Range {
-                start: *start,
-                end: *end,
-            },
+            HeaderMatchSpec::Range { start, end } => HeaderKind::Range { start: *start, end: *end },
             HeaderMatchSpec::Present(p) => HeaderKind::Present(*p),
         };
         HeaderMatcher {
@@ -204,9 +190,7 @@ impl HeaderMatcher {
         let matched = match &self.kind {
             HeaderKind::String(s) => s.matches(value),
             HeaderKind::LegacyExact(v) => v.is_empty() || value == &v[..],
-            HeaderKind::Range { start, end } => {
-                parse_i64(value).is_some_and(|n| n >= *start && n < *end)
-            }
+            HeaderKind::Range { start, end } => parse_i64(value).is_some_and(|n| n >= *start && n < *end),
             HeaderKind::Present(p) => *p,
         };
         matched != self.invert
@@ -216,9 +200,7 @@ impl HeaderMatcher {
 /// `absl::SimpleAtoi` for `int64_t`: surrounding ASCII whitespace allowed,
 /// optional sign, decimal digits, no overflow.
 fn parse_i64(value: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(value)
-        .ok()?
-        .trim_matches(|c: char| c.is_ascii_whitespace());
+    let s = std::str::from_utf8(value).ok()?.trim_matches(|c: char| c.is_ascii_whitespace());
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -232,10 +214,7 @@ mod tests {
     use super::*;
 
     fn sm(pattern: StringPattern, ignore_case: bool) -> StringMatcher {
-        StringMatcher::new(&StringMatch {
-            pattern,
-            ignore_case,
-        })
+        StringMatcher::new(&StringMatch { pattern, ignore_case })
     }
 
     fn regex(p: &str) -> StringPattern {
@@ -305,12 +284,7 @@ mod tests {
 
     impl HeaderSource for Map {
         fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-            join_values(
-                self.0
-                    .iter()
-                    .filter(|(n, _)| *n == name)
-                    .map(|(_, v)| v.as_bytes()),
-            )
+            join_values(self.0.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.as_bytes()))
         }
     }
 
@@ -324,10 +298,7 @@ mod tests {
     }
 
     fn exact(v: &str) -> HeaderMatchSpec {
-        HeaderMatchSpec::String(StringMatch {
-            pattern: StringPattern::Exact(v.into()),
-            ignore_case: false,
-        })
+        HeaderMatchSpec::String(StringMatch { pattern: StringPattern::Exact(v.into()), ignore_case: false })
     }
 
     #[test]
@@ -345,10 +316,7 @@ mod tests {
     fn missing_header_never_matches_except_presence_tests() {
         let h = Map(vec![]);
         assert!(!hm("x", exact(""), false, false).matches(&h));
-        assert!(
-            !hm("x", exact("a"), true, false).matches(&h),
-            "inverted value matcher on a missing header"
-        );
+        assert!(!hm("x", exact("a"), true, false).matches(&h), "inverted value matcher on a missing header");
         assert!(!hm("x", HeaderMatchSpec::Present(true), false, false).matches(&h));
         assert!(hm("x", HeaderMatchSpec::Present(false), false, false).matches(&h));
         assert!(hm("x", HeaderMatchSpec::Present(true), true, false).matches(&h));
@@ -381,27 +349,9 @@ mod tests {
     #[test]
     fn legacy_exact_empty_matches_any_value() {
         let h = Map(vec![("x", "anything")]);
-        assert!(hm(
-            "x",
-            HeaderMatchSpec::LegacyExact(String::new()),
-            false,
-            false
-        )
-        .matches(&h));
-        assert!(hm(
-            "x",
-            HeaderMatchSpec::LegacyExact("anything".into()),
-            false,
-            false
-        )
-        .matches(&h));
-        assert!(!hm(
-            "x",
-            HeaderMatchSpec::LegacyExact("other".into()),
-            false,
-            false
-        )
-        .matches(&h));
+        assert!(hm("x", HeaderMatchSpec::LegacyExact(String::new()), false, false).matches(&h));
+        assert!(hm("x", HeaderMatchSpec::LegacyExact("anything".into()), false, false).matches(&h));
+        assert!(!hm("x", HeaderMatchSpec::LegacyExact("other".into()), false, false).matches(&h));
         // ... while string_match.exact "" only matches an empty value.
         assert!(!hm("x", exact(""), false, false).matches(&h));
     }
@@ -409,16 +359,7 @@ mod tests {
     #[test]
     fn range_is_half_open_and_parses_like_simple_atoi() {
         let m = |v: &'static str| {
-            hm(
-                "n",
-                HeaderMatchSpec::Range {
-                    start: -10,
-                    end: 10,
-                },
-                false,
-                false,
-            )
-            .matches(&Map(vec![("n", v)]))
+            hm("n", HeaderMatchSpec::Range { start: -10, end: 10 }, false, false).matches(&Map(vec![("n", v)]))
         };
         assert!(m("-10"));
         assert!(m("9"));
@@ -443,21 +384,12 @@ mod tests {
     fn request_head_pseudo_headers() {
         let mut head = RequestHead::new();
         let raw = b"POST /api/x?q=1 HTTP/1.1\r\nHost: svc.local\r\nX-A: 1\r\nx-a: 2\r\n\r\n";
-        crate::http1::parse_request_head(raw, &crate::http1::Limits::default(), &mut head)
-            .unwrap()
-            .unwrap();
+        crate::http1::parse_request_head(raw, &crate::http1::Limits::default(), &mut head).unwrap().unwrap();
         assert_eq!(head.header(":path").as_deref(), Some(&b"/api/x?q=1"[..]));
         assert_eq!(head.header(":method").as_deref(), Some(&b"POST"[..]));
-        assert_eq!(
-            head.header(":authority").as_deref(),
-            Some(&b"svc.local"[..])
-        );
+        assert_eq!(head.header(":authority").as_deref(), Some(&b"svc.local"[..]));
         assert_eq!(head.header(":scheme").as_deref(), Some(&b"http"[..]));
-        assert_eq!(
-            head.header("host"),
-            None,
-            "Envoy renames host to :authority"
-        );
+        assert_eq!(head.header("host"), None, "Envoy renames host to :authority");
         assert_eq!(head.header("x-a").as_deref(), Some(&b"1,2"[..]));
         assert_eq!(head.header("x-missing"), None);
         assert_eq!(NoHeaders.header(":path"), None);

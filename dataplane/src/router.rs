@@ -259,6 +259,7 @@ mod tests {
                 timeout: None,
                 prefix_rewrite: None,
             }),
+            typed_per_filter_config: Default::default(),
         }
     }
 
@@ -267,6 +268,7 @@ mod tests {
             name: name.into(),
             domains,
             routes: vec![route(name, PathMatch::Prefix("/".into()), true)],
+            typed_per_filter_config: Default::default(),
         }
     }
 
@@ -274,6 +276,7 @@ mod tests {
         RouteTable::new(&Arc::new(RouteConfig {
             name: "rc".into(),
             virtual_hosts: vhs,
+            typed_per_filter_config: Default::default(),
         }))
     }
 
@@ -418,6 +421,7 @@ mod tests {
             name: "vh".into(),
             domains: vec![Any],
             routes,
+            typed_per_filter_config: Default::default(),
         }])
     }
 
@@ -486,6 +490,7 @@ mod tests {
                 name: "a".into(),
                 domains: vec![Exact("a.com".into())],
                 routes: vec![route("a-only", PathMatch::Exact("/x".into()), true)],
+                typed_per_filter_config: Default::default(),
             },
             vhost("fallback", vec![Any]),
         ]);

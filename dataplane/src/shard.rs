@@ -50,6 +50,8 @@ pub struct HttpListener {
     pub stats: HttpStats,
     pub listener_stats: ListenerStats,
     pub limits: Limits,
+    /// RBAC filters (HTTP and network), compiled for this snapshot.
+    pub rbac: crate::rbac::ListenerRbac,
 }
 
 /// One shard's view of one config version.
@@ -335,6 +337,7 @@ fn build_snapshot(config: &Arc<Config>, shared: &Shared, slot: usize, previous: 
                 stats: HttpStats::new(store, &hcm.stat_prefix, slot),
                 listener_stats: ListenerStats::for_address(store, &l.address, slot),
                 limits: Limits::from_hcm(&hcm),
+                rbac: crate::rbac::ListenerRbac::new(l, store, slot),
                 hcm,
             }),
         );

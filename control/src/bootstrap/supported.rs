@@ -16,6 +16,9 @@ pub(crate) const HCM: &str =
 pub(crate) const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 pub(crate) const UPSTREAM_HTTP_OPTIONS: &str =
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+pub(crate) const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
+pub(crate) const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
+pub(crate) const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
 
 /// Supported fields per message full name.  A message reachable through a
 /// supported field but missing here supports no fields at all.
@@ -77,15 +80,21 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.route.v3.RouteConfiguration",
-        &["name", "virtual_hosts"],
+        &["name", "virtual_hosts", "typed_per_filter_config"],
     ),
     (
         "envoy.config.route.v3.VirtualHost",
-        &["name", "domains", "routes"],
+        &["name", "domains", "routes", "typed_per_filter_config"],
     ),
     (
         "envoy.config.route.v3.Route",
-        &["name", "match", "route", "direct_response"],
+        &[
+            "name",
+            "match",
+            "route",
+            "direct_response",
+            "typed_per_filter_config",
+        ],
     ),
     (
         "envoy.config.route.v3.RouteMatch",
@@ -138,6 +147,99 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
         &["http_protocol_options"],
     ),
+    // Matchers shared by RBAC and routing.
+    (
+        "envoy.type.matcher.v3.StringMatcher",
+        &[
+            "exact",
+            "prefix",
+            "suffix",
+            "contains",
+            "safe_regex",
+            "ignore_case",
+        ],
+    ),
+    ("envoy.type.matcher.v3.RegexMatcher", &["regex", "google_re2"]),
+    ("envoy.type.matcher.v3.PathMatcher", &["path"]),
+    (
+        "envoy.config.route.v3.HeaderMatcher",
+        &[
+            "name",
+            "exact_match",
+            "safe_regex_match",
+            "range_match",
+            "present_match",
+            "prefix_match",
+            "suffix_match",
+            "contains_match",
+            "string_match",
+            "invert_match",
+            "treat_missing_header_as_empty",
+        ],
+    ),
+    ("envoy.type.v3.Int64Range", &["start", "end"]),
+    ("envoy.type.v3.Int32Range", &["start", "end"]),
+    (
+        "envoy.config.core.v3.CidrRange",
+        &["address_prefix", "prefix_len"],
+    ),
+    // RBAC.
+    (
+        HTTP_RBAC,
+        &[
+            "rules",
+            "shadow_rules",
+            "rules_stat_prefix",
+            "shadow_rules_stat_prefix",
+        ],
+    ),
+    (RBAC_PER_ROUTE, &["rbac"]),
+    (
+        NETWORK_RBAC,
+        &[
+            "stat_prefix",
+            "rules",
+            "shadow_rules",
+            "shadow_rules_stat_prefix",
+            "enforcement_type",
+            "delay_deny",
+        ],
+    ),
+    ("envoy.config.rbac.v3.RBAC", &["action", "policies"]),
+    (
+        "envoy.config.rbac.v3.Policy",
+        &["permissions", "principals"],
+    ),
+    (
+        "envoy.config.rbac.v3.Permission",
+        &[
+            "and_rules",
+            "or_rules",
+            "any",
+            "header",
+            "url_path",
+            "destination_ip",
+            "destination_port",
+            "destination_port_range",
+            "not_rule",
+        ],
+    ),
+    ("envoy.config.rbac.v3.Permission.Set", &["rules"]),
+    (
+        "envoy.config.rbac.v3.Principal",
+        &[
+            "and_ids",
+            "or_ids",
+            "any",
+            "source_ip",
+            "direct_remote_ip",
+            "remote_ip",
+            "header",
+            "url_path",
+            "not_id",
+        ],
+    ),
+    ("envoy.config.rbac.v3.Principal.Set", &["ids"]),
 ];
 
 /// Messages whose supported subset depends on where they appear, keyed by
@@ -181,6 +283,38 @@ const HINTS: &[(&str, &str)] = &[
         "TLS not supported yet",
     ),
     ("envoy.config.cluster.v3.Cluster.transport_socket", "TLS not supported yet"),
+    (
+        "envoy.config.rbac.v3.Principal.authenticated",
+        "requires TLS, not supported yet",
+    ),
+    (
+        "envoy.config.rbac.v3.Permission.requested_server_name",
+        "requires TLS (SNI), not supported yet",
+    ),
+    (
+        "envoy.config.rbac.v3.Policy.condition",
+        "CEL conditions are not supported",
+    ),
+    (
+        "envoy.extensions.filters.http.rbac.v3.RBAC.matcher",
+        "the RBAC matcher API is not supported yet, use rules",
+    ),
+    (
+        "envoy.extensions.filters.http.rbac.v3.RBAC.shadow_matcher",
+        "the RBAC matcher API is not supported yet, use shadow_rules",
+    ),
+    (
+        "envoy.extensions.filters.http.rbac.v3.RBAC.track_per_rule_stats",
+        "per-policy RBAC stats are not supported yet",
+    ),
+    (
+        "envoy.extensions.filters.network.rbac.v3.RBAC.matcher",
+        "the RBAC matcher API is not supported yet, use rules",
+    ),
+    (
+        "envoy.extensions.filters.network.rbac.v3.RBAC.shadow_matcher",
+        "the RBAC matcher API is not supported yet, use shadow_rules",
+    ),
 ];
 
 /// `Any` fields: which packed types each accepts, and what to call them.
@@ -188,12 +322,27 @@ const ANY_TYPES: &[(&str, &str, &[&str])] = &[
     (
         "envoy.config.listener.v3.Filter.typed_config",
         "filter",
-        &[HCM],
+        &[HCM, NETWORK_RBAC],
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",
         "HTTP filter",
-        &[ROUTER],
+        &[ROUTER, HTTP_RBAC],
+    ),
+    (
+        "envoy.config.route.v3.RouteConfiguration.typed_per_filter_config",
+        "per-filter config",
+        &[RBAC_PER_ROUTE],
+    ),
+    (
+        "envoy.config.route.v3.VirtualHost.typed_per_filter_config",
+        "per-filter config",
+        &[RBAC_PER_ROUTE],
+    ),
+    (
+        "envoy.config.route.v3.Route.typed_per_filter_config",
+        "per-filter config",
+        &[RBAC_PER_ROUTE],
     ),
     (
         "envoy.config.cluster.v3.Cluster.typed_extension_protocol_options",

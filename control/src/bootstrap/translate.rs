@@ -22,7 +22,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as up;
 use envoy_types::pb::google::protobuf as pb;
 use prost::Message;
 
-use super::supported::{HCM, ROUTER, UPSTREAM_HTTP_OPTIONS};
+use super::supported::{HCM, HTTP_RBAC, ROUTER, UPSTREAM_HTTP_OPTIONS};
 use super::{descriptor_pool, join, type_name, Errors};
 use crate::model;
 
@@ -281,11 +281,13 @@ fn listeners(
             }
         }
         let http = filter_chains(&l.filter_chains, &path, clusters, errors);
-        if let (Some(address), Some(http)) = (address, http) {
+        let network_rbac = super::rbac::network_filters(&l.filter_chains, &path, errors);
+        if let (Some(address), Some(http), Some(network_rbac)) = (address, http, network_rbac) {
             out.push(Arc::new(model::Listener {
                 name,
                 address,
                 http: Arc::new(http),
+                network_rbac,
                 per_connection_buffer_limit_bytes: l
                     .per_connection_buffer_limit_bytes
                     .map_or(MIB, |v| v.value),
@@ -414,6 +416,7 @@ fn http_connection_manager(
     };
 
     ok &= http_filters(&h.http_filters, &p("http_filters"), errors);
+    let filter_models = http_filter_models(&h.http_filters, &p("http_filters"), errors);
 
     let max_request_headers_kb = h.max_request_headers_kb.map_or(60, |v| v.value);
     if !(1..=8192).contains(&max_request_headers_kb) {
@@ -473,6 +476,7 @@ fn http_connection_manager(
     };
 
     let route_config = route_config?;
+    let http_filters = filter_models?;
     if !ok {
         return None;
     }
@@ -505,11 +509,38 @@ fn http_connection_manager(
             .http_protocol_options
             .as_ref()
             .is_some_and(|o| o.enable_trailers),
-        http_filters: vec![model::HttpFilter::Router],
+        http_filters,
     })
 }
 
-/// The router must come last (it is terminal); no other HTTP filter exists yet.
+/// The model of each HTTP filter, in order (their order and the router's
+/// place are checked by `http_filters`; unsupported types by the allowlist).
+fn http_filter_models(
+    filters: &[hcm::HttpFilter],
+    path: &str,
+    errors: &mut Errors,
+) -> Option<Vec<model::HttpFilter>> {
+    let mut out = Vec::with_capacity(filters.len());
+    let mut ok = true;
+    for (i, f) in filters.iter().enumerate() {
+        let fpath = format!("{path}[{i}].typed_config");
+        match &f.config_type {
+            Some(hcm::http_filter::ConfigType::TypedConfig(any)) => match packed_type(any) {
+                ROUTER => out.push(model::HttpFilter::Router),
+                HTTP_RBAC => match super::rbac::http_filter(&f.name, any, &fpath, errors) {
+                    Some(r) => out.push(model::HttpFilter::Rbac(Arc::new(r))),
+                    None => ok = false,
+                },
+                _ => {}
+            },
+            None if f.name == "envoy.filters.http.router" => out.push(model::HttpFilter::Router),
+            _ => {}
+        }
+    }
+    ok.then_some(out)
+}
+
+/// The router must come last (it is terminal); RBAC filters may precede it.
 fn http_filters(filters: &[hcm::HttpFilter], path: &str, errors: &mut Errors) -> bool {
     let mut ok = true;
     let mut last_is_router = false;
@@ -617,15 +648,31 @@ fn route_config(
                 None => ok = false,
             }
         }
+        let vh_filters = super::rbac::per_filter_configs(
+            &vh.typed_per_filter_config,
+            &join(&vpath, "typed_per_filter_config"),
+            errors,
+        );
         virtual_hosts.push(model::VirtualHost {
             name: vh.name.clone(),
             domains,
             routes,
+            typed_per_filter_config: vh_filters.unwrap_or_else(|| {
+                ok = false;
+                Default::default()
+            }),
         });
     }
+    let rc_filters = super::rbac::per_filter_configs(
+        &rc.typed_per_filter_config,
+        &join(path, "typed_per_filter_config"),
+        errors,
+    );
+    let typed_per_filter_config = rc_filters?;
     ok.then(|| model::RouteConfig {
         name: rc.name.clone(),
         virtual_hosts,
+        typed_per_filter_config,
     })
 }
 
@@ -699,10 +746,16 @@ fn route(
             None
         }
     };
+    let typed_per_filter_config = super::rbac::per_filter_configs(
+        &r.typed_per_filter_config,
+        &join(path, "typed_per_filter_config"),
+        errors,
+    );
     Some(model::Route {
         name: r.name.clone(),
         matcher: matcher?,
         action: action?,
+        typed_per_filter_config: typed_per_filter_config?,
     })
 }
 

@@ -70,7 +70,10 @@ pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, str
     listener.listener_stats.downstream_cx_active.inc();
     let opened = Instant::now();
     let mut conn = Downstream::new(&ctx, stream, peer, &listener);
-    let end = conn.run(&listener).await;
+    let end = match conn.network_rbac(&listener).await {
+        Some(end) => end,
+        None => conn.run(&listener).await,
+    };
     match end {
         ConnEnd::Local => stats.downstream_cx_destroy_local.inc(),
         ConnEnd::Remote => stats.downstream_cx_destroy_remote.inc(),
@@ -274,7 +277,14 @@ impl<'a> Downstream<'a> {
 
         let host = self.head.host().unwrap_or(b"");
         let path = self.head.path_and_query();
-        let Some(route) = listener.routes.route(host, path) else {
+        let route = listener.routes.route(host, path);
+        // RBAC runs after routing (so per-route overrides apply) and before
+        // the router's 404 / direct response / forward, as Envoy's filter does.
+        if listener.rbac.has_http() && self.rbac_denies(listener, route, host) {
+            let body = crate::rbac::DENIED_BODY;
+            return self.reply_and_settle(listener, body_kind, client_keeps, 403, body).await;
+        }
+        let Some(route) = route else {
             listener.stats.no_route.inc();
             return self.reply_and_settle(listener, body_kind, client_keeps, 404, b"").await;
         };
@@ -306,6 +316,53 @@ impl<'a> Downstream<'a> {
                 self.forward(exchange).await
             }
         }
+    }
+
+    /// Envoy's network RBAC filter (ONE_TIME_ON_FIRST_BYTE): decides once,
+    /// when the connection's first bytes arrive, whether it may go on.
+    /// `Some` ends the connection (closed, or denied and closed).
+    async fn network_rbac(&mut self, listener: &HttpListener) -> Option<ConnEnd> {
+        if !listener.rbac.has_network() {
+            return None;
+        }
+        let deadline = listener.hcm.idle_timeout.map(|t| now() + t);
+        match self.fill_or_drain(deadline, true).await {
+            Fill::Read(0) | Fill::Error => return Some(ConnEnd::Remote),
+            Fill::Read(_) | Fill::Full => {}
+            Fill::TimedOut => {
+                listener.stats.downstream_cx_idle_timeout.inc();
+                return Some(ConnEnd::Local);
+            }
+            Fill::Draining => return Some(ConnEnd::Local),
+        }
+        match listener.rbac.check_connection(self.peer, self.stream.local_addr()) {
+            crate::rbac::ConnVerdict::Allowed => None,
+            crate::rbac::ConnVerdict::Denied { delay } => {
+                if let Some(d) = delay {
+                    sleep_until(now() + d).await;
+                }
+                Some(ConnEnd::Local)
+            }
+        }
+    }
+
+    /// Evaluates the HTTP RBAC filters for the current request.
+    fn rbac_denies(&self, listener: &HttpListener, route: Option<&control::model::Route>, host: &[u8]) -> bool {
+        let hcm = &listener.hcm;
+        let peer = self.peer.ip();
+        let subject = crate::rbac::Subject {
+            remote: crate::rbac::trusted_client_address(
+                peer,
+                hcm.use_remote_address,
+                hcm.xff_num_trusted_hops,
+                self.head.headers.get_all("x-forwarded-for"),
+            ),
+            direct_remote: peer,
+            source: peer,
+            destination: self.stream.local_addr(),
+            headers: &self.head,
+        };
+        listener.rbac.check_request(&subject, route, &listener.routes, host) == crate::rbac::Verdict::Denied
     }
 
     /// Answers locally, then keeps the connection only if the request body

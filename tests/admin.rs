@@ -164,3 +164,19 @@ fn unknown_admin_path_is_404() {
     let (_up, gw) = basic();
     assert_eq!(gw.admin_get("/no/such/admin/page").status, 404);
 }
+
+/// `admin.access_log_path`: every admin request is logged there.
+#[test]
+fn admin_requests_are_written_to_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("admin.log");
+    let yaml = testkit::basic_config("", "", "")
+        .replacen("admin:\n", &format!("admin:\n  access_log_path: {}\n", log.display()), 1);
+    let up = Upstream::start("u1");
+    let gw = Gateway::start(&yaml, &[up.addr], &[]);
+    assert_eq!(gw.admin_get("/stats?filter=nothing").status, 200);
+    assert_eq!(gw.admin_get("/no-such-page").status, 404);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("\"GET /stats HTTP/1.1\" 200"), "{text}");
+    assert!(text.contains("\"GET /no-such-page HTTP/1.1\" 404"), "{text}");
+}

@@ -418,7 +418,8 @@ impl Errors {
 }
 
 /// Now, in RFC 3339 UTC with second precision (what `/config_dump` shows).
-fn now_rfc3339() -> String {
+/// The current time as RFC 3339 UTC to the second (admin access log, `last_updated`).
+pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

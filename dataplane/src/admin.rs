@@ -232,6 +232,35 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+impl Admin {
+    /// Appends one line per admin request to the bootstrap's
+    /// `admin.access_log_path` (Envoy's default format, abridged to the
+    /// fields an admin request has).  Admin traffic is rare, so the file is
+    /// opened per request, which also follows log rotation.
+    fn log_access(&self, req: &Request, resp: &Response, stream: &TcpStream) {
+        let cfg = self.ctx.config.load();
+        let Some(path) = cfg.admin.as_ref().and_then(|a| a.access_log_path.as_deref()) else { return };
+        let peer = stream.peer_addr().map(|p| p.to_string()).unwrap_or_else(|_| "-".to_string());
+        let line = format!(
+            "[{}] \"{} {} HTTP/1.1\" {} {} \"{}\"\n",
+            control::bootstrap::now_rfc3339(),
+            req.method,
+            req.path,
+            resp.status,
+            resp.body.len(),
+            peer
+        );
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(path, error = %e, "admin: cannot write the access log");
+        }
+    }
+}
+
 fn serve_connection(mut stream: TcpStream, admin: &Admin) {
     let (req, head_only) = match read_request(&mut stream) {
         Ok(Some(r)) => {
@@ -246,6 +275,8 @@ fn serve_connection(mut stream: TcpStream, admin: &Admin) {
         }
     };
     let resp = admin.handle(&req);
+    // Logged before answering, so a client that saw the response finds its line.
+    admin.log_access(&req, &resp, &stream);
     let written = stream.write_all(&resp.serialize(head_only)).and_then(|_| stream.flush());
     if resp.then_shutdown {
         // Even if the client went away mid-response: it asked, and POSTed.

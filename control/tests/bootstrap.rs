@@ -662,7 +662,7 @@ fn unsupported_node_fields_and_protocol_options() {
         ("/static_resources/clusters/0/type", json!("EDS")),
         (
             "/static_resources/clusters/0/lb_policy",
-            json!("LEAST_REQUEST"),
+            json!("LOAD_BALANCING_POLICY_CONFIG"),
         ),
     ]));
     assert_error(&errs, "node.locality", "meshgate supports: id, cluster");
@@ -679,7 +679,7 @@ fn unsupported_node_fields_and_protocol_options() {
     assert_error(
         &errs,
         "static_resources.clusters[0].lb_policy",
-        "unsupported value LEAST_REQUEST",
+        "unsupported value LOAD_BALANCING_POLICY_CONFIG",
     );
 }
 

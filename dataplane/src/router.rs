@@ -258,6 +258,7 @@ mod tests {
                 cluster: format!("c-{name}"),
                 timeout: None,
                 prefix_rewrite: None,
+                hash_policy: Vec::new(),
             }),
             typed_per_filter_config: Default::default(),
         }

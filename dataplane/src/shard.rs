@@ -326,6 +326,9 @@ fn build_snapshot(config: &Arc<Config>, shared: &Shared, slot: usize, previous: 
         };
         clusters.insert(name.clone(), runtime);
     }
+    for runtime in clusters.values() {
+        runtime.link_members(&clusters);
+    }
     let mut listeners = HashMap::new();
     for l in &config.listeners {
         let hcm = l.http.clone();

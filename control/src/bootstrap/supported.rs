@@ -19,6 +19,7 @@ pub(crate) const UPSTREAM_HTTP_OPTIONS: &str =
 pub(crate) const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub(crate) const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub(crate) const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
+pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
 
 /// Supported fields per message full name.  A message reachable through a
 /// supported field but missing here supports no fields at all.
@@ -102,7 +103,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.route.v3.RouteAction",
-        &["cluster", "timeout", "prefix_rewrite"],
+        &["cluster", "timeout", "prefix_rewrite", "hash_policy"],
     ),
     (
         "envoy.config.route.v3.DirectResponseAction",
@@ -124,11 +125,65 @@ const FIELDS: &[(&str, &[&str])] = &[
             "per_connection_buffer_limit_bytes",
             "typed_extension_protocol_options",
             "max_requests_per_connection",
+            "cluster_type",
+            "ring_hash_lb_config",
+            "maglev_lb_config",
+            "least_request_lb_config",
+            "round_robin_lb_config",
+            "common_lb_config",
         ],
     ),
+    // Load balancing (translate/lb.rs).
+    (
+        "envoy.config.cluster.v3.Cluster.CustomClusterType",
+        &["name", "typed_config"],
+    ),
+    (AGGREGATE_CONFIG, &["clusters"]),
+    (
+        "envoy.config.cluster.v3.Cluster.RingHashLbConfig",
+        &["minimum_ring_size", "maximum_ring_size", "hash_function"],
+    ),
+    ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
+    (
+        "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig",
+        &["choice_count", "active_request_bias"],
+    ),
+    ("envoy.config.cluster.v3.Cluster.RoundRobinLbConfig", &[]),
+    (
+        "envoy.config.cluster.v3.Cluster.CommonLbConfig",
+        &["healthy_panic_threshold"],
+    ),
+    (
+        "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy",
+        &["overprovisioning_factor", "weighted_priority_health"],
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy",
+        &[
+            "header",
+            "cookie",
+            "connection_properties",
+            "query_parameter",
+            "terminal",
+        ],
+    ),
+    ("envoy.config.route.v3.RouteAction.HashPolicy.Header", &["header_name"]),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy.Cookie",
+        &["name", "ttl", "path", "attributes"],
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy.CookieAttribute",
+        &["name", "value"],
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties",
+        &["source_ip"],
+    ),
+    ("envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter", &["name"]),
     (
         "envoy.config.endpoint.v3.ClusterLoadAssignment",
-        &["cluster_name", "endpoints"],
+        &["cluster_name", "endpoints", "policy"],
     ),
     (
         "envoy.config.endpoint.v3.LocalityLbEndpoints",
@@ -247,6 +302,16 @@ const FIELDS: &[(&str, &[&str])] = &[
 /// `HttpProtocolOptions` means different things downstream and upstream.
 const FIELDS_BY_CONTAINER: &[(&str, &[&str])] = &[
     (
+        "envoy.config.cluster.v3.Cluster.CommonLbConfig.healthy_panic_threshold",
+        &["value"],
+    ),
+    // No runtime layer: the key never resolves, so default_value applies,
+    // exactly as in an Envoy whose runtime does not set the key.
+    (
+        "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig.active_request_bias",
+        &["default_value", "runtime_key"],
+    ),
+    (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.common_http_protocol_options",
         &["idle_timeout", "max_headers_count"],
     ),
@@ -348,6 +413,11 @@ const ANY_TYPES: &[(&str, &str, &[&str])] = &[
         "envoy.config.cluster.v3.Cluster.typed_extension_protocol_options",
         "protocol options",
         &[UPSTREAM_HTTP_OPTIONS],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.CustomClusterType.typed_config",
+        "cluster type",
+        &[AGGREGATE_CONFIG],
     ),
 ];
 

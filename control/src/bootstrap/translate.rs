@@ -26,6 +26,8 @@ use super::supported::{HCM, HTTP_RBAC, ROUTER, UPSTREAM_HTTP_OPTIONS};
 use super::{descriptor_pool, join, type_name, Errors};
 use crate::model;
 
+mod lb;
+
 const KIB: u32 = 1024;
 const MIB: u32 = 1024 * 1024;
 const HOUR: Duration = Duration::from_secs(3600);
@@ -53,6 +55,7 @@ pub(crate) fn translate(
     let empty = bs::bootstrap::StaticResources::default();
     let resources = b.static_resources.as_ref().unwrap_or(&empty);
     let clusters = clusters(&resources.clusters, errors);
+    lb::check_clusters(&resources.clusters, &clusters, errors);
     // Routes are checked against every named cluster, even ones that failed
     // their own checks, so one broken cluster is not also N "unknown cluster"s.
     let cluster_names: HashSet<&str> = resources
@@ -787,10 +790,12 @@ fn forward(
         &join(path, "timeout"),
         errors,
     );
+    let hash_policy = lb::hash_policies(&a.hash_policy, path, errors);
     Some(model::RouteAction::Forward(model::ForwardAction {
         cluster: cluster?,
         timeout,
         prefix_rewrite: Some(a.prefix_rewrite.clone()).filter(|s| !s.is_empty()),
+        hash_policy: hash_policy?,
     }))
 }
 
@@ -873,7 +878,8 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
     let p = |f: &str| join(path, f);
     let mut ok = true;
 
-    use cl::cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy};
+    use cl::cluster::{ClusterDiscoveryType, DiscoveryType};
+    let mut aggregate_clusters = Vec::new();
     let discovery = match &c.cluster_discovery_type {
         None => Some(model::DiscoveryType::Static),
         Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(*t) {
@@ -890,22 +896,17 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
                 None
             }
         },
-        Some(ClusterDiscoveryType::ClusterType(_)) => None,
-    };
-
-    let lb_policy = match LbPolicy::try_from(c.lb_policy) {
-        Ok(LbPolicy::RoundRobin) => Some(model::LbPolicy::RoundRobin),
-        _ => {
-            errors.add(
-                p("lb_policy"),
-                format!(
-                    "unsupported value {} (meshgate supports: ROUND_ROBIN)",
-                    enum_name("envoy.config.cluster.v3.Cluster.LbPolicy", c.lb_policy)
-                ),
-            );
-            None
+        Some(ClusterDiscoveryType::ClusterType(ct)) => {
+            lb::custom_cluster_type(ct, &p("cluster_type"), errors).map(|members| {
+                aggregate_clusters = members;
+                model::DiscoveryType::Aggregate
+            })
         }
     };
+
+    let lb_settings = lb::cluster_lb(c, path, errors);
+    let assignment_policy =
+        lb::load_assignment_policy(c.load_assignment.as_ref(), &p("load_assignment"), errors);
 
     let connect_timeout = positive(
         c.connect_timeout.as_ref(),
@@ -927,6 +928,13 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
     };
 
     let endpoints = match (&c.load_assignment, discovery) {
+        (Some(_), Some(model::DiscoveryType::Aggregate)) => {
+            errors.add(
+                p("load_assignment"),
+                "an aggregate cluster has no endpoints of its own (its members do)",
+            );
+            None
+        }
         (Some(la), Some(discovery)) => endpoints(la, &p("load_assignment"), discovery, errors),
         (None, _) => Some(Vec::new()),
         (Some(_), None) => None,
@@ -951,11 +959,13 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
     if !ok {
         return None;
     }
+    let lb_settings = lb_settings?;
+    let (overprovisioning_factor, weighted_priority_health) = assignment_policy?;
     Some(model::Cluster {
         name: c.name.clone(),
         discovery: discovery?,
         connect_timeout,
-        lb_policy: lb_policy?,
+        lb_policy: lb_settings.lb_policy,
         dns_refresh_rate,
         endpoints: endpoints?,
         upstream_idle_timeout,
@@ -965,6 +975,10 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
             .per_connection_buffer_limit_bytes
             .map_or(MIB, |v| v.value),
         enable_trailers: upstream_trailers(c),
+        overprovisioning_factor,
+        weighted_priority_health,
+        healthy_panic_threshold: lb_settings.healthy_panic_threshold,
+        aggregate_clusters,
     })
 }
 
@@ -1090,7 +1104,7 @@ fn endpoints(
             let port = port as u16;
             let address = match (host, discovery) {
                 (Host::Ip(ip), _) => model::EndpointAddress::Socket(SocketAddr::new(ip, port)),
-                (Host::Name(name), model::DiscoveryType::Static) => {
+                (Host::Name(name), model::DiscoveryType::Static | model::DiscoveryType::Aggregate) => {
                     errors.add(
                         host_path,
                         format!("a STATIC cluster needs IP address literals, got {name:?} (use type: STRICT_DNS for host names)"),

@@ -50,7 +50,7 @@ use crate::router::rewrite_prefix;
 use crate::runtime::{now, sleep_until, timeout, Sleep};
 use crate::shard::{HttpListener, ShardCtx};
 use crate::transport::Stream;
-use crate::upstream::{ClusterRuntime, ConnectFailure, UpstreamConn};
+use crate::upstream::{lb, ClusterRuntime, ConnectFailure, UpstreamConn};
 
 const INITIAL_BUF: usize = 16 * 1024;
 /// Largest upstream response head accepted (Envoy's 60 KiB default).
@@ -312,6 +312,8 @@ impl<'a> Downstream<'a> {
                     expect_continue,
                     route_timeout: action.timeout,
                     rewrite: action.prefix_rewrite.as_deref().zip(matched_prefix),
+                    hash_policy: &action.hash_policy,
+                    set_cookies: Vec::new(),
                 };
                 self.forward(exchange).await
             }
@@ -350,13 +352,18 @@ impl<'a> Downstream<'a> {
     fn rbac_denies(&self, listener: &HttpListener, route: Option<&control::model::Route>, host: &[u8]) -> bool {
         let hcm = &listener.hcm;
         let peer = self.peer.ip();
-        let subject = crate::rbac::Subject {
-            remote: crate::rbac::trusted_client_address(
+        let remote = if listener.rbac.uses_remote_ip() {
+            crate::rbac::trusted_client_address(
                 peer,
                 hcm.use_remote_address,
                 hcm.xff_num_trusted_hops,
                 self.head.headers.get_all("x-forwarded-for"),
-            ),
+            )
+        } else {
+            peer
+        };
+        let subject = crate::rbac::Subject {
+            remote,
             direct_remote: peer,
             source: peer,
             destination: self.stream.local_addr(),
@@ -426,13 +433,26 @@ impl<'a> Downstream<'a> {
     }
 
     async fn forward(&mut self, ex: Exchange<'_>) -> After {
-        let cluster = ex.cluster;
+        let routed = ex.cluster;
         let listener = ex.listener;
-        let Some(host) = cluster.pick() else {
-            cluster.stats.upstream_cx_none_healthy.inc();
+        let mut set_cookies = Vec::new();
+        let picked = {
+            // The hash is computed lazily: only a consistent-hashing cluster
+            // asks, so a cookie is generated only when it decides the pick.
+            let input = lb::HashInput { head: &self.head, peer: self.peer, local: self.stream.local_addr() };
+            let mut hashed: Option<Option<u64>> = None;
+            routed.pick(&mut || *hashed.get_or_insert_with(|| lb::request_hash(ex.hash_policy, &input, &mut set_cookies)))
+        };
+        let Some(picked) = picked else {
+            routed.stats.upstream_cx_none_healthy.inc();
             return self.reply_and_settle(listener, ex.body_kind, ex.client_keeps, 503, b"no healthy upstream").await;
         };
-        let upstream = match cluster.checkout(&host).await {
+        // From here on the cluster that owns the host (an aggregate's member)
+        // serves the request: its pool, timeouts and codec options.
+        let ex = Exchange { cluster: &picked.cluster, set_cookies, ..ex };
+        let cluster = ex.cluster;
+        let host = &picked.host;
+        let upstream = match cluster.checkout(host).await {
             Ok(c) => c,
             Err(f) => return self.connect_failed(&ex, f).await,
         };
@@ -440,7 +460,7 @@ impl<'a> Downstream<'a> {
         cluster.stats.upstream_rq_total.inc();
         cluster.stats.upstream_rq_active.inc();
         host.stats.rq_total.inc();
-        host.stats.rq_active.inc();
+        host.request_started();
         let started = Instant::now();
         let mut upstream = upstream;
         let mut result = self.exchange(&ex, &mut upstream).await;
@@ -451,18 +471,18 @@ impl<'a> Downstream<'a> {
             && upstream.reused()
         {
             drop(upstream);
-            upstream = match cluster.connect(&host).await {
+            upstream = match cluster.connect(host).await {
                 Ok(c) => c,
                 Err(f) => {
                     cluster.stats.upstream_rq_active.dec();
-                    host.stats.rq_active.dec();
+                    host.request_finished();
                     return self.connect_failed(&ex, f).await;
                 }
             };
             result = self.exchange(&ex, &mut upstream).await;
         }
         cluster.stats.upstream_rq_active.dec();
-        host.stats.rq_active.dec();
+        host.request_finished();
         match result {
             Ok(done) => {
                 cluster.stats.upstream_rq_completed.inc();
@@ -659,6 +679,7 @@ impl<'a> Downstream<'a> {
             tx_bytes,
             forward_trailers,
             activity: &activity,
+            set_cookies: &ex.set_cookies,
         });
         let mut request = pin!(request);
         let mut response = pin!(response);
@@ -757,6 +778,10 @@ struct Exchange<'a> {
     route_timeout: Option<Duration>,
     /// (new prefix, matched prefix) when the route rewrites.
     rewrite: Option<(&'a str, &'a str)>,
+    /// The route's `hash_policy` (consistent-hashing clusters use it).
+    hash_policy: &'a [control::model::HashPolicy],
+    /// `set-cookie` values a cookie hash policy generated for this request.
+    set_cookies: Vec<String>,
 }
 
 enum HeadOutcome {
@@ -877,6 +902,9 @@ struct RelayArgs<'a> {
     forward_trailers: bool,
     /// Last time bytes moved, for `stream_idle_timeout`.
     activity: &'a Cell<Instant>,
+    /// Generated hash-policy cookies (Envoy's router adds them to the
+    /// upstream response's headers).
+    set_cookies: &'a [String],
 }
 
 /// Reads the upstream response and streams it to the client.
@@ -941,6 +969,9 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     }
     if !h.contains("date") {
         h.append("date", &a.ctx.http_date());
+    }
+    for cookie in a.set_cookies {
+        h.append("set-cookie", cookie.as_bytes());
     }
     if !downstream_keeps {
         h.append("connection", b"close");

@@ -1,25 +1,46 @@
-//! Upstream clusters as one shard sees them: hosts, load balancing and
-//! per-shard connection pools.
+//! Upstream clusters as one shard sees them: hosts, load balancing,
+//! passive health and per-shard connection pools.
 //!
 //! Each shard owns a `ClusterRuntime` per cluster: its own host list (built
 //! from the snapshot and, for STRICT_DNS, from the resolver's results), its
-//! own round-robin cursor and its own idle connections.  Nothing here is
-//! shared with another shard, so a checkout is a `Vec::pop` and a release a
-//! `Vec::push`.  Host stats are single-writer slots of the shared store.
+//! own balancer (`lb::Balancer`, Envoy's priority levels and pickers) and
+//! its own idle connections.  Nothing here is shared with another shard, so
+//! a pick is a `RefCell` borrow and a few integer operations, a checkout is
+//! a `Vec::pop` and a release a `Vec::push`.  Host stats are single-writer
+//! slots of the shared store.
+//!
+//! Passive health: a host whose connect fails (refused or timed out) is
+//! taken out of this shard's balancer for a jittered back-off (1 s doubling
+//! to 30 s), which is what moves traffic to the next priority or the next
+//! cluster of an aggregate; when the back-off expires the host is eligible
+//! again, and a successful connect clears its failure count.  Other shards
+//! learn about a dead host on their own first failure — there is no
+//! cross-shard state on the request path.
+//!
+//! Aggregate clusters (`envoy.clusters.aggregate`) have no hosts: their
+//! runtime links to its members' runtimes on the same shard and picks a
+//! member's priority level over the members' linearized levels, then lets
+//! that member pick the host.
 //!
 //! This module must not parse HTTP; it hands out and takes back streams.
 
+pub mod lb;
+
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::model::{Cluster, EndpointAddress};
+use control::model::{Cluster, DiscoveryType, EndpointAddress};
 
 use crate::runtime::{now, timeout};
-use crate::stats::{ClusterStats, HostStats, StatsStore};
+use crate::stats::{ClusterStats, Counter, HostStats, Scope, StatsStore};
 use crate::transport::{self, Stream};
+
+use lb::{Balancer, LbHost, Linearized};
 
 /// One resolved endpoint of a cluster, on one shard.
 pub struct Host {
@@ -28,6 +49,32 @@ pub struct Host {
     pub priority: u32,
     pub stats: HostStats,
     idle: RefCell<Vec<IdleConn>>,
+    /// Position in the cluster's balancer (moves when the host list changes).
+    lb_index: Cell<usize>,
+    /// Consecutive failed connects; 0 once one succeeds.
+    failures: Cell<u32>,
+    /// Out of the balancer until then (passive health).
+    down_until: Cell<Option<Instant>>,
+    /// Requests in flight to this host from this shard (LEAST_REQUEST).
+    active: Cell<u32>,
+}
+
+impl Host {
+    /// Counts a request as in flight (stats and LEAST_REQUEST's view).
+    pub fn request_started(&self) {
+        self.active.set(self.active.get() + 1);
+        self.stats.rq_active.inc();
+    }
+
+    pub fn request_finished(&self) {
+        self.active.set(self.active.get().saturating_sub(1));
+        self.stats.rq_active.dec();
+    }
+
+    /// Whether this shard currently keeps the host out of its balancer.
+    pub fn is_down(&self) -> bool {
+        self.down_until.get().is_some()
+    }
 }
 
 struct IdleConn {
@@ -79,33 +126,58 @@ impl Drop for UpstreamConn {
     }
 }
 
+/// The outcome of a pick: the host, and the cluster that owns it (the
+/// routed cluster itself, or the member an aggregate delegated to).  The
+/// owner's pool, connect timeout and codec options serve the request.
+pub struct Picked {
+    pub cluster: Rc<ClusterRuntime>,
+    pub host: Rc<Host>,
+}
+
 /// A cluster on one shard.
 pub struct ClusterRuntime {
     pub config: Arc<Cluster>,
     pub stats: ClusterStats,
+    /// `cluster.<name>.lb_healthy_panic`: picks made in a panicking level.
+    lb_healthy_panic: Counter,
     hosts: RefCell<Vec<Rc<Host>>>,
-    cursor: Cell<usize>,
-    /// Hosts of the priority level used for picks: the lowest-numbered one
-    /// that has hosts (priority spill-over by health is the LB issue's).
-    active: RefCell<Vec<Rc<Host>>>,
+    lb: RefCell<Balancer>,
+    /// Earliest back-off expiry among this shard's down hosts.
+    next_recovery: Cell<Option<Instant>>,
+    /// Aggregate clusters: the members' runtimes in failover order (a
+    /// member missing from the snapshot is skipped, as in Envoy).
+    members: RefCell<Vec<Rc<ClusterRuntime>>>,
+    linearized: RefCell<Linearized>,
 }
 
 impl ClusterRuntime {
-    pub fn new(config: Arc<Cluster>, store: &StatsStore, slot: usize, resolved: Option<&[SocketAddr]>) -> ClusterRuntime {
+    pub fn new(
+        config: Arc<Cluster>,
+        store: &StatsStore,
+        slot: usize,
+        resolved: Option<&[SocketAddr]>,
+    ) -> ClusterRuntime {
         let stats = ClusterStats::new(store, &config.name, slot);
+        let lb_healthy_panic = store.counter(&Scope::Cluster(config.name.clone()), "lb_healthy_panic", slot);
+        let seed = std::collections::hash_map::RandomState::new().hash_one((&config.name, slot));
+        let lb = Balancer::new(&config, Vec::new(), &[], seed);
         let rt = ClusterRuntime {
             config,
             stats,
+            lb_healthy_panic,
             hosts: RefCell::new(Vec::new()),
-            cursor: Cell::new(slot),
-            active: RefCell::new(Vec::new()),
+            lb: RefCell::new(lb),
+            next_recovery: Cell::new(None),
+            members: RefCell::new(Vec::new()),
+            linearized: RefCell::new(Linearized::default()),
         };
         rt.set_hosts(store, slot, resolved);
         rt
     }
 
     /// Rebuilds the host list from the config plus DNS results, keeping the
-    /// `Host` (and its idle connections) of every address that stays.
+    /// `Host` (idle connections and passive-health state included) of every
+    /// address that stays.  The balancer is rebuilt only if the list changed.
     pub fn set_hosts(&self, store: &StatsStore, slot: usize, resolved: Option<&[SocketAddr]>) {
         let mut wanted: Vec<(SocketAddr, u32, u32, String)> = Vec::new();
         for ep in &self.config.endpoints {
@@ -128,16 +200,37 @@ impl ClusterRuntime {
                 next.push(h.clone());
                 continue;
             }
-            let stats = store.register_host_named(&self.config.name, &addr.to_string(), &hostname, weight, priority, slot);
-            next.push(Rc::new(Host { addr, weight, priority, stats, idle: RefCell::new(Vec::new()) }));
+            let stats =
+                store.register_host_named(&self.config.name, &addr.to_string(), &hostname, weight, priority, slot);
+            next.push(Rc::new(Host {
+                addr,
+                weight,
+                priority,
+                stats,
+                idle: RefCell::new(Vec::new()),
+                lb_index: Cell::new(0),
+                failures: Cell::new(0),
+                down_until: Cell::new(None),
+                active: Cell::new(0),
+            }));
         }
+        let unchanged = old.len() == next.len() && old.iter().zip(&next).all(|(a, b)| Rc::ptr_eq(a, b));
         drop(old);
         let total = next.len() as i64;
         self.stats.membership_total.set(total);
         self.stats.membership_healthy.set(total);
-        let lowest = next.iter().map(|h| h.priority).min();
-        let active: Vec<Rc<Host>> = next.iter().filter(|h| Some(h.priority) == lowest).cloned().collect();
-        *self.active.borrow_mut() = active;
+        if unchanged && !next.is_empty() {
+            return;
+        }
+        for (i, h) in next.iter().enumerate() {
+            h.lb_index.set(i);
+        }
+        let lb_hosts: Vec<LbHost> =
+            next.iter().map(|h| LbHost { addr: h.addr, weight: h.weight, priority: h.priority }).collect();
+        let down: Vec<bool> = next.iter().map(|h| h.is_down()).collect();
+        let seed = self.lb.borrow_mut().random();
+        *self.lb.borrow_mut() = Balancer::new(&self.config, lb_hosts, &down, seed);
+        self.next_recovery.set(next.iter().filter_map(|h| h.down_until.get()).min());
         *self.hosts.borrow_mut() = next;
     }
 
@@ -145,25 +238,124 @@ impl ClusterRuntime {
         self.hosts.borrow().clone()
     }
 
-    /// Weighted round robin over the active priority level.  Weights repeat a
-    /// host in the cycle order by a stride so equal weights alternate.
-    pub fn pick(&self) -> Option<Rc<Host>> {
-        let active = self.active.borrow();
-        if active.is_empty() {
-            return None;
+    /// Aggregate clusters: points at the members' runtimes in `clusters`
+    /// (this shard's snapshot).  Called on every snapshot build, so a member
+    /// whose runtime was replaced is picked up.
+    pub fn link_members(&self, clusters: &HashMap<String, Rc<ClusterRuntime>>) {
+        if self.config.discovery != DiscoveryType::Aggregate {
+            return;
         }
-        let total: u64 = active.iter().map(|h| h.weight.max(1) as u64).sum();
-        let n = self.cursor.get();
-        self.cursor.set(n.wrapping_add(1));
-        let mut point = (n as u64) % total;
-        for h in active.iter() {
-            let w = h.weight.max(1) as u64;
-            if point < w {
-                return Some(h.clone());
+        let members: Vec<Rc<ClusterRuntime>> = self
+            .config
+            .aggregate_clusters
+            .iter()
+            .filter_map(|name| clusters.get(name))
+            .filter(|m| m.config.discovery != DiscoveryType::Aggregate)
+            .cloned()
+            .collect();
+        *self.members.borrow_mut() = members;
+        *self.linearized.borrow_mut() = Linearized::default();
+    }
+
+    /// Picks the host for a request.  `hash` computes the route's request
+    /// hash; it is called only if the picking balancer hashes (so a cookie
+    /// is generated only when it is used, as in Envoy), at most once.
+    pub fn pick(self: &Rc<Self>, hash: &mut dyn FnMut() -> Option<u64>) -> Option<Picked> {
+        if self.config.discovery == DiscoveryType::Aggregate {
+            return self.pick_aggregate(hash);
+        }
+        self.recover_due(now());
+        let h = if self.config.lb_policy.uses_hash() { hash() } else { None };
+        let hosts = self.hosts.borrow();
+        let pick = self.lb.borrow_mut().pick(h, &|i| hosts[i as usize].active.get())?;
+        if pick.panic {
+            self.lb_healthy_panic.inc();
+        }
+        Some(Picked { cluster: self.clone(), host: hosts[pick.host as usize].clone() })
+    }
+
+    fn pick_aggregate(&self, hash: &mut dyn FnMut() -> Option<u64>) -> Option<Picked> {
+        let t = now();
+        let members = self.members.borrow();
+        for m in members.iter() {
+            m.recover_due(t);
+        }
+        let mut lin = self.linearized.borrow_mut();
+        if lin.is_stale(members.iter().map(|m| m.lb.borrow().generation())) {
+            let balancers: Vec<std::cell::Ref<'_, Balancer>> = members.iter().map(|m| m.lb.borrow()).collect();
+            let refs: Vec<&Balancer> = balancers.iter().map(|b| &**b).collect();
+            lin.rebuild(&refs, self.config.healthy_panic_threshold);
+        }
+        let (member_index, level) = lin.choose(self.lb.borrow_mut().random())?;
+        let member = &members[member_index];
+        let h = if member.config.lb_policy.uses_hash() { hash() } else { None };
+        let hosts = member.hosts.borrow();
+        let pick = member.lb.borrow_mut().pick_in_level(level, h, &|i| hosts[i as usize].active.get())?;
+        if pick.panic {
+            member.lb_healthy_panic.inc();
+        }
+        Some(Picked { cluster: member.clone(), host: hosts[pick.host as usize].clone() })
+    }
+
+    /// Puts hosts whose back-off has expired back into the balancer.
+    fn recover_due(&self, t: Instant) {
+        match self.next_recovery.get() {
+            Some(due) if t >= due => {}
+            _ => return,
+        }
+        let hosts = self.hosts.borrow();
+        let mut lb = self.lb.borrow_mut();
+        let mut next: Option<Instant> = None;
+        for h in hosts.iter() {
+            match h.down_until.get() {
+                Some(until) if t >= until => {
+                    h.down_until.set(None);
+                    lb.set_healthy(h.lb_index.get(), true);
+                    tracing::debug!(cluster = %self.config.name, host = %h.addr, "upstream host back in rotation after back-off");
+                }
+                Some(until) => next = Some(next.map_or(until, |n| n.min(until))),
+                None => {}
             }
-            point -= w;
         }
-        active.last().cloned()
+        self.next_recovery.set(next);
+    }
+
+    /// The host's index in the current balancer, if it is still a member.
+    fn index_of(&self, host: &Rc<Host>) -> Option<usize> {
+        let i = host.lb_index.get();
+        self.hosts.borrow().get(i).filter(|h| Rc::ptr_eq(h, host)).map(|_| i)
+    }
+
+    fn connect_failed(&self, host: &Rc<Host>) {
+        let failures = host.failures.get().saturating_add(1);
+        host.failures.set(failures);
+        let mut lb = self.lb.borrow_mut();
+        let back_off: Duration = lb::backoff(failures, lb.random());
+        let until = now() + back_off;
+        host.down_until.set(Some(until));
+        if let Some(i) = self.index_of(host) {
+            lb.set_healthy(i, false);
+        }
+        self.next_recovery.set(Some(self.next_recovery.get().map_or(until, |n| n.min(until))));
+        tracing::info!(
+            cluster = %self.config.name,
+            host = %host.addr,
+            failures,
+            back_off_ms = back_off.as_millis() as u64,
+            "upstream host out of rotation after a failed connect"
+        );
+    }
+
+    fn connect_succeeded(&self, host: &Rc<Host>) {
+        if host.failures.get() == 0 {
+            return;
+        }
+        host.failures.set(0);
+        if host.down_until.take().is_some() {
+            if let Some(i) = self.index_of(host) {
+                self.lb.borrow_mut().set_healthy(i, true);
+            }
+        }
     }
 
     /// Reuses an idle connection to `host` if one is still good, otherwise
@@ -194,6 +386,7 @@ impl ClusterRuntime {
         let started = Instant::now();
         match timeout(Some(self.config.connect_timeout), transport::connect(host.addr)).await {
             Ok(Ok(stream)) => {
+                self.connect_succeeded(host);
                 self.stats.upstream_cx_connect_ms.record(started.elapsed());
                 self.stats.upstream_cx_active.inc();
                 host.stats.cx_active.inc();
@@ -211,12 +404,14 @@ impl ClusterRuntime {
                 tracing::debug!(cluster = %self.config.name, host = %host.addr, error = %e, "upstream connect failed");
                 self.stats.upstream_cx_connect_fail.inc();
                 host.stats.cx_connect_fail.inc();
+                self.connect_failed(host);
                 Err(ConnectFailure::Refused)
             }
             Err(_) => {
                 self.stats.upstream_cx_connect_fail.inc();
                 self.stats.upstream_cx_connect_timeout.inc();
                 host.stats.cx_connect_fail.inc();
+                self.connect_failed(host);
                 Err(ConnectFailure::Timeout)
             }
         }

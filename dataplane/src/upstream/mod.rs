@@ -261,10 +261,16 @@ impl ClusterRuntime {
     /// hash; it is called only if the picking balancer hashes (so a cookie
     /// is generated only when it is used, as in Envoy), at most once.
     pub fn pick(self: &Rc<Self>, hash: &mut dyn FnMut() -> Option<u64>) -> Option<Picked> {
+        self.pick_at(now(), hash)
+    }
+
+    /// `pick` with the time passed in (the shard loop's clock in service,
+    /// any instant in tests).
+    fn pick_at(self: &Rc<Self>, t: Instant, hash: &mut dyn FnMut() -> Option<u64>) -> Option<Picked> {
         if self.config.discovery == DiscoveryType::Aggregate {
-            return self.pick_aggregate(hash);
+            return self.pick_aggregate(t, hash);
         }
-        self.recover_due(now());
+        self.recover_due(t);
         let h = if self.config.lb_policy.uses_hash() { hash() } else { None };
         let hosts = self.hosts.borrow();
         let pick = self.lb.borrow_mut().pick(h, &|i| hosts[i as usize].active.get())?;
@@ -274,8 +280,7 @@ impl ClusterRuntime {
         Some(Picked { cluster: self.clone(), host: hosts[pick.host as usize].clone() })
     }
 
-    fn pick_aggregate(&self, hash: &mut dyn FnMut() -> Option<u64>) -> Option<Picked> {
-        let t = now();
+    fn pick_aggregate(&self, t: Instant, hash: &mut dyn FnMut() -> Option<u64>) -> Option<Picked> {
         let members = self.members.borrow();
         for m in members.iter() {
             m.recover_due(t);
@@ -326,12 +331,12 @@ impl ClusterRuntime {
         self.hosts.borrow().get(i).filter(|h| Rc::ptr_eq(h, host)).map(|_| i)
     }
 
-    fn connect_failed(&self, host: &Rc<Host>) {
+    fn connect_failed(&self, host: &Rc<Host>, t: Instant) {
         let failures = host.failures.get().saturating_add(1);
         host.failures.set(failures);
         let mut lb = self.lb.borrow_mut();
         let back_off: Duration = lb::backoff(failures, lb.random());
-        let until = now() + back_off;
+        let until = t + back_off;
         host.down_until.set(Some(until));
         if let Some(i) = self.index_of(host) {
             lb.set_healthy(i, false);
@@ -404,14 +409,14 @@ impl ClusterRuntime {
                 tracing::debug!(cluster = %self.config.name, host = %host.addr, error = %e, "upstream connect failed");
                 self.stats.upstream_cx_connect_fail.inc();
                 host.stats.cx_connect_fail.inc();
-                self.connect_failed(host);
+                self.connect_failed(host, now());
                 Err(ConnectFailure::Refused)
             }
             Err(_) => {
                 self.stats.upstream_cx_connect_fail.inc();
                 self.stats.upstream_cx_connect_timeout.inc();
                 host.stats.cx_connect_fail.inc();
-                self.connect_failed(host);
+                self.connect_failed(host, now());
                 Err(ConnectFailure::Timeout)
             }
         }
@@ -449,6 +454,9 @@ impl ClusterRuntime {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// How often each shard sweeps its idle upstream connections.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);

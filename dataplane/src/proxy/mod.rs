@@ -352,13 +352,18 @@ impl<'a> Downstream<'a> {
     fn rbac_denies(&self, listener: &HttpListener, route: Option<&control::model::Route>, host: &[u8]) -> bool {
         let hcm = &listener.hcm;
         let peer = self.peer.ip();
-        let subject = crate::rbac::Subject {
-            remote: crate::rbac::trusted_client_address(
+        let remote = if listener.rbac.uses_remote_ip() {
+            crate::rbac::trusted_client_address(
                 peer,
                 hcm.use_remote_address,
                 hcm.xff_num_trusted_hops,
                 self.head.headers.get_all("x-forwarded-for"),
-            ),
+            )
+        } else {
+            peer
+        };
+        let subject = crate::rbac::Subject {
+            remote,
             direct_remote: peer,
             source: peer,
             destination: self.stream.local_addr(),

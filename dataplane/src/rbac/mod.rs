@@ -188,6 +188,11 @@ impl OrGroup {
         self.rest.iter().any(|n| n.matches(s))
     }
 
+    fn uses(&self, field: IpField) -> bool {
+        let slot = IP_FIELDS.iter().position(|f| *f == field).expect("listed");
+        self.ips[slot].is_some() || self.rest.iter().any(|n| n.uses(field))
+    }
+
     /// A group that is exactly one subtree needs no group around it.
     fn into_node(self) -> Node {
         let gathered = self.any || self.ips.iter().any(Option::is_some) || !self.ports.is_empty();
@@ -199,6 +204,16 @@ impl OrGroup {
 }
 
 impl Node {
+    fn uses(&self, field: IpField) -> bool {
+        match self {
+            Node::And(all) => all.iter().any(|n| n.uses(field)),
+            Node::Or(group) => group.uses(field),
+            Node::Not(n) => n.uses(field),
+            Node::Ip(f, _) => *f == field,
+            Node::Header(_) | Node::UrlPath(_) | Node::PortRange { .. } => false,
+        }
+    }
+
     fn matches(&self, s: &Subject<'_>) -> bool {
         match self {
             Node::And(all) => all.iter().all(|n| n.matches(s)),
@@ -330,6 +345,12 @@ impl Engine {
         self.action
     }
 
+    /// Whether any policy looks at `remote_ip` (so callers can skip
+    /// deriving the trusted client address from `x-forwarded-for`).
+    pub fn uses_remote_ip(&self) -> bool {
+        self.policies.iter().any(|p| p.permissions.uses(IpField::Remote) || p.principals.uses(IpField::Remote))
+    }
+
     /// The first policy, in name order, whose permissions and principals
     /// both match.
     pub fn matched_policy(&self, s: &Subject<'_>) -> Option<&str> {
@@ -399,6 +420,10 @@ struct Engines {
 }
 
 impl Engines {
+    fn uses_remote_ip(&self) -> bool {
+        self.rules.iter().chain(&self.shadow).any(Engine::uses_remote_ip)
+    }
+
     fn new(rules: Option<&RbacRules>, shadow: Option<&RbacRules>) -> Engines {
         Engines { rules: rules.map(Engine::new), shadow: shadow.map(Engine::new) }
     }
@@ -552,6 +577,8 @@ impl NetworkRbacFilter {
 pub struct ListenerRbac {
     http: Box<[HttpRbacFilter]>,
     network: Box<[NetworkRbacFilter]>,
+    /// Whether any HTTP engine (per-route ones included) reads `remote_ip`.
+    http_uses_remote_ip: bool,
 }
 
 /// A request's verdict.
@@ -575,7 +602,7 @@ pub enum ConnVerdict {
 impl ListenerRbac {
     pub fn new(listener: &Listener, store: &StatsStore, slot: usize) -> ListenerRbac {
         let hcm = &listener.http;
-        let http = hcm
+        let http: Box<[HttpRbacFilter]> = hcm
             .http_filters
             .iter()
             .filter_map(|f| match f {
@@ -584,7 +611,9 @@ impl ListenerRbac {
             })
             .collect();
         let network = listener.network_rbac.iter().map(|n| NetworkRbacFilter::new(n, store, slot)).collect();
-        ListenerRbac { http, network }
+        let http_uses_remote_ip =
+            http.iter().any(|f| f.engines.uses_remote_ip() || f.overrides.values().any(Engines::uses_remote_ip));
+        ListenerRbac { http, network, http_uses_remote_ip }
     }
 
     /// Whether requests need [`check_request`](Self::check_request) at all.
@@ -594,6 +623,12 @@ impl ListenerRbac {
 
     pub fn has_network(&self) -> bool {
         !self.network.is_empty()
+    }
+
+    /// Whether requests need their trusted client address at all: without a
+    /// `remote_ip` matcher the `x-forwarded-for` walk is skipped.
+    pub fn uses_remote_ip(&self) -> bool {
+        self.http_uses_remote_ip
     }
 
     /// Runs the HTTP RBAC filters in chain order; the first denial stops the

@@ -600,3 +600,27 @@ fn connection_subject_has_no_headers() {
     };
     assert!(!e.evaluate(&s).allowed);
 }
+
+#[test]
+fn remote_ip_use_is_detected_so_xff_can_be_skipped() {
+    let f = Fixture::new(listener("", PLAIN_ROUTES, "", ""));
+    assert!(!f.rbac.uses_remote_ip(), "direct_remote_ip only");
+    let nested = allow_principals(vec![RbacPrincipal::And(vec![
+        RbacPrincipal::Any,
+        RbacPrincipal::Not(Box::new(RbacPrincipal::RemoteIp(cidr("10.0.0.0/8")))),
+    ])]);
+    assert!(nested.uses_remote_ip());
+    let routes = r#"
+              - match: { prefix: "/" }
+                direct_response: { status: 200 }
+                typed_per_filter_config:
+                  envoy.filters.http.rbac:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute
+                    rbac:
+                      rules:
+                        policies:
+                          p: { permissions: [{ any: true }], principals: [{ remote_ip: { address_prefix: 10.0.0.0, prefix_len: 8 } }] }
+"#;
+    let f = Fixture::new(listener("", routes, "", ""));
+    assert!(f.rbac.uses_remote_ip(), "found in a per-route override");
+}

@@ -10,56 +10,85 @@
 //! nodes deep instead of 32 (IPv4) or 128 (IPv6).
 //!
 //! Nodes live in one `Vec`, children are `u32` indices (0 = none: the root,
-//! at index 0, is nobody's child); keys are `u128` with IPv4 addresses in
-//! the top 32 bits, so one implementation serves both families.  Built once
+//! at index 0, is nobody's child); each node keeps its prefix mask, so a
+//! lookup step is one load, one xor-and-compare and one bit test.  Keys are
+//! the family's native word (`u32` for IPv4, `u128` for IPv6).  Built once
 //! per config snapshot, then read-only: a lookup allocates nothing.
 
 use std::net::IpAddr;
+use std::ops::{BitAnd, BitXor};
+
+/// A left-aligned address: `u32` for IPv4, `u128` for IPv6, so each family
+/// walks with its native word size.
+trait Bits: Copy + Eq + BitXor<Output = Self> + BitAnd<Output = Self> {
+    const WIDTH: u8;
+    const ZERO: Self;
+    /// Keeps the first `len` bits.
+    fn mask(len: u8) -> Self;
+    /// Bit `i`, 0 = most significant; `i < WIDTH`.
+    fn bit(self, i: u8) -> usize;
+    fn leading_zeros(self) -> u32;
+}
+
+impl Bits for u32 {
+    const WIDTH: u8 = 32;
+    const ZERO: Self = 0;
+    fn mask(len: u8) -> Self {
+        !u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
+    fn bit(self, i: u8) -> usize {
+        ((self >> (31 - u32::from(i))) & 1) as usize
+    }
+    fn leading_zeros(self) -> u32 {
+        u32::leading_zeros(self)
+    }
+}
+
+impl Bits for u128 {
+    const WIDTH: u8 = 128;
+    const ZERO: Self = 0;
+    fn mask(len: u8) -> Self {
+        !u128::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
+    fn bit(self, i: u8) -> usize {
+        ((self >> (127 - u32::from(i))) & 1) as usize
+    }
+    fn leading_zeros(self) -> u32 {
+        u128::leading_zeros(self)
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
-struct Node {
-    /// The prefix's bits, left-aligned, zero after `len`.
-    key: u128,
+struct Node<K> {
+    /// The prefix's bits, zero after `len`.
+    key: K,
+    /// `K::mask(len)`, kept so a lookup step is one xor-and-compare.
+    mask: K,
     len: u8,
     terminal: bool,
     child: [u32; 2],
 }
 
-/// Mask keeping the first `len` bits of a left-aligned key.
-fn mask(len: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(len))
-    }
-}
-
-/// Bit `i` (0 = most significant) of a left-aligned key.
-fn bit(key: u128, i: u8) -> usize {
-    ((key >> (127 - u32::from(i))) & 1) as usize
-}
-
 #[derive(Debug, Clone)]
-struct Trie {
+struct Trie<K> {
     /// `nodes[0]` is the root: the empty prefix.
-    nodes: Vec<Node>,
-    /// Address width: 32 or 128.
-    width: u8,
+    nodes: Vec<Node<K>>,
 }
 
-impl Trie {
-    fn new(width: u8) -> Trie {
-        Trie { nodes: vec![Node { key: 0, len: 0, terminal: false, child: [0, 0] }], width }
+impl<K: Bits> Trie<K> {
+    fn new() -> Trie<K> {
+        Trie { nodes: vec![Node { key: K::ZERO, mask: K::ZERO, len: 0, terminal: false, child: [0, 0] }] }
     }
 
-    fn push(&mut self, key: u128, len: u8, terminal: bool) -> u32 {
-        self.nodes.push(Node { key: key & mask(len), len, terminal, child: [0, 0] });
+    fn push(&mut self, key: K, len: u8, terminal: bool) -> u32 {
+        let mask = K::mask(len);
+        self.nodes.push(Node { key: key & mask, mask, len, terminal, child: [0, 0] });
         (self.nodes.len() - 1) as u32
     }
 
-    fn insert(&mut self, key: u128, len: u8) {
-        debug_assert!(len <= self.width);
-        let key = key & mask(len);
+    fn insert(&mut self, key: K, len: u8) {
+        debug_assert!(len <= K::WIDTH);
+        let key = key & K::mask(len);
         let mut at = 0usize;
         loop {
             let node = self.nodes[at];
@@ -73,7 +102,7 @@ impl Trie {
                 self.nodes[at].child = [0, 0];
                 return;
             }
-            let b = bit(key, node.len);
+            let b = key.bit(node.len);
             let c = node.child[b];
             if c == 0 {
                 let leaf = self.push(key, len, true);
@@ -81,8 +110,7 @@ impl Trie {
                 return;
             }
             let child = self.nodes[c as usize];
-            let limit = child.len.min(len);
-            let common = ((child.key ^ key).leading_zeros() as u8).min(limit);
+            let common = ((child.key ^ key).leading_zeros() as u8).min(child.len.min(len));
             if common == child.len {
                 at = c as usize;
                 continue;
@@ -90,34 +118,33 @@ impl Trie {
             // The new prefix and the child diverge (or the new one is a
             // prefix of the child) at bit `common`: splice in a node there.
             let fork = if common == len {
+                // A range covering the child: the child's subtree is moot.
                 self.push(key, len, true)
             } else {
                 let leaf = self.push(key, len, true);
                 let fork = self.push(key, common, false);
-                self.nodes[fork as usize].child[bit(key, common)] = leaf;
+                self.nodes[fork as usize].child[key.bit(common)] = leaf;
+                self.nodes[fork as usize].child[child.key.bit(common)] = c;
                 fork
             };
-            self.nodes[fork as usize].child[bit(child.key, common)] = c;
             self.nodes[at].child[b] = fork;
             return;
         }
     }
 
-    fn contains(&self, key: u128) -> bool {
+    fn contains(&self, key: K) -> bool {
         let mut node = &self.nodes[0];
         loop {
             if node.terminal {
                 return true;
             }
-            if node.len >= self.width {
-                return false;
-            }
-            let c = node.child[bit(key, node.len)];
+            // A non-terminal node is a fork, always shorter than the width.
+            let c = node.child[key.bit(node.len)];
             if c == 0 {
                 return false;
             }
             node = &self.nodes[c as usize];
-            if (key ^ node.key) & mask(node.len) != 0 {
+            if (key ^ node.key) & node.mask != K::ZERO {
                 return false;
             }
         }
@@ -132,8 +159,8 @@ impl Trie {
 /// own family (as Envoy's `CidrRange::isInRange`).
 #[derive(Debug, Clone)]
 pub struct CidrSet {
-    v4: Trie,
-    v6: Trie,
+    v4: Trie<u32>,
+    v6: Trie<u128>,
 }
 
 impl Default for CidrSet {
@@ -144,20 +171,20 @@ impl Default for CidrSet {
 
 impl CidrSet {
     pub fn new() -> CidrSet {
-        CidrSet { v4: Trie::new(32), v6: Trie::new(128) }
+        CidrSet { v4: Trie::new(), v6: Trie::new() }
     }
 
     /// Adds `address/prefix_len` (host bits are ignored).
     pub fn insert(&mut self, address: IpAddr, prefix_len: u8) {
         match address {
-            IpAddr::V4(a) => self.v4.insert(u128::from(u32::from(a)) << 96, prefix_len.min(32)),
+            IpAddr::V4(a) => self.v4.insert(u32::from(a), prefix_len.min(32)),
             IpAddr::V6(a) => self.v6.insert(u128::from(a), prefix_len.min(128)),
         }
     }
 
     pub fn contains(&self, address: IpAddr) -> bool {
         match address {
-            IpAddr::V4(a) => self.v4.contains(u128::from(u32::from(a)) << 96),
+            IpAddr::V4(a) => self.v4.contains(u32::from(a)),
             IpAddr::V6(a) => self.v6.contains(u128::from(a)),
         }
     }

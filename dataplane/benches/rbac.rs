@@ -22,7 +22,7 @@ use control::model::{CidrRange, RbacAction, RbacPermission, RbacPolicy, RbacPrin
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dataplane::http1::{parse_request_head, Limits, RequestHead};
 use dataplane::matcher::NoHeaders;
-use dataplane::rbac::{trusted_client_address, Engine, ListenerRbac, Subject};
+use dataplane::rbac::{forwarded_for, trusted_client_address, Engine, ListenerRbac, Subject};
 use dataplane::router::RouteTable;
 use dataplane::stats::StatsStore;
 
@@ -228,7 +228,7 @@ fn request(c: &mut Criterion) {
                             peer.ip(),
                             hcm.use_remote_address,
                             hcm.xff_num_trusted_hops,
-                            head.headers.get_all("x-forwarded-for"),
+                            forwarded_for(&head.headers),
                         )
                     } else {
                         peer.ip()

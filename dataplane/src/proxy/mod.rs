@@ -357,7 +357,7 @@ impl<'a> Downstream<'a> {
                 peer,
                 hcm.use_remote_address,
                 hcm.xff_num_trusted_hops,
-                self.head.headers.get_all("x-forwarded-for"),
+                crate::rbac::forwarded_for(&self.head.headers),
             )
         } else {
             peer

@@ -670,6 +670,13 @@ impl ListenerRbac {
     }
 }
 
+/// The `x-forwarded-for` values of a request, in order.  Field names are
+/// stored lower-case, so a plain compare finds them (cheaper than the
+/// case-folding lookup, and this runs per request).
+pub fn forwarded_for(headers: &crate::http1::Headers) -> impl Iterator<Item = &[u8]> {
+    headers.iter().filter(|(n, _)| *n == "x-forwarded-for").map(|(_, v)| v)
+}
+
 /// Envoy's trusted client address (`ConnectionManagerUtility::
 /// mutateRequestHeaders`): with `use_remote_address`, the peer — or, with
 /// `xff_num_trusted_hops` = n > 0, the n-th `x-forwarded-for` entry from

@@ -624,3 +624,13 @@ fn remote_ip_use_is_detected_so_xff_can_be_skipped() {
     let f = Fixture::new(listener("", routes, "", ""));
     assert!(f.rbac.uses_remote_ip(), "found in a per-route override");
 }
+
+#[test]
+fn forwarded_for_finds_every_field_whatever_its_case() {
+    let mut head = crate::http1::RequestHead::new();
+    let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n\r\n";
+    crate::http1::parse_request_head(raw, &crate::http1::Limits::default(), &mut head).unwrap().unwrap();
+    let values: Vec<_> = forwarded_for(&head.headers).collect();
+    assert_eq!(values, vec![&b"1.1.1.1"[..], &b"2.2.2.2"[..]]);
+    assert_eq!(trusted_client_address(ip("9.9.9.9"), false, 0, forwarded_for(&head.headers)), ip("2.2.2.2"));
+}

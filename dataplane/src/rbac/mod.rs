@@ -478,15 +478,19 @@ impl HttpRbacFilter {
         slot: usize,
     ) -> HttpRbacFilter {
         let mut overrides = HashMap::new();
-        let mut vhost_overrides = false;
+        // Only entries this filter can ever select: keyed by its own name or
+        // by the canonical one.
+        let mine = |key: &str| key == filter.name || key == HTTP_FILTER_NAME;
         let mut add = |map: &control::model::PerFilterConfigs| {
-            for config in map.values() {
+            for (key, config) in map {
                 // Irrefutable today; other filters' variants join later.
                 #[allow(irrefutable_let_patterns)]
                 if let PerFilterConfig::Rbac(per_route) = config {
-                    overrides
-                        .entry(Arc::as_ptr(per_route) as usize)
-                        .or_insert_with(|| Engines::new(per_route.rules.as_ref(), per_route.shadow_rules.as_ref()));
+                    if mine(key) {
+                        overrides
+                            .entry(Arc::as_ptr(per_route) as usize)
+                            .or_insert_with(|| Engines::new(per_route.rules.as_ref(), per_route.shadow_rules.as_ref()));
+                    }
                 }
             }
         };
@@ -497,9 +501,7 @@ impl HttpRbacFilter {
                 add(&r.typed_per_filter_config);
             }
         }
-        for vh in &routes.virtual_hosts {
-            vhost_overrides |= vh.typed_per_filter_config.values().any(|c| matches!(c, PerFilterConfig::Rbac(_)));
-        }
+        let vhost_overrides = routes.virtual_hosts.iter().any(|vh| vh.typed_per_filter_config.keys().any(|k| mine(k)));
         HttpRbacFilter {
             config_name: filter.name.as_str().into(),
             engines: Engines::new(filter.rules.as_ref(), filter.shadow_rules.as_ref()),

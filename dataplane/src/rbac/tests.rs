@@ -360,7 +360,16 @@ fn trusted_address_without_use_remote_address() {
 // -------------------------------------------------- filters from bootstrap
 
 fn listener(yaml_filters: &str, routes: &str, extra_vhost: &str, extra_rc: &str) -> Arc<Listener> {
-    let yaml = format!(
+    load_listener(&listener_yaml(yaml_filters, routes, extra_vhost, extra_rc))
+}
+
+fn load_listener(yaml: &str) -> Arc<Listener> {
+    let cfg = load_str(yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    cfg.listeners[0].clone()
+}
+
+fn listener_yaml(yaml_filters: &str, routes: &str, extra_vhost: &str, extra_rc: &str) -> String {
+    format!(
         r#"
 static_resources:
   listeners:
@@ -402,9 +411,7 @@ static_resources:
               routes:
 {routes}
 "#
-    );
-    let cfg = load_str(&yaml, Format::Yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    cfg.listeners[0].clone()
+    )
 }
 
 const PLAIN_ROUTES: &str = r#"
@@ -533,18 +540,47 @@ fn virtual_host_and_route_config_overrides_route_most_specific() {
 }
 
 #[test]
-fn per_route_config_by_canonical_name_applies_to_a_renamed_filter() {
-    // The filter is configured as `envoy.filters.http.rbac` in `listener()`;
-    // a key that is neither its name nor the canonical one is ignored.
-    let routes = r#"
+fn per_route_lookup_by_filter_name_then_canonical_name() {
+    let open = |key: &str| {
+        format!(
+            r#"
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200 }}
+                typed_per_filter_config:
+                  {key}:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute
+"#
+        )
+    };
+    // The filter is configured as `envoy.filters.http.rbac`: a key naming
+    // some other filter is not for it.
+    let f = Fixture::new(listener("", &open("some-other-filter"), "", ""));
+    assert_eq!(f.check("10.0.0.1", "/"), Verdict::Denied);
+
+    // Renamed to `edge-rbac`: its own name works, and so does the canonical
+    // name (Envoy's fallback).
+    let renamed = |routes: &str| {
+        listener_yaml("", routes, "", "").replace("- name: envoy.filters.http.rbac\n", "- name: edge-rbac\n")
+    };
+    for key in ["edge-rbac", "envoy.filters.http.rbac"] {
+        let yaml = renamed(&open(key));
+        assert!(yaml.contains("name: edge-rbac"));
+        let f = Fixture::new(load_listener(&yaml));
+        assert_eq!(f.check("10.0.0.1", "/"), Verdict::Allowed, "{key}");
+    }
+    // Both present: the filter's own name wins.
+    let both = r#"
               - match: { prefix: "/" }
                 direct_response: { status: 200 }
                 typed_per_filter_config:
-                  some-other-filter:
+                  envoy.filters.http.rbac:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute
+                  edge-rbac:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute
+                    rbac: { rules: { action: ALLOW } }
 "#;
-    let f = Fixture::new(listener("", routes, "", ""));
-    assert_eq!(f.check("10.0.0.1", "/"), Verdict::Denied);
+    let f = Fixture::new(load_listener(&renamed(both)));
+    assert_eq!(f.check("127.0.0.1", "/"), Verdict::Denied);
 }
 
 #[test]

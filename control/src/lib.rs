@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod error;
 pub mod model;
+pub mod re2;
 
 /// Envoy's protos compiled by build.rs (see scripts/vendor-protos.py).
 pub static DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor_set.bin"));

@@ -115,6 +115,14 @@ pub struct RouteConfig {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
     pub typed_per_filter_config: PerFilterConfigs,
+    /// `request_headers_to_add` / `request_headers_to_remove`.
+    pub request_headers: HeaderMutations,
+    /// `response_headers_to_add` / `response_headers_to_remove`.
+    pub response_headers: HeaderMutations,
+    /// `most_specific_header_mutations_wins` (default false: the route's
+    /// mutations run first and the route configuration's last, so the
+    /// least specific level has the last word).
+    pub most_specific_header_mutations_wins: bool,
 }
 
 /// One entry of a virtual host's `domains`.
@@ -136,6 +144,10 @@ pub struct VirtualHost {
     pub domains: Vec<DomainMatch>,
     pub routes: Vec<Route>,
     pub typed_per_filter_config: PerFilterConfigs,
+    /// `request_headers_to_add` / `request_headers_to_remove`.
+    pub request_headers: HeaderMutations,
+    /// `response_headers_to_add` / `response_headers_to_remove`.
+    pub response_headers: HeaderMutations,
 }
 
 #[derive(Debug, Clone)]
@@ -146,14 +158,25 @@ pub struct Route {
     /// Per-filter overrides; the route's own entry beats its virtual
     /// host's, which beats the route configuration's.
     pub typed_per_filter_config: PerFilterConfigs,
+    /// `request_headers_to_add` / `request_headers_to_remove`.
+    pub request_headers: HeaderMutations,
+    /// `response_headers_to_add` / `response_headers_to_remove`.
+    pub response_headers: HeaderMutations,
 }
 
+/// `RouteMatch.path_specifier`.  Every form is compared with the path
+/// without its query and fragment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
     /// `prefix`.
     Prefix(String),
     /// `path`.
     Exact(String),
+    /// `path_separated_prefix`: the path equals it or continues with `/`.
+    SeparatedPrefix(String),
+    /// `safe_regex`: the whole path must match; `case_sensitive` does not
+    /// apply (Envoy ignores it for regexes).
+    Regex(SafeRegex),
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +184,29 @@ pub struct RouteMatch {
     pub path: PathMatch,
     /// `case_sensitive` (default true).
     pub case_sensitive: bool,
+    /// `headers`: all must match.
+    pub headers: Vec<HeaderMatch>,
+    /// `query_parameters`: all must match.
+    pub query_parameters: Vec<QueryParameterMatch>,
+}
+
+/// `config.route.v3.QueryParameterMatcher`: looks at the first occurrence
+/// of `name` in the query string, as received (not percent-decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryParameterMatch {
+    pub name: String,
+    pub spec: QueryParameterSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryParameterSpec {
+    /// `string_match`: the parameter exists and its value matches.
+    String(StringMatch),
+    /// `present_match` (and no specifier at all, which means `true`):
+    /// whether the parameter exists, with or without a value.  `false`
+    /// matches only when it is absent (Envoy's current behaviour, the
+    /// `enable_new_query_param_present_match_behavior` default).
+    Present(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -169,18 +215,246 @@ pub enum RouteAction {
     Forward(ForwardAction),
     /// `direct_response`.
     DirectResponse { status: u16, body: Option<Arc<[u8]>> },
+    /// `redirect`.
+    Redirect(Redirect),
 }
 
 #[derive(Debug, Clone)]
 pub struct ForwardAction {
-    pub cluster: String,
+    /// `cluster` / `cluster_header` / `weighted_clusters`.
+    pub cluster: ClusterSpecifier,
+    /// `cluster_not_found_response_code` (default 503): the reply when a
+    /// `cluster_header` names no cluster (or is absent).
+    pub cluster_not_found_response_code: u16,
     /// `timeout` (default 15 s; `0s` disables).
     pub timeout: Option<Duration>,
+    /// `idle_timeout`: `None` when unset (the HCM's `stream_idle_timeout`
+    /// applies), `Some(None)` for `0s` (no idle timeout at all on this
+    /// route), `Some(Some(d))` to replace the HCM's.
+    pub idle_timeout: Option<Option<Duration>>,
     /// `prefix_rewrite`.
     pub prefix_rewrite: Option<String>,
+    /// `regex_rewrite` (exclusive with `prefix_rewrite`).
+    pub regex_rewrite: Option<RegexRewrite>,
+    /// `host_rewrite_literal` / `auto_host_rewrite` / `host_rewrite_header`.
+    pub host_rewrite: Option<HostRewrite>,
+    /// `append_x_forwarded_host`.
+    pub append_x_forwarded_host: bool,
     /// `hash_policy`, in order: the request hash consistent-hashing load
     /// balancers (RING_HASH, MAGLEV) pick with.  Empty means "no hash".
     pub hash_policy: Vec<HashPolicy>,
+}
+
+/// Which cluster a forwarded request goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterSpecifier {
+    /// `cluster`.
+    Cluster(String),
+    /// `cluster_header`: the first value of this (lower-cased) header.
+    Header(String),
+    /// `weighted_clusters`.
+    Weighted(WeightedClusters),
+}
+
+/// `config.route.v3.WeightedCluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedClusters {
+    pub clusters: Vec<ClusterWeight>,
+    /// The sum of the weights (> 0, fits in a u32): a request picks
+    /// `random % total` and takes the cluster whose cumulative interval
+    /// holds it.  (The deprecated `total_weight`, when set, must equal it.)
+    pub total_weight: u64,
+    /// `header_name`: a request header whose value (an unsigned 64-bit
+    /// integer) replaces the random number, so tiers of proxies agree.
+    pub random_value_header: Option<String>,
+}
+
+/// `WeightedCluster.ClusterWeight`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterWeight {
+    pub target: WeightedTarget,
+    pub weight: u32,
+    /// Applied before the route's own (the most specific level).
+    pub request_headers: HeaderMutations,
+    pub response_headers: HeaderMutations,
+    /// `host_rewrite_literal`.
+    pub host_rewrite_literal: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightedTarget {
+    /// `name`.
+    Name(String),
+    /// `cluster_header` (lower-cased).
+    Header(String),
+}
+
+/// `RouteAction.host_rewrite_specifier`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRewrite {
+    /// `host_rewrite_literal`.
+    Literal(String),
+    /// `auto_host_rewrite: true`: the picked endpoint's host name (STRICT_DNS
+    /// endpoints only; an IP endpoint has none and the Host is kept).
+    Auto,
+    /// `host_rewrite_header` (lower-cased): its first value, if non-empty.
+    Header(String),
+}
+
+/// `type.matcher.v3.RegexMatchAndSubstitute`: every non-overlapping match
+/// of `pattern` in the path (query excluded) is replaced, RE2
+/// `GlobalReplace` style.  Compiled at load time.
+#[derive(Clone)]
+pub struct RegexRewrite {
+    pub pattern: String,
+    /// As configured (RE2 syntax: `\1` names a group).
+    pub substitution: String,
+    regex: regex::bytes::Regex,
+    /// `substitution` in the `regex` crate's syntax.
+    replacement: String,
+}
+
+impl RegexRewrite {
+    pub fn new(pattern: &str, substitution: &str) -> Result<RegexRewrite, String> {
+        let translated = crate::re2::to_rust(pattern)?;
+        let regex = regex::bytes::Regex::new(&translated).map_err(|e| e.to_string())?;
+        let replacement = crate::re2::substitution_to_rust(substitution, regex.captures_len() - 1)?;
+        Ok(RegexRewrite { pattern: pattern.to_string(), substitution: substitution.to_string(), regex, replacement })
+    }
+
+    /// `value` with every match replaced.
+    pub fn replace_all<'a>(&self, value: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        self.regex.replace_all(value, self.replacement.as_bytes())
+    }
+}
+
+impl PartialEq for RegexRewrite {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern && self.substitution == other.substitution
+    }
+}
+
+impl Eq for RegexRewrite {}
+
+impl std::fmt::Debug for RegexRewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegexRewrite({:?} -> {:?})", self.pattern, self.substitution)
+    }
+}
+
+/// `config.route.v3.RedirectAction`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// `https_redirect` (→ `https`) / `scheme_redirect`.
+    pub scheme: Option<String>,
+    /// `host_redirect`.
+    pub host: Option<String>,
+    /// `port_redirect` (0 = unset, as in Envoy).
+    pub port: Option<u16>,
+    pub path: RedirectPath,
+    /// `response_code` as a status: 301 (default), 302, 303, 307, 308.
+    pub response_code: u16,
+    /// `strip_query`.
+    pub strip_query: bool,
+}
+
+/// `RedirectAction.path_rewrite_specifier`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectPath {
+    /// The request's path (and query) unchanged.
+    Keep,
+    /// `path_redirect`: replaces the path; a `?` in it replaces the query
+    /// too (and then `strip_query` does not apply).
+    Path(String),
+    /// `prefix_rewrite`: the matched prefix (or path) is swapped.
+    Prefix(String),
+    /// `regex_rewrite`.
+    Regex(RegexRewrite),
+}
+
+/// A list of `HeaderValueOption`s and header names to remove, at one level
+/// (route configuration, virtual host, route, weighted cluster).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMutations {
+    /// `*_headers_to_add`, in order.
+    pub add: Vec<HeaderToAdd>,
+    /// `*_headers_to_remove`, lower-cased.  Removal happens before adding.
+    pub remove: Vec<String>,
+}
+
+impl HeaderMutations {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// `config.core.v3.HeaderValueOption`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderToAdd {
+    /// Lower-cased.
+    pub name: String,
+    pub value: HeaderFormat,
+    pub action: AppendAction,
+    /// `keep_empty_value`: otherwise a value that formats to nothing is not added.
+    pub keep_empty_value: bool,
+}
+
+/// `HeaderValueOption.append_action` (or the deprecated `append`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendAction {
+    AppendIfExistsOrAdd,
+    AddIfAbsent,
+    OverwriteIfExistsOrAdd,
+    OverwriteIfExists,
+}
+
+/// A header value with `%VARIABLE%` substitutions, parsed at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderFormat {
+    pub parts: Vec<FormatPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatPart {
+    /// Text, with `%%` already turned into `%` and `%HOSTNAME%` resolved.
+    Literal(String),
+    Var(FormatVar),
+}
+
+/// The substitution variables meshgate implements (Envoy's names).  A value
+/// that is unknown for a request (an upstream address before one is
+/// picked, a missing header) formats as nothing, as in Envoy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatVar {
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%`: the trusted client address
+    /// (`use_remote_address` / `xff_num_trusted_hops`), `ip:port`.
+    DownstreamRemoteAddress,
+    DownstreamRemoteAddressWithoutPort,
+    DownstreamRemotePort,
+    /// `%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%`: always the TCP peer.
+    DownstreamDirectRemoteAddress,
+    DownstreamDirectRemoteAddressWithoutPort,
+    DownstreamDirectRemotePort,
+    DownstreamLocalAddress,
+    DownstreamLocalAddressWithoutPort,
+    DownstreamLocalPort,
+    /// `%UPSTREAM_REMOTE_ADDRESS%`: response headers only (empty on requests).
+    UpstreamRemoteAddress,
+    UpstreamRemoteAddressWithoutPort,
+    UpstreamRemotePort,
+    /// `%PROTOCOL%`: `HTTP/1.1` or `HTTP/1.0`.
+    Protocol,
+    /// `%REQ(a?b):N%`: the first of the headers present (lower-cased; may
+    /// be `:path`, `:authority`, `:method`), cut to `max_len` bytes.
+    RequestHeader {
+        names: Vec<String>,
+        max_len: Option<usize>,
+    },
+    /// `%RESP(a?b):N%`: response headers only.
+    ResponseHeader {
+        names: Vec<String>,
+        max_len: Option<usize>,
+    },
 }
 
 /// One `RouteAction.hash_policy` entry.
@@ -344,9 +618,10 @@ pub struct SafeRegex {
 
 impl SafeRegex {
     pub fn new(pattern: &str) -> Result<SafeRegex, String> {
-        // RE2 FullMatch semantics; the group keeps `a|b` from binding to the anchors.
-        let regex =
-            regex::bytes::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())?;
+        // RE2's dialect (ASCII `\d`, RE2's rejections: see `re2`), then
+        // FullMatch semantics; the group keeps `a|b` from binding to the anchors.
+        let translated = crate::re2::to_rust(pattern)?;
+        let regex = regex::bytes::Regex::new(&format!("^(?:{translated})$")).map_err(|e| e.to_string())?;
         Ok(SafeRegex {
             pattern: pattern.to_string(),
             regex,

@@ -141,7 +141,7 @@ fn check_basic(cfg: &model::Config) {
     assert!(api.routes[0].matcher.case_sensitive);
     match &api.routes[0].action {
         RouteAction::Forward(f) => {
-            assert_eq!(f.cluster, "api_backend");
+            assert_eq!(f.cluster, model::ClusterSpecifier::Cluster("api_backend".into()));
             assert_eq!(f.timeout, Some(Duration::from_secs(30)));
             assert_eq!(f.prefix_rewrite.as_deref(), Some("/"));
         }
@@ -162,7 +162,7 @@ fn check_basic(cfg: &model::Config) {
     }
     match &default.routes[1].action {
         RouteAction::Forward(f) => {
-            assert_eq!(f.cluster, "web");
+            assert_eq!(f.cluster, model::ClusterSpecifier::Cluster("web".into()));
             assert_eq!(f.timeout, Some(Duration::from_secs(15)));
             assert_eq!(f.prefix_rewrite, None);
         }
@@ -509,7 +509,7 @@ fn direct_response_errors() {
     assert_error(
         &errs,
         &format!("{r}[2]"),
-        "needs `route` or `direct_response`",
+        "needs `route`, `redirect` or `direct_response`",
     );
     assert_eq!(errs.len(), 3, "{errs}");
 }

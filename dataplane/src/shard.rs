@@ -118,7 +118,7 @@ impl ShardCtx {
     }
 
     /// SplitMix64.
-    fn next_random(&self) -> u64 {
+    pub(crate) fn next_random(&self) -> u64 {
         let mut z = self.rng.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
         self.rng.set(z);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

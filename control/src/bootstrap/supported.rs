@@ -81,11 +81,31 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.route.v3.RouteConfiguration",
-        &["name", "virtual_hosts", "typed_per_filter_config"],
+        &[
+            "name",
+            "virtual_hosts",
+            "typed_per_filter_config",
+            // Routing (translate/routing.rs).
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+            "most_specific_header_mutations_wins",
+            "max_direct_response_body_size_bytes",
+        ],
     ),
     (
         "envoy.config.route.v3.VirtualHost",
-        &["name", "domains", "routes", "typed_per_filter_config"],
+        &[
+            "name",
+            "domains",
+            "routes",
+            "typed_per_filter_config",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        ],
     ),
     (
         "envoy.config.route.v3.Route",
@@ -93,18 +113,91 @@ const FIELDS: &[(&str, &[&str])] = &[
             "name",
             "match",
             "route",
+            "redirect",
             "direct_response",
             "typed_per_filter_config",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
         ],
     ),
     (
         "envoy.config.route.v3.RouteMatch",
-        &["prefix", "path", "case_sensitive"],
+        &[
+            "prefix",
+            "path",
+            "safe_regex",
+            "path_separated_prefix",
+            "case_sensitive",
+            "headers",
+            "query_parameters",
+        ],
     ),
     (
         "envoy.config.route.v3.RouteAction",
-        &["cluster", "timeout", "prefix_rewrite", "hash_policy"],
+        &[
+            "cluster",
+            "cluster_header",
+            "weighted_clusters",
+            "cluster_not_found_response_code",
+            "timeout",
+            "idle_timeout",
+            "prefix_rewrite",
+            "regex_rewrite",
+            "host_rewrite_literal",
+            "auto_host_rewrite",
+            "host_rewrite_header",
+            "append_x_forwarded_host",
+            "hash_policy",
+        ],
     ),
+    // No runtime layer: `runtime_key_prefix` keys never resolve, so the
+    // configured weights apply, as in an Envoy whose runtime lacks them.
+    (
+        "envoy.config.route.v3.WeightedCluster",
+        &["clusters", "total_weight", "runtime_key_prefix", "header_name"],
+    ),
+    (
+        "envoy.config.route.v3.WeightedCluster.ClusterWeight",
+        &[
+            "name",
+            "cluster_header",
+            "weight",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+            "host_rewrite_literal",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.RedirectAction",
+        &[
+            "https_redirect",
+            "scheme_redirect",
+            "host_redirect",
+            "port_redirect",
+            "path_redirect",
+            "prefix_rewrite",
+            "regex_rewrite",
+            "response_code",
+            "strip_query",
+        ],
+    ),
+    (
+        "envoy.type.matcher.v3.RegexMatchAndSubstitute",
+        &["pattern", "substitution"],
+    ),
+    (
+        "envoy.config.route.v3.QueryParameterMatcher",
+        &["name", "string_match", "present_match"],
+    ),
+    (
+        "envoy.config.core.v3.HeaderValueOption",
+        &["header", "append", "append_action", "keep_empty_value"],
+    ),
+    ("envoy.config.core.v3.HeaderValue", &["key", "value"]),
     (
         "envoy.config.route.v3.DirectResponseAction",
         &["status", "body"],
@@ -331,6 +424,14 @@ const FIELDS_BY_CONTAINER: &[(&str, &[&str])] = &[
 
 /// Extra words for the unsupported fields operators hit most often.
 const HINTS: &[(&str, &str)] = &[
+    (
+        "envoy.config.route.v3.RouteMatch.runtime_fraction",
+        "meshgate has no runtime layer; split traffic with route.weighted_clusters instead",
+    ),
+    (
+        "envoy.config.core.v3.HeaderValue.raw_value",
+        "use value (raw_value is not supported)",
+    ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.rds",
         "RDS is not supported yet, use an inline route_config",

@@ -27,6 +27,7 @@ use super::{descriptor_pool, join, type_name, Errors};
 use crate::model;
 
 mod lb;
+mod routing;
 
 const KIB: u32 = 1024;
 const MIB: u32 = 1024 * 1024;
@@ -656,6 +657,16 @@ fn route_config(
             &join(&vpath, "typed_per_filter_config"),
             errors,
         );
+        let vh_request =
+            routing::header_mutations(&vh.request_headers_to_add, &vh.request_headers_to_remove, &vpath, "request", errors);
+        let vh_response = routing::header_mutations(
+            &vh.response_headers_to_add,
+            &vh.response_headers_to_remove,
+            &vpath,
+            "response",
+            errors,
+        );
+        ok &= vh_request.is_some() && vh_response.is_some();
         virtual_hosts.push(model::VirtualHost {
             name: vh.name.clone(),
             domains,
@@ -664,6 +675,8 @@ fn route_config(
                 ok = false;
                 Default::default()
             }),
+            request_headers: vh_request.unwrap_or_default(),
+            response_headers: vh_response.unwrap_or_default(),
         });
     }
     let rc_filters = super::rbac::per_filter_configs(
@@ -672,11 +685,20 @@ fn route_config(
         errors,
     );
     let typed_per_filter_config = rc_filters?;
-    ok.then(|| model::RouteConfig {
+    let request_headers =
+        routing::header_mutations(&rc.request_headers_to_add, &rc.request_headers_to_remove, path, "request", errors);
+    let response_headers =
+        routing::header_mutations(&rc.response_headers_to_add, &rc.response_headers_to_remove, path, "response", errors);
+    let routes = model::RouteConfig {
         name: rc.name.clone(),
         virtual_hosts,
         typed_per_filter_config,
-    })
+        request_headers: request_headers?,
+        response_headers: response_headers?,
+        most_specific_header_mutations_wins: rc.most_specific_header_mutations_wins,
+    };
+    ok &= routing::check_direct_response_bodies(rc, &routes, path, errors);
+    ok.then_some(routes)
 }
 
 /// Envoy's wildcard forms: `*`, a leading `*` (suffix match) or a trailing
@@ -721,34 +743,24 @@ fn route(
             errors.add(join(path, "match"), "required");
             None
         }
-        Some(m) => {
-            use rt::route_match::PathSpecifier;
-            let p = match &m.path_specifier {
-                Some(PathSpecifier::Prefix(s)) => Some(model::PathMatch::Prefix(s.clone())),
-                Some(PathSpecifier::Path(s)) => Some(model::PathMatch::Exact(s.clone())),
-                Some(_) => None,
-                None => {
-                    errors.add(join(path, "match"), "needs `prefix` or `path`");
-                    None
-                }
-            };
-            p.map(|path| model::RouteMatch {
-                path,
-                case_sensitive: m.case_sensitive.is_none_or(|v| v.value),
-            })
-        }
+        Some(m) => routing::route_match(m, &join(path, "match"), errors),
     };
     let action = match &r.action {
         Some(rt::route::Action::Route(a)) => forward(a, &join(path, "route"), clusters, errors),
+        Some(rt::route::Action::Redirect(d)) => routing::redirect(d, &join(path, "redirect"), errors),
         Some(rt::route::Action::DirectResponse(d)) => {
             direct_response(d, &join(path, "direct_response"), errors)
         }
         Some(_) => None,
         None => {
-            errors.add(path, "needs `route` or `direct_response`");
+            errors.add(path, "needs `route`, `redirect` or `direct_response`");
             None
         }
     };
+    let request_headers =
+        routing::header_mutations(&r.request_headers_to_add, &r.request_headers_to_remove, path, "request", errors);
+    let response_headers =
+        routing::header_mutations(&r.response_headers_to_add, &r.response_headers_to_remove, path, "response", errors);
     let typed_per_filter_config = super::rbac::per_filter_configs(
         &r.typed_per_filter_config,
         &join(path, "typed_per_filter_config"),
@@ -759,6 +771,8 @@ fn route(
         matcher: matcher?,
         action: action?,
         typed_per_filter_config: typed_per_filter_config?,
+        request_headers: request_headers?,
+        response_headers: response_headers?,
     })
 }
 
@@ -768,35 +782,8 @@ fn forward(
     clusters: &HashSet<&str>,
     errors: &mut Errors,
 ) -> Option<model::RouteAction> {
-    let cluster = match &a.cluster_specifier {
-        Some(rt::route_action::ClusterSpecifier::Cluster(c)) if c.is_empty() => {
-            errors.add(join(path, "cluster"), "required");
-            None
-        }
-        Some(rt::route_action::ClusterSpecifier::Cluster(c)) if !clusters.contains(c.as_str()) => {
-            errors.add(join(path, "cluster"), format!("unknown cluster {c:?}"));
-            None
-        }
-        Some(rt::route_action::ClusterSpecifier::Cluster(c)) => Some(c.clone()),
-        Some(_) => None,
-        None => {
-            errors.add(join(path, "cluster"), "required");
-            None
-        }
-    };
-    let timeout = timeout(
-        a.timeout.as_ref(),
-        Some(Duration::from_secs(15)),
-        &join(path, "timeout"),
-        errors,
-    );
     let hash_policy = lb::hash_policies(&a.hash_policy, path, errors);
-    Some(model::RouteAction::Forward(model::ForwardAction {
-        cluster: cluster?,
-        timeout,
-        prefix_rewrite: Some(a.prefix_rewrite.clone()).filter(|s| !s.is_empty()),
-        hash_policy: hash_policy?,
-    }))
+    routing::forward(a, path, clusters, hash_policy, errors)
 }
 
 fn direct_response(

@@ -37,7 +37,9 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use control::model::{RouteAction, ServerHeaderTransformation};
+use control::model::{
+    ClusterSpecifier, ForwardAction, HostRewrite, PathMatch, Redirect, RouteAction, ServerHeaderTransformation,
+};
 
 pub use buf::RecvBuf;
 
@@ -46,7 +48,7 @@ use crate::http1::{
     parse_response_head, request_body_kind, response_body_kind_for, strip_hop_by_hop, BodyDecoder, BodyKind,
     Decoded, H1Error, Method, RequestHead, ResponseHead, Version,
 };
-use crate::router::rewrite_prefix;
+use crate::router::{action as route_action, mutate, Matched};
 use crate::runtime::{now, sleep_until, timeout, Sleep};
 use crate::shard::{HttpListener, ShardCtx};
 use crate::transport::Stream;
@@ -108,6 +110,8 @@ struct Downstream<'a> {
     head: RequestHead,
     /// Scratch for encoding heads; reused for every request.
     out: Vec<u8>,
+    /// Scratch for route header mutations; reused for every request.
+    mutations: mutate::Scratch,
     rx_bytes: Cell<u64>,
     tx_bytes: Cell<u64>,
 }
@@ -122,6 +126,7 @@ impl<'a> Downstream<'a> {
             buf: RecvBuf::new(INITIAL_BUF.min(cap), cap),
             head: RequestHead::new(),
             out: Vec::with_capacity(1024),
+            mutations: mutate::Scratch::default(),
             rx_bytes: Cell::new(0),
             tx_bytes: Cell::new(0),
         }
@@ -277,47 +282,154 @@ impl<'a> Downstream<'a> {
 
         let host = self.head.host().unwrap_or(b"");
         let path = self.head.path_and_query();
-        let route = listener.routes.route(host, path);
+        let matched = listener.routes.find(host, path, &self.head);
+        let route = matched.map(|m| m.route);
         // RBAC runs after routing (so per-route overrides apply) and before
         // the router's 404 / direct response / forward, as Envoy's filter does.
         if listener.rbac.has_http() && self.rbac_denies(listener, route, host) {
             let body = crate::rbac::DENIED_BODY;
             return self.reply_and_settle(listener, body_kind, client_keeps, 403, body).await;
         }
-        let Some(route) = route else {
+        let Some(matched) = matched else {
             listener.stats.no_route.inc();
             return self.reply_and_settle(listener, body_kind, client_keeps, 404, b"").await;
         };
-        match &route.action {
+        let framing = Framing { body_kind, client_keeps, expect_continue };
+        self.route_action(snapshot, listener, matched, framing).await
+    }
+
+    /// The router filter's part of a request: the matched route's action —
+    /// a direct response, a redirect, or a forward to the cluster its
+    /// cluster specifier names.
+    async fn route_action(
+        &mut self,
+        snapshot: &crate::shard::ShardSnapshot,
+        listener: &Rc<HttpListener>,
+        m: Matched<'_>,
+        framing: Framing,
+    ) -> After {
+        let Framing { body_kind, client_keeps, .. } = framing;
+        let route = m.route;
+        let action = match &route.action {
             RouteAction::DirectResponse { status, body } => {
                 listener.stats.rq_direct_response.inc();
-                let body = body.clone();
+                let headers = self.route_reply_headers(listener, m, None);
+                // Envoy points 201 and 3xx direct responses at the request's own URL.
+                let location = (*status == 201 || (300..400).contains(status))
+                    .then(|| self.redirect_location(listener, None, &route.matcher.path));
                 let body: &[u8] = body.as_deref().unwrap_or(b"");
-                self.reply_and_settle(listener, body_kind, client_keeps, *status, body).await
+                let extras = ReplyExtras { location: location.as_deref(), route: headers.as_ref() };
+                return self.reply_and_settle_with(listener, body_kind, client_keeps, *status, body, extras).await;
             }
-            RouteAction::Forward(action) => {
-                let Some(cluster) = snapshot.clusters.get(&action.cluster).cloned() else {
-                    listener.stats.no_cluster.inc();
-                    return self.reply_and_settle(listener, body_kind, client_keeps, 503, b"").await;
-                };
-                let matched_prefix = match &route.matcher.path {
-                    control::model::PathMatch::Prefix(p) => Some(p.as_str()),
-                    control::model::PathMatch::Exact(p) => Some(p.as_str()),
-                };
-                let exchange = Exchange {
-                    listener,
-                    cluster: &cluster,
-                    body_kind,
-                    client_keeps,
-                    expect_continue,
-                    route_timeout: action.timeout,
-                    rewrite: action.prefix_rewrite.as_deref().zip(matched_prefix),
-                    hash_policy: &action.hash_policy,
-                    set_cookies: Vec::new(),
-                };
-                self.forward(exchange).await
+            RouteAction::Redirect(r) => {
+                listener.stats.rq_redirect.inc();
+                let headers = self.route_reply_headers(listener, m, None);
+                let location = self.redirect_location(listener, Some(r), &route.matcher.path);
+                let extras = ReplyExtras { location: Some(&location), route: headers.as_ref() };
+                return self
+                    .reply_and_settle_with(listener, body_kind, client_keeps, r.response_code, b"", extras)
+                    .await;
             }
+            RouteAction::Forward(action) => action,
+        };
+        // The cluster: named, from a request header, or a weighted pick.
+        let mut weighted = None;
+        let name: Option<&[u8]> = match &action.cluster {
+            ClusterSpecifier::Cluster(name) => Some(name.as_bytes()),
+            ClusterSpecifier::Header(h) => route_action::first_header(&self.head, h),
+            ClusterSpecifier::Weighted(w) => {
+                let random = route_action::weighted_random(w, &self.head, self.ctx.next_random());
+                let picked = route_action::pick_weighted(w, random);
+                weighted = Some(picked);
+                route_action::weighted_cluster_name(picked, &self.head)
+            }
+        };
+        let cluster = name.and_then(|n| std::str::from_utf8(n).ok()).and_then(|n| snapshot.clusters.get(n)).cloned();
+        let Some(cluster) = cluster else {
+            listener.stats.no_cluster.inc();
+            let headers = self.route_reply_headers(listener, m, weighted);
+            let extras = ReplyExtras { location: None, route: headers.as_ref() };
+            let status = action.cluster_not_found_response_code;
+            return self.reply_and_settle_with(listener, body_kind, client_keeps, status, b"", extras).await;
+        };
+        let request = mutate::Levels::new(m.config, m.vhost, route, weighted, false);
+        let response = mutate::Levels::new(m.config, m.vhost, route, weighted, true);
+        let vars = (!request.is_empty() || !response.is_empty()).then(|| self.mutation_vars(listener));
+        let exchange = Exchange {
+            listener,
+            cluster: &cluster,
+            body_kind,
+            client_keeps,
+            expect_continue: framing.expect_continue,
+            route_timeout: action.timeout,
+            // A route's idle_timeout replaces the HCM's stream_idle_timeout
+            // (`0s`: none at all), as Envoy's does.
+            idle_timeout: action.idle_timeout.unwrap_or(listener.hcm.stream_idle_timeout),
+            routing: Routing {
+                path: &route.matcher.path,
+                action,
+                request,
+                response,
+                weighted_host: weighted.and_then(|w| w.host_rewrite_literal.as_deref()),
+                vars,
+            },
+            hash_policy: &action.hash_policy,
+            set_cookies: Vec::new(),
+        };
+        self.forward(exchange).await
+    }
+
+    /// The values route header formats read (`%DOWNSTREAM_REMOTE_ADDRESS%`
+    /// ...), from the request as received: call before the upstream head
+    /// changes `x-forwarded-for`.
+    fn mutation_vars(&self, listener: &HttpListener) -> mutate::Vars {
+        let hcm = &listener.hcm;
+        let trusted = crate::rbac::trusted_client_address(
+            self.peer.ip(),
+            hcm.use_remote_address,
+            hcm.xff_num_trusted_hops,
+            self.head.headers.get_all("x-forwarded-for"),
+        );
+        // An address taken from x-forwarded-for has no port (Envoy prints :0).
+        let remote = if trusted == self.peer.ip() { self.peer } else { SocketAddr::new(trusted, 0) };
+        mutate::Vars {
+            remote,
+            direct_remote: self.peer,
+            local: self.stream.local_addr(),
+            upstream: None,
+            protocol: if self.head.version == Version::Http10 { "HTTP/1.0" } else { "HTTP/1.1" },
         }
+    }
+
+    /// The matched route's response header mutations for a local reply
+    /// (`None` when it has none).
+    fn route_reply_headers<'r>(
+        &self,
+        listener: &HttpListener,
+        m: Matched<'r>,
+        weighted: Option<&'r control::model::ClusterWeight>,
+    ) -> Option<RouteHeaders<'r>> {
+        let levels = mutate::Levels::new(m.config, m.vhost, m.route, weighted, true);
+        (!levels.is_empty()).then(|| RouteHeaders { levels, vars: self.mutation_vars(listener) })
+    }
+
+    /// Envoy's redirect URL for this request (`redirect: None`: its own URL).
+    fn redirect_location(&self, listener: &HttpListener, redirect: Option<&Redirect>, matched: &PathMatch) -> Vec<u8> {
+        // x-forwarded-proto as the connection manager will leave it.
+        let forwarded_proto: &[u8] = if listener.hcm.use_remote_address {
+            b"http"
+        } else {
+            self.head.headers.get("x-forwarded-proto").unwrap_or(b"http")
+        };
+        let input = route_action::RedirectInput {
+            host: self.head.host().unwrap_or(b""),
+            path_and_query: self.head.path_and_query(),
+            scheme: route_action::request_scheme(&self.head, forwarded_proto),
+            forwarded_proto,
+        };
+        let mut out = Vec::with_capacity(64);
+        route_action::redirect_location(redirect, matched, input, &mut out);
+        out
     }
 
     /// Envoy's network RBAC filter (ONE_TIME_ON_FIRST_BYTE): decides once,
@@ -382,13 +494,27 @@ impl<'a> Downstream<'a> {
         status: u16,
         body: &[u8],
     ) -> After {
+        self.reply_and_settle_with(listener, body_kind, client_keeps, status, body, ReplyExtras::default()).await
+    }
+
+    /// `reply_and_settle` for a reply the router makes on a matched route
+    /// (its response header mutations apply, and a redirect's `location`).
+    async fn reply_and_settle_with(
+        &mut self,
+        listener: &HttpListener,
+        body_kind: BodyKind,
+        client_keeps: bool,
+        status: u16,
+        body: &[u8],
+        extras: ReplyExtras<'_>,
+    ) -> After {
         let skippable = match body_kind {
             BodyKind::Empty | BodyKind::Length(0) => true,
             BodyKind::Length(n) => n <= DISCARD_BODY_LIMIT,
             _ => false,
         };
         let keep = client_keeps && skippable && !self.ctx.draining();
-        if self.local_reply(listener, status, body, !keep).await.is_err() {
+        if self.local_reply_with(listener, status, body, !keep, extras).await.is_err() {
             return After::Close;
         }
         if !keep {
@@ -413,14 +539,41 @@ impl<'a> Downstream<'a> {
 
     /// Writes a locally generated response (Envoy's "local reply").
     async fn local_reply(&mut self, listener: &HttpListener, status: u16, body: &[u8], close: bool) -> io::Result<()> {
+        self.local_reply_with(listener, status, body, close, ReplyExtras::default()).await
+    }
+
+    async fn local_reply_with(
+        &mut self,
+        listener: &HttpListener,
+        status: u16,
+        body: &[u8],
+        close: bool,
+        extras: ReplyExtras<'_>,
+    ) -> io::Result<()> {
         listener.stats.record_response_code(status);
         let mut headers = http1::Headers::new();
         if !body.is_empty() {
             headers.append("content-type", b"text/plain");
         }
+        if let Some(location) = extras.location {
+            headers.append("location", location);
+        }
+        if let Some(route) = extras.route {
+            mutate::apply_to_response(&route.levels, &mut headers, &self.head, &route.vars, &mut self.mutations);
+            // The gateway frames and dates its own replies, whatever a
+            // mutation says; `server` follows server_header_transformation.
+            for name in ["content-length", "transfer-encoding", "connection", "date"] {
+                headers.remove(name);
+            }
+            if listener.hcm.server_header_transformation == ServerHeaderTransformation::Overwrite {
+                headers.remove("server");
+            }
+        }
         headers.append("content-length", itoa::Buffer::new().format(body.len()).as_bytes());
         headers.append("date", &self.ctx.http_date());
-        headers.append("server", listener.hcm.server_name.as_bytes());
+        if !headers.contains("server") {
+            headers.append("server", listener.hcm.server_name.as_bytes());
+        }
         if close {
             headers.append("connection", b"close");
         }
@@ -445,7 +598,11 @@ impl<'a> Downstream<'a> {
         };
         let Some(picked) = picked else {
             routed.stats.upstream_cx_none_healthy.inc();
-            return self.reply_and_settle(listener, ex.body_kind, ex.client_keeps, 503, b"no healthy upstream").await;
+            let route = ex.routing.reply_headers();
+            let extras = ReplyExtras { location: None, route: route.as_ref() };
+            return self
+                .reply_and_settle_with(listener, ex.body_kind, ex.client_keeps, 503, b"no healthy upstream", extras)
+                .await;
         };
         // From here on the cluster that owns the host (an aggregate's member)
         // serves the request: its pool, timeouts and codec options.
@@ -456,7 +613,7 @@ impl<'a> Downstream<'a> {
             Ok(c) => c,
             Err(f) => return self.connect_failed(&ex, f).await,
         };
-        self.build_upstream_head(&ex);
+        self.build_upstream_head(&ex, host);
         cluster.stats.upstream_rq_total.inc();
         cluster.stats.upstream_rq_active.inc();
         host.stats.rq_total.inc();
@@ -516,7 +673,9 @@ impl<'a> Downstream<'a> {
             "upstream connect error or disconnect/reset before headers. reset reason: {}",
             failure.reason()
         );
-        self.reply_and_settle(ex.listener, ex.body_kind, ex.client_keeps, 503, body.as_bytes()).await
+        let route = ex.routing.reply_headers();
+        let extras = ReplyExtras { location: None, route: route.as_ref() };
+        self.reply_and_settle_with(ex.listener, ex.body_kind, ex.client_keeps, 503, body.as_bytes(), extras).await
     }
 
     async fn exchange_failed(&mut self, ex: &Exchange<'_>, err: ExchangeError) -> After {
@@ -574,12 +733,18 @@ impl<'a> Downstream<'a> {
                 )
             }
         };
-        let _ = self.local_reply(ex.listener, status, body.as_bytes(), true).await;
+        // The router's own replies (502/503/504) carry the route's response
+        // header mutations; the connection manager's (400/408) do not.
+        let route = ex.routing.reply_headers().filter(|_| matches!(status, 502..=504));
+        let extras = ReplyExtras { location: None, route: route.as_ref() };
+        let _ = self.local_reply_with(ex.listener, status, body.as_bytes(), true, extras).await;
         After::Close
     }
 
-    /// Encodes the head sent upstream into `self.out`.
-    fn build_upstream_head(&mut self, ex: &Exchange<'_>) {
+    /// Encodes the head sent upstream into `self.out`: the connection
+    /// manager's forwarding headers, then the route's request header
+    /// mutations, host rewrite and path rewrite, in Envoy's order.
+    fn build_upstream_head(&mut self, ex: &Exchange<'_>, upstream_host: &crate::upstream::Host) {
         let hcm = &ex.listener.hcm;
         let headers = &mut self.head.headers;
         // RFC 9110 §7.6.1 hop-by-hop fields were stripped; now Envoy's
@@ -607,21 +772,64 @@ impl<'a> Downstream<'a> {
                 headers.set("x-request-id", &self.ctx.request_id());
             }
         }
+        let routing = &ex.routing;
+        if let (false, Some(vars)) = (routing.request.is_empty(), &routing.vars) {
+            let length = self.head.headers.get("content-length").map(<[u8]>::to_vec);
+            mutate::apply_to_request(&routing.request, &mut self.head, vars, &mut self.mutations);
+            // Framing stays the gateway's, whatever a mutation says.
+            let h = &mut self.head.headers;
+            for name in ["transfer-encoding", "connection", "content-length"] {
+                h.remove(name);
+            }
+            if let Some(length) = length {
+                h.append("content-length", &length);
+            }
+        }
+        self.rewrite_host(routing, upstream_host);
         match ex.body_kind {
-            BodyKind::Chunked => headers.append("transfer-encoding", b"chunked"),
+            BodyKind::Chunked => self.head.headers.append("transfer-encoding", b"chunked"),
             BodyKind::Length(_) | BodyKind::Empty | BodyKind::CloseDelimited => {}
         }
         self.out.clear();
         let method = self.head.method_str();
         let target = self.head.path_and_query();
-        match ex.rewrite {
-            Some((new_prefix, matched)) => {
-                let mut rewritten = Vec::with_capacity(target.len() + new_prefix.len());
-                rewrite_prefix(target, matched, new_prefix, &mut rewritten);
-                encode_request_head(method, &rewritten, &self.head.headers, &mut self.out);
-            }
-            None => encode_request_head(method, target, &self.head.headers, &mut self.out),
+        let mut rewritten = Vec::new();
+        if route_action::rewrite_forward_path(routing.action, routing.path, target, &mut rewritten) {
+            // Envoy keeps the path as received in x-envoy-original-path.
+            let original = target.to_vec();
+            self.head.headers.set("x-envoy-original-path", &original);
+            encode_request_head(self.head.method_str(), &rewritten, &self.head.headers, &mut self.out);
+        } else {
+            encode_request_head(method, target, &self.head.headers, &mut self.out);
         }
+    }
+
+    /// The Host a forwarded request carries: a weighted cluster's literal,
+    /// then the route's `host_rewrite_*` (which records the Host it replaces
+    /// in `x-envoy-original-host` and, with `append_x_forwarded_host`, in
+    /// `x-forwarded-host`), then `auto_host_rewrite` with the picked host's
+    /// DNS name.
+    fn rewrite_host(&mut self, routing: &Routing<'_>, upstream_host: &crate::upstream::Host) {
+        if let Some(h) = routing.weighted_host {
+            self.head.headers.set("host", h.as_bytes());
+        }
+        let new_host: Option<Vec<u8>> = match &routing.action.host_rewrite {
+            None => None,
+            Some(HostRewrite::Literal(h)) => Some(h.as_bytes().to_vec()),
+            Some(HostRewrite::Header(name)) => {
+                route_action::first_header(&self.head, name).filter(|v| !v.is_empty()).map(<[u8]>::to_vec)
+            }
+            Some(HostRewrite::Auto) => Some(upstream_host.hostname.as_bytes().to_vec()).filter(|h| !h.is_empty()),
+        };
+        let Some(new_host) = new_host else { return };
+        let headers = &mut self.head.headers;
+        if let Some(old) = headers.get("host").filter(|h| !h.is_empty()).map(<[u8]>::to_vec) {
+            headers.set("x-envoy-original-host", &old);
+            if routing.action.append_x_forwarded_host {
+                append_forwarded_host(headers, &old);
+            }
+        }
+        headers.set("host", &new_host);
     }
 
     /// Sends the request upstream and the response downstream, concurrently.
@@ -680,6 +888,12 @@ impl<'a> Downstream<'a> {
             forward_trailers,
             activity: &activity,
             set_cookies: &ex.set_cookies,
+            mutations: ex
+                .routing
+                .vars
+                .filter(|_| !ex.routing.response.is_empty())
+                .map(|v| (&ex.routing.response, v, &self.head)),
+            scratch: &mut self.mutations,
         });
         let mut request = pin!(request);
         let mut response = pin!(response);
@@ -690,9 +904,10 @@ impl<'a> Downstream<'a> {
         }
         let hcm = &ex.listener.hcm;
         // request_timeout: the whole request must arrive (or the response
-        // start) in time; stream_idle_timeout: bytes must keep moving.
+        // start) in time; stream_idle_timeout (or the route's idle_timeout):
+        // bytes must keep moving.
         let mut request_deadline = hcm.request_timeout.filter(|_| !request_done).map(|t| sleep_until(now() + t));
-        let idle_timeout = hcm.stream_idle_timeout;
+        let idle_timeout = ex.idle_timeout;
         let mut idle = idle_timeout.map(|t| sleep_until(now() + t));
         std::future::poll_fn(|cx| {
             if !request_done {
@@ -776,12 +991,74 @@ struct Exchange<'a> {
     client_keeps: bool,
     expect_continue: bool,
     route_timeout: Option<Duration>,
-    /// (new prefix, matched prefix) when the route rewrites.
-    rewrite: Option<(&'a str, &'a str)>,
+    /// `stream_idle_timeout`, or the route's `idle_timeout` instead.
+    idle_timeout: Option<Duration>,
+    /// What the matched route does to the request and response heads.
+    routing: Routing<'a>,
     /// The route's `hash_policy` (consistent-hashing clusters use it).
     hash_policy: &'a [control::model::HashPolicy],
     /// `set-cookie` values a cookie hash policy generated for this request.
     set_cookies: Vec<String>,
+}
+
+/// How the request is framed, as the connection manager read it.
+#[derive(Clone, Copy)]
+struct Framing {
+    body_kind: BodyKind,
+    client_keeps: bool,
+    expect_continue: bool,
+}
+
+/// The matched route's transforms of a forwarded request.
+struct Routing<'a> {
+    /// The path specifier (what `prefix_rewrite` swaps).
+    path: &'a PathMatch,
+    action: &'a ForwardAction,
+    request: mutate::Levels<'a>,
+    response: mutate::Levels<'a>,
+    /// The picked weighted cluster's `host_rewrite_literal`.
+    weighted_host: Option<&'a str>,
+    /// Set when any header mutation applies (read before the request head changes).
+    vars: Option<mutate::Vars>,
+}
+
+impl<'a> Routing<'a> {
+    /// The response header mutations for a local reply, if any.
+    fn reply_headers(&self) -> Option<RouteHeaders<'a>> {
+        let vars = self.vars.filter(|_| !self.response.is_empty())?;
+        Some(RouteHeaders { levels: self.response, vars })
+    }
+}
+
+/// A matched route's response header mutations, ready to apply.
+struct RouteHeaders<'r> {
+    levels: mutate::Levels<'r>,
+    vars: mutate::Vars,
+}
+
+/// What a router-made local reply adds to the connection manager's.
+#[derive(Default, Clone, Copy)]
+struct ReplyExtras<'a> {
+    /// `location` (redirects, 201/3xx direct responses).
+    location: Option<&'a [u8]>,
+    route: Option<&'a RouteHeaders<'a>>,
+}
+
+/// `append_x_forwarded_host`: the replaced Host joins `x-forwarded-host`
+/// unless it is already its last entry.
+fn append_forwarded_host(headers: &mut http1::Headers, host: &[u8]) {
+    let Some(existing) = headers.get("x-forwarded-host") else {
+        headers.append("x-forwarded-host", host);
+        return;
+    };
+    let last = existing.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
+    if last == host {
+        return;
+    }
+    let mut joined = existing.to_vec();
+    joined.push(b',');
+    joined.extend_from_slice(host);
+    headers.set("x-forwarded-host", &joined);
 }
 
 enum HeadOutcome {
@@ -905,6 +1182,9 @@ struct RelayArgs<'a> {
     /// Generated hash-policy cookies (Envoy's router adds them to the
     /// upstream response's headers).
     set_cookies: &'a [String],
+    /// The route's response header mutations, with the request they may read.
+    mutations: Option<(&'a mutate::Levels<'a>, mutate::Vars, &'a RequestHead)>,
+    scratch: &'a mut mutate::Scratch,
 }
 
 /// Reads the upstream response and streams it to the client.
@@ -942,6 +1222,18 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     let kind = response_body_kind_for(a.method, head).map_err(RelayError::Bad)?;
     let upstream_directives = strip_hop_by_hop(&mut head.headers);
     let upstream_keeps = upstream_directives.persistent(head.version) && kind != BodyKind::CloseDelimited;
+    if let Some((levels, vars, request)) = a.mutations {
+        let vars = mutate::Vars { upstream: Some(a.up.peer_addr()), ..vars };
+        let length = head.headers.get("content-length").map(<[u8]>::to_vec);
+        mutate::apply_to_response(levels, &mut head.headers, request, &vars, a.scratch);
+        // The body is framed by the gateway, whatever a mutation says.
+        for name in ["transfer-encoding", "connection", "content-length"] {
+            head.headers.remove(name);
+        }
+        if let Some(length) = length {
+            head.headers.append("content-length", &length);
+        }
+    }
     // How the body is framed towards the client (RFC 9112 §6.1, §6.3).
     let (down_chunked, mut downstream_keeps) = match kind {
         BodyKind::Chunked => (a.client_version == Version::Http11, a.client_keeps),

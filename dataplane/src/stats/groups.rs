@@ -86,6 +86,7 @@ stat_group! {
             no_route,
             no_cluster,
             rq_direct_response,
+            rq_redirect,
             rq_total,
         ],
         gauges: [

@@ -45,6 +45,9 @@ use lb::{Balancer, LbHost, Linearized};
 /// One resolved endpoint of a cluster, on one shard.
 pub struct Host {
     pub addr: SocketAddr,
+    /// The DNS name a STRICT_DNS endpoint resolved from (empty for IP
+    /// endpoints): what `auto_host_rewrite` puts in the Host header.
+    pub hostname: String,
     pub weight: u32,
     pub priority: u32,
     pub stats: HostStats,
@@ -204,6 +207,7 @@ impl ClusterRuntime {
                 store.register_host_named(&self.config.name, &addr.to_string(), &hostname, weight, priority, slot);
             next.push(Rc::new(Host {
                 addr,
+                hostname,
                 weight,
                 priority,
                 stats,

@@ -1,5 +1,6 @@
 //! Receive buffer: one per connection side, reused for every request.
 
+use std::cell::RefCell;
 use std::io;
 
 use crate::transport::Stream;
@@ -12,14 +13,51 @@ pub struct RecvBuf {
     start: usize,
     end: usize,
     cap: usize,
+    initial: usize,
 }
 
 /// Reading into a full buffer that may not grow: the head is over its limit.
 pub const BUFFER_FULL: io::ErrorKind = io::ErrorKind::OutOfMemory;
 
+/// Storage of released buffers, per shard thread: idle keep-alive
+/// connections hold no buffer, and the next busy one reuses a released one
+/// instead of allocating (and zeroing) a fresh one.
+const POOL_LIMIT: usize = 4096;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl RecvBuf {
+    /// A buffer that takes its storage (`initial` bytes) on first use.
     pub fn new(initial: usize, cap: usize) -> RecvBuf {
-        RecvBuf { data: vec![0; initial], start: 0, end: 0, cap: cap.max(initial) }
+        RecvBuf { data: Vec::new(), start: 0, end: 0, cap: cap.max(initial), initial }
+    }
+
+    /// Gives the storage back to the shard's pool when nothing is buffered.
+    pub fn release(&mut self) {
+        if !self.is_empty() || self.data.is_empty() {
+            return;
+        }
+        let data = std::mem::take(&mut self.data);
+        if data.len() == self.initial {
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_LIMIT {
+                    p.push(data);
+                }
+            });
+        }
+    }
+
+    fn acquire(&mut self) {
+        let initial = self.initial;
+        let reused = POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            let at = p.iter().rposition(|b| b.len() == initial)?;
+            Some(p.swap_remove(at))
+        });
+        self.data = reused.unwrap_or_else(|| vec![0; initial]);
     }
 
     pub fn filled(&self) -> &[u8] {
@@ -45,6 +83,9 @@ impl RecvBuf {
 
     /// Reads once from `stream`, appending; `Ok(0)` is end of stream.
     pub async fn fill_from(&mut self, stream: &Stream) -> io::Result<usize> {
+        if self.data.is_empty() {
+            self.acquire();
+        }
         if self.end == self.data.len() {
             if self.start > 0 {
                 self.data.copy_within(self.start..self.end, 0);

@@ -22,6 +22,10 @@ const WAKE_TOKEN: Token = Token(usize::MAX);
 struct IoState {
     readable: bool,
     writable: bool,
+    /// The peer's FIN (or an error) was seen: the edge will not come again,
+    /// so the read side stays ready for good (nginx's `pending_eof`).
+    read_closed: bool,
+    write_closed: bool,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
 }
@@ -124,8 +128,9 @@ impl Reactor {
     pub fn clear_ready(&self, token: IoToken, dir: Direction) {
         if let Some(state) = self.0.ios.borrow_mut().get_mut(token.0) {
             match dir {
-                Direction::Read => state.readable = false,
-                Direction::Write => state.writable = false,
+                Direction::Read if !state.read_closed => state.readable = false,
+                Direction::Write if !state.write_closed => state.writable = false,
+                _ => {}
             }
         }
     }
@@ -146,6 +151,12 @@ impl Reactor {
                     continue;
                 }
                 let Some(state) = ios.get_mut(ev.token().0) else { continue };
+                if ev.is_read_closed() || ev.is_error() {
+                    state.read_closed = true;
+                }
+                if ev.is_write_closed() || ev.is_error() {
+                    state.write_closed = true;
+                }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     state.readable = true;
                     if let Some(w) = state.read_waker.take() {

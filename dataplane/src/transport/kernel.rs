@@ -45,15 +45,51 @@ impl KernelStream {
     }
 
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let res = std::task::ready!(self.poll_read_inner(cx, buf));
+        self.settle(Direction::Read, &res, buf.len());
+        Poll::Ready(res)
+    }
+
+    fn poll_read_inner(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         poll_io!(self, cx, Direction::Read, (&self.io).read(buf))
     }
 
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let res = std::task::ready!(self.poll_write_inner(cx, buf));
+        self.settle(Direction::Write, &res, buf.len());
+        Poll::Ready(res)
+    }
+
+    fn poll_write_inner(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         poll_io!(self, cx, Direction::Write, (&self.io).write(buf))
     }
 
     pub fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let res = std::task::ready!(self.poll_write_vectored_inner(cx, bufs));
+        self.settle(Direction::Write, &res, bufs.iter().map(|b| b.len()).sum());
+        Poll::Ready(res)
+    }
+
+    fn poll_write_vectored_inner(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         poll_io!(self, cx, Direction::Write, (&self.io).write_vectored(bufs))
+    }
+
+    /// A short read or write means the kernel buffer was drained (or filled)
+    /// at that moment; with edge-triggered epoll any later change raises a
+    /// new event, so the next attempt can wait for it instead of spending a
+    /// syscall on EAGAIN (nginx's `ready = 0` on short reads).  End of stream
+    /// (0 bytes) stays ready so every later read sees it at once.
+    fn settle(&self, dir: Direction, res: &io::Result<usize>, wanted: usize) {
+        if let Ok(n) = res {
+            if *n > 0 && *n < wanted {
+                self.reactor.clear_ready(self.token, dir);
+            }
+        }
+    }
+
+    /// Ready when a read may make progress (data, FIN or error pending).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.reactor.poll_ready(self.token, Direction::Read, cx)
     }
 
     pub fn shutdown_write(&self) -> io::Result<()> {

@@ -13,6 +13,8 @@
 //! * Both directions can be used concurrently from two futures of the same
 //!   task (methods take `&self`), which is how request and response bodies
 //!   are pumped at the same time.
+//! * `poll_read_ready` resolves when a read may make progress, so an idle
+//!   connection can wait without a buffer.
 //! * `shutdown_write` sends FIN (half-close); dropping the stream closes it.
 //! * `connect` resolves when the connection is established or has failed;
 //!   callers put their own timeout around it.
@@ -56,6 +58,14 @@ impl Stream {
     pub fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         match self {
             Stream::Kernel(s) => s.poll_write_vectored(cx, bufs),
+        }
+    }
+
+    /// Ready when a read may make progress; lets an idle connection wait
+    /// without holding a receive buffer.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Stream::Kernel(s) => s.poll_read_ready(cx),
         }
     }
 

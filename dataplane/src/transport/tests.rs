@@ -78,3 +78,23 @@ fn two_listeners_share_a_port() {
         assert_eq!(a.local_addr(), b.local_addr());
     });
 }
+
+/// Data and FIN arriving together raise one edge: after a short read drains
+/// the data, the end of stream must still be seen without a new event.
+#[test]
+fn fin_behind_a_short_read_is_not_lost() {
+    let mut rt = Runtime::new().unwrap();
+    let got = rt.block_on(async {
+        let listener = bind(loopback()).unwrap();
+        let client = connect(listener.local_addr()).await.unwrap();
+        let (server_side, _) = listener.accept().await.unwrap();
+        server_side.write_all(b"0123456789").await.unwrap();
+        drop(server_side);
+        crate::runtime::sleep_until(crate::runtime::now() + std::time::Duration::from_millis(20)).await;
+        let mut buf = [0u8; 64];
+        let first = client.read(&mut buf).await.unwrap();
+        let second = crate::runtime::timeout(Some(std::time::Duration::from_secs(2)), client.read(&mut buf)).await;
+        (first, second.ok().and_then(|r| r.ok()))
+    });
+    assert_eq!(got, (10, Some(0)));
+}

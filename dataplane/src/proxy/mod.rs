@@ -228,6 +228,30 @@ impl<'a> Downstream<'a> {
     async fn fill_or_drain(&mut self, deadline: Option<Instant>, idle: bool) -> Fill {
         let mut sleep = deadline.map(sleep_until);
         let mut drain = pin!(self.ctx.drain_signal());
+        if idle {
+            // Between requests the connection waits without a buffer, which
+            // keeps an idle keep-alive connection to a few hundred bytes.
+            self.buf.release();
+            let stream = &self.stream;
+            let woke = std::future::poll_fn(|cx| {
+                if stream.poll_read_ready(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                if let Some(s) = sleep.as_mut() {
+                    if Pin::new(s).poll(cx).is_ready() {
+                        return Poll::Ready(Some(Fill::TimedOut));
+                    }
+                }
+                if drain.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Fill::Draining));
+                }
+                Poll::Pending
+            })
+            .await;
+            if let Some(outcome) = woke {
+                return outcome;
+            }
+        }
         let read = self.buf.fill_from(&self.stream);
         let mut read = pin!(read);
         std::future::poll_fn(|cx| {

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs what building and testing meshgate needs on Debian 12 (bookworm).
+#
+#   scripts/install-deps.sh            # the packages below
+#   scripts/install-deps.sh PKG...     # the packages below plus PKG...
+#
+# Called by `make test` (and so by CI, as root on a fresh machine).
+# * Debian packages: skipped when all are already installed (dpkg check) or when
+#   not running as root (a note says what to install by hand).
+#   Otherwise: `apt-get update`, then one `apt-get install`.
+# * Rust: cargo must already be on the machine (rustup); this script cannot
+#   download a toolchain, so it stops with a clear message when cargo is missing.
+#
+# To add a dependency, add it to APT_PACKAGES with a comment saying who needs it.
+set -euo pipefail
+
+APT_PACKAGES=(
+    build-essential # gcc/cc: rustc's linker, and C code built by the `cc` crate
+    pkg-config      # how -sys crates find system C libraries (libdpdk later)
+    curl            # the demo (`make run`) and the docs' examples
+    ca-certificates # TLS roots for apt/cargo on a bare machine
+)
+APT_PACKAGES+=("$@")
+
+note() { printf 'install-deps: %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- Rust
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    note "error: cargo not found on PATH (nor in ${CARGO_HOME:-$HOME/.cargo}/bin)."
+    note "meshgate needs a Rust toolchain >= 1.85 installed with rustup (https://rustup.rs);"
+    note "this script cannot download one. Install it, open a new shell, and retry."
+    exit 1
+fi
+
+# ---------------------------------------------------------------- Debian packages
+installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+    for p in "${APT_PACKAGES[@]}"; do
+        installed "$p" || missing+=("$p")
+    done
+else
+    note "no dpkg here (not Debian/Ubuntu?): make sure these are installed: ${APT_PACKAGES[*]}"
+    exit 0
+fi
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    note "system packages already installed (${APT_PACKAGES[*]})"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    note "note: not root, so not installing: ${missing[*]}"
+    note "      run as root:  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+    note "      continuing; the build may fail if one of them is really needed."
+    exit 0
+fi
+
+note "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"

@@ -283,6 +283,51 @@ mod tests {
         assert_eq!(counts, [800, 0, 200]);
     }
 
+    /// The shard's generator (SplitMix64), as `ShardCtx::next_random` runs it.
+    fn splitmix(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    mod split_property {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(24))]
+            /// Over 100,000 picks every cluster's observed share is within
+            /// 2% (of all picks) of its configured share.
+            #[test]
+            fn observed_share_tracks_weights(
+                weights in proptest::collection::vec(0u32..1000, 2..6),
+                seed in any::<u64>(),
+            ) {
+                prop_assume!(weights.iter().any(|w| *w > 0));
+                let names: Vec<String> = (0..weights.len()).map(|i| format!("c{i}")).collect();
+                let pairs: Vec<(&str, u32)> = names.iter().map(String::as_str).zip(weights.iter().copied()).collect();
+                let w = wc(&pairs);
+                let mut counts = vec![0u64; weights.len()];
+                let mut state = seed;
+                const PICKS: u64 = 100_000;
+                for _ in 0..PICKS {
+                    let c = pick_weighted(&w, splitmix(&mut state));
+                    counts[w.clusters.iter().position(|x| std::ptr::eq(x, c)).unwrap()] += 1;
+                }
+                for (i, weight) in weights.iter().enumerate() {
+                    let want = f64::from(*weight) / w.total_weight as f64;
+                    let got = counts[i] as f64 / PICKS as f64;
+                    prop_assert!((got - want).abs() <= 0.02, "cluster {} weight {}: {:.4} vs {:.4} ({:?})", i, weight, got, want, weights);
+                    if *weight == 0 {
+                        prop_assert_eq!(counts[i], 0);
+                    }
+                }
+            }
+        }
+    }
+
     fn head(raw: &str) -> RequestHead {
         let mut h = RequestHead::new();
         crate::http1::parse_request_head(raw.as_bytes(), &crate::http1::Limits::default(), &mut h).unwrap().unwrap();

@@ -407,3 +407,42 @@ fn route_idle_timeout_overrides_the_connection_managers() {
     let mut c = Client::connect(s.gw.listener_addr);
     assert_eq!(c.get("/delay/600").status, 408);
 }
+
+#[test]
+fn auto_host_rewrite_uses_the_dns_name_of_the_picked_endpoint() {
+    let gray = Upstream::start("gray");
+    let stable = Upstream::start("stable");
+    let mut yaml = config(
+        "",
+        "",
+        "",
+        r#"
+- match: { prefix: "/dns" }
+  route: { cluster: by-name, prefix_rewrite: "/echo", auto_host_rewrite: true }
+- match: { prefix: "/ip" }
+  route: { cluster: stable, prefix_rewrite: "/echo", auto_host_rewrite: true }
+"#,
+    );
+    yaml.push_str(
+        "  - name: by-name\n    type: STRICT_DNS\n    connect_timeout: 1s\n    dns_refresh_rate: 0.2s\n    load_assignment:\n      cluster_name: by-name\n      endpoints:\n      - lb_endpoints:\n        - endpoint: { address: { socket_address: { address: localhost, port_value: {{UPSTREAM_1_PORT}} } } }\n",
+    );
+    let gw = Gateway::start(&yaml, &[gray.addr, stable.addr], &[]);
+    let mut c = Client::connect(gw.listener_addr);
+    // The name resolves in the background; until then the cluster is empty.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let r = loop {
+        let r = c.request("GET", "/dns", &[("host", "h.example")], b"");
+        if r.status == 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let e = Echo::from_response(&r);
+    assert_eq!(e.header("host"), Some("localhost"));
+    assert_eq!(e.header("x-envoy-original-host"), Some("h.example"));
+    // An IP endpoint has no host name: the Host is kept.
+    let e = Echo::from_response(&c.request("GET", "/ip", &[("host", "h.example")], b""));
+    assert_eq!(e.header("host"), Some("h.example"));
+    assert!(!e.has_header("x-envoy-original-host"));
+}

@@ -1258,6 +1258,7 @@ def main(argv):
             rounds = b.run()
         finally:
             stop_all()
+            shutil.rmtree(b.tmp, ignore_errors=True)
     agg = aggregate(rounds, args)
     b.plot_name = plot(b, agg)
     rows = write_reports(b, rounds, agg)

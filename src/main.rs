@@ -14,7 +14,7 @@ use clap::{Parser, ValueEnum};
 use dataplane::admin::{spawn_admin, AdminContext};
 use dataplane::dns::{spawn_refresher, DnsResults};
 use dataplane::server::ServerState;
-use dataplane::shard::{spawn_shard, Shared, ShardHandle};
+use dataplane::shard::{spawn_shard, ShardHandle, Shared};
 use dataplane::stats::{ServerStats, StatsStore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,7 +105,8 @@ fn run(cli: Cli, config: control::model::Config) -> Result<(), String> {
     let dns = Arc::new(DnsResults::default());
     // First resolution before traffic, so STRICT_DNS clusters start populated.
     dns.refresh(&config.load(), None);
-    let shared = Arc::new(Shared { config: config.clone(), stats: stats.clone(), server: server.clone(), dns: dns.clone() });
+    let shared =
+        Arc::new(Shared { config: config.clone(), stats: stats.clone(), server: server.clone(), dns: dns.clone() });
 
     let drain_time = Duration::from_secs(cli.drain_time_s);
     let mut handles: Vec<ShardHandle> = Vec::with_capacity(shards);
@@ -123,8 +124,9 @@ fn run(cli: Cli, config: control::model::Config) -> Result<(), String> {
         }
     }
     let wakers: Vec<_> = handles.iter().map(|h| h.waker()).collect();
-    let _dns_thread = spawn_refresher(dns, config.clone(), server.clone(), move || wakers.iter().for_each(|w| w.wake()))
-        .map_err(|e| format!("dns thread: {e}"))?;
+    let _dns_thread =
+        spawn_refresher(dns, config.clone(), server.clone(), move || wakers.iter().for_each(|w| w.wake()))
+            .map_err(|e| format!("dns thread: {e}"))?;
     if let Some(addr) = admin_addr {
         let ctx = AdminContext {
             stats: stats.clone(),

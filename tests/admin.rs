@@ -40,23 +40,13 @@ fn stats_count_proxied_requests() {
     let wait = Duration::from_secs(5);
     assert_eq!(gw.wait_stat(&total, 7, wait), 7, "stats:\n{}", gw.stats());
     assert_eq!(
-        gw.wait_stat(
-            &format!("cluster.{CLUSTER_NAME}.upstream_rq_total"),
-            7,
-            wait
-        ),
+        gw.wait_stat(&format!("cluster.{CLUSTER_NAME}.upstream_rq_total"), 7, wait),
         7,
         "stats:\n{}",
         gw.stats()
     );
-    assert_eq!(
-        gw.wait_stat(&format!("http.{STAT_PREFIX}.downstream_rq_2xx"), 5, wait),
-        5
-    );
-    assert_eq!(
-        gw.wait_stat(&format!("http.{STAT_PREFIX}.downstream_rq_4xx"), 2, wait),
-        2
-    );
+    assert_eq!(gw.wait_stat(&format!("http.{STAT_PREFIX}.downstream_rq_2xx"), 5, wait), 5);
+    assert_eq!(gw.wait_stat(&format!("http.{STAT_PREFIX}.downstream_rq_4xx"), 2, wait), 2);
     // Admin requests are not counted on the proxy listener.
     for _ in 0..3 {
         gw.stats();
@@ -68,8 +58,7 @@ fn stats_count_proxied_requests() {
 /// the flat form (the dotted stat name with `.` → `_`).
 fn prom_counter(scrape: &Scrape, tagged: &str, label: (&str, &str), flat: &str) -> Option<f64> {
     scrape.samples.iter().find_map(|s| {
-        let hit =
-            (s.metric == tagged && s.labels.get(label.0) == Some(label.1)) || s.metric == flat;
+        let hit = (s.metric == tagged && s.labels.get(label.0) == Some(label.1)) || s.metric == flat;
         if !hit {
             return None;
         }
@@ -94,14 +83,9 @@ fn prometheus_stats_parse_and_match() {
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        assert_ne!(
-            LineInfo::parse(line),
-            LineInfo::Ignored,
-            "unparsable exposition line {line:?}"
-        );
+        assert_ne!(LineInfo::parse(line), LineInfo::Ignored, "unparsable exposition line {line:?}");
     }
-    let scrape =
-        Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("prometheus text parses");
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("prometheus text parses");
     assert!(!scrape.samples.is_empty());
 
     let rq = prom_counter(
@@ -136,14 +120,8 @@ fn config_dump_contains_listener_and_cluster() {
     assert_eq!(r.status, 200);
     let v = r.json();
     let text = v.to_string();
-    assert!(
-        text.contains(LISTENER_NAME),
-        "listener missing from config_dump: {text}"
-    );
-    assert!(
-        text.contains(CLUSTER_NAME),
-        "cluster missing from config_dump: {text}"
-    );
+    assert!(text.contains(LISTENER_NAME), "listener missing from config_dump: {text}");
+    assert!(text.contains(CLUSTER_NAME), "cluster missing from config_dump: {text}");
 }
 
 #[test]
@@ -153,10 +131,7 @@ fn clusters_lists_the_endpoint() {
     assert_eq!(r.status, 200);
     let body = r.body_str();
     let prefix = format!("{CLUSTER_NAME}::{}::", up.addr);
-    assert!(
-        body.lines().any(|l| l.starts_with(&prefix)),
-        "no `{prefix}` line in /clusters:\n{body}"
-    );
+    assert!(body.lines().any(|l| l.starts_with(&prefix)), "no `{prefix}` line in /clusters:\n{body}");
 }
 
 #[test]
@@ -170,8 +145,11 @@ fn unknown_admin_path_is_404() {
 fn admin_requests_are_written_to_the_access_log() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("admin.log");
-    let yaml = testkit::basic_config("", "", "")
-        .replacen("admin:\n", &format!("admin:\n  access_log_path: {}\n", log.display()), 1);
+    let yaml = testkit::basic_config("", "", "").replacen(
+        "admin:\n",
+        &format!("admin:\n  access_log_path: {}\n", log.display()),
+        1,
+    );
     let up = Upstream::start("u1");
     let gw = Gateway::start(&yaml, &[up.addr], &[]);
     assert_eq!(gw.admin_get("/stats?filter=nothing").status, 200);

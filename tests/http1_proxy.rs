@@ -8,9 +8,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use testkit::{
-    fnv64_hex, is_uuid_v4, pattern, start_basic, Client, Echo, Fnv64, Gateway, PatternGen, Upstream,
-};
+use testkit::{fnv64_hex, is_uuid_v4, pattern, start_basic, Client, Echo, Fnv64, Gateway, PatternGen, Upstream};
 
 /// Envoy's `enable_trailers` on both sides (HCM and cluster): Envoy drops
 /// HTTP/1 trailers unless this is set.
@@ -44,11 +42,7 @@ fn get_returns_upstream_body_with_server_and_date() {
     let r = c.get("/");
     assert_eq!(r.status, 200);
     assert_eq!(r.body_str(), "hello from up\n");
-    assert_eq!(
-        r.header("x-upstream-name"),
-        Some("up"),
-        "upstream headers pass through"
-    );
+    assert_eq!(r.header("x-upstream-name"), Some("up"), "upstream headers pass through");
     // Envoy's default server_header_transformation is OVERWRITE with server_name.
     assert_eq!(r.header_all("server"), vec!["meshgate"]);
     let date = r.header("date").expect("date header added by the gateway");
@@ -60,12 +54,7 @@ fn get_returns_upstream_body_with_server_and_date() {
 fn upstream_server_header_is_overwritten() {
     let (_up, gw) = basic();
     let mut c = Client::connect(gw.listener_addr);
-    let r = c.request(
-        "GET",
-        "/headers",
-        &[("x-set-response-server", "foo/1.0")],
-        b"",
-    );
+    let r = c.request("GET", "/headers", &[("x-set-response-server", "foo/1.0")], b"");
     assert_eq!(r.status, 200);
     assert_eq!(r.header_all("server"), vec!["meshgate"]);
 }
@@ -90,45 +79,21 @@ fn forwarding_headers_with_default_use_remote_address() {
     let mut c = Client::connect(gw.listener_addr);
 
     let e = echo(&mut c, &[]);
-    assert!(
-        !e.has_header("x-forwarded-for"),
-        "no XFF without use_remote_address: {:?}",
-        e.headers
-    );
+    assert!(!e.has_header("x-forwarded-for"), "no XFF without use_remote_address: {:?}", e.headers);
     assert_eq!(e.header("x-forwarded-proto"), Some("http"));
     let rid = e.header("x-request-id").expect("x-request-id generated");
     assert!(is_uuid_v4(rid), "x-request-id {rid:?} is not a UUID v4");
 
     let e2 = echo(&mut c, &[]);
-    assert_ne!(
-        e2.header("x-request-id"),
-        Some(rid),
-        "a fresh id per request"
-    );
+    assert_ne!(e2.header("x-request-id"), Some(rid), "a fresh id per request");
 
     let e = echo(
         &mut c,
-        &[
-            ("X-Forwarded-For", "1.2.3.4"),
-            ("X-Request-Id", "client-id-123"),
-            ("X-Forwarded-Proto", "https"),
-        ],
+        &[("X-Forwarded-For", "1.2.3.4"), ("X-Request-Id", "client-id-123"), ("X-Forwarded-Proto", "https")],
     );
-    assert_eq!(
-        e.header_all("x-forwarded-for"),
-        vec!["1.2.3.4"],
-        "XFF untouched"
-    );
-    assert_eq!(
-        e.header_all("x-request-id"),
-        vec!["client-id-123"],
-        "non-edge request keeps its id"
-    );
-    assert_eq!(
-        e.header_all("x-forwarded-proto"),
-        vec!["https"],
-        "XFP kept when present"
-    );
+    assert_eq!(e.header_all("x-forwarded-for"), vec!["1.2.3.4"], "XFF untouched");
+    assert_eq!(e.header_all("x-request-id"), vec!["client-id-123"], "non-edge request keeps its id");
+    assert_eq!(e.header_all("x-forwarded-proto"), vec!["https"], "XFP kept when present");
 }
 
 /// `use_remote_address: true`: the peer address is appended to XFF (Envoy uses
@@ -143,36 +108,20 @@ fn forwarding_headers_with_use_remote_address() {
     let e = echo(&mut c, &[]);
     let xff = e.header_all("x-forwarded-for");
     assert_eq!(xff.len(), 1, "one XFF header: {:?}", e.headers);
-    assert!(
-        xff[0].trim().parse::<IpAddr>().is_ok(),
-        "XFF {:?} should be one IP",
-        xff[0]
-    );
+    assert!(xff[0].trim().parse::<IpAddr>().is_ok(), "XFF {:?} should be one IP", xff[0]);
     assert_eq!(e.header("x-forwarded-proto"), Some("http"));
     assert!(is_uuid_v4(e.header("x-request-id").unwrap_or("")));
 
     let e = echo(
         &mut c,
-        &[
-            ("X-Forwarded-For", "1.2.3.4"),
-            ("X-Request-Id", "client-id-123"),
-            ("X-Forwarded-Proto", "https"),
-        ],
+        &[("X-Forwarded-For", "1.2.3.4"), ("X-Request-Id", "client-id-123"), ("X-Forwarded-Proto", "https")],
     );
     let xff = e.header_all("x-forwarded-for").join(",");
     let hops: Vec<&str> = xff.split(',').map(str::trim).collect();
     assert_eq!(hops.len(), 2, "peer appended to XFF: {xff:?}");
     assert_eq!(hops[0], "1.2.3.4");
-    assert!(
-        hops[1].parse::<IpAddr>().is_ok(),
-        "appended hop {:?} is an IP",
-        hops[1]
-    );
-    assert_eq!(
-        e.header_all("x-forwarded-proto"),
-        vec!["http"],
-        "untrusted XFP overwritten"
-    );
+    assert!(hops[1].parse::<IpAddr>().is_ok(), "appended hop {:?} is an IP", hops[1]);
+    assert_eq!(e.header_all("x-forwarded-proto"), vec!["http"], "untrusted XFP overwritten");
     let rid = e.header("x-request-id").unwrap_or("");
     assert_ne!(rid, "client-id-123", "edge request id must be regenerated");
     assert!(is_uuid_v4(rid), "{rid:?}");
@@ -180,20 +129,9 @@ fn forwarding_headers_with_use_remote_address() {
 
 #[test]
 fn preserve_external_request_id_keeps_client_id() {
-    let (_up, gw) = start_basic(
-        "use_remote_address: true\npreserve_external_request_id: true",
-        "",
-        "",
-        &[],
-    );
+    let (_up, gw) = start_basic("use_remote_address: true\npreserve_external_request_id: true", "", "", &[]);
     let mut c = Client::connect(gw.listener_addr);
-    let e = echo(
-        &mut c,
-        &[
-            ("X-Forwarded-For", "1.2.3.4"),
-            ("X-Request-Id", "client-id-123"),
-        ],
-    );
+    let e = echo(&mut c, &[("X-Forwarded-For", "1.2.3.4"), ("X-Request-Id", "client-id-123")]);
     assert_eq!(e.header_all("x-request-id"), vec!["client-id-123"]);
 }
 
@@ -213,17 +151,10 @@ fn hop_by_hop_request_headers_are_not_forwarded() {
         ],
     );
     for h in ["x-hop", "keep-alive", "te", "proxy-connection"] {
-        assert!(
-            !e.has_header(h),
-            "{h} must not reach the upstream: {:?}",
-            e.headers
-        );
+        assert!(!e.has_header(h), "{h} must not reach the upstream: {:?}", e.headers);
     }
     for v in e.header_all("connection") {
-        assert!(
-            !v.to_ascii_lowercase().contains("x-hop"),
-            "client's Connection forwarded: {v:?}"
-        );
+        assert!(!v.to_ascii_lowercase().contains("x-hop"), "client's Connection forwarded: {v:?}");
     }
     assert_eq!(e.header("x-end-to-end"), Some("yes"));
     assert_eq!(e.header("host"), Some("localhost"), "Host is forwarded");
@@ -255,27 +186,14 @@ fn hop_by_hop_response_headers_are_not_forwarded() {
 fn upstream_connection_close_does_not_close_client_connection() {
     let (_up, gw) = basic();
     let mut c = Client::connect(gw.listener_addr);
-    let r = c.request(
-        "GET",
-        "/headers",
-        &[("x-set-response-connection", "close")],
-        b"",
-    );
+    let r = c.request("GET", "/headers", &[("x-set-response-connection", "close")], b"");
     assert_eq!(r.status, 200);
-    assert!(
-        !r.connection_close(),
-        "upstream's connection: close leaked: {:?}",
-        r.headers
-    );
+    assert!(!r.connection_close(), "upstream's connection: close leaked: {:?}", r.headers);
     let first_conn = r.header("x-upstream-conn").map(str::to_owned);
     let r2 = c.get("/");
     assert_eq!(r2.status, 200);
     assert_eq!(r2.body_str(), "hello from up\n");
-    assert_ne!(
-        r2.header("x-upstream-conn").map(str::to_owned),
-        first_conn,
-        "closed upstream connection reused"
-    );
+    assert_ne!(r2.header("x-upstream-conn").map(str::to_owned), first_conn, "closed upstream connection reused");
 }
 
 #[test]
@@ -288,30 +206,13 @@ fn keep_alive_reuses_connections_on_both_sides() {
         let r = c.get(&format!("/?i={i}"));
         assert_eq!(r.status, 200, "request {i}");
         assert!(!r.connection_close(), "request {i} announced close");
-        conns.insert(
-            r.header("x-upstream-conn")
-                .expect("x-upstream-conn")
-                .to_owned(),
-        );
-        let n: u64 = r
-            .header("x-upstream-conn-requests")
-            .unwrap_or("0")
-            .parse()
-            .unwrap_or(0);
+        conns.insert(r.header("x-upstream-conn").expect("x-upstream-conn").to_owned());
+        let n: u64 = r.header("x-upstream-conn-requests").unwrap_or("0").parse().unwrap_or(0);
         max_requests_on_one = max_requests_on_one.max(n);
     }
-    assert!(
-        !c.is_closed(Duration::from_millis(200)),
-        "client connection closed after 20 requests"
-    );
-    assert!(
-        conns.len() <= 2,
-        "upstream connections not reused: {conns:?}"
-    );
-    assert!(
-        max_requests_on_one >= 10,
-        "max requests on one upstream connection: {max_requests_on_one}"
-    );
+    assert!(!c.is_closed(Duration::from_millis(200)), "client connection closed after 20 requests");
+    assert!(conns.len() <= 2, "upstream connections not reused: {conns:?}");
+    assert!(max_requests_on_one >= 10, "max requests on one upstream connection: {max_requests_on_one}");
 }
 
 #[test]
@@ -320,9 +221,7 @@ fn pipelined_requests_are_answered_in_order() {
     let mut c = Client::connect(gw.listener_addr);
     let mut all = Vec::new();
     for i in 0..10 {
-        all.extend_from_slice(
-            format!("GET /echo?i={i} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
-        );
+        all.extend_from_slice(format!("GET /echo?i={i} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
     }
     c.send(&all);
     for i in 0..10 {
@@ -332,11 +231,7 @@ fn pipelined_requests_are_answered_in_order() {
         assert_eq!(e.path, format!("/echo?i={i}"), "response {i} out of order");
     }
     assert!(!c.is_closed(Duration::from_millis(100)));
-    assert_eq!(
-        c.get("/").status,
-        200,
-        "connection usable after the pipeline"
-    );
+    assert_eq!(c.get("/").status, 200, "connection usable after the pipeline");
 }
 
 #[test]
@@ -345,12 +240,7 @@ fn content_length_request_body_reaches_upstream() {
     let mut c = Client::connect(gw.listener_addr);
     for size in [1usize, 1000, 3 * 1024 * 1024 + 7] {
         let body = pattern(size);
-        let r = c.request(
-            "POST",
-            "/echo",
-            &[("Content-Type", "application/octet-stream")],
-            &body,
-        );
+        let r = c.request("POST", "/echo", &[("Content-Type", "application/octet-stream")], &body);
         assert_eq!(r.status, 200);
         let e = Echo::from_response(&r);
         assert_eq!(e.method, "POST");
@@ -382,12 +272,7 @@ fn chunked_request_body_reaches_upstream() {
     let data = pattern(2 * 1024 * 1024 + 123);
     let parts: Vec<&[u8]> = data.chunks(100_000).collect();
     let body = chunked_body(&parts, &[]);
-    let r = c.request(
-        "POST",
-        "/upload",
-        &[("Transfer-Encoding", "chunked")],
-        &body,
-    );
+    let r = c.request("POST", "/upload", &[("Transfer-Encoding", "chunked")], &body);
     assert_eq!(r.status, 200);
     let e = Echo::from_response(&r);
     assert_eq!(e.body_len, data.len() as u64);
@@ -400,29 +285,18 @@ fn chunked_request_trailers_reach_upstream() {
     let (_up, gw) = start_basic(HCM_TRAILERS, "", CLUSTER_TRAILERS, &[]);
     let mut c = Client::connect(gw.listener_addr);
     let sum = fnv64_hex(b"hello world");
-    let body = chunked_body(
-        &[b"hello ", b"world"],
-        &[("x-client-checksum", &sum), ("x-other", "2")],
-    );
+    let body = chunked_body(&[b"hello ", b"world"], &[("x-client-checksum", &sum), ("x-other", "2")]);
     let r = c.request(
         "POST",
         "/upload",
-        &[
-            ("Transfer-Encoding", "chunked"),
-            ("Trailer", "x-client-checksum, x-other"),
-        ],
+        &[("Transfer-Encoding", "chunked"), ("Trailer", "x-client-checksum, x-other")],
         &body,
     );
     assert_eq!(r.status, 200);
     let e = Echo::from_response(&r);
     assert_eq!(e.body_len, 11);
     assert_eq!(e.body_fnv64, sum);
-    assert_eq!(
-        e.trailer("x-client-checksum"),
-        Some(sum.as_str()),
-        "trailers seen upstream: {:?}",
-        e.trailers
-    );
+    assert_eq!(e.trailer("x-client-checksum"), Some(sum.as_str()), "trailers seen upstream: {:?}", e.trailers);
     assert_eq!(e.trailer("x-other"), Some("2"));
 }
 
@@ -443,18 +317,9 @@ fn chunked_response_trailers_reach_client() {
     let mut c = Client::connect(gw.listener_addr);
     let r = c.request("GET", "/chunked/100000", &[("TE", "trailers")], b"");
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.framing,
-        testkit::Framing::Chunked,
-        "trailers need chunked framing"
-    );
+    assert_eq!(r.framing, testkit::Framing::Chunked, "trailers need chunked framing");
     assert_eq!(r.body, pattern(100_000));
-    assert_eq!(
-        r.trailer("x-trailer-checksum"),
-        Some(fnv64_hex(&r.body).as_str()),
-        "trailers: {:?}",
-        r.trailers
-    );
+    assert_eq!(r.trailer("x-trailer-checksum"), Some(fnv64_hex(&r.body).as_str()), "trailers: {:?}", r.trailers);
 }
 
 #[test]
@@ -470,11 +335,7 @@ fn expect_100_continue_is_answered_by_the_gateway() {
     let r = c.read_response();
     assert_eq!(r.status, 200);
     let e = Echo::from_response(&r);
-    assert!(
-        !e.has_header("expect"),
-        "Expect reached the upstream: {:?}",
-        e.headers
-    );
+    assert!(!e.has_header("expect"), "Expect reached the upstream: {:?}", e.headers);
     assert_eq!(e.body_len, 11);
     assert_eq!(e.body_fnv64, fnv64_hex(b"hello world"));
 }
@@ -501,10 +362,7 @@ fn no_body_for_204_and_304() {
         let r = c.get(&format!("/status/{code}"));
         assert_eq!(r.status, code);
         assert!(r.body.is_empty());
-        assert!(
-            r.header("transfer-encoding").is_none(),
-            "{code} with transfer-encoding"
-        );
+        assert!(r.header("transfer-encoding").is_none(), "{code} with transfer-encoding");
         let next = c.get("/");
         assert_eq!(next.status, 200, "connection usable after {code}");
         assert_eq!(next.body_str(), "hello from up\n");

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use testkit::{
-    is_pattern_at, read_response_streaming, start_basic, Client, Echo, Fnv64, Gateway, PatternGen,
-};
+use testkit::{is_pattern_at, read_response_streaming, start_basic, Client, Echo, Fnv64, Gateway, PatternGen};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 /// Allowed RSS growth of the gateway during a transfer.
@@ -103,11 +101,7 @@ fn upload(total: u64, chunked: bool) {
     let base = baseline(&gw, &mut c);
     let sampler = RssSampler::start(gw.pid());
     let t = Instant::now();
-    let framing = if chunked {
-        "Transfer-Encoding: chunked".to_owned()
-    } else {
-        format!("Content-Length: {total}")
-    };
+    let framing = if chunked { "Transfer-Encoding: chunked".to_owned() } else { format!("Content-Length: {total}") };
     c.send(format!("POST /upload HTTP/1.1\r\nHost: localhost\r\n{framing}\r\n\r\n").as_bytes());
     let fnv = send_pattern(&mut c, total, chunked);
     let r = c.read_response();
@@ -156,17 +150,10 @@ fn download_1gib_is_streamed() {
     .expect("read download")
     .expect("a response");
     let max = sampler.finish();
-    eprintln!(
-        "download of {got} bytes took {:?}; gateway RSS {base} KiB → max {max} KiB",
-        t.elapsed()
-    );
+    eprintln!("download of {got} bytes took {:?}; gateway RSS {base} KiB → max {max} KiB", t.elapsed());
     assert_eq!(r.status, 200);
     assert_eq!(got, GIB, "framing {:?}", r.framing);
     assert!(intact, "downloaded bytes differ from the pattern");
     assert_rss(&gw, base, max, "download");
-    assert_eq!(
-        c.get("/").status,
-        200,
-        "connection usable after the download"
-    );
+    assert_eq!(c.get("/").status, 200, "connection usable after the download");
 }

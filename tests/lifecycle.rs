@@ -8,8 +8,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use testkit::{
-    basic_config, build_request, closed_addr, read_until_close, run_meshgate, start_basic,
-    validate_config, Client, Gateway, Upstream,
+    basic_config, build_request, closed_addr, read_until_close, run_meshgate, start_basic, validate_config, Client,
+    Gateway, Upstream,
 };
 
 fn envoy_basic_path() -> PathBuf {
@@ -28,10 +28,7 @@ fn assert_new_connection_not_served(addr: SocketAddr) {
     let out = read_until_close(&s, Instant::now() + Duration::from_secs(5));
     let (rs, _) = out.responses();
     match rs.first() {
-        None => assert!(
-            out.closed,
-            "new connection after SIGTERM neither served nor closed"
-        ),
+        None => assert!(out.closed, "new connection after SIGTERM neither served nor closed"),
         Some(r) => assert!(
             r.connection_close() || out.closed,
             "new connection after SIGTERM served as keep-alive: {:?}",
@@ -50,12 +47,7 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
             let sent_tx = sent_tx.clone();
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
-                c.send(&build_request(
-                    "GET",
-                    &format!("/delay/1500?i={i}"),
-                    &[],
-                    b"",
-                ));
+                c.send(&build_request("GET", &format!("/delay/1500?i={i}"), &[], b""));
                 let _ = sent_tx.send(());
                 let r = c.read_response();
                 (r.status, r.body_str())
@@ -64,9 +56,7 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .collect();
     drop(sent_tx);
     for _ in 0..20 {
-        sent_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("client threads sent their requests");
+        sent_rx.recv_timeout(Duration::from_secs(10)).expect("client threads sent their requests");
     }
     std::thread::sleep(Duration::from_millis(200));
     let signalled = Instant::now();
@@ -98,15 +88,10 @@ fn sigterm_closes_idle_keep_alive_connections() {
         Err(_) => {}
         Ok(()) => match c.try_read_response() {
             Err(_) | Ok(None) => {}
-            Ok(Some(r)) => assert!(
-                r.connection_close(),
-                "idle connection kept alive while draining"
-            ),
+            Ok(Some(r)) => assert!(r.connection_close(), "idle connection kept alive while draining"),
         },
     }
-    let st = gw
-        .wait_exit(Duration::from_secs(8))
-        .expect("meshgate did not exit");
+    let st = gw.wait_exit(Duration::from_secs(8)).expect("meshgate did not exit");
     assert!(st.success(), "exit status: {st}");
 }
 
@@ -114,21 +99,14 @@ fn sigterm_closes_idle_keep_alive_connections() {
 fn sigterm_when_idle_exits_zero() {
     let (_up, mut gw) = start_basic("", "", "", &["--drain-time-s", "2"]);
     gw.sigterm();
-    let st = gw
-        .wait_exit(Duration::from_secs(5))
-        .expect("meshgate did not exit");
+    let st = gw.wait_exit(Duration::from_secs(5)).expect("meshgate did not exit");
     assert!(st.success(), "exit status: {st}");
 }
 
 #[test]
 fn validate_accepts_a_valid_config() {
     let out = validate_config(&basic_config("", "timeout: 2s", ""), &[closed_addr()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -149,61 +127,35 @@ circuit_breakers:
 
 #[test]
 fn validate_rejects_unknown_field() {
-    let out = validate_config(
-        &basic_config("", "", "no_such_field_anywhere: 1"),
-        &[closed_addr()],
-    );
+    let out = validate_config(&basic_config("", "", "no_such_field_anywhere: 1"), &[closed_addr()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(
-        stderr.contains("no_such_field_anywhere"),
-        "stderr: {stderr}"
-    );
+    assert!(stderr.contains("no_such_field_anywhere"), "stderr: {stderr}");
 }
 
 #[test]
 fn validate_rejects_broken_yaml() {
     let out = validate_config("static_resources: [ this is : not yaml", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn missing_config_file_fails() {
-    let out = run_meshgate(
-        &["--config", "/nonexistent/meshgate.yaml", "--validate"],
-        Duration::from_secs(20),
-    );
+    let out = run_meshgate(&["--config", "/nonexistent/meshgate.yaml", "--validate"], Duration::from_secs(20));
     assert_ne!(out.status.code(), Some(0));
-    assert!(
-        !out.stderr.is_empty(),
-        "no error message for a missing file"
-    );
+    assert!(!out.stderr.is_empty(), "no error message for a missing file");
 }
 
 #[test]
 fn envoy_config_validates_unchanged() {
     let path = envoy_basic_path();
-    let out = run_meshgate(
-        &["--config", path.to_str().expect("utf-8 path"), "--validate"],
-        Duration::from_secs(20),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_meshgate(&["--config", path.to_str().expect("utf-8 path"), "--validate"], Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn envoy_config_proxies_with_ports_swapped() {
-    let yaml =
-        std::fs::read_to_string(envoy_basic_path()).expect("read tests/data/envoy-basic.yaml");
+    let yaml = std::fs::read_to_string(envoy_basic_path()).expect("read tests/data/envoy-basic.yaml");
     let yaml = yaml
         .replace("port_value: 10000", "port_value: {{LISTEN_PORT}}")
         .replace("port_value: 9901", "port_value: {{ADMIN_PORT}}")
@@ -214,12 +166,5 @@ fn envoy_config_proxies_with_ports_swapped() {
     let r = c.get("/some/path");
     assert_eq!(r.status, 200);
     assert_eq!(r.body_str(), "hello from envoy-basic\n");
-    assert_eq!(
-        gw.wait_stat(
-            "http.ingress_http.downstream_rq_total",
-            1,
-            Duration::from_secs(5)
-        ),
-        1
-    );
+    assert_eq!(gw.wait_stat("http.ingress_http.downstream_rq_total", 1, Duration::from_secs(5)), 1);
 }

@@ -40,22 +40,10 @@ fn expect_rejected_inner(req: &[u8], status: u16, check_not_forwarded: bool) {
     );
     assert_eq!(rs[0].status, status, "wrong status; got {:?}", out.text());
     assert_eq!(rs.len(), 1, "more than one response: {:?}", out.text());
-    assert!(
-        err.is_none(),
-        "trailing garbage after the response: {err:?} in {:?}",
-        out.text()
-    );
-    assert!(
-        out.closed,
-        "connection not closed after {status} (waited {:?})",
-        out.elapsed
-    );
+    assert!(err.is_none(), "trailing garbage after the response: {err:?} in {:?}", out.text());
+    assert!(out.closed, "connection not closed after {status} (waited {:?})", out.elapsed);
     if check_not_forwarded {
-        assert_eq!(
-            gw.stat("cluster.backend.upstream_rq_total"),
-            0,
-            "a malformed request was forwarded upstream"
-        );
+        assert_eq!(gw.stat("cluster.backend.upstream_rq_total"), 0, "a malformed request was forwarded upstream");
     }
 }
 
@@ -77,26 +65,17 @@ fn content_length_and_transfer_encoding_together_is_400() {
 
 #[test]
 fn conflicting_content_lengths_is_400() {
-    expect_rejected(
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello12",
-        400,
-    );
+    expect_rejected(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello12", 400);
 }
 
 #[test]
 fn chunked_not_final_transfer_coding_is_400() {
-    expect_rejected(
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
-        400,
-    );
+    expect_rejected(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400);
 }
 
 #[test]
 fn obs_fold_is_400() {
-    expect_rejected(
-        b"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n  b\r\n\r\n",
-        400,
-    );
+    expect_rejected(b"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n  b\r\n\r\n", 400);
 }
 
 #[test]
@@ -120,10 +99,7 @@ fn invalid_chunk_size_is_400() {
 #[test]
 fn request_line_over_8k_is_414() {
     let path = format!("/{}", "a".repeat(9 * 1024));
-    expect_rejected(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
-        414,
-    );
+    expect_rejected(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), 414);
 }
 
 #[test]
@@ -177,11 +153,8 @@ fn exactly_100_headers_are_accepted() {
 #[test]
 fn stalled_request_headers_get_408() {
     let (_up, gw) = start();
-    let out = raw_exchange_detailed(
-        gw.listener_addr,
-        b"GET / HTTP/1.1\r\nHost: x\r\nX-Partial: ",
-        Duration::from_secs(8),
-    );
+    let out =
+        raw_exchange_detailed(gw.listener_addr, b"GET / HTTP/1.1\r\nHost: x\r\nX-Partial: ", Duration::from_secs(8));
     let (rs, _err) = out.responses();
     assert_eq!(rs.len(), 1, "expected one response, got {:?}", out.text());
     assert_eq!(rs[0].status, 408);
@@ -198,17 +171,9 @@ fn stalled_request_headers_get_408() {
 #[test]
 fn malformed_second_request_on_keep_alive_connection() {
     let (_up, gw) = start();
-    let out = exchange(
-        &gw,
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost : x\r\n\r\n",
-    );
+    let out = exchange(&gw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost : x\r\n\r\n");
     let (rs, err) = out.responses();
     assert!(err.is_none(), "{err:?}: {:?}", out.text());
-    assert_eq!(
-        rs.iter().map(|r| r.status).collect::<Vec<_>>(),
-        vec![200, 400],
-        "{:?}",
-        out.text()
-    );
+    assert_eq!(rs.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 400], "{:?}", out.text());
     assert!(out.closed);
 }

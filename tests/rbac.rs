@@ -53,10 +53,7 @@ impl From {
     fn closed_without_response(&mut self) -> bool {
         match try_read_response(&mut self.reader, false) {
             Ok(None) => true,
-            Err(e) => matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
-            ),
+            Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof),
             Ok(Some(r)) => panic!("expected a close, got {} {}", r.status, r.body_str()),
         }
     }
@@ -72,11 +69,7 @@ fn get_from(src: &str, dst: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
 fn config(network: &str, hcm_extra: &str, rbac: &str, routes: &str) -> String {
     fn indent(s: &str, n: usize) -> String {
         let pad = " ".repeat(n);
-        s.trim_matches('\n')
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| format!("{pad}{l}\n"))
-            .collect()
+        s.trim_matches('\n').lines().filter(|l| !l.trim().is_empty()).map(|l| format!("{pad}{l}\n")).collect()
     }
     format!(
         r#"admin:
@@ -202,8 +195,7 @@ fn remote_ip_follows_use_remote_address_and_trusted_hops() {
     assert_eq!(get_from("127.0.0.1", gw.listener_addr, "/", &xff).status, 403);
 
     // use_remote_address: true with one trusted hop → the last XFF entry.
-    let (_up, gw) =
-        start(&config("", "use_remote_address: true\nxff_num_trusted_hops: 1", &rbac, ALL_TO_BACKEND));
+    let (_up, gw) = start(&config("", "use_remote_address: true\nxff_num_trusted_hops: 1", &rbac, ALL_TO_BACKEND));
     assert_eq!(get_from("127.0.0.1", gw.listener_addr, "/", &xff).status, 200);
     let spoofed = [("x-forwarded-for", "10.1.2.3, 192.0.2.7")];
     assert_eq!(get_from("127.0.0.1", gw.listener_addr, "/", &spoofed).status, 403);

@@ -25,10 +25,7 @@ fn slow_upstream_is_504_at_route_timeout() {
     let r = c.get("/delay/3000");
     let took = t.elapsed();
     assert_eq!(r.status, 504, "body: {}", r.body_str());
-    assert!(
-        took >= Duration::from_millis(900),
-        "504 too early: {took:?}"
-    );
+    assert!(took >= Duration::from_millis(900), "504 too early: {took:?}");
     assert!(took < Duration::from_millis(2500), "504 too late: {took:?}");
     // The route timeout fired, not a connection problem: the next request works.
     let mut c2 = Client::connect(gw.listener_addr);
@@ -67,28 +64,15 @@ fn non_http_upstream_response_is_502() {
 #[test]
 fn truncated_upstream_response_is_cut_not_spliced() {
     let (_up, gw) = start_basic("", "", "", &[]);
-    let out = raw_exchange_detailed(
-        gw.listener_addr,
-        b"GET /truncated HTTP/1.1\r\nHost: x\r\n\r\n",
-        Duration::from_secs(10),
-    );
+    let out =
+        raw_exchange_detailed(gw.listener_addr, b"GET /truncated HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(10));
     let text = out.text();
-    assert!(
-        out.closed,
-        "client connection not closed after the cut response: {text:?}"
-    );
+    assert!(out.closed, "client connection not closed after the cut response: {text:?}");
     let (complete, err) = out.responses();
-    assert!(
-        complete.is_empty(),
-        "a complete response was delivered: {text:?}"
-    );
+    assert!(complete.is_empty(), "a complete response was delivered: {text:?}");
     assert!(err.is_some(), "expected a cut response, got {text:?}");
     assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
-    assert_eq!(
-        text.matches("HTTP/1.").count(),
-        1,
-        "second response spliced in: {text:?}"
-    );
+    assert_eq!(text.matches("HTTP/1.").count(), 1, "second response spliced in: {text:?}");
     let body_start = text.find("\r\n\r\n").map(|i| i + 4).unwrap_or(text.len());
     assert!(text.len() - body_start < 1000);
 
@@ -123,18 +107,8 @@ fn stalled_stream_is_408_at_stream_idle_timeout() {
     let r = c.get("/delay/3000");
     let took = t.elapsed();
     assert_eq!(r.status, 408, "body: {}", r.body_str());
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
-        "took {took:?}"
-    );
-    assert_eq!(
-        gw.wait_stat(
-            "http.ingress.downstream_rq_idle_timeout",
-            1,
-            Duration::from_secs(5)
-        ),
-        1
-    );
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "took {took:?}");
+    assert_eq!(gw.wait_stat("http.ingress.downstream_rq_idle_timeout", 1, Duration::from_secs(5)), 1);
 }
 
 /// `request_timeout`: the whole request must arrive in time; a client that

@@ -100,18 +100,13 @@ fn message_descriptor(full_name: &str) -> MessageDescriptor {
 /// Reads and loads a bootstrap file; errors are reported against `path`.
 pub fn load_file(path: &Path) -> Result<model::Config, ConfigErrors> {
     let source = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(source.clone(), "", format!("cannot read config file: {e}"))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(source.clone(), "", format!("cannot read config file: {e}")))?;
     load_str(&text, Format::from_path(path), &source)
 }
 
 /// Loads a bootstrap document; `source_name` only labels the errors.
-pub fn load_str(
-    text: &str,
-    format_hint: Format,
-    source_name: &str,
-) -> Result<model::Config, ConfigErrors> {
+pub fn load_str(text: &str, format_hint: Format, source_name: &str) -> Result<model::Config, ConfigErrors> {
     let value = parse(text, format_hint, source_name)?;
     let message = deserialize(&value, source_name)?;
 
@@ -121,18 +116,14 @@ pub fn load_str(
     // Re-encoding a message prost-reflect just built cannot fail, and the
     // typed structs come from the same .proto files: a decode failure here
     // is a meshgate bug, but still reported rather than panicking on input.
-    let typed = match envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap::decode(
-        message.encode_to_vec().as_slice(),
-    ) {
-        Ok(b) => b,
-        Err(e) => {
-            errors.add(
-                "",
-                format!("internal error: re-decoding the bootstrap failed: {e}"),
-            );
-            return Err(errors.finish().unwrap_err());
-        }
-    };
+    let typed =
+        match envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap::decode(message.encode_to_vec().as_slice()) {
+            Ok(b) => b,
+            Err(e) => {
+                errors.add("", format!("internal error: re-decoding the bootstrap failed: {e}"));
+                return Err(errors.finish().unwrap_err());
+            }
+        };
     let bootstrap_json = canonical_json(&message);
     let config = translate::translate(&typed, bootstrap_json, now_rfc3339(), &mut errors);
     errors.finish()?;
@@ -156,11 +147,9 @@ fn parse(text: &str, format: Format, source: &str) -> Result<serde_json::Value, 
             let mut yaml: serde_yaml::Value = serde_yaml::from_str(text)
                 .map_err(|e| ConfigError::new(source, "", format!("YAML syntax error: {e}")))?;
             // Envoy's YAML loader honours `<<: *anchor`; configs in the wild use it.
-            yaml.apply_merge()
-                .map_err(|e| ConfigError::new(source, "", format!("YAML merge key error: {e}")))?;
-            serde_json::to_value(&yaml).map_err(|e| {
-                ConfigError::new(source, "", format!("YAML not representable as JSON: {e}"))
-            })?
+            yaml.apply_merge().map_err(|e| ConfigError::new(source, "", format!("YAML merge key error: {e}")))?;
+            serde_json::to_value(&yaml)
+                .map_err(|e| ConfigError::new(source, "", format!("YAML not representable as JSON: {e}")))?
         }
     };
     // An empty file is an empty bootstrap, as for Envoy.
@@ -179,10 +168,7 @@ fn deserialize(value: &serde_json::Value, source: &str) -> Result<DynamicMessage
     errors.finish()?;
 
     let mut track = serde_path_to_error::Track::new();
-    let result = DynamicMessage::deserialize(
-        root.clone(),
-        serde_path_to_error::Deserializer::new(value, &mut track),
-    );
+    let result = DynamicMessage::deserialize(root.clone(), serde_path_to_error::Deserializer::new(value, &mut track));
     match result {
         Ok(m) => Ok(m),
         Err(e) => {
@@ -194,15 +180,9 @@ fn deserialize(value: &serde_json::Value, source: &str) -> Result<DynamicMessage
                 format!("unknown field `{name}`")
             } else if let Some(ty) = between(&raw, "message '", "' not found") {
                 supported::unknown_any_type(field.as_ref(), ty)
-            } else if [
-                "invalid type",
-                "invalid value",
-                "invalid length",
-                "multiple",
-                "expected",
-            ]
-            .iter()
-            .any(|p| raw.starts_with(p))
+            } else if ["invalid type", "invalid value", "invalid length", "multiple", "expected"]
+                .iter()
+                .any(|p| raw.starts_with(p))
             {
                 raw
             } else {
@@ -236,13 +216,7 @@ fn unknown_names(
             Some(inner) => {
                 let mut fields = object.clone();
                 fields.remove("@type");
-                unknown_names(
-                    &serde_json::Value::Object(fields),
-                    &inner,
-                    None,
-                    path,
-                    errors,
-                );
+                unknown_names(&serde_json::Value::Object(fields), &inner, None, path, errors);
             }
         }
         return;
@@ -251,47 +225,24 @@ fn unknown_names(
         return; // Struct, Value & co. take arbitrary keys; the rest are scalars in JSON.
     }
     for (key, item) in object {
-        let Some(field) = message
-            .get_field_by_json_name(key)
-            .or_else(|| message.get_field_by_name(key))
-        else {
-            errors.add(
-                join(path, key),
-                format!(
-                    "unknown field `{key}` (not in Envoy's {})",
-                    message.full_name()
-                ),
-            );
+        let Some(field) = message.get_field_by_json_name(key).or_else(|| message.get_field_by_name(key)) else {
+            errors.add(join(path, key), format!("unknown field `{key}` (not in Envoy's {})", message.full_name()));
             continue;
         };
         let field_path = join(path, field.name());
         if field.is_map() {
             let entry = field.kind();
-            let Some(inner) = entry
-                .as_message()
-                .and_then(|e| e.map_entry_value_field().kind().as_message().cloned())
+            let Some(inner) = entry.as_message().and_then(|e| e.map_entry_value_field().kind().as_message().cloned())
             else {
                 continue;
             };
             for (k, v) in item.as_object().into_iter().flatten() {
-                unknown_names(
-                    v,
-                    &inner,
-                    Some(&field),
-                    &format!("{field_path}[{k:?}]"),
-                    errors,
-                );
+                unknown_names(v, &inner, Some(&field), &format!("{field_path}[{k:?}]"), errors);
             }
         } else if let Some(inner) = field.kind().as_message() {
             if field.is_list() {
                 for (i, v) in item.as_array().into_iter().flatten().enumerate() {
-                    unknown_names(
-                        v,
-                        inner,
-                        Some(&field),
-                        &format!("{field_path}[{i}]"),
-                        errors,
-                    );
+                    unknown_names(v, inner, Some(&field), &format!("{field_path}[{i}]"), errors);
                 }
             } else {
                 unknown_names(item, inner, Some(&field), &field_path, errors);
@@ -325,9 +276,7 @@ fn proto_path(
 
     let element = |f: &prost_reflect::FieldDescriptor| {
         if f.is_map() {
-            f.kind()
-                .as_message()
-                .and_then(|entry| entry.map_entry_value_field().kind().as_message().cloned())
+            f.kind().as_message().and_then(|entry| entry.map_entry_value_field().kind().as_message().cloned())
         } else {
             f.kind().as_message().cloned()
         }
@@ -345,10 +294,9 @@ fn proto_path(
                 if let Some(map_field) = container.take().filter(|f| f.is_map()) {
                     out.push_str(&format!("[{key:?}]"));
                     message = element(&map_field);
-                } else if let Some(field) = message.take().and_then(|m| {
-                    m.get_field_by_json_name(key)
-                        .or_else(|| m.get_field_by_name(key))
-                }) {
+                } else if let Some(field) =
+                    message.take().and_then(|m| m.get_field_by_json_name(key).or_else(|| m.get_field_by_name(key)))
+                {
                     out = join(&out, field.name());
                     if field.is_list() || field.is_map() {
                         container = Some(field.clone());
@@ -396,10 +344,7 @@ pub(crate) struct Errors {
 
 impl Errors {
     fn new(source: &str) -> Self {
-        Errors {
-            source: source.to_string(),
-            list: Vec::new(),
-        }
+        Errors { source: source.to_string(), list: Vec::new() }
     }
 
     pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -420,10 +365,7 @@ impl Errors {
 /// Now, in RFC 3339 UTC with second precision (what `/config_dump` shows).
 /// The current time as RFC 3339 UTC to the second (admin access log, `last_updated`).
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     rfc3339(secs)
 }
 
@@ -441,12 +383,7 @@ fn rfc3339(unix_secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -478,21 +415,13 @@ mod tests {
             supported::UPSTREAM_HTTP_OPTIONS,
             "envoy.config.cluster.v3.Cluster",
         ] {
-            assert!(
-                descriptor_pool().get_message_by_name(name).is_some(),
-                "{name}"
-            );
+            assert!(descriptor_pool().get_message_by_name(name).is_some(), "{name}");
         }
     }
 
     #[test]
     fn syntax_errors_carry_line_and_column() {
-        let e = load_str(
-            "static_resources:\n  listeners: [\n",
-            Format::Yaml,
-            "x.yaml",
-        )
-        .unwrap_err();
+        let e = load_str("static_resources:\n  listeners: [\n", Format::Yaml, "x.yaml").unwrap_err();
         assert!(e.first().message.contains("line"), "{e}");
         assert_eq!(e.first().path, "");
         let e = load_str("{\"static_resources\": ", Format::Json, "x.json").unwrap_err();

@@ -19,16 +19,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(
-        source: impl Into<String>,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            source: source.into(),
-            path: path.into(),
-            message: message.into(),
-        }
+    pub fn new(source: impl Into<String>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { source: source.into(), path: path.into(), message: message.into() }
     }
 }
 

@@ -622,10 +622,7 @@ impl SafeRegex {
         // FullMatch semantics; the group keeps `a|b` from binding to the anchors.
         let translated = crate::re2::to_rust(pattern)?;
         let regex = regex::bytes::Regex::new(&format!("^(?:{translated})$")).map_err(|e| e.to_string())?;
-        Ok(SafeRegex {
-            pattern: pattern.to_string(),
-            regex,
-        })
+        Ok(SafeRegex { pattern: pattern.to_string(), regex })
     }
 
     pub fn is_match(&self, value: &[u8]) -> bool {
@@ -722,7 +719,10 @@ pub enum RbacPermission {
     DestinationIp(CidrRange),
     DestinationPort(u16),
     /// `destination_port_range`: `[start, end)`.
-    DestinationPortRange { start: u32, end: u32 },
+    DestinationPortRange {
+        start: u32,
+        end: u32,
+    },
 }
 
 /// `envoy.config.rbac.v3.Principal` (the supported subset).

@@ -10,9 +10,7 @@ use control::model::{self, DiscoveryType, DomainMatch, EndpointAddress, PathMatc
 use serde_json::{json, Value};
 
 fn data(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
 /// The smallest useful config: listener → HCM → router, one STATIC cluster.
@@ -60,9 +58,7 @@ fn with(edits: &[(&str, Value)]) -> Value {
     let mut doc = minimal();
     for (pointer, value) in edits {
         let (parent, key) = pointer.rsplit_once('/').unwrap();
-        let parent = doc
-            .pointer_mut(parent)
-            .unwrap_or_else(|| panic!("{parent}"));
+        let parent = doc.pointer_mut(parent).unwrap_or_else(|| panic!("{parent}"));
         match parent {
             Value::Object(m) => {
                 m.insert(key.to_string(), value.clone());
@@ -95,8 +91,7 @@ fn errors(doc: &Value) -> ConfigErrors {
 #[track_caller]
 fn assert_error(errs: &ConfigErrors, path: &str, needle: &str) {
     assert!(
-        errs.iter()
-            .any(|e| e.path == path && e.message.contains(needle)),
+        errs.iter().any(|e| e.path == path && e.message.contains(needle)),
         "no error at {path:?} containing {needle:?}; got:\n{errs}"
     );
 }
@@ -132,10 +127,7 @@ fn check_basic(cfg: &model::Config) {
     let api = &rc.virtual_hosts[0];
     assert_eq!(
         api.domains,
-        vec![
-            DomainMatch::Exact("api.example.com".into()),
-            DomainMatch::Exact("api.example.com:10000".into())
-        ]
+        vec![DomainMatch::Exact("api.example.com".into()), DomainMatch::Exact("api.example.com:10000".into())]
     );
     assert_eq!(api.routes[0].matcher.path, PathMatch::Prefix("/v1/".into()));
     assert!(api.routes[0].matcher.case_sensitive);
@@ -149,10 +141,7 @@ fn check_basic(cfg: &model::Config) {
     }
     let default = &rc.virtual_hosts[1];
     assert_eq!(default.domains, vec![DomainMatch::Any]);
-    assert_eq!(
-        default.routes[0].matcher.path,
-        PathMatch::Exact("/healthz".into())
-    );
+    assert_eq!(default.routes[0].matcher.path, PathMatch::Exact("/healthz".into()));
     match &default.routes[0].action {
         RouteAction::DirectResponse { status, body } => {
             assert_eq!(*status, 200);
@@ -178,10 +167,7 @@ fn check_basic(cfg: &model::Config) {
     assert_eq!(api.max_requests_per_connection, Some(1000));
     assert_eq!(api.max_idle_per_endpoint, 64);
     assert_eq!(api.endpoints.len(), 2);
-    assert_eq!(
-        api.endpoints[0].address,
-        EndpointAddress::Socket("10.0.0.11:8080".parse().unwrap())
-    );
+    assert_eq!(api.endpoints[0].address, EndpointAddress::Socket("10.0.0.11:8080".parse().unwrap()));
     assert_eq!(api.endpoints[0].weight, 1);
     assert_eq!(api.endpoints[1].weight, 3);
 
@@ -189,18 +175,9 @@ fn check_basic(cfg: &model::Config) {
     assert_eq!(web.discovery, DiscoveryType::StrictDns);
     assert_eq!(web.dns_refresh_rate, Duration::from_secs(10));
     assert_eq!(web.connect_timeout, Duration::from_secs(5));
-    assert_eq!(
-        web.endpoints[0].address,
-        EndpointAddress::Dns {
-            host: "web.internal".into(),
-            port: 80
-        }
-    );
+    assert_eq!(web.endpoints[0].address, EndpointAddress::Dns { host: "web.internal".into(), port: 80 });
     assert_eq!(web.endpoints[0].priority, 0);
-    assert_eq!(
-        web.endpoints[1].address,
-        EndpointAddress::Socket("192.0.2.7:8080".parse().unwrap())
-    );
+    assert_eq!(web.endpoints[1].address, EndpointAddress::Socket("192.0.2.7:8080".parse().unwrap()));
     assert_eq!(web.endpoints[1].priority, 1);
 }
 
@@ -212,8 +189,7 @@ fn envoy_example_loads_from_yaml_file() {
 
 #[test]
 fn envoy_example_loads_from_json() {
-    let yaml: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(data("envoy-basic.yaml")).unwrap()).unwrap();
+    let yaml: Value = serde_yaml::from_str(&std::fs::read_to_string(data("envoy-basic.yaml")).unwrap()).unwrap();
     let dir = std::env::temp_dir().join(format!("meshgate-control-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("envoy-basic.json");
@@ -271,29 +247,14 @@ fn camel_case_json_names_work() {
     assert_eq!(h.request_timeout, Some(Duration::from_secs(20)));
     assert_eq!(h.xff_num_trusted_hops, 2);
     assert_eq!(h.server_name, "edge");
-    assert_eq!(
-        h.server_header_transformation,
-        model::ServerHeaderTransformation::PassThrough
-    );
+    assert_eq!(h.server_header_transformation, model::ServerHeaderTransformation::PassThrough);
     assert!(!h.generate_request_id);
     assert!(h.preserve_external_request_id);
     assert!(h.accept_http_10);
     let vh = &h.route_config.virtual_hosts[0];
-    assert_eq!(
-        vh.domains,
-        vec![
-            DomainMatch::Suffix(".example.com".into()),
-            DomainMatch::Prefix("www.".into())
-        ]
-    );
+    assert_eq!(vh.domains, vec![DomainMatch::Suffix(".example.com".into()), DomainMatch::Prefix("www.".into())]);
     assert!(!vh.routes[0].matcher.case_sensitive);
-    assert!(matches!(
-        vh.routes[0].action,
-        RouteAction::DirectResponse {
-            status: 404,
-            body: None
-        }
-    ));
+    assert!(matches!(vh.routes[0].action, RouteAction::DirectResponse { status: 404, body: None }));
     assert!(cfg.clusters.is_empty());
 }
 
@@ -316,10 +277,7 @@ fn defaults_are_applied() {
     assert!(!h.use_remote_address);
     assert_eq!(h.xff_num_trusted_hops, 0);
     assert_eq!(h.server_name, "meshgate");
-    assert_eq!(
-        h.server_header_transformation,
-        model::ServerHeaderTransformation::Overwrite
-    );
+    assert_eq!(h.server_header_transformation, model::ServerHeaderTransformation::Overwrite);
     assert!(h.generate_request_id);
     assert!(!h.preserve_external_request_id);
     assert!(!h.accept_http_10);
@@ -346,15 +304,9 @@ fn zero_timeouts_disable() {
     let cfg = load_json(&with(&[
         (&format!("{HCM}/request_headers_timeout"), json!("0s")),
         (&format!("{HCM}/request_timeout"), json!("0s")),
-        (
-            &format!("{HCM}/common_http_protocol_options"),
-            json!({"idle_timeout": "0s"}),
-        ),
+        (&format!("{HCM}/common_http_protocol_options"), json!({"idle_timeout": "0s"})),
         (&format!("{HCM}/drain_timeout"), json!("1.5s")),
-        (
-            &format!("{HCM}/route_config/virtual_hosts/0/routes/0/route/timeout"),
-            json!("0s"),
-        ),
+        (&format!("{HCM}/route_config/virtual_hosts/0/routes/0/route/timeout"), json!("0s")),
     ]))
     .unwrap();
     let h = hcm(&cfg);
@@ -370,11 +322,7 @@ fn zero_timeouts_disable() {
 
 #[test]
 fn deprecated_cluster_max_requests_per_connection() {
-    let cfg = load_json(&with(&[(
-        "/static_resources/clusters/0/max_requests_per_connection",
-        json!(7),
-    )]))
-    .unwrap();
+    let cfg = load_json(&with(&[("/static_resources/clusters/0/max_requests_per_connection", json!(7))])).unwrap();
     assert_eq!(cfg.clusters["backend"].max_requests_per_connection, Some(7));
 }
 
@@ -420,17 +368,8 @@ fn strict_dns_cluster() {
     let c = &cfg.clusters["backend"];
     assert_eq!(c.discovery, DiscoveryType::StrictDns);
     assert_eq!(c.dns_refresh_rate, Duration::from_secs(30));
-    assert_eq!(
-        c.endpoints[0].address,
-        EndpointAddress::Dns {
-            host: "backend.svc.cluster.local".into(),
-            port: 8080
-        }
-    );
-    assert_eq!(
-        c.endpoints[1].address,
-        EndpointAddress::Socket("10.2.0.1:8081".parse().unwrap())
-    );
+    assert_eq!(c.endpoints[0].address, EndpointAddress::Dns { host: "backend.svc.cluster.local".into(), port: 8080 });
+    assert_eq!(c.endpoints[1].address, EndpointAddress::Socket("10.2.0.1:8081".parse().unwrap()));
     assert_eq!(c.endpoints[1].weight, 5);
 }
 
@@ -458,30 +397,17 @@ fn direct_response_bodies() {
         {"match": {"path": "/b"}, "direct_response": {"status": 200, "body": {"filename": body_file.to_str().unwrap()}}},
         {"match": {"path": "/c"}, "direct_response": {"status": 204}},
     ]);
-    let cfg = load_json(&with(&[(
-        &format!("{HCM}/route_config/virtual_hosts/0/routes"),
-        routes,
-    )]))
-    .unwrap();
+    let cfg = load_json(&with(&[(&format!("{HCM}/route_config/virtual_hosts/0/routes"), routes)])).unwrap();
     std::fs::remove_dir_all(&dir).ok();
     let bodies: Vec<_> = hcm(&cfg).route_config.virtual_hosts[0]
         .routes
         .iter()
         .map(|r| match &r.action {
-            RouteAction::DirectResponse { status, body } => {
-                (*status, body.as_deref().map(|b| b.to_vec()))
-            }
+            RouteAction::DirectResponse { status, body } => (*status, body.as_deref().map(|b| b.to_vec())),
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(
-        bodies,
-        vec![
-            (503, Some(b"hi".to_vec())),
-            (200, Some(b"from file".to_vec())),
-            (204, None)
-        ]
-    );
+    assert_eq!(bodies, vec![(503, Some(b"hi".to_vec())), (200, Some(b"from file".to_vec())), (204, None)]);
 }
 
 #[test]
@@ -491,26 +417,11 @@ fn direct_response_errors() {
         {"match": {"path": "/b"}, "direct_response": {"status": 200, "body": {"filename": "/nonexistent/meshgate/body"}}},
         {"match": {"path": "/c"}},
     ]);
-    let errs = errors(&with(&[(
-        &format!("{HCM}/route_config/virtual_hosts/0/routes"),
-        routes,
-    )]));
+    let errs = errors(&with(&[(&format!("{HCM}/route_config/virtual_hosts/0/routes"), routes)]));
     let r = format!("{HCM_PATH}.route_config.virtual_hosts[0].routes");
-    assert_error(
-        &errs,
-        &format!("{r}[0].direct_response.status"),
-        "200..=599",
-    );
-    assert_error(
-        &errs,
-        &format!("{r}[1].direct_response.body.filename"),
-        "cannot read",
-    );
-    assert_error(
-        &errs,
-        &format!("{r}[2]"),
-        "needs `route`, `redirect` or `direct_response`",
-    );
+    assert_error(&errs, &format!("{r}[0].direct_response.status"), "200..=599");
+    assert_error(&errs, &format!("{r}[1].direct_response.body.filename"), "cannot read");
+    assert_error(&errs, &format!("{r}[2]"), "needs `route`, `redirect` or `direct_response`");
     assert_eq!(errs.len(), 3, "{errs}");
 }
 
@@ -523,11 +434,7 @@ fn unknown_network_filter_type() {
         json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                "stat_prefix": "tcp", "cluster": "backend"}),
     )]));
-    assert_error(
-        &errs,
-        HCM_PATH,
-        "unsupported filter type envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-    );
+    assert_error(&errs, HCM_PATH, "unsupported filter type envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy");
 }
 
 #[test]
@@ -537,11 +444,7 @@ fn filter_type_outside_the_descriptor_set() {
         json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
                "stat_prefix": "r"}),
     )]));
-    assert_error(
-        &errs,
-        HCM_PATH,
-        "unsupported filter type envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
-    );
+    assert_error(&errs, HCM_PATH, "unsupported filter type envoy.extensions.filters.network.redis_proxy.v3.RedisProxy");
 }
 
 #[test]
@@ -556,11 +459,7 @@ fn unknown_http_filter_type() {
         &format!("{HCM_PATH}.http_filters[0].typed_config"),
         "unsupported HTTP filter type envoy.extensions.filters.http.fault.v3.HTTPFault",
     );
-    assert_error(
-        &errs,
-        &format!("{HCM_PATH}.http_filters"),
-        "must end with envoy.filters.http.router",
-    );
+    assert_error(&errs, &format!("{HCM_PATH}.http_filters"), "must end with envoy.filters.http.router");
 }
 
 #[test]
@@ -569,23 +468,12 @@ fn circuit_breakers_on_cluster() {
         "/static_resources/clusters/0/circuit_breakers",
         json!({"thresholds": [{"max_connections": 10}]}),
     )]));
-    assert_error(
-        &errs,
-        "static_resources.clusters[0].circuit_breakers",
-        "unsupported field",
-    );
-    assert_error(
-        &errs,
-        "static_resources.clusters[0].circuit_breakers",
-        "meshgate supports: name, type",
-    );
+    assert_error(&errs, "static_resources.clusters[0].circuit_breakers", "unsupported field");
+    assert_error(&errs, "static_resources.clusters[0].circuit_breakers", "meshgate supports: name, type");
     assert_eq!(errs.len(), 1, "{errs}");
     assert_eq!(
         errs.to_string(),
-        format!(
-            "test.json: static_resources.clusters[0].circuit_breakers: {}",
-            errs.first().message
-        )
+        format!("test.json: static_resources.clusters[0].circuit_breakers: {}", errs.first().message)
     );
 }
 
@@ -594,16 +482,9 @@ fn rds_on_hcm() {
     let mut doc = minimal();
     let h = doc.pointer_mut(HCM).unwrap().as_object_mut().unwrap();
     h.remove("route_config");
-    h.insert(
-        "rds".into(),
-        json!({"route_config_name": "r", "config_source": {"ads": {}}}),
-    );
+    h.insert("rds".into(), json!({"route_config_name": "r", "config_source": {"ads": {}}}));
     let errs = errors(&doc);
-    assert_error(
-        &errs,
-        &format!("{HCM_PATH}.rds"),
-        "RDS is not supported yet",
-    );
+    assert_error(&errs, &format!("{HCM_PATH}.rds"), "RDS is not supported yet");
     // One problem, one error: no extra "route_config required".
     assert_eq!(errs.len(), 1, "{errs}");
 }
@@ -626,21 +507,10 @@ fn unsupported_field_inside_typed_config() {
     let errs = errors(&with(&[
         (&format!("{HCM}/codec_type"), json!("HTTP2")),
         (&format!("{HCM}/add_user_agent"), json!(true)),
-        (
-            &format!("{HCM}/common_http_protocol_options"),
-            json!({"max_connection_duration": "10s"}),
-        ),
+        (&format!("{HCM}/common_http_protocol_options"), json!({"max_connection_duration": "10s"})),
     ]));
-    assert_error(
-        &errs,
-        &format!("{HCM_PATH}.codec_type"),
-        "HTTP/2 not supported yet",
-    );
-    assert_error(
-        &errs,
-        &format!("{HCM_PATH}.add_user_agent"),
-        "unsupported field (meshgate supports: stat_prefix",
-    );
+    assert_error(&errs, &format!("{HCM_PATH}.codec_type"), "HTTP/2 not supported yet");
+    assert_error(&errs, &format!("{HCM_PATH}.add_user_agent"), "unsupported field (meshgate supports: stat_prefix");
     assert_error(
         &errs,
         &format!("{HCM_PATH}.common_http_protocol_options.max_connection_duration"),
@@ -660,10 +530,7 @@ fn unsupported_node_fields_and_protocol_options() {
                 "explicit_http_config": {"http2_protocol_options": {}}}}),
         ),
         ("/static_resources/clusters/0/type", json!("EDS")),
-        (
-            "/static_resources/clusters/0/lb_policy",
-            json!("LOAD_BALANCING_POLICY_CONFIG"),
-        ),
+        ("/static_resources/clusters/0/lb_policy", json!("LOAD_BALANCING_POLICY_CONFIG")),
     ]));
     assert_error(&errs, "node.locality", "meshgate supports: id, cluster");
     assert_error(
@@ -671,105 +538,51 @@ fn unsupported_node_fields_and_protocol_options() {
         "static_resources.clusters[0].typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\"].explicit_http_config.http2_protocol_options",
         "HTTP/2 not supported yet",
     );
-    assert_error(
-        &errs,
-        "static_resources.clusters[0].type",
-        "unsupported cluster type EDS",
-    );
-    assert_error(
-        &errs,
-        "static_resources.clusters[0].lb_policy",
-        "unsupported value LOAD_BALANCING_POLICY_CONFIG",
-    );
+    assert_error(&errs, "static_resources.clusters[0].type", "unsupported cluster type EDS");
+    assert_error(&errs, "static_resources.clusters[0].lb_policy", "unsupported value LOAD_BALANCING_POLICY_CONFIG");
 }
 
 #[test]
 fn unknown_field_name_in_yaml() {
-    let text = MINIMAL.replace(
-        "stat_prefix: ingress",
-        "stat_prefix: ingress\n          stat_prefx: oops",
-    );
+    let text = MINIMAL.replace("stat_prefix: ingress", "stat_prefix: ingress\n          stat_prefx: oops");
     let errs = bootstrap::load_str(&text, Format::Yaml, "typo.yaml").unwrap_err();
     assert_error(&errs, &format!("{HCM_PATH}.stat_prefx"), "stat_prefx");
     let line = errs.to_string();
-    assert!(
-        line.starts_with("typo.yaml: static_resources.listeners[0]"),
-        "{line}"
-    );
+    assert!(line.starts_with("typo.yaml: static_resources.listeners[0]"), "{line}");
 }
 
 #[test]
 fn bad_value_names_its_path() {
-    let errs = errors(&with(&[(
-        "/static_resources/clusters/0/connect_timeout",
-        json!("five seconds"),
-    )]));
-    assert_eq!(
-        errs.first().path,
-        "static_resources.clusters[0].connect_timeout",
-        "{errs}"
-    );
+    let errs = errors(&with(&[("/static_resources/clusters/0/connect_timeout", json!("five seconds"))]));
+    assert_eq!(errs.first().path, "static_resources.clusters[0].connect_timeout", "{errs}");
     let errs = errors(&with(&[(&format!("{HCM}/codec_type"), json!("HTTP9"))]));
-    assert_eq!(
-        errs.first().path,
-        format!("{HCM_PATH}.codec_type"),
-        "{errs}"
-    );
+    assert_eq!(errs.first().path, format!("{HCM_PATH}.codec_type"), "{errs}");
 }
 
 // ---------------------------------------------------------------- semantics
 
 #[test]
 fn route_to_unknown_cluster() {
-    let errs = errors(&with(&[(
-        &format!("{HCM}/route_config/virtual_hosts/0/routes/0/route/cluster"),
-        json!("nope"),
-    )]));
+    let errs = errors(&with(&[(&format!("{HCM}/route_config/virtual_hosts/0/routes/0/route/cluster"), json!("nope"))]));
     assert_error(
         &errs,
         &format!("{HCM_PATH}.route_config.virtual_hosts[0].routes[0].route.cluster"),
         "unknown cluster \"nope\"",
     );
-    assert!(errs
-        .first()
-        .path
-        .starts_with("static_resources.listeners[0]"));
+    assert!(errs.first().path.starts_with("static_resources.listeners[0]"));
 }
 
 #[test]
 fn duplicates_are_rejected() {
     let mut doc = minimal();
-    let listener = doc
-        .pointer("/static_resources/listeners/0")
-        .unwrap()
-        .clone();
+    let listener = doc.pointer("/static_resources/listeners/0").unwrap().clone();
     let cluster = doc.pointer("/static_resources/clusters/0").unwrap().clone();
-    doc.pointer_mut("/static_resources/listeners")
-        .unwrap()
-        .as_array_mut()
-        .unwrap()
-        .push(listener);
-    doc.pointer_mut("/static_resources/clusters")
-        .unwrap()
-        .as_array_mut()
-        .unwrap()
-        .push(cluster);
+    doc.pointer_mut("/static_resources/listeners").unwrap().as_array_mut().unwrap().push(listener);
+    doc.pointer_mut("/static_resources/clusters").unwrap().as_array_mut().unwrap().push(cluster);
     let errs = errors(&doc);
-    assert_error(
-        &errs,
-        "static_resources.listeners[1].name",
-        "duplicate listener name",
-    );
-    assert_error(
-        &errs,
-        "static_resources.listeners[1].address",
-        "duplicate listener address",
-    );
-    assert_error(
-        &errs,
-        "static_resources.clusters[1].name",
-        "duplicate cluster name",
-    );
+    assert_error(&errs, "static_resources.listeners[1].name", "duplicate listener name");
+    assert_error(&errs, "static_resources.listeners[1].address", "duplicate listener address");
+    assert_error(&errs, "static_resources.clusters[1].name", "duplicate cluster name");
 }
 
 #[test]
@@ -778,22 +591,11 @@ fn domain_rules() {
         {"name": "a", "domains": ["*", "a.com", "x.*.com"], "routes": []},
         {"name": "b", "domains": ["A.com", "*"], "routes": []},
     ]);
-    let errs = errors(&with(&[(
-        &format!("{HCM}/route_config/virtual_hosts"),
-        vhosts,
-    )]));
+    let errs = errors(&with(&[(&format!("{HCM}/route_config/virtual_hosts"), vhosts)]));
     let v = format!("{HCM_PATH}.route_config.virtual_hosts");
     assert_error(&errs, &format!("{v}[0].domains[2]"), "wildcard");
-    assert_error(
-        &errs,
-        &format!("{v}[1].domains[0]"),
-        "duplicate domain \"A.com\"",
-    );
-    assert_error(
-        &errs,
-        &format!("{v}[1].domains[1]"),
-        "duplicate domain \"*\"",
-    );
+    assert_error(&errs, &format!("{v}[1].domains[0]"), "duplicate domain \"A.com\"");
+    assert_error(&errs, &format!("{v}[1].domains[1]"), "duplicate domain \"*\"");
     assert_eq!(errs.len(), 3, "{errs}");
 }
 
@@ -803,89 +605,40 @@ fn listener_address_rules() {
         "/static_resources/listeners/0/address/socket_address",
         json!({"address": "localhost", "port_value": 80, "protocol": "UDP"}),
     )]));
-    assert_error(
-        &errs,
-        "static_resources.listeners[0].address.socket_address.protocol",
-        "meshgate supports: TCP",
-    );
+    assert_error(&errs, "static_resources.listeners[0].address.socket_address.protocol", "meshgate supports: TCP");
     let errs = errors(&with(&[(
         "/static_resources/listeners/0/address/socket_address",
         json!({"address": "localhost", "port_value": 80}),
     )]));
-    assert_error(
-        &errs,
-        "static_resources.listeners[0].address.socket_address.address",
-        "IP address literal",
-    );
-    let errs = errors(&with(&[(
-        "/static_resources/listeners/0/address/socket_address",
-        json!({"address": "127.0.0.1"}),
-    )]));
-    assert_error(
-        &errs,
-        "static_resources.listeners[0].address.socket_address.port_value",
-        "required",
-    );
+    assert_error(&errs, "static_resources.listeners[0].address.socket_address.address", "IP address literal");
+    let errs =
+        errors(&with(&[("/static_resources/listeners/0/address/socket_address", json!({"address": "127.0.0.1"}))]));
+    assert_error(&errs, "static_resources.listeners[0].address.socket_address.port_value", "required");
 }
 
 #[test]
 fn filter_chain_rules() {
     let mut doc = minimal();
-    let chain = doc
-        .pointer("/static_resources/listeners/0/filter_chains/0")
-        .unwrap()
-        .clone();
-    doc.pointer_mut("/static_resources/listeners/0/filter_chains")
-        .unwrap()
-        .as_array_mut()
-        .unwrap()
-        .push(chain);
+    let chain = doc.pointer("/static_resources/listeners/0/filter_chains/0").unwrap().clone();
+    doc.pointer_mut("/static_resources/listeners/0/filter_chains").unwrap().as_array_mut().unwrap().push(chain);
     let errs = errors(&doc);
-    assert_error(
-        &errs,
-        "static_resources.listeners[0].filter_chains[1]",
-        "only one filter chain",
-    );
+    assert_error(&errs, "static_resources.listeners[0].filter_chains[1]", "only one filter chain");
 
-    let errs = errors(&with(&[(
-        "/static_resources/listeners/0/filter_chains",
-        json!([]),
-    )]));
-    assert_error(
-        &errs,
-        "static_resources.listeners[0].filter_chains",
-        "exactly one filter chain",
-    );
+    let errs = errors(&with(&[("/static_resources/listeners/0/filter_chains", json!([]))]));
+    assert_error(&errs, "static_resources.listeners[0].filter_chains", "exactly one filter chain");
 }
 
 #[test]
 fn router_must_be_last_and_present() {
-    let router = minimal()
-        .pointer(&format!("{HCM}/http_filters/0"))
-        .unwrap()
-        .clone();
-    let errs = errors(&with(&[(
-        &format!("{HCM}/http_filters"),
-        json!([router.clone(), router]),
-    )]));
-    assert_error(
-        &errs,
-        &format!("{HCM_PATH}.http_filters[0]"),
-        "must be the last HTTP filter",
-    );
+    let router = minimal().pointer(&format!("{HCM}/http_filters/0")).unwrap().clone();
+    let errs = errors(&with(&[(&format!("{HCM}/http_filters"), json!([router.clone(), router]))]));
+    assert_error(&errs, &format!("{HCM_PATH}.http_filters[0]"), "must be the last HTTP filter");
 
     let errs = errors(&with(&[(&format!("{HCM}/http_filters"), json!([]))]));
-    assert_error(
-        &errs,
-        &format!("{HCM_PATH}.http_filters"),
-        "must end with envoy.filters.http.router",
-    );
+    assert_error(&errs, &format!("{HCM_PATH}.http_filters"), "must end with envoy.filters.http.router");
 
     // Router options are not supported: setting one is an error, not a no-op.
-    let errs = errors(&with(&[(
-        &format!("{HCM}/http_filters/0/typed_config/suppress_envoy_headers"),
-        json!(true),
-    )]));
+    let errs = errors(&with(&[(&format!("{HCM}/http_filters/0/typed_config/suppress_envoy_headers"), json!(true))]));
     assert_error(
         &errs,
         &format!("{HCM_PATH}.http_filters[0].typed_config.suppress_envoy_headers"),
@@ -899,19 +652,11 @@ fn hcm_value_rules() {
         (&format!("{HCM}/max_request_headers_kb"), json!(9000)),
         (&format!("{HCM}/stream_idle_timeout"), json!("-1s")),
     ]);
-    doc.pointer_mut(HCM)
-        .unwrap()
-        .as_object_mut()
-        .unwrap()
-        .remove("stat_prefix");
+    doc.pointer_mut(HCM).unwrap().as_object_mut().unwrap().remove("stat_prefix");
     let errs = errors(&doc);
     assert_error(&errs, &format!("{HCM_PATH}.stat_prefix"), "required");
     assert_error(&errs, &format!("{HCM_PATH}.max_request_headers_kb"), "8192");
-    assert_error(
-        &errs,
-        &format!("{HCM_PATH}.stream_idle_timeout"),
-        "negative",
-    );
+    assert_error(&errs, &format!("{HCM_PATH}.stream_idle_timeout"), "negative");
 }
 
 #[test]
@@ -919,10 +664,7 @@ fn all_errors_are_collected() {
     let errs = errors(&with(&[
         ("/static_resources/clusters/0/circuit_breakers", json!({})),
         ("/static_resources/clusters/0/connect_timeout", json!("0s")),
-        (
-            &format!("{HCM}/route_config/virtual_hosts/0/routes/0/route/cluster"),
-            json!("nope"),
-        ),
+        (&format!("{HCM}/route_config/virtual_hosts/0/routes/0/route/cluster"), json!("nope")),
         (
             "/admin",
             json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}, "profile_path": "/tmp/p"}),
@@ -942,24 +684,17 @@ fn config_dump_has_envoys_shape() {
     assert!(cfg.last_updated.ends_with('Z'));
 
     // Canonical JSON with proto field names, `@type` in Anys.
-    let tc = &cfg.bootstrap_json["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
-        [0]["typed_config"];
+    let tc = &cfg.bootstrap_json["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     assert_eq!(
         tc["@type"],
         "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
     );
     assert_eq!(tc["stat_prefix"], "ingress_http");
-    assert_eq!(
-        cfg.bootstrap_json["static_resources"]["clusters"][0]["connect_timeout"],
-        "0.250s"
-    );
+    assert_eq!(cfg.bootstrap_json["static_resources"]["clusters"][0]["connect_timeout"], "0.250s");
 
     let dump = bootstrap::config_dump_json(&cfg);
     let configs = dump["configs"].as_array().unwrap();
-    let types: Vec<_> = configs
-        .iter()
-        .map(|c| c["@type"].as_str().unwrap())
-        .collect();
+    let types: Vec<_> = configs.iter().map(|c| c["@type"].as_str().unwrap()).collect();
     assert_eq!(
         types,
         [
@@ -973,33 +708,19 @@ fn config_dump_has_envoys_shape() {
     assert_eq!(configs[0]["last_updated"], cfg.last_updated.as_str());
     let clusters = configs[1]["static_clusters"].as_array().unwrap();
     assert_eq!(clusters.len(), 2);
-    assert_eq!(
-        clusters[0]["cluster"]["@type"],
-        "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-    );
+    assert_eq!(clusters[0]["cluster"]["@type"], "type.googleapis.com/envoy.config.cluster.v3.Cluster");
     assert_eq!(clusters[0]["cluster"]["name"], "api_backend");
     assert_eq!(clusters[1]["last_updated"], cfg.last_updated.as_str());
     let listeners = configs[2]["static_listeners"].as_array().unwrap();
-    assert_eq!(
-        listeners[0]["listener"]["@type"],
-        "type.googleapis.com/envoy.config.listener.v3.Listener"
-    );
+    assert_eq!(listeners[0]["listener"]["@type"], "type.googleapis.com/envoy.config.listener.v3.Listener");
     assert_eq!(listeners[0]["listener"]["name"], "listener_http");
     let routes = configs[3]["static_route_configs"].as_array().unwrap();
     assert_eq!(routes.len(), 1);
-    assert_eq!(
-        routes[0]["route_config"]["@type"],
-        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-    );
+    assert_eq!(routes[0]["route_config"]["@type"], "type.googleapis.com/envoy.config.route.v3.RouteConfiguration");
     assert_eq!(routes[0]["route_config"]["name"], "local_route");
 
     // The dump of a bootstrap is itself a loadable bootstrap.
-    let again = bootstrap::load_str(
-        &configs[0]["bootstrap"].to_string(),
-        Format::Json,
-        "dump.json",
-    )
-    .unwrap();
+    let again = bootstrap::load_str(&configs[0]["bootstrap"].to_string(), Format::Json, "dump.json").unwrap();
     assert_eq!(again.bootstrap_json, cfg.bootstrap_json);
 }
 
@@ -1010,31 +731,16 @@ fn every_misspelt_name_is_reported_at_once() {
         ("/static_resources/clusters/0/conect_timeout", json!("1s")),
         (&format!("{HCM}/statPrefx"), json!("x")),
     ]));
-    assert_error(
-        &errs,
-        "static_resources.listeners[0].colour",
-        "unknown field `colour`",
-    );
-    assert_error(
-        &errs,
-        "static_resources.clusters[0].conect_timeout",
-        "envoy.config.cluster.v3.Cluster",
-    );
-    assert_error(
-        &errs,
-        &format!("{HCM_PATH}.statPrefx"),
-        "unknown field `statPrefx`",
-    );
+    assert_error(&errs, "static_resources.listeners[0].colour", "unknown field `colour`");
+    assert_error(&errs, "static_resources.clusters[0].conect_timeout", "envoy.config.cluster.v3.Cluster");
+    assert_error(&errs, &format!("{HCM_PATH}.statPrefx"), "unknown field `statPrefx`");
     assert_eq!(errs.len(), 3, "{errs}");
 }
 
 #[test]
 fn legacy_router_without_typed_config() {
-    let cfg = load_json(&with(&[(
-        &format!("{HCM}/http_filters/0"),
-        json!({"name": "envoy.filters.http.router"}),
-    )]))
-    .unwrap();
+    let cfg =
+        load_json(&with(&[(&format!("{HCM}/http_filters/0"), json!({"name": "envoy.filters.http.router"}))])).unwrap();
     assert_eq!(hcm(&cfg).http_filters, vec![model::HttpFilter::Router]);
 }
 
@@ -1042,11 +748,7 @@ fn legacy_router_without_typed_config() {
 fn missing_file_is_one_error_naming_it() {
     let errs = bootstrap::load_file(Path::new("/nonexistent/meshgate.yaml")).unwrap_err();
     assert_eq!(errs.len(), 1);
-    assert!(
-        errs.to_string()
-            .starts_with("/nonexistent/meshgate.yaml: cannot read"),
-        "{errs}"
-    );
+    assert!(errs.to_string().starts_with("/nonexistent/meshgate.yaml: cannot read"), "{errs}");
 }
 
 #[test]
@@ -1059,11 +761,7 @@ fn upstream_http_protocol_options_rules() {
             "common_http_protocol_options": {"idle_timeout": "0s", "max_headers_count": 5}
         }}),
     )]));
-    assert_error(
-        &errs,
-        &format!("{key}.common_http_protocol_options.idle_timeout"),
-        "not supported",
-    );
+    assert_error(&errs, &format!("{key}.common_http_protocol_options.idle_timeout"), "not supported");
     assert_error(
         &errs,
         &format!("{key}.common_http_protocol_options.max_headers_count"),

@@ -115,7 +115,9 @@ pub fn spawn_refresher(
                 wake_shards();
             }
             let sleep = next_due.values().min().map(|t| t.saturating_duration_since(Instant::now()));
-            std::thread::sleep(sleep.unwrap_or(Duration::from_secs(1)).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+            std::thread::sleep(
+                sleep.unwrap_or(Duration::from_secs(1)).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+            );
         }
     })
 }

@@ -311,7 +311,12 @@ fn seed(index: usize) -> u64 {
 /// Builds this shard's runtime view of `config`, reusing the cluster
 /// runtimes (and so the pooled connections) of clusters whose config did
 /// not change.
-fn build_snapshot(config: &Arc<Config>, shared: &Shared, slot: usize, previous: Option<&ShardSnapshot>) -> ShardSnapshot {
+fn build_snapshot(
+    config: &Arc<Config>,
+    shared: &Shared,
+    slot: usize,
+    previous: Option<&ShardSnapshot>,
+) -> ShardSnapshot {
     let store = &shared.stats;
     let mut clusters = HashMap::new();
     for (name, cluster) in &config.clusters {
@@ -357,9 +362,8 @@ fn bind_listeners(ctx: &Rc<ShardCtx>, tasks: &mut HashMap<String, (SocketAddr, J
         if tasks.contains_key(name) {
             continue;
         }
-        let socket = transport::bind(listener.config.address).map_err(|e| {
-            io::Error::new(e.kind(), format!("listener {name} on {}: {e}", listener.config.address))
-        })?;
+        let socket = transport::bind(listener.config.address)
+            .map_err(|e| io::Error::new(e.kind(), format!("listener {name} on {}: {e}", listener.config.address)))?;
         let task = spawn(accept_loop(ctx.clone(), name.clone(), socket));
         tasks.insert(name.clone(), (listener.config.address, task));
     }
@@ -392,4 +396,3 @@ async fn sweep_idle_connections(ctx: Rc<ShardCtx>) {
         }
     }
 }
-

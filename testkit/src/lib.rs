@@ -148,10 +148,7 @@ pub fn is_pattern_at(data: &[u8], offset: u64) -> bool {
 /// profile: the test executable lives in `target/<profile>/deps/`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe
-        .parent()
-        .expect("test executable has a parent dir")
-        .to_path_buf();
+    let mut dir = exe.parent().expect("test executable has a parent dir").to_path_buf();
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir.pop();
     }
@@ -187,16 +184,10 @@ fn ensure_upstream_built() {
         if std::env::var_os("MG_TESTKIT_NO_AUTOBUILD").is_some() {
             return;
         }
-        let cargo = std::env::var_os("CARGO")
-            .map(PathBuf::from)
-            .or_else(|| option_env!("CARGO").map(PathBuf::from));
+        let cargo = std::env::var_os("CARGO").map(PathBuf::from).or_else(|| option_env!("CARGO").map(PathBuf::from));
         let Some(cargo) = cargo else { return };
         let dir = bin_dir();
-        let profile = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug")
-            .to_owned();
+        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_owned();
         // target/<profile> → target dir
         let target_dir = dir.parent().map(Path::to_path_buf);
         let mut cmd = Command::new(cargo);
@@ -224,10 +215,7 @@ fn ensure_upstream_built() {
 
 /// A port on 127.0.0.1 that was free a moment ago (bind :0, read, drop).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
 }
 
 /// An address on 127.0.0.1 where nothing listens (for "connection refused" tests).
@@ -289,20 +277,13 @@ impl Upstream {
                 panic!("mg-upstream {name}: no `listening on` line within 20 s");
             }
         };
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse::<SocketAddr>().ok())
-            .unwrap_or_else(|| {
+        let addr =
+            line.trim().strip_prefix("listening on ").and_then(|a| a.parse::<SocketAddr>().ok()).unwrap_or_else(|| {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("mg-upstream {name}: unexpected first line {line:?}")
             });
-        Upstream {
-            addr,
-            name: name.to_owned(),
-            child,
-        }
+        Upstream { addr, name: name.to_owned(), child }
     }
 
     pub fn port(&self) -> u16 {
@@ -358,11 +339,7 @@ pub fn render_config(yaml: &str, upstreams: &[SocketAddr]) -> (String, Ports) {
     }
     let mut listen = Vec::new();
     for n in 1..=8 {
-        let ph = if n == 1 {
-            "{{LISTEN_PORT}}".to_owned()
-        } else {
-            format!("{{{{LISTEN_PORT_{n}}}}}")
-        };
+        let ph = if n == 1 { "{{LISTEN_PORT}}".to_owned() } else { format!("{{{{LISTEN_PORT_{n}}}}}") };
         if out.contains(&ph) {
             let p = free_port();
             listen.push(p);
@@ -375,11 +352,7 @@ pub fn render_config(yaml: &str, upstreams: &[SocketAddr]) -> (String, Ports) {
     out = out.replace("{{ADMIN_PORT}}", &admin.to_string());
     if let Some(i) = out.find("{{") {
         let end = out[i..].find("}}").map(|e| i + e + 2).unwrap_or(out.len());
-        panic!(
-            "config placeholder {} left unreplaced (upstreams given: {})",
-            &out[i..end],
-            upstreams.len()
-        );
+        panic!("config placeholder {} left unreplaced (upstreams given: {})", &out[i..end], upstreams.len());
     }
     (out, Ports { listen, admin })
 }
@@ -422,11 +395,7 @@ impl Gateway {
 
     /// Like [`Gateway::start`], returning the failure (with stderr) instead of panicking.
     /// Retries with fresh ports when a picked port turned out to be taken.
-    pub fn try_start(
-        yaml: &str,
-        upstreams: &[SocketAddr],
-        extra_args: &[&str],
-    ) -> Result<Gateway, String> {
+    pub fn try_start(yaml: &str, upstreams: &[SocketAddr], extra_args: &[&str]) -> Result<Gateway, String> {
         let mut last = String::new();
         for _attempt in 0..3 {
             match Self::start_once(yaml, upstreams, extra_args) {
@@ -442,20 +411,14 @@ impl Gateway {
         Err(last)
     }
 
-    fn start_once(
-        yaml: &str,
-        upstreams: &[SocketAddr],
-        extra_args: &[&str],
-    ) -> Result<Gateway, (String, bool)> {
+    fn start_once(yaml: &str, upstreams: &[SocketAddr], extra_args: &[&str]) -> Result<Gateway, (String, bool)> {
         let (config, ports) = render_config(yaml, upstreams);
         let mut config_file = tempfile::Builder::new()
             .prefix("meshgate-test-")
             .suffix(".yaml")
             .tempfile()
             .expect("create config tempfile");
-        config_file
-            .write_all(config.as_bytes())
-            .expect("write config");
+        config_file.write_all(config.as_bytes()).expect("write config");
         config_file.flush().expect("flush config");
         let config_path = config_file.path().to_path_buf();
         let stderr_file = tempfile::NamedTempFile::new().expect("stderr tempfile");
@@ -471,28 +434,15 @@ impl Gateway {
         cmd.args(extra_args)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                stdout_file.reopen().expect("reopen stdout file"),
-            ))
-            .stderr(Stdio::from(
-                stderr_file.reopen().expect("reopen stderr file"),
-            ));
-        let child = cmd
-            .spawn()
-            .map_err(|e| (format!("cannot spawn meshgate: {e}"), false))?;
+            .stdout(Stdio::from(stdout_file.reopen().expect("reopen stdout file")))
+            .stderr(Stdio::from(stderr_file.reopen().expect("reopen stderr file")));
+        let child = cmd.spawn().map_err(|e| (format!("cannot spawn meshgate: {e}"), false))?;
         let ip = [127, 0, 0, 1];
-        let listener_addrs: Vec<SocketAddr> = ports
-            .listen
-            .iter()
-            .map(|&p| SocketAddr::from((ip, p)))
-            .collect();
+        let listener_addrs: Vec<SocketAddr> = ports.listen.iter().map(|&p| SocketAddr::from((ip, p))).collect();
         let mut gw = Gateway {
             child,
             exit: None,
-            listener_addr: listener_addrs
-                .first()
-                .copied()
-                .unwrap_or_else(|| SocketAddr::from((ip, 0))),
+            listener_addr: listener_addrs.first().copied().unwrap_or_else(|| SocketAddr::from((ip, 0))),
             listener_addrs,
             admin_addr: SocketAddr::from((ip, ports.admin)),
             config_path,
@@ -543,16 +493,12 @@ impl Gateway {
 
     /// Everything the gateway wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        std::fs::read(self.stderr_file.path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(self.stderr_file.path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Everything the gateway wrote to stdout so far.
     pub fn stdout(&self) -> String {
-        std::fs::read(self.stdout_file.path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(self.stdout_file.path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// GET `path` on the admin endpoint.
@@ -560,10 +506,7 @@ impl Gateway {
     pub fn admin_get(&self, path: &str) -> Response {
         match try_get(self.admin_addr, path, IO_TIMEOUT) {
             Ok(r) => r,
-            Err(e) => panic!(
-                "admin GET {path}: {e}\n--- stderr ---\n{}",
-                tail(&self.stderr(), 8192)
-            ),
+            Err(e) => panic!("admin GET {path}: {e}\n--- stderr ---\n{}", tail(&self.stderr(), 8192)),
         }
     }
 
@@ -610,11 +553,8 @@ impl Gateway {
     /// Sends the named signal (`TERM`, `INT`, `HUP`, `KILL`...).
     #[track_caller]
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
+        let st =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("run kill");
         assert!(st.success(), "kill -{sig} {} failed: {st}", self.child.id());
     }
 
@@ -670,11 +610,7 @@ impl Drop for Gateway {
             eprintln!(
                 "--- meshgate (pid {}, {}) stderr ---\n{}\n--- end of meshgate stderr ---",
                 self.child.id(),
-                if was_running {
-                    "killed by the test"
-                } else {
-                    "had exited"
-                },
+                if was_running { "killed by the test" } else { "had exited" },
                 tail(&self.stderr(), 32 * 1024)
             );
         }
@@ -752,11 +688,7 @@ pub fn run_meshgate(args: &[&str], timeout: Duration) -> Output {
 #[track_caller]
 pub fn validate_config(yaml: &str, upstreams: &[SocketAddr]) -> Output {
     let (config, _) = render_config(yaml, upstreams);
-    let mut f = tempfile::Builder::new()
-        .prefix("meshgate-validate-")
-        .suffix(".yaml")
-        .tempfile()
-        .expect("tempfile");
+    let mut f = tempfile::Builder::new().prefix("meshgate-validate-").suffix(".yaml").tempfile().expect("tempfile");
     f.write_all(config.as_bytes()).expect("write config");
     f.flush().expect("flush");
     let path = f.path().to_str().expect("utf-8 temp path").to_owned();
@@ -861,11 +793,7 @@ pub fn start_basic(
     extra_args: &[&str],
 ) -> (Upstream, Gateway) {
     let up = Upstream::start("up");
-    let gw = Gateway::start(
-        &basic_config(hcm_extra, route_extra, cluster_extra),
-        &[up.addr],
-        extra_args,
-    );
+    let gw = Gateway::start(&basic_config(hcm_extra, route_extra, cluster_extra), &[up.addr], extra_args);
     (up, gw)
 }
 
@@ -902,19 +830,12 @@ pub struct Response {
 impl Response {
     /// First value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// All values of header `name`.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
     }
 
     pub fn has_header(&self, name: &str) -> bool {
@@ -923,18 +844,12 @@ impl Response {
 
     /// First value of trailer `name`.
     pub fn trailer(&self, name: &str) -> Option<&str> {
-        self.trailers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.trailers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Whether the response announces `connection: close`.
     pub fn connection_close(&self) -> bool {
-        self.header_all("connection")
-            .iter()
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("close"))
+        self.header_all("connection").iter().flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case("close"))
     }
 
     /// Body as (lossy) UTF-8.
@@ -974,10 +889,7 @@ impl Echo {
                 .map(|a| {
                     a.iter()
                         .map(|p| {
-                            (
-                                p[0].as_str().unwrap_or_default().to_owned(),
-                                p[1].as_str().unwrap_or_default().to_owned(),
-                            )
+                            (p[0].as_str().unwrap_or_default().to_owned(), p[1].as_str().unwrap_or_default().to_owned())
                         })
                         .collect()
                 })
@@ -994,18 +906,11 @@ impl Echo {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
     }
 
     pub fn has_header(&self, name: &str) -> bool {
@@ -1013,10 +918,7 @@ impl Echo {
     }
 
     pub fn trailer(&self, name: &str) -> Option<&str> {
-        self.trailers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.trailers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -1045,10 +947,7 @@ fn read_line_raw<R: Read + ?Sized>(r: &mut R, max: usize) -> io::Result<Option<V
                 if line.is_empty() {
                     return Ok(None);
                 }
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "EOF inside a line",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF inside a line"));
             }
             Some(b'\n') => {
                 if line.last() == Some(&b'\r') {
@@ -1095,9 +994,8 @@ fn read_head<R: Read + ?Sized>(r: &mut R) -> io::Result<Option<Response>> {
     let reason = parts.next().unwrap_or("").to_owned();
     let mut headers = Vec::new();
     loop {
-        let line = read_line_raw(r, 256 * 1024)?.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::UnexpectedEof, "EOF inside response head")
-        })?;
+        let line = read_line_raw(r, 256 * 1024)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "EOF inside response head"))?;
         if line.is_empty() {
             break;
         }
@@ -1131,9 +1029,7 @@ fn framing_for(resp: &Response, head_request: bool) -> io::Result<Framing> {
     if !te.is_empty() {
         if te.last().map(String::as_str) == Some("chunked") {
             if resp.has_header("content-length") {
-                return Err(invalid(
-                    "response has both transfer-encoding and content-length",
-                ));
+                return Err(invalid("response has both transfer-encoding and content-length"));
             }
             return Ok(Framing::Chunked);
         }
@@ -1143,10 +1039,7 @@ fn framing_for(resp: &Response, head_request: bool) -> io::Result<Framing> {
     let mut len: Option<u64> = None;
     for v in cls {
         for p in v.split(',') {
-            let n: u64 = p
-                .trim()
-                .parse()
-                .map_err(|_| invalid(format!("invalid content-length {v:?}")))?;
+            let n: u64 = p.trim().parse().map_err(|_| invalid(format!("invalid content-length {v:?}")))?;
             if len.is_some_and(|l| l != n) {
                 return Err(invalid("conflicting content-length values"));
             }
@@ -1198,18 +1091,15 @@ fn read_body<R: Read + ?Sized>(
         Framing::None => {}
         Framing::ContentLength(n) => read_n(r, n, &mut buf, sink, &mut total)?,
         Framing::Chunked => loop {
-            let line = read_line_raw(r, 4096)?.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::UnexpectedEof, "EOF before chunk size")
-            })?;
+            let line = read_line_raw(r, 4096)?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "EOF before chunk size"))?;
             let s = String::from_utf8_lossy(&line).into_owned();
             let size_s = s.split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(size_s, 16)
-                .map_err(|_| invalid(format!("bad chunk size line {s:?}")))?;
+            let size = u64::from_str_radix(size_s, 16).map_err(|_| invalid(format!("bad chunk size line {s:?}")))?;
             if size == 0 {
                 loop {
-                    let t = read_line_raw(r, 64 * 1024)?.ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in trailers")
-                    })?;
+                    let t = read_line_raw(r, 64 * 1024)?
+                        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in trailers"))?;
                     if t.is_empty() {
                         break;
                     }
@@ -1241,10 +1131,7 @@ fn read_body<R: Read + ?Sized>(
 /// reading past its end, so it can be called again on a keep-alive or
 /// pipelined stream. `head_request`: the response answers a HEAD (no body).
 /// Returns `Ok(None)` on a clean EOF before any byte.
-pub fn try_read_response<R: Read + ?Sized>(
-    r: &mut R,
-    head_request: bool,
-) -> io::Result<Option<Response>> {
+pub fn try_read_response<R: Read + ?Sized>(r: &mut R, head_request: bool) -> io::Result<Option<Response>> {
     let mut body = Vec::new();
     let resp = read_response_streaming(r, head_request, &mut |d| body.extend_from_slice(d))?;
     Ok(resp.map(|mut resp| {
@@ -1308,9 +1195,9 @@ pub fn build_request(method: &str, target: &str, headers: &[(&str, &str)], body:
     for (n, v) in headers {
         r.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
     }
-    let framed = headers.iter().any(|(n, _)| {
-        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
-    });
+    let framed = headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding"));
     if !body.is_empty() && !framed {
         r.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
@@ -1340,10 +1227,7 @@ impl Client {
         s.set_read_timeout(Some(IO_TIMEOUT))?;
         s.set_write_timeout(Some(IO_TIMEOUT))?;
         s.set_nodelay(true)?;
-        Ok(Client {
-            reader: BufReader::with_capacity(256 * 1024, s),
-            peer: addr,
-        })
+        Ok(Client { reader: BufReader::with_capacity(256 * 1024, s), peer: addr })
     }
 
     /// The underlying socket (for writes, timeouts, shutdown).
@@ -1357,9 +1241,7 @@ impl Client {
     }
 
     pub fn set_read_timeout(&self, t: Duration) {
-        self.stream()
-            .set_read_timeout(Some(t))
-            .expect("set_read_timeout");
+        self.stream().set_read_timeout(Some(t)).expect("set_read_timeout");
     }
 
     /// Writes raw bytes; panics on failure.
@@ -1398,20 +1280,10 @@ impl Client {
 
     /// Sends a request and reads its final response (1xx skipped).
     #[track_caller]
-    pub fn request(
-        &mut self,
-        method: &str,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Response {
+    pub fn request(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         self.send(&build_request(method, target, headers, body));
         loop {
-            let r = if method.eq_ignore_ascii_case("HEAD") {
-                self.read_head_response()
-            } else {
-                self.read_response()
-            };
+            let r = if method.eq_ignore_ascii_case("HEAD") { self.read_head_response() } else { self.read_response() };
             if r.status >= 200 {
                 return r;
             }
@@ -1430,15 +1302,10 @@ impl Client {
             return false;
         }
         let old = self.stream().read_timeout().ok().flatten();
-        let _ = self
-            .stream()
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+        let _ = self.stream().set_read_timeout(Some(wait.max(Duration::from_millis(1))));
         let res = match self.reader.fill_buf() {
             Ok(b) => b.is_empty(),
-            Err(e) => !matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
+            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
         };
         let _ = self.stream().set_read_timeout(old);
         res
@@ -1471,12 +1338,7 @@ pub fn try_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Re
         match try_read_response(&mut r, false)? {
             Some(resp) if resp.status < 200 => continue,
             Some(resp) => return Ok(resp),
-            None => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "closed before a response",
-                ))
-            }
+            None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a response")),
         }
     }
 }
@@ -1532,10 +1394,7 @@ pub fn raw_exchange_detailed(addr: SocketAddr, request: &[u8], timeout: Duration
     });
     let out = read_until_close(&s, start + timeout);
     let _ = writer.join();
-    RawOutcome {
-        elapsed: start.elapsed(),
-        ..out
-    }
+    RawOutcome { elapsed: start.elapsed(), ..out }
 }
 
 /// Reads from `s` until EOF/reset or `deadline`.
@@ -1559,14 +1418,7 @@ pub fn read_until_close(s: &TcpStream, deadline: Instant) -> RawOutcome {
             }
             Ok(n) => bytes.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
             Err(_) => {
                 closed = true;
                 reset = true;
@@ -1574,12 +1426,7 @@ pub fn read_until_close(s: &TcpStream, deadline: Instant) -> RawOutcome {
             }
         }
     }
-    RawOutcome {
-        bytes,
-        closed,
-        reset,
-        elapsed: start.elapsed(),
-    }
+    RawOutcome { bytes, closed, reset, elapsed: start.elapsed() }
 }
 
 /// Whether `s` looks like a version-4 UUID (`xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx`).

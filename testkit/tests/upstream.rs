@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use testkit::{
-    fnv64_hex, is_pattern_at, pattern, raw_exchange_detailed, read_response_streaming, Client,
-    Echo, Fnv64, Framing, PatternGen, Upstream,
+    fnv64_hex, is_pattern_at, pattern, raw_exchange_detailed, read_response_streaming, Client, Echo, Fnv64, Framing,
+    PatternGen, Upstream,
 };
 
 fn raw(up: &Upstream, req: &[u8]) -> testkit::RawOutcome {
@@ -25,10 +25,7 @@ fn hello_and_identity_headers() {
     assert_eq!(r.header("x-upstream-conn"), Some("1"));
     assert_eq!(r.header("x-upstream-conn-requests"), Some("1"));
     assert_eq!(r.header("server"), Some("mg-upstream"));
-    assert!(
-        !r.has_header("date"),
-        "mg-upstream sends no date (the gateway adds it)"
-    );
+    assert!(!r.has_header("date"), "mg-upstream sends no date (the gateway adds it)");
     let r = c.get("/");
     assert_eq!(r.header("x-upstream-conn"), Some("1"));
     assert_eq!(r.header("x-upstream-conn-requests"), Some("2"));
@@ -40,20 +37,12 @@ fn hello_and_identity_headers() {
 fn echo_reports_request_as_received() {
     let up = Upstream::start("u");
     let mut c = Client::connect(up.addr);
-    let r = c.request(
-        "PUT",
-        "/echo?a=1&b=2",
-        &[("X-First", "1"), ("x-MiXed", "v a l"), ("X-First", "2")],
-        b"abc",
-    );
+    let r = c.request("PUT", "/echo?a=1&b=2", &[("X-First", "1"), ("x-MiXed", "v a l"), ("X-First", "2")], b"abc");
     let e = Echo::from_response(&r);
     assert_eq!(e.method, "PUT");
     assert_eq!(e.path, "/echo?a=1&b=2");
     let names: Vec<&str> = e.headers.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        vec!["Host", "X-First", "x-MiXed", "X-First", "Content-Length"]
-    );
+    assert_eq!(names, vec!["Host", "X-First", "x-MiXed", "X-First", "Content-Length"]);
     assert_eq!(e.header_all("x-first"), vec!["1", "2"]);
     assert_eq!(e.header("x-mixed"), Some("v a l"));
     assert_eq!(e.body_len, 3);
@@ -73,10 +62,7 @@ fn pipelined_requests_in_order() {
     for i in 0..10 {
         let r = c.read_response();
         assert_eq!(Echo::from_response(&r).path, format!("/echo?i={i}"));
-        assert_eq!(
-            r.header("x-upstream-conn-requests"),
-            Some((i + 1).to_string().as_str())
-        );
+        assert_eq!(r.header("x-upstream-conn-requests"), Some((i + 1).to_string().as_str()));
         conns.insert(r.header("x-upstream-conn").map(str::to_owned));
     }
     assert_eq!(conns.len(), 1);
@@ -100,18 +86,12 @@ fn chunked_upload_with_trailers() {
 fn expect_is_reported_and_continued() {
     let up = Upstream::start("u");
     let mut c = Client::connect(up.addr);
-    c.send(
-        b"POST /expect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
-    );
+    c.send(b"POST /expect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
     assert_eq!(c.read_response().status, 100);
     c.send(b"abc");
     let r = c.read_response();
     let e = Echo::from_response(&r);
-    assert_eq!(
-        e.header("expect"),
-        Some("100-continue"),
-        "upstream reports what it saw"
-    );
+    assert_eq!(e.header("expect"), Some("100-continue"), "upstream reports what it saw");
     assert_eq!(e.body_len, 3);
 }
 
@@ -145,10 +125,7 @@ fn chunked_download_has_checksum_trailer() {
         assert_eq!(r.framing, Framing::Chunked);
         assert_eq!(r.header("trailer"), Some("x-trailer-checksum"));
         assert_eq!(r.body, pattern(n));
-        assert_eq!(
-            r.trailer("x-trailer-checksum"),
-            Some(fnv64_hex(&r.body).as_str())
-        );
+        assert_eq!(r.trailer("x-trailer-checksum"), Some(fnv64_hex(&r.body).as_str()));
     }
 }
 
@@ -159,10 +136,7 @@ fn bytes_and_close_delimited() {
     let r = c.get("/bytes/200000");
     assert_eq!(r.framing, Framing::ContentLength(200_000));
     assert_eq!(r.body, pattern(200_000));
-    let out = raw(
-        &up,
-        b"GET /close-delimited/50000 HTTP/1.1\r\nHost: x\r\n\r\n",
-    );
+    let out = raw(&up, b"GET /close-delimited/50000 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(out.closed);
     let (rs, err) = out.responses();
     assert!(err.is_none());
@@ -176,10 +150,7 @@ fn broken_responses_are_exact() {
     let up = Upstream::start("u");
     let out = raw(&up, b"GET /malformed HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(out.closed);
-    assert_eq!(
-        out.text(),
-        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello"
-    );
+    assert_eq!(out.text(), "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello");
     let out = raw(&up, b"GET /garbage HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(out.closed);
     assert_eq!(out.text(), "this is not http\r\n\r\n");
@@ -188,9 +159,7 @@ fn broken_responses_are_exact() {
     let (rs, err) = out.responses();
     assert!(rs.is_empty());
     assert!(err.is_some());
-    assert!(out
-        .text()
-        .contains("content-length: 1000\r\n\r\n0123456789"));
+    assert!(out.text().contains("content-length: 1000\r\n\r\n0123456789"));
     assert!(out.text().ends_with("0123456789"));
 }
 
@@ -198,23 +167,10 @@ fn broken_responses_are_exact() {
 fn headers_endpoint_sets_response_headers() {
     let up = Upstream::start("u");
     let mut c = Client::connect(up.addr);
-    let r = c.request(
-        "GET",
-        "/headers",
-        &[
-            ("x-set-response-server", "foo"),
-            ("X-Set-Response-X-A", "1"),
-        ],
-        b"",
-    );
+    let r = c.request("GET", "/headers", &[("x-set-response-server", "foo"), ("X-Set-Response-X-A", "1")], b"");
     assert_eq!(r.header_all("server"), vec!["foo"]);
     assert_eq!(r.header("x-a"), Some("1"));
-    let r = c.request(
-        "GET",
-        "/headers",
-        &[("x-set-response-connection", "close")],
-        b"",
-    );
+    let r = c.request("GET", "/headers", &[("x-set-response-connection", "close")], b"");
     assert!(r.connection_close());
     assert!(c.is_closed(Duration::from_secs(2)));
 }
@@ -269,10 +225,7 @@ fn big_bodies_stream() {
     assert_eq!(e.body_len, N);
     assert_eq!(e.body_fnv64, fnv.hex());
     let rss = testkit::rss_kib_of(up.pid()).unwrap_or(0);
-    assert!(
-        rss < 64 * 1024,
-        "mg-upstream RSS {rss} KiB after a 256 MiB upload"
-    );
+    assert!(rss < 64 * 1024, "mg-upstream RSS {rss} KiB after a 256 MiB upload");
 
     c.send(format!("GET /bytes/{N} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
     let mut got = 0u64;

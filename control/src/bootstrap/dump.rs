@@ -20,11 +20,7 @@ pub fn config_dump_json(cfg: &model::Config) -> Value {
     let bootstrap = &cfg.bootstrap_json;
     let resources = bootstrap.get("static_resources");
     let items = |name: &str| -> Vec<Value> {
-        resources
-            .and_then(|r| r.get(name))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
+        resources.and_then(|r| r.get(name)).and_then(Value::as_array).cloned().unwrap_or_default()
     };
     let listeners = items("listeners");
 
@@ -68,10 +64,7 @@ pub fn config_dump_json(cfg: &model::Config) -> Value {
 /// The resource as an `Any` in JSON: `@type` first, then its own fields.
 fn typed(resource: Value, type_full_name: &str) -> Value {
     let mut out = Map::new();
-    out.insert(
-        "@type".to_string(),
-        Value::String(format!("{TYPE_PREFIX}{type_full_name}")),
-    );
+    out.insert("@type".to_string(), Value::String(format!("{TYPE_PREFIX}{type_full_name}")));
     if let Value::Object(fields) = resource {
         out.extend(fields);
     }

@@ -11,11 +11,9 @@ use prost_reflect::{DynamicMessage, FieldDescriptor, ReflectMessage, Value};
 
 use super::{descriptor_pool, join, type_name, Errors};
 
-pub(crate) const HCM: &str =
-    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+pub(crate) const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 pub(crate) const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
-pub(crate) const UPSTREAM_HTTP_OPTIONS: &str =
-    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+pub(crate) const UPSTREAM_HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 pub(crate) const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub(crate) const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub(crate) const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
@@ -24,33 +22,13 @@ pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v
 /// Supported fields per message full name.  A message reachable through a
 /// supported field but missing here supports no fields at all.
 const FIELDS: &[(&str, &[&str])] = &[
-    (
-        "envoy.config.bootstrap.v3.Bootstrap",
-        &["node", "static_resources", "admin"],
-    ),
+    ("envoy.config.bootstrap.v3.Bootstrap", &["node", "static_resources", "admin"]),
     ("envoy.config.core.v3.Node", &["id", "cluster"]),
-    (
-        "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
-        &["listeners", "clusters"],
-    ),
-    (
-        "envoy.config.bootstrap.v3.Admin",
-        &["address", "access_log_path"],
-    ),
+    ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters"]),
+    ("envoy.config.bootstrap.v3.Admin", &["address", "access_log_path"]),
     ("envoy.config.core.v3.Address", &["socket_address"]),
-    (
-        "envoy.config.core.v3.SocketAddress",
-        &["protocol", "address", "port_value"],
-    ),
-    (
-        "envoy.config.listener.v3.Listener",
-        &[
-            "name",
-            "address",
-            "filter_chains",
-            "per_connection_buffer_limit_bytes",
-        ],
-    ),
+    ("envoy.config.core.v3.SocketAddress", &["protocol", "address", "port_value"]),
+    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "per_connection_buffer_limit_bytes"]),
     ("envoy.config.listener.v3.FilterChain", &["filters"]),
     ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
     (
@@ -75,10 +53,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "http_protocol_options",
         ],
     ),
-    (
-        "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
-        &["name", "typed_config"],
-    ),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", &["name", "typed_config"]),
     (
         "envoy.config.route.v3.RouteConfiguration",
         &[
@@ -124,15 +99,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.route.v3.RouteMatch",
-        &[
-            "prefix",
-            "path",
-            "safe_regex",
-            "path_separated_prefix",
-            "case_sensitive",
-            "headers",
-            "query_parameters",
-        ],
+        &["prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers", "query_parameters"],
     ),
     (
         "envoy.config.route.v3.RouteAction",
@@ -154,10 +121,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     // No runtime layer: `runtime_key_prefix` keys never resolve, so the
     // configured weights apply, as in an Envoy whose runtime lacks them.
-    (
-        "envoy.config.route.v3.WeightedCluster",
-        &["clusters", "total_weight", "runtime_key_prefix", "header_name"],
-    ),
+    ("envoy.config.route.v3.WeightedCluster", &["clusters", "total_weight", "runtime_key_prefix", "header_name"]),
     (
         "envoy.config.route.v3.WeightedCluster.ClusterWeight",
         &[
@@ -185,27 +149,12 @@ const FIELDS: &[(&str, &[&str])] = &[
             "strip_query",
         ],
     ),
-    (
-        "envoy.type.matcher.v3.RegexMatchAndSubstitute",
-        &["pattern", "substitution"],
-    ),
-    (
-        "envoy.config.route.v3.QueryParameterMatcher",
-        &["name", "string_match", "present_match"],
-    ),
-    (
-        "envoy.config.core.v3.HeaderValueOption",
-        &["header", "append", "append_action", "keep_empty_value"],
-    ),
+    ("envoy.type.matcher.v3.RegexMatchAndSubstitute", &["pattern", "substitution"]),
+    ("envoy.config.route.v3.QueryParameterMatcher", &["name", "string_match", "present_match"]),
+    ("envoy.config.core.v3.HeaderValueOption", &["header", "append", "append_action", "keep_empty_value"]),
     ("envoy.config.core.v3.HeaderValue", &["key", "value"]),
-    (
-        "envoy.config.route.v3.DirectResponseAction",
-        &["status", "body"],
-    ),
-    (
-        "envoy.config.core.v3.DataSource",
-        &["filename", "inline_bytes", "inline_string"],
-    ),
+    ("envoy.config.route.v3.DirectResponseAction", &["status", "body"]),
+    ("envoy.config.core.v3.DataSource", &["filename", "inline_bytes", "inline_string"]),
     (
         "envoy.config.cluster.v3.Cluster",
         &[
@@ -227,86 +176,31 @@ const FIELDS: &[(&str, &[&str])] = &[
         ],
     ),
     // Load balancing (translate/lb.rs).
-    (
-        "envoy.config.cluster.v3.Cluster.CustomClusterType",
-        &["name", "typed_config"],
-    ),
+    ("envoy.config.cluster.v3.Cluster.CustomClusterType", &["name", "typed_config"]),
     (AGGREGATE_CONFIG, &["clusters"]),
-    (
-        "envoy.config.cluster.v3.Cluster.RingHashLbConfig",
-        &["minimum_ring_size", "maximum_ring_size", "hash_function"],
-    ),
+    ("envoy.config.cluster.v3.Cluster.RingHashLbConfig", &["minimum_ring_size", "maximum_ring_size", "hash_function"]),
     ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
-    (
-        "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig",
-        &["choice_count", "active_request_bias"],
-    ),
+    ("envoy.config.cluster.v3.Cluster.LeastRequestLbConfig", &["choice_count", "active_request_bias"]),
     ("envoy.config.cluster.v3.Cluster.RoundRobinLbConfig", &[]),
-    (
-        "envoy.config.cluster.v3.Cluster.CommonLbConfig",
-        &["healthy_panic_threshold"],
-    ),
-    (
-        "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy",
-        &["overprovisioning_factor", "weighted_priority_health"],
-    ),
+    ("envoy.config.cluster.v3.Cluster.CommonLbConfig", &["healthy_panic_threshold"]),
+    ("envoy.config.endpoint.v3.ClusterLoadAssignment.Policy", &["overprovisioning_factor", "weighted_priority_health"]),
     (
         "envoy.config.route.v3.RouteAction.HashPolicy",
-        &[
-            "header",
-            "cookie",
-            "connection_properties",
-            "query_parameter",
-            "terminal",
-        ],
+        &["header", "cookie", "connection_properties", "query_parameter", "terminal"],
     ),
     ("envoy.config.route.v3.RouteAction.HashPolicy.Header", &["header_name"]),
-    (
-        "envoy.config.route.v3.RouteAction.HashPolicy.Cookie",
-        &["name", "ttl", "path", "attributes"],
-    ),
-    (
-        "envoy.config.route.v3.RouteAction.HashPolicy.CookieAttribute",
-        &["name", "value"],
-    ),
-    (
-        "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties",
-        &["source_ip"],
-    ),
+    ("envoy.config.route.v3.RouteAction.HashPolicy.Cookie", &["name", "ttl", "path", "attributes"]),
+    ("envoy.config.route.v3.RouteAction.HashPolicy.CookieAttribute", &["name", "value"]),
+    ("envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties", &["source_ip"]),
     ("envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter", &["name"]),
-    (
-        "envoy.config.endpoint.v3.ClusterLoadAssignment",
-        &["cluster_name", "endpoints", "policy"],
-    ),
-    (
-        "envoy.config.endpoint.v3.LocalityLbEndpoints",
-        &["priority", "lb_endpoints"],
-    ),
-    (
-        "envoy.config.endpoint.v3.LbEndpoint",
-        &["endpoint", "load_balancing_weight"],
-    ),
+    ("envoy.config.endpoint.v3.ClusterLoadAssignment", &["cluster_name", "endpoints", "policy"]),
+    ("envoy.config.endpoint.v3.LocalityLbEndpoints", &["priority", "lb_endpoints"]),
+    ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint", "load_balancing_weight"]),
     ("envoy.config.endpoint.v3.Endpoint", &["address"]),
-    (
-        UPSTREAM_HTTP_OPTIONS,
-        &["common_http_protocol_options", "explicit_http_config"],
-    ),
-    (
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
-        &["http_protocol_options"],
-    ),
+    (UPSTREAM_HTTP_OPTIONS, &["common_http_protocol_options", "explicit_http_config"]),
+    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", &["http_protocol_options"]),
     // Matchers shared by RBAC and routing.
-    (
-        "envoy.type.matcher.v3.StringMatcher",
-        &[
-            "exact",
-            "prefix",
-            "suffix",
-            "contains",
-            "safe_regex",
-            "ignore_case",
-        ],
-    ),
+    ("envoy.type.matcher.v3.StringMatcher", &["exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"]),
     ("envoy.type.matcher.v3.RegexMatcher", &["regex", "google_re2"]),
     ("envoy.type.matcher.v3.PathMatcher", &["path"]),
     (
@@ -327,37 +221,16 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     ("envoy.type.v3.Int64Range", &["start", "end"]),
     ("envoy.type.v3.Int32Range", &["start", "end"]),
-    (
-        "envoy.config.core.v3.CidrRange",
-        &["address_prefix", "prefix_len"],
-    ),
+    ("envoy.config.core.v3.CidrRange", &["address_prefix", "prefix_len"]),
     // RBAC.
-    (
-        HTTP_RBAC,
-        &[
-            "rules",
-            "shadow_rules",
-            "rules_stat_prefix",
-            "shadow_rules_stat_prefix",
-        ],
-    ),
+    (HTTP_RBAC, &["rules", "shadow_rules", "rules_stat_prefix", "shadow_rules_stat_prefix"]),
     (RBAC_PER_ROUTE, &["rbac"]),
     (
         NETWORK_RBAC,
-        &[
-            "stat_prefix",
-            "rules",
-            "shadow_rules",
-            "shadow_rules_stat_prefix",
-            "enforcement_type",
-            "delay_deny",
-        ],
+        &["stat_prefix", "rules", "shadow_rules", "shadow_rules_stat_prefix", "enforcement_type", "delay_deny"],
     ),
     ("envoy.config.rbac.v3.RBAC", &["action", "policies"]),
-    (
-        "envoy.config.rbac.v3.Policy",
-        &["permissions", "principals"],
-    ),
+    ("envoy.config.rbac.v3.Policy", &["permissions", "principals"]),
     (
         "envoy.config.rbac.v3.Permission",
         &[
@@ -375,17 +248,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.rbac.v3.Permission.Set", &["rules"]),
     (
         "envoy.config.rbac.v3.Principal",
-        &[
-            "and_ids",
-            "or_ids",
-            "any",
-            "source_ip",
-            "direct_remote_ip",
-            "remote_ip",
-            "header",
-            "url_path",
-            "not_id",
-        ],
+        &["and_ids", "or_ids", "any", "source_ip", "direct_remote_ip", "remote_ip", "header", "url_path", "not_id"],
     ),
     ("envoy.config.rbac.v3.Principal.Set", &["ids"]),
 ];
@@ -428,10 +291,7 @@ const HINTS: &[(&str, &str)] = &[
         "envoy.config.route.v3.RouteMatch.runtime_fraction",
         "meshgate has no runtime layer; split traffic with route.weighted_clusters instead",
     ),
-    (
-        "envoy.config.core.v3.HeaderValue.raw_value",
-        "use value (raw_value is not supported)",
-    ),
+    ("envoy.config.core.v3.HeaderValue.raw_value", "use value (raw_value is not supported)"),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.rds",
         "RDS is not supported yet, use an inline route_config",
@@ -444,39 +304,18 @@ const HINTS: &[(&str, &str)] = &[
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options",
         "HTTP/2 not supported yet",
     ),
-    (
-        "envoy.config.listener.v3.FilterChain.transport_socket",
-        "TLS not supported yet",
-    ),
+    ("envoy.config.listener.v3.FilterChain.transport_socket", "TLS not supported yet"),
     ("envoy.config.cluster.v3.Cluster.transport_socket", "TLS not supported yet"),
-    (
-        "envoy.config.rbac.v3.Principal.authenticated",
-        "requires TLS, not supported yet",
-    ),
-    (
-        "envoy.config.rbac.v3.Permission.requested_server_name",
-        "requires TLS (SNI), not supported yet",
-    ),
-    (
-        "envoy.config.rbac.v3.Policy.condition",
-        "CEL conditions are not supported",
-    ),
-    (
-        "envoy.extensions.filters.http.rbac.v3.RBAC.matcher",
-        "the RBAC matcher API is not supported yet, use rules",
-    ),
+    ("envoy.config.rbac.v3.Principal.authenticated", "requires TLS, not supported yet"),
+    ("envoy.config.rbac.v3.Permission.requested_server_name", "requires TLS (SNI), not supported yet"),
+    ("envoy.config.rbac.v3.Policy.condition", "CEL conditions are not supported"),
+    ("envoy.extensions.filters.http.rbac.v3.RBAC.matcher", "the RBAC matcher API is not supported yet, use rules"),
     (
         "envoy.extensions.filters.http.rbac.v3.RBAC.shadow_matcher",
         "the RBAC matcher API is not supported yet, use shadow_rules",
     ),
-    (
-        "envoy.extensions.filters.http.rbac.v3.RBAC.track_per_rule_stats",
-        "per-policy RBAC stats are not supported yet",
-    ),
-    (
-        "envoy.extensions.filters.network.rbac.v3.RBAC.matcher",
-        "the RBAC matcher API is not supported yet, use rules",
-    ),
+    ("envoy.extensions.filters.http.rbac.v3.RBAC.track_per_rule_stats", "per-policy RBAC stats are not supported yet"),
+    ("envoy.extensions.filters.network.rbac.v3.RBAC.matcher", "the RBAC matcher API is not supported yet, use rules"),
     (
         "envoy.extensions.filters.network.rbac.v3.RBAC.shadow_matcher",
         "the RBAC matcher API is not supported yet, use shadow_rules",
@@ -485,48 +324,22 @@ const HINTS: &[(&str, &str)] = &[
 
 /// `Any` fields: which packed types each accepts, and what to call them.
 const ANY_TYPES: &[(&str, &str, &[&str])] = &[
-    (
-        "envoy.config.listener.v3.Filter.typed_config",
-        "filter",
-        &[HCM, NETWORK_RBAC],
-    ),
+    ("envoy.config.listener.v3.Filter.typed_config", "filter", &[HCM, NETWORK_RBAC]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",
         "HTTP filter",
         &[ROUTER, HTTP_RBAC],
     ),
-    (
-        "envoy.config.route.v3.RouteConfiguration.typed_per_filter_config",
-        "per-filter config",
-        &[RBAC_PER_ROUTE],
-    ),
-    (
-        "envoy.config.route.v3.VirtualHost.typed_per_filter_config",
-        "per-filter config",
-        &[RBAC_PER_ROUTE],
-    ),
-    (
-        "envoy.config.route.v3.Route.typed_per_filter_config",
-        "per-filter config",
-        &[RBAC_PER_ROUTE],
-    ),
-    (
-        "envoy.config.cluster.v3.Cluster.typed_extension_protocol_options",
-        "protocol options",
-        &[UPSTREAM_HTTP_OPTIONS],
-    ),
-    (
-        "envoy.config.cluster.v3.Cluster.CustomClusterType.typed_config",
-        "cluster type",
-        &[AGGREGATE_CONFIG],
-    ),
+    ("envoy.config.route.v3.RouteConfiguration.typed_per_filter_config", "per-filter config", &[RBAC_PER_ROUTE]),
+    ("envoy.config.route.v3.VirtualHost.typed_per_filter_config", "per-filter config", &[RBAC_PER_ROUTE]),
+    ("envoy.config.route.v3.Route.typed_per_filter_config", "per-filter config", &[RBAC_PER_ROUTE]),
+    ("envoy.config.cluster.v3.Cluster.typed_extension_protocol_options", "protocol options", &[UPSTREAM_HTTP_OPTIONS]),
+    ("envoy.config.cluster.v3.Cluster.CustomClusterType.typed_config", "cluster type", &[AGGREGATE_CONFIG]),
 ];
 
 /// Map fields: which keys they accept.
-const MAP_KEYS: &[(&str, &[&str])] = &[(
-    "envoy.config.cluster.v3.Cluster.typed_extension_protocol_options",
-    &[UPSTREAM_HTTP_OPTIONS],
-)];
+const MAP_KEYS: &[(&str, &[&str])] =
+    &[("envoy.config.cluster.v3.Cluster.typed_extension_protocol_options", &[UPSTREAM_HTTP_OPTIONS])];
 
 fn lookup<'t, T>(table: &'t [(&str, T)], key: &str) -> Option<&'t T> {
     table.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
@@ -552,10 +365,7 @@ fn list(items: &[&str]) -> String {
 pub(crate) fn unknown_any_type(field: Option<&FieldDescriptor>, type_name: &str) -> String {
     match field.and_then(|f| ANY_TYPES.iter().find(|(k, _, _)| *k == f.full_name())) {
         Some((_, noun, types)) => {
-            format!(
-                "unsupported {noun} type {type_name} (meshgate supports: {})",
-                list(types)
-            )
+            format!("unsupported {noun} type {type_name} (meshgate supports: {})", list(types))
         }
         None => format!("unsupported type {type_name} (unknown to meshgate)"),
     }
@@ -565,27 +375,14 @@ pub(crate) fn check_bootstrap(message: &DynamicMessage, errors: &mut Errors) {
     check_message(message, "", None, errors);
 }
 
-fn check_message(
-    message: &DynamicMessage,
-    path: &str,
-    container: Option<&FieldDescriptor>,
-    errors: &mut Errors,
-) {
+fn check_message(message: &DynamicMessage, path: &str, container: Option<&FieldDescriptor>, errors: &mut Errors) {
     let descriptor = message.descriptor();
     let supported = supported_fields(descriptor.full_name(), container);
     for (field, value) in message.fields() {
         let field_path = join(path, field.name());
         if !supported.contains(&field.name()) {
-            let hint = lookup(HINTS, field.full_name())
-                .map(|h| format!(": {h}"))
-                .unwrap_or_default();
-            errors.add(
-                field_path,
-                format!(
-                    "unsupported field{hint} (meshgate supports: {})",
-                    list(supported)
-                ),
-            );
+            let hint = lookup(HINTS, field.full_name()).map(|h| format!(": {h}")).unwrap_or_default();
+            errors.add(field_path, format!("unsupported field{hint} (meshgate supports: {})", list(supported)));
             continue;
         }
         match value {
@@ -609,10 +406,7 @@ fn check_message(
                     };
                     if let Some(keys) = allowed_keys {
                         if !raw.is_some_and(|k| keys.contains(&k)) {
-                            errors.add(
-                                item_path,
-                                format!("unsupported key (meshgate supports: {})", list(keys)),
-                            );
+                            errors.add(item_path, format!("unsupported key (meshgate supports: {})", list(keys)));
                             continue;
                         }
                     }
@@ -638,32 +432,16 @@ fn check_value(field: &FieldDescriptor, message: &DynamicMessage, path: &str, er
 }
 
 fn check_any(field: &FieldDescriptor, any: &DynamicMessage, path: &str, errors: &mut Errors) {
-    let type_url = any
-        .get_field_by_name("type_url")
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let bytes = any
-        .get_field_by_name("value")
-        .and_then(|v| v.as_bytes().cloned())
-        .unwrap_or_default();
+    let type_url = any.get_field_by_name("type_url").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let bytes = any.get_field_by_name("value").and_then(|v| v.as_bytes().cloned()).unwrap_or_default();
     let ty = type_name(&type_url);
     let (noun, types) = match ANY_TYPES.iter().find(|(k, _, _)| *k == field.full_name()) {
         Some((_, noun, types)) => (*noun, *types),
         None => ("", &[][..]),
     };
     if !types.contains(&ty) {
-        let noun = if noun.is_empty() {
-            String::new()
-        } else {
-            format!("{noun} ")
-        };
-        errors.add(
-            path,
-            format!(
-                "unsupported {noun}type {ty} (meshgate supports: {})",
-                list(types)
-            ),
-        );
+        let noun = if noun.is_empty() { String::new() } else { format!("{noun} ") };
+        errors.add(path, format!("unsupported {noun}type {ty} (meshgate supports: {})", list(types)));
         return;
     }
     let Some(descriptor) = descriptor_pool().get_message_by_name(ty) else {
@@ -686,28 +464,20 @@ mod tests {
     fn allowlisted_fields_exist() {
         let pool = descriptor_pool();
         for (message, fields) in FIELDS {
-            let d = pool
-                .get_message_by_name(message)
-                .unwrap_or_else(|| panic!("{message}"));
+            let d = pool.get_message_by_name(message).unwrap_or_else(|| panic!("{message}"));
             for f in *fields {
                 assert!(d.get_field_by_name(f).is_some(), "{message}.{f}");
             }
         }
         let field_of = |full: &str| {
             let (message, field) = full.rsplit_once('.').unwrap();
-            let d = pool
-                .get_message_by_name(message)
-                .unwrap_or_else(|| panic!("{message}"));
-            d.get_field_by_name(field)
-                .unwrap_or_else(|| panic!("{full}"))
+            let d = pool.get_message_by_name(message).unwrap_or_else(|| panic!("{message}"));
+            d.get_field_by_name(field).unwrap_or_else(|| panic!("{full}"))
         };
         for (container, fields) in FIELDS_BY_CONTAINER {
             let inner = field_of(container).kind().as_message().cloned().unwrap();
             for name in *fields {
-                assert!(
-                    inner.get_field_by_name(name).is_some(),
-                    "{container}: {name}"
-                );
+                assert!(inner.get_field_by_name(name).is_some(), "{container}: {name}");
             }
         }
         for (field, _) in HINTS {

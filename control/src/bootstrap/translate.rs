@@ -43,14 +43,8 @@ pub(crate) fn translate(
     last_updated: String,
     errors: &mut Errors,
 ) -> model::Config {
-    let node = b
-        .node
-        .as_ref()
-        .map(|n| model::Node {
-            id: n.id.clone(),
-            cluster: n.cluster.clone(),
-        })
-        .unwrap_or_default();
+    let node =
+        b.node.as_ref().map(|n| model::Node { id: n.id.clone(), cluster: n.cluster.clone() }).unwrap_or_default();
     let admin = b.admin.as_ref().and_then(|a| admin(a, errors));
 
     let empty = bs::bootstrap::StaticResources::default();
@@ -59,23 +53,11 @@ pub(crate) fn translate(
     lb::check_clusters(&resources.clusters, &clusters, errors);
     // Routes are checked against every named cluster, even ones that failed
     // their own checks, so one broken cluster is not also N "unknown cluster"s.
-    let cluster_names: HashSet<&str> = resources
-        .clusters
-        .iter()
-        .map(|c| c.name.as_str())
-        .filter(|n| !n.is_empty())
-        .collect();
+    let cluster_names: HashSet<&str> =
+        resources.clusters.iter().map(|c| c.name.as_str()).filter(|n| !n.is_empty()).collect();
     let listeners = listeners(&resources.listeners, &cluster_names, errors);
 
-    model::Config {
-        version: 0,
-        node,
-        admin,
-        listeners,
-        clusters,
-        bootstrap_json,
-        last_updated,
-    }
+    model::Config { version: 0, node, admin, listeners, clusters, bootstrap_json, last_updated }
 }
 
 // ---------------------------------------------------------------- helpers
@@ -98,12 +80,7 @@ fn duration(d: &pb::Duration, path: &str, errors: &mut Errors) -> Option<Duratio
 }
 
 /// An Envoy timeout: `default` when unset, and `0s` means "disabled".
-fn timeout(
-    d: Option<&pb::Duration>,
-    default: Option<Duration>,
-    path: &str,
-    errors: &mut Errors,
-) -> Option<Duration> {
+fn timeout(d: Option<&pb::Duration>, default: Option<Duration>, path: &str, errors: &mut Errors) -> Option<Duration> {
     match d {
         None => default,
         Some(d) => duration(d, path, errors).filter(|d| !d.is_zero()),
@@ -111,12 +88,7 @@ fn timeout(
 }
 
 /// A duration that must be set to something positive when present.
-fn positive(
-    d: Option<&pb::Duration>,
-    default: Duration,
-    path: &str,
-    errors: &mut Errors,
-) -> Duration {
+fn positive(d: Option<&pb::Duration>, default: Duration, path: &str, errors: &mut Errors) -> Duration {
     match d {
         None => default,
         Some(d) => match duration(d, path, errors) {
@@ -142,11 +114,7 @@ enum Host {
 
 /// Reads `address.socket_address` into host and port; `None` after
 /// reporting (or silently when stage 3 already rejected the alternative).
-fn socket_address(
-    a: Option<&core::Address>,
-    path: &str,
-    errors: &mut Errors,
-) -> Option<(Host, u32)> {
+fn socket_address(a: Option<&core::Address>, path: &str, errors: &mut Errors) -> Option<(Host, u32)> {
     let Some(a) = a else {
         errors.add(path, "required");
         return None;
@@ -172,14 +140,9 @@ fn socket_address(
         ok = false;
     }
     let port = match sa.port_specifier {
-        Some(core::socket_address::PortSpecifier::PortValue(p)) if p <= u32::from(u16::MAX) => {
-            Some(p)
-        }
+        Some(core::socket_address::PortSpecifier::PortValue(p)) if p <= u32::from(u16::MAX) => Some(p),
         Some(core::socket_address::PortSpecifier::PortValue(p)) => {
-            errors.add(
-                join(&path, "port_value"),
-                format!("{p} is not a TCP port (0..=65535)"),
-            );
+            errors.add(join(&path, "port_value"), format!("{p} is not a TCP port (0..=65535)"));
             None
         }
         Some(core::socket_address::PortSpecifier::NamedPort(_)) => None,
@@ -203,11 +166,7 @@ fn socket_address(
 }
 
 /// A socket address that must be an IP literal (listeners, admin, STATIC endpoints).
-fn ip_socket_address(
-    a: Option<&core::Address>,
-    path: &str,
-    errors: &mut Errors,
-) -> Option<SocketAddr> {
+fn ip_socket_address(a: Option<&core::Address>, path: &str, errors: &mut Errors) -> Option<SocketAddr> {
     match socket_address(a, path, errors)? {
         (Host::Ip(ip), port) => Some(SocketAddr::new(ip, port as u16)),
         (Host::Name(name), _) => {
@@ -228,9 +187,7 @@ fn valid_hostname(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         })
 }
 
@@ -240,19 +197,12 @@ fn valid_hostname(name: &str) -> bool {
 #[allow(deprecated)]
 fn admin(a: &bs::Admin, errors: &mut Errors) -> Option<model::Admin> {
     let address = ip_socket_address(a.address.as_ref(), "admin.address", errors)?;
-    Some(model::Admin {
-        address,
-        access_log_path: Some(a.access_log_path.clone()).filter(|p| !p.is_empty()),
-    })
+    Some(model::Admin { address, access_log_path: Some(a.access_log_path.clone()).filter(|p| !p.is_empty()) })
 }
 
 // ---------------------------------------------------------------- listeners
 
-fn listeners(
-    list: &[lis::Listener],
-    clusters: &HashSet<&str>,
-    errors: &mut Errors,
-) -> Vec<Arc<model::Listener>> {
+fn listeners(list: &[lis::Listener], clusters: &HashSet<&str>, errors: &mut Errors) -> Vec<Arc<model::Listener>> {
     let mut out = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
@@ -269,18 +219,14 @@ fn listeners(
         if let Some(first) = names.insert(name.clone(), i) {
             errors.add(
                 join(&path, "name"),
-                format!(
-                    "duplicate listener name {name:?} (also static_resources.listeners[{first}])"
-                ),
+                format!("duplicate listener name {name:?} (also static_resources.listeners[{first}])"),
             );
         }
         if let Some(a) = address.filter(|a| a.port() != 0) {
             if let Some(first) = addresses.insert(a, i) {
                 errors.add(
                     join(&path, "address"),
-                    format!(
-                        "duplicate listener address {a} (also static_resources.listeners[{first}])"
-                    ),
+                    format!("duplicate listener address {a} (also static_resources.listeners[{first}])"),
                 );
             }
         }
@@ -292,9 +238,7 @@ fn listeners(
                 address,
                 http: Arc::new(http),
                 network_rbac,
-                per_connection_buffer_limit_bytes: l
-                    .per_connection_buffer_limit_bytes
-                    .map_or(MIB, |v| v.value),
+                per_connection_buffer_limit_bytes: l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value),
             }));
         }
     }
@@ -311,10 +255,7 @@ fn filter_chains(
     if chains.len() > 1 {
         errors.add(
             format!("{path}[1]"),
-            format!(
-                "only one filter chain per listener is supported for now (found {})",
-                chains.len()
-            ),
+            format!("only one filter chain per listener is supported for now (found {})", chains.len()),
         );
     }
     let Some(chain) = chains.first() else {
@@ -323,10 +264,7 @@ fn filter_chains(
     };
     let path = format!("{path}[0].filters");
     if chain.filters.is_empty() {
-        errors.add(
-            &path,
-            "the filter chain needs an envoy.filters.network.http_connection_manager filter",
-        );
+        errors.add(&path, "the filter chain needs an envoy.filters.network.http_connection_manager filter");
         return None;
     }
     let mut result = None;
@@ -386,10 +324,7 @@ fn http_connection_manager(
     match CodecType::try_from(h.codec_type) {
         Ok(CodecType::Auto | CodecType::Http1) => {}
         Ok(CodecType::Http2) => {
-            errors.add(
-                p("codec_type"),
-                "HTTP/2 not supported yet (meshgate supports: AUTO, HTTP1)",
-            );
+            errors.add(p("codec_type"), "HTTP/2 not supported yet (meshgate supports: AUTO, HTTP1)");
             ok = false;
         }
         _ => {
@@ -406,15 +341,10 @@ fn http_connection_manager(
 
     use hcm::http_connection_manager::RouteSpecifier;
     let route_config = match &h.route_specifier {
-        Some(RouteSpecifier::RouteConfig(rc)) => {
-            route_config(rc, &p("route_config"), clusters, errors)
-        }
+        Some(RouteSpecifier::RouteConfig(rc)) => route_config(rc, &p("route_config"), clusters, errors),
         Some(_) => None, // rds / scoped_routes: reported by the allowlist walk
         None => {
-            errors.add(
-                p("route_config"),
-                "required (meshgate needs an inline route_config)",
-            );
+            errors.add(p("route_config"), "required (meshgate needs an inline route_config)");
             None
         }
     };
@@ -435,12 +365,7 @@ fn http_connection_manager(
         errors.add(cp("max_headers_count"), "must be at least 1");
         ok = false;
     }
-    let idle_timeout = timeout(
-        common.idle_timeout.as_ref(),
-        Some(HOUR),
-        &cp("idle_timeout"),
-        errors,
-    );
+    let idle_timeout = timeout(common.idle_timeout.as_ref(), Some(HOUR), &cp("idle_timeout"), errors);
 
     let request_headers_timeout = timeout(
         h.request_headers_timeout.as_ref(),
@@ -448,18 +373,9 @@ fn http_connection_manager(
         &p("request_headers_timeout"),
         errors,
     );
-    let stream_idle_timeout = timeout(
-        h.stream_idle_timeout.as_ref(),
-        Some(Duration::from_secs(300)),
-        &p("stream_idle_timeout"),
-        errors,
-    );
-    let request_timeout = timeout(
-        h.request_timeout.as_ref(),
-        None,
-        &p("request_timeout"),
-        errors,
-    );
+    let stream_idle_timeout =
+        timeout(h.stream_idle_timeout.as_ref(), Some(Duration::from_secs(300)), &p("stream_idle_timeout"), errors);
+    let request_timeout = timeout(h.request_timeout.as_ref(), None, &p("request_timeout"), errors);
     let drain_timeout = match &h.drain_timeout {
         None => Duration::from_secs(5),
         Some(d) => duration(d, &p("drain_timeout"), errors).unwrap_or(Duration::from_secs(5)),
@@ -471,10 +387,7 @@ fn http_connection_manager(
         Ok(Sht::AppendIfAbsent) => model::ServerHeaderTransformation::AppendIfAbsent,
         Ok(Sht::PassThrough) => model::ServerHeaderTransformation::PassThrough,
         Err(_) => {
-            errors.add(
-                p("server_header_transformation"),
-                format!("unknown value {}", h.server_header_transformation),
-            );
+            errors.add(p("server_header_transformation"), format!("unknown value {}", h.server_header_transformation));
             model::ServerHeaderTransformation::Overwrite
         }
     };
@@ -497,33 +410,19 @@ fn http_connection_manager(
         drain_timeout,
         use_remote_address: h.use_remote_address.is_some_and(|v| v.value),
         xff_num_trusted_hops: h.xff_num_trusted_hops,
-        server_name: if h.server_name.is_empty() {
-            "meshgate".to_string()
-        } else {
-            h.server_name.clone()
-        },
+        server_name: if h.server_name.is_empty() { "meshgate".to_string() } else { h.server_name.clone() },
         server_header_transformation,
         generate_request_id: h.generate_request_id.is_none_or(|v| v.value),
         preserve_external_request_id: h.preserve_external_request_id,
-        accept_http_10: h
-            .http_protocol_options
-            .as_ref()
-            .is_some_and(|o| o.accept_http_10),
-        enable_trailers: h
-            .http_protocol_options
-            .as_ref()
-            .is_some_and(|o| o.enable_trailers),
+        accept_http_10: h.http_protocol_options.as_ref().is_some_and(|o| o.accept_http_10),
+        enable_trailers: h.http_protocol_options.as_ref().is_some_and(|o| o.enable_trailers),
         http_filters,
     })
 }
 
 /// The model of each HTTP filter, in order (their order and the router's
 /// place are checked by `http_filters`; unsupported types by the allowlist).
-fn http_filter_models(
-    filters: &[hcm::HttpFilter],
-    path: &str,
-    errors: &mut Errors,
-) -> Option<Vec<model::HttpFilter>> {
+fn http_filter_models(filters: &[hcm::HttpFilter], path: &str, errors: &mut Errors) -> Option<Vec<model::HttpFilter>> {
     let mut out = Vec::with_capacity(filters.len());
     let mut ok = true;
     for (i, f) in filters.iter().enumerate() {
@@ -609,10 +508,7 @@ fn route_config(
         } else if let Some(first) = vhost_names.insert(&vh.name, i) {
             errors.add(
                 join(&vpath, "name"),
-                format!(
-                    "duplicate virtual host name {:?} (also virtual_hosts[{first}])",
-                    vh.name
-                ),
+                format!("duplicate virtual host name {:?} (also virtual_hosts[{first}])", vh.name),
             );
             ok = false;
         }
@@ -625,15 +521,9 @@ fn route_config(
             let dpath = format!("{vpath}.domains[{j}]");
             let lower = d.to_ascii_lowercase();
             if let Some(first) = domains_seen.insert(lower.clone(), i) {
-                let where_ = if first == i {
-                    "this virtual host".to_string()
-                } else {
-                    format!("virtual_hosts[{first}]")
-                };
-                errors.add(
-                    &dpath,
-                    format!("duplicate domain {d:?} (also in {where_}); Envoy rejects this"),
-                );
+                let where_ =
+                    if first == i { "this virtual host".to_string() } else { format!("virtual_hosts[{first}]") };
+                errors.add(&dpath, format!("duplicate domain {d:?} (also in {where_}); Envoy rejects this"));
                 ok = false;
                 continue;
             }
@@ -657,8 +547,13 @@ fn route_config(
             &join(&vpath, "typed_per_filter_config"),
             errors,
         );
-        let vh_request =
-            routing::header_mutations(&vh.request_headers_to_add, &vh.request_headers_to_remove, &vpath, "request", errors);
+        let vh_request = routing::header_mutations(
+            &vh.request_headers_to_add,
+            &vh.request_headers_to_remove,
+            &vpath,
+            "request",
+            errors,
+        );
         let vh_response = routing::header_mutations(
             &vh.response_headers_to_add,
             &vh.response_headers_to_remove,
@@ -679,16 +574,18 @@ fn route_config(
             response_headers: vh_response.unwrap_or_default(),
         });
     }
-    let rc_filters = super::rbac::per_filter_configs(
-        &rc.typed_per_filter_config,
-        &join(path, "typed_per_filter_config"),
-        errors,
-    );
+    let rc_filters =
+        super::rbac::per_filter_configs(&rc.typed_per_filter_config, &join(path, "typed_per_filter_config"), errors);
     let typed_per_filter_config = rc_filters?;
     let request_headers =
         routing::header_mutations(&rc.request_headers_to_add, &rc.request_headers_to_remove, path, "request", errors);
-    let response_headers =
-        routing::header_mutations(&rc.response_headers_to_add, &rc.response_headers_to_remove, path, "response", errors);
+    let response_headers = routing::header_mutations(
+        &rc.response_headers_to_add,
+        &rc.response_headers_to_remove,
+        path,
+        "response",
+        errors,
+    );
     let routes = model::RouteConfig {
         name: rc.name.clone(),
         virtual_hosts,
@@ -704,8 +601,7 @@ fn route_config(
 /// Envoy's wildcard forms: `*`, a leading `*` (suffix match) or a trailing
 /// `*` (prefix match); nothing else.
 fn domain(d: &str) -> Result<model::DomainMatch, String> {
-    const BAD: &str =
-        "wildcard '*' is only allowed as the whole domain, at the start or at the end";
+    const BAD: &str = "wildcard '*' is only allowed as the whole domain, at the start or at the end";
     if d.is_empty() {
         return Err("empty domain".to_string());
     }
@@ -732,12 +628,7 @@ fn domain(d: &str) -> Result<model::DomainMatch, String> {
     Ok(model::DomainMatch::Exact(d.to_string()))
 }
 
-fn route(
-    r: &rt::Route,
-    path: &str,
-    clusters: &HashSet<&str>,
-    errors: &mut Errors,
-) -> Option<model::Route> {
+fn route(r: &rt::Route, path: &str, clusters: &HashSet<&str>, errors: &mut Errors) -> Option<model::Route> {
     let matcher = match &r.r#match {
         None => {
             errors.add(join(path, "match"), "required");
@@ -748,9 +639,7 @@ fn route(
     let action = match &r.action {
         Some(rt::route::Action::Route(a)) => forward(a, &join(path, "route"), clusters, errors),
         Some(rt::route::Action::Redirect(d)) => routing::redirect(d, &join(path, "redirect"), errors),
-        Some(rt::route::Action::DirectResponse(d)) => {
-            direct_response(d, &join(path, "direct_response"), errors)
-        }
+        Some(rt::route::Action::DirectResponse(d)) => direct_response(d, &join(path, "direct_response"), errors),
         Some(_) => None,
         None => {
             errors.add(path, "needs `route`, `redirect` or `direct_response`");
@@ -761,11 +650,8 @@ fn route(
         routing::header_mutations(&r.request_headers_to_add, &r.request_headers_to_remove, path, "request", errors);
     let response_headers =
         routing::header_mutations(&r.response_headers_to_add, &r.response_headers_to_remove, path, "response", errors);
-    let typed_per_filter_config = super::rbac::per_filter_configs(
-        &r.typed_per_filter_config,
-        &join(path, "typed_per_filter_config"),
-        errors,
-    );
+    let typed_per_filter_config =
+        super::rbac::per_filter_configs(&r.typed_per_filter_config, &join(path, "typed_per_filter_config"), errors);
     Some(model::Route {
         name: r.name.clone(),
         matcher: matcher?,
@@ -786,18 +672,11 @@ fn forward(
     routing::forward(a, path, clusters, hash_policy, errors)
 }
 
-fn direct_response(
-    d: &rt::DirectResponseAction,
-    path: &str,
-    errors: &mut Errors,
-) -> Option<model::RouteAction> {
+fn direct_response(d: &rt::DirectResponseAction, path: &str, errors: &mut Errors) -> Option<model::RouteAction> {
     let status = if (200..=599).contains(&d.status) {
         Some(d.status as u16)
     } else {
-        errors.add(
-            join(path, "status"),
-            format!("{} is not a status in 200..=599", d.status),
-        );
+        errors.add(join(path, "status"), format!("{} is not a status in 200..=599", d.status));
         None
     };
     let body = match &d.body {
@@ -824,10 +703,7 @@ fn direct_response(
             }
         }
     };
-    Some(model::RouteAction::DirectResponse {
-        status: status?,
-        body: body?,
-    })
+    Some(model::RouteAction::DirectResponse { status: status?, body: body? })
 }
 
 // ---------------------------------------------------------------- clusters
@@ -842,10 +718,7 @@ fn clusters(list: &[cl::Cluster], errors: &mut Errors) -> BTreeMap<String, Arc<m
         } else if let Some(first) = names.insert(&c.name, i) {
             errors.add(
                 join(&path, "name"),
-                format!(
-                    "duplicate cluster name {:?} (also static_resources.clusters[{first}])",
-                    c.name
-                ),
+                format!("duplicate cluster name {:?} (also static_resources.clusters[{first}])", c.name),
             );
             continue;
         }
@@ -892,15 +765,9 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
     };
 
     let lb_settings = lb::cluster_lb(c, path, errors);
-    let assignment_policy =
-        lb::load_assignment_policy(c.load_assignment.as_ref(), &p("load_assignment"), errors);
+    let assignment_policy = lb::load_assignment_policy(c.load_assignment.as_ref(), &p("load_assignment"), errors);
 
-    let connect_timeout = positive(
-        c.connect_timeout.as_ref(),
-        Duration::from_secs(5),
-        &p("connect_timeout"),
-        errors,
-    );
+    let connect_timeout = positive(c.connect_timeout.as_ref(), Duration::from_secs(5), &p("connect_timeout"), errors);
     let dns_refresh_rate = match &c.dns_refresh_rate {
         None => Duration::from_secs(5),
         Some(d) => match duration(d, &p("dns_refresh_rate"), errors) {
@@ -916,10 +783,7 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
 
     let endpoints = match (&c.load_assignment, discovery) {
         (Some(_), Some(model::DiscoveryType::Aggregate)) => {
-            errors.add(
-                p("load_assignment"),
-                "an aggregate cluster has no endpoints of its own (its members do)",
-            );
+            errors.add(p("load_assignment"), "an aggregate cluster has no endpoints of its own (its members do)");
             None
         }
         (Some(la), Some(discovery)) => endpoints(la, &p("load_assignment"), discovery, errors),
@@ -927,8 +791,8 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
         (Some(_), None) => None,
     };
 
-    let (upstream_idle_timeout, mut max_requests) =
-        protocol_options(c, &p("typed_extension_protocol_options"), errors).unwrap_or_else(|| {
+    let (upstream_idle_timeout, mut max_requests) = protocol_options(c, &p("typed_extension_protocol_options"), errors)
+        .unwrap_or_else(|| {
             ok = false;
             (HOUR, None)
         });
@@ -958,9 +822,7 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
         upstream_idle_timeout,
         max_requests_per_connection: max_requests,
         max_idle_per_endpoint: MAX_IDLE_PER_ENDPOINT,
-        per_connection_buffer_limit_bytes: c
-            .per_connection_buffer_limit_bytes
-            .map_or(MIB, |v| v.value),
+        per_connection_buffer_limit_bytes: c.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value),
         enable_trailers: upstream_trailers(c),
         overprovisioning_factor,
         weighted_priority_health,
@@ -990,15 +852,8 @@ fn upstream_trailers(c: &cl::Cluster) -> bool {
 
 /// `typed_extension_protocol_options[HttpProtocolOptions]` → (upstream idle
 /// timeout, max requests per connection); `None` after reporting.
-fn protocol_options(
-    c: &cl::Cluster,
-    path: &str,
-    errors: &mut Errors,
-) -> Option<(Duration, Option<u32>)> {
-    let Some(any) = c
-        .typed_extension_protocol_options
-        .get(UPSTREAM_HTTP_OPTIONS)
-    else {
+fn protocol_options(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<(Duration, Option<u32>)> {
+    let Some(any) = c.typed_extension_protocol_options.get(UPSTREAM_HTTP_OPTIONS) else {
         return Some((HOUR, None));
     };
     if packed_type(any) != UPSTREAM_HTTP_OPTIONS {
@@ -1022,10 +877,7 @@ fn protocol_options(
                 // The model has no "never" for pooled connections, and an
                 // idle connection kept forever is a leak: say so instead.
                 Some(v) if v.is_zero() => {
-                    errors.add(
-                        ipath,
-                        "0s (never time out) is not supported for upstream connections; set a duration",
-                    );
+                    errors.add(ipath, "0s (never time out) is not supported for upstream connections; set a duration");
                     return None;
                 }
                 Some(v) => v,
@@ -1033,10 +885,7 @@ fn protocol_options(
             }
         }
     };
-    let max_requests = common
-        .max_requests_per_connection
-        .map(|v| v.value)
-        .filter(|n| *n != 0);
+    let max_requests = common.max_requests_per_connection.map(|v| v.value).filter(|n| *n != 0);
     Some((idle, max_requests))
 }
 
@@ -1074,8 +923,7 @@ fn endpoints(
                 }
             };
             let apath = join(&join(&epath, "endpoint"), "address");
-            let Some((host, port)) = socket_address(endpoint.address.as_ref(), &apath, errors)
-            else {
+            let Some((host, port)) = socket_address(endpoint.address.as_ref(), &apath, errors) else {
                 ok = false;
                 continue;
             };
@@ -1101,21 +949,14 @@ fn endpoints(
                 }
                 (Host::Name(name), model::DiscoveryType::StrictDns) => {
                     if !valid_hostname(&name) {
-                        errors.add(
-                            host_path,
-                            format!("{name:?} is neither an IP address nor a valid host name"),
-                        );
+                        errors.add(host_path, format!("{name:?} is neither an IP address nor a valid host name"));
                         ok = false;
                         continue;
                     }
                     model::EndpointAddress::Dns { host: name, port }
                 }
             };
-            out.push(model::Endpoint {
-                address,
-                weight,
-                priority: locality.priority,
-            });
+            out.push(model::Endpoint { address, weight, priority: locality.priority });
         }
     }
     ok.then_some(out)

@@ -89,17 +89,10 @@ impl BodyDecoder {
         let state = match kind {
             BodyKind::Empty | BodyKind::Length(0) => State::Finished,
             BodyKind::Length(n) => State::Length(n),
-            BodyKind::Chunked => State::Size {
-                value: 0,
-                digits: 0,
-            },
+            BodyKind::Chunked => State::Size { value: 0, digits: 0 },
             BodyKind::CloseDelimited => State::Close,
         };
-        BodyDecoder {
-            state,
-            max_trailer_bytes: limits.max_head_bytes,
-            trailer_scan: 0,
-        }
+        BodyDecoder { state, max_trailer_bytes: limits.max_head_bytes, trailer_scan: 0 }
     }
 
     /// True once every byte of the body has been consumed (a further
@@ -131,11 +124,7 @@ impl BodyDecoder {
                         return Ok((0, Decoded::NeedMore));
                     }
                     let n = left.min(input.len() as u64) as usize;
-                    self.state = if left == n as u64 {
-                        State::Finished
-                    } else {
-                        State::Length(left - n as u64)
-                    };
+                    self.state = if left == n as u64 { State::Finished } else { State::Length(left - n as u64) };
                     return Ok((n, Decoded::Data(&input[..n])));
                 }
                 State::Close => {
@@ -149,11 +138,7 @@ impl BodyDecoder {
                         return Ok((i, Decoded::NeedMore));
                     }
                     let n = left.min((input.len() - i) as u64) as usize;
-                    self.state = if left == n as u64 {
-                        State::DataCr
-                    } else {
-                        State::Data(left - n as u64)
-                    };
+                    self.state = if left == n as u64 { State::DataCr } else { State::Data(left - n as u64) };
                     return Ok((i + n, Decoded::Data(&input[i..i + n])));
                 }
                 State::Trailers => return self.trailers(input, i),
@@ -181,10 +166,7 @@ impl BodyDecoder {
                         return Err(H1Error::BadChunk("chunk size too long"));
                     }
                     let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                    State::Size {
-                        value: value << 4 | d,
-                        digits: digits + 1,
-                    }
+                    State::Size { value: value << 4 | d, digits: digits + 1 }
                 }
                 _ if digits == 0 => return Err(H1Error::BadChunk("invalid chunk size")),
                 b'\r' => State::SizeLf { value },
@@ -201,15 +183,10 @@ impl BodyDecoder {
             },
             State::Ext { value, len } => match b {
                 b'\r' => State::SizeLf { value },
-                _ if len >= MAX_CHUNK_EXT_BYTES => {
-                    return Err(H1Error::BadChunk("chunk extension too long"))
-                }
+                _ if len >= MAX_CHUNK_EXT_BYTES => return Err(H1Error::BadChunk("chunk extension too long")),
                 // Names, values and quoted-strings are all made of these;
                 // the content itself is ignored.
-                b'\t' | 0x20..=0x7e | 0x80..=0xff => State::Ext {
-                    value,
-                    len: len + 1,
-                },
+                b'\t' | 0x20..=0x7e | 0x80..=0xff => State::Ext { value, len: len + 1 },
                 _ => return Err(H1Error::BadChunk("invalid byte in chunk extension")),
             },
             State::SizeLf { value } => match b {
@@ -222,10 +199,7 @@ impl BodyDecoder {
                 _ => return Err(H1Error::BadChunk("missing CRLF after chunk data")),
             },
             State::DataLf => match b {
-                b'\n' => State::Size {
-                    value: 0,
-                    digits: 0,
-                },
+                b'\n' => State::Size { value: 0, digits: 0 },
                 _ => return Err(H1Error::BadChunk("missing CRLF after chunk data")),
             },
             s => unreachable!("framing_byte in state {s:?}"),
@@ -234,11 +208,7 @@ impl BodyDecoder {
 
     /// `trailer-section CRLF` (RFC 9112 §7.1.2), validated like header
     /// fields (RFC 9112 §5) and bounded like a head.
-    fn trailers<'a>(
-        &mut self,
-        input: &'a [u8],
-        at: usize,
-    ) -> Result<(usize, Decoded<'a>), H1Error> {
+    fn trailers<'a>(&mut self, input: &'a [u8], at: usize) -> Result<(usize, Decoded<'a>), H1Error> {
         let sec = &input[at..];
         let mut p = self.trailer_scan;
         if p > sec.len() {
@@ -259,12 +229,7 @@ impl BodyDecoder {
             if line.is_empty() {
                 self.state = State::Done;
                 self.trailer_scan = 0;
-                return Ok((
-                    at + next,
-                    Decoded::End {
-                        trailers: &sec[..p],
-                    },
-                ));
+                return Ok((at + next, Decoded::End { trailers: &sec[..p] }));
             }
             if next > self.max_trailer_bytes {
                 return Err(H1Error::TrailersTooLarge);

@@ -33,11 +33,7 @@ pub fn encode_request_head(method: &str, target: &[u8], headers: &Headers, out: 
 /// `reason` becomes the canonical phrase; for a code without one the phrase
 /// stays empty, which the grammar allows (RFC 9112 §4).
 pub fn encode_response_head(status: u16, reason: &str, headers: &Headers, out: &mut Vec<u8>) {
-    let reason = if reason.is_empty() {
-        canonical_reason(status)
-    } else {
-        reason
-    };
+    let reason = if reason.is_empty() { canonical_reason(status) } else { reason };
     out.reserve(reason.len() + 15 + headers.byte_len() + 4 * headers.len() + 2);
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut digits = [0u8; 20];

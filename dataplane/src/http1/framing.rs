@@ -83,11 +83,7 @@ struct Codings {
 }
 
 fn read_codings(headers: &Headers) -> Codings {
-    let mut c = Codings {
-        chunked_last: false,
-        chunked_twice: false,
-        other: false,
-    };
+    let mut c = Codings { chunked_last: false, chunked_twice: false, other: false };
     let mut seen_chunked = false;
     for v in headers.get_all("transfer-encoding") {
         for e in list_elements(v) {
@@ -159,15 +155,8 @@ fn content_length(h: &Headers) -> Result<Option<u64>, H1Error> {
 
 /// RFC 9112 §6.3 for a response to a request that was (or was not) HEAD.
 /// See [`response_body_kind_for`] for the CONNECT case.
-pub fn response_body_kind(
-    request_method_is_head: bool,
-    head: &ResponseHead,
-) -> Result<BodyKind, H1Error> {
-    let method = if request_method_is_head {
-        Method::Head
-    } else {
-        Method::Get
-    };
+pub fn response_body_kind(request_method_is_head: bool, head: &ResponseHead) -> Result<BodyKind, H1Error> {
+    let method = if request_method_is_head { Method::Head } else { Method::Get };
     response_body_kind_for(method, head)
 }
 
@@ -186,10 +175,7 @@ pub fn response_body_kind(
 /// 5. otherwise the body runs until the server closes.
 ///
 /// Errors are [`H1Error::BadUpstreamResponse`].
-pub fn response_body_kind_for(
-    request_method: Method,
-    head: &ResponseHead,
-) -> Result<BodyKind, H1Error> {
+pub fn response_body_kind_for(request_method: Method, head: &ResponseHead) -> Result<BodyKind, H1Error> {
     let s = head.status;
     if request_method == Method::Head || (100..200).contains(&s) || s == 204 || s == 304 {
         return Ok(BodyKind::Empty);
@@ -200,15 +186,11 @@ pub fn response_body_kind_for(
     let h = &head.headers;
     if h.contains("transfer-encoding") {
         if head.version == Version::Http10 {
-            return Err(H1Error::BadUpstreamResponse(
-                "Transfer-Encoding in an HTTP/1.0 response",
-            ));
+            return Err(H1Error::BadUpstreamResponse("Transfer-Encoding in an HTTP/1.0 response"));
         }
         let c = read_codings(h);
         if !c.chunked_last || c.chunked_twice || c.other {
-            return Err(H1Error::BadUpstreamResponse(
-                "unsupported Transfer-Encoding in response",
-            ));
+            return Err(H1Error::BadUpstreamResponse("unsupported Transfer-Encoding in response"));
         }
         return Ok(BodyKind::Chunked);
     }
@@ -268,14 +250,7 @@ pub fn strip_hop_by_hop(headers: &mut Headers) -> ConnectionDirectives {
         }
     }
     headers.remove_listed("connection", protected);
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for name in ["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"] {
         headers.remove(name);
     }
     d

@@ -72,26 +72,17 @@ impl Headers {
 
     /// Value of the first field called `name` (ASCII case-insensitive).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.fields
-            .iter()
-            .find(|f| self.name_of(f).eq_ignore_ascii_case(name))
-            .map(|f| self.value_of(f))
+        self.fields.iter().find(|f| self.name_of(f).eq_ignore_ascii_case(name)).map(|f| self.value_of(f))
     }
 
     /// Values of every field called `name`, in received order.
     pub fn get_all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
-        self.fields
-            .iter()
-            .filter(move |f| self.name_of(f).eq_ignore_ascii_case(name))
-            .map(move |f| self.value_of(f))
+        self.fields.iter().filter(move |f| self.name_of(f).eq_ignore_ascii_case(name)).map(move |f| self.value_of(f))
     }
 
     /// Number of fields called `name`.
     pub fn count(&self, name: &str) -> usize {
-        self.fields
-            .iter()
-            .filter(|f| self.name_of(f).eq_ignore_ascii_case(name))
-            .count()
+        self.fields.iter().filter(|f| self.name_of(f).eq_ignore_ascii_case(name)).count()
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -120,9 +111,7 @@ impl Headers {
     pub fn remove(&mut self, name: &str) -> usize {
         let before = self.fields.len();
         let names = &self.names;
-        self.fields.retain(|f| {
-            !names[f.name_start as usize..f.name_end as usize].eq_ignore_ascii_case(name)
-        });
+        self.fields.retain(|f| !names[f.name_start as usize..f.name_end as usize].eq_ignore_ascii_case(name));
         before - self.fields.len()
     }
 
@@ -135,9 +124,7 @@ impl Headers {
 
     /// `(name, value)` pairs in order; names are lower-case.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.fields
-            .iter()
-            .map(move |f| (self.name_of(f), self.value_of(f)))
+        self.fields.iter().map(move |f| (self.name_of(f), self.value_of(f)))
     }
 
     /// Keeps only the fields for which `keep(name, value)` is true.
@@ -159,12 +146,7 @@ impl Headers {
     /// stable while other entries are dropped around them.
     pub(crate) fn remove_listed(&mut self, list_field: &str, protect: impl Fn(&str) -> bool) {
         let mut k = 0;
-        while let Some(&lf) = self
-            .fields
-            .iter()
-            .filter(|f| self.name_of(f).eq_ignore_ascii_case(list_field))
-            .nth(k)
-        {
+        while let Some(&lf) = self.fields.iter().filter(|f| self.name_of(f).eq_ignore_ascii_case(list_field)).nth(k) {
             k += 1;
             let names = &self.names;
             let fields = &mut self.fields;
@@ -183,20 +165,13 @@ impl Headers {
 
     #[cfg(test)]
     pub(crate) fn capacities(&self) -> (usize, usize, usize) {
-        (
-            self.names.capacity(),
-            self.values.capacity(),
-            self.fields.capacity(),
-        )
+        (self.names.capacity(), self.values.capacity(), self.fields.capacity())
     }
 
     /// Total bytes of names and values (what `max_request_headers_kb`-style
     /// accounting counts), ignoring removed fields.
     pub fn byte_len(&self) -> usize {
-        self.fields
-            .iter()
-            .map(|f| (f.name_end - f.name_start + f.value_end - f.value_start) as usize)
-            .sum()
+        self.fields.iter().map(|f| (f.name_end - f.name_start + f.value_end - f.value_start) as usize).sum()
     }
 }
 
@@ -238,10 +213,7 @@ pub fn is_valid_value(value: &[u8]) -> bool {
 /// Elements of a comma-separated list field (RFC 9110 §5.6.1), OWS-trimmed,
 /// with empty elements skipped as the RFC asks recipients to do.
 pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|e| !e.is_empty())
+    value.split(|&b| b == b',').map(trim_ows).filter(|e| !e.is_empty())
 }
 
 /// Strips optional whitespace (SP / HTAB, RFC 9110 §5.6.3) from both ends.

@@ -58,18 +58,12 @@ mod tests;
 use std::fmt;
 
 pub use body::{BodyDecoder, Decoded};
-pub use encode::{
-    canonical_reason, encode_chunk_header, encode_last_chunk, encode_request_head,
-    encode_response_head,
-};
+pub use encode::{canonical_reason, encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head};
 pub use framing::{
-    request_body_kind, response_body_kind, response_body_kind_for, strip_hop_by_hop,
-    ConnectionDirectives,
+    request_body_kind, response_body_kind, response_body_kind_for, strip_hop_by_hop, ConnectionDirectives,
 };
 pub use headers::{is_valid_name, is_valid_value, Headers};
-pub use parse::{
-    parse_request_head, parse_response_head, Method, RequestHead, ResponseHead, TargetForm,
-};
+pub use parse::{parse_request_head, parse_response_head, Method, RequestHead, ResponseHead, TargetForm};
 
 /// Size limits for one listener's heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,11 +82,7 @@ impl Default for Limits {
     /// 8 KiB request line, 60 KiB head, 100 fields (Envoy's defaults for
     /// the last two).
     fn default() -> Self {
-        Limits {
-            max_request_line: 8192,
-            max_head_bytes: 60 * 1024,
-            max_headers: 100,
-        }
+        Limits { max_request_line: 8192, max_head_bytes: 60 * 1024, max_headers: 100 }
     }
 }
 

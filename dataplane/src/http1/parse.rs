@@ -126,12 +126,7 @@ struct Bounds {
 /// error and the method is checked early.  Responses tolerate a bare LF line
 /// ending (RFC 9112 §2.2 MAY): the head is re-encoded with CRLF before it goes
 /// anywhere, so the leniency cannot leak to another parser.
-fn scan_head(
-    buf: &[u8],
-    limits: &Limits,
-    st: &mut Scan,
-    request: bool,
-) -> Result<Option<Bounds>, H1Error> {
+fn scan_head(buf: &[u8], limits: &Limits, st: &mut Scan, request: bool) -> Result<Option<Bounds>, H1Error> {
     if st.pos > buf.len() || st.line_start > st.pos {
         // Not the buffer we were scanning before: start over.
         *st = Scan::default();
@@ -167,9 +162,7 @@ fn scan_head(
             if line.is_empty() {
                 st.empty_lines += 1;
                 if st.empty_lines > MAX_LEADING_EMPTY_LINES {
-                    return Err(H1Error::BadRequestLine(
-                        "too many empty lines before the start line",
-                    ));
+                    return Err(H1Error::BadRequestLine("too many empty lines before the start line"));
                 }
             } else {
                 if line.len() > limits.max_request_line {
@@ -189,12 +182,7 @@ fn scan_head(
                 return Err(H1Error::HeadTooLarge);
             }
             if line.is_empty() {
-                let b = Bounds {
-                    start: st.start,
-                    start_line_end: st.start_line_end,
-                    end: next,
-                    fields: st.fields,
-                };
+                let b = Bounds { start: st.start, start_line_end: st.start_line_end, end: next, fields: st.fields };
                 return Ok(Some(b));
             }
             check_field_line(line)?;
@@ -341,11 +329,7 @@ impl RequestHead {
     pub fn clear(&mut self) {
         let headers = std::mem::take(&mut self.headers);
         let line = std::mem::take(&mut self.line);
-        *self = RequestHead {
-            headers,
-            line,
-            ..RequestHead::default()
-        };
+        *self = RequestHead { headers, line, ..RequestHead::default() };
         self.headers.clear();
         self.line.clear();
     }
@@ -424,11 +408,7 @@ impl RequestHead {
 /// returned without waiting).  `Ok(Some(n))`: `head` is filled and the first
 /// `n` bytes of `buf` (leading empty lines included) were the head.  After an
 /// error the connection must be closed (RFC 9112 §11.2: framing is lost).
-pub fn parse_request_head(
-    buf: &[u8],
-    limits: &Limits,
-    head: &mut RequestHead,
-) -> Result<Option<usize>, H1Error> {
+pub fn parse_request_head(buf: &[u8], limits: &Limits, head: &mut RequestHead) -> Result<Option<usize>, H1Error> {
     let mut scan = head.scan;
     let bounds = match scan_head(buf, limits, &mut scan, true) {
         Ok(Some(b)) => b,
@@ -454,11 +434,8 @@ fn fill_request(buf: &[u8], b: Bounds, head: &mut RequestHead) -> Result<(), H1E
     // Tokenize the whole head (it re-reads the request line, which is cheap).
     with_header_slots!(b.fields, |slots| {
         let mut req = httparse::Request::new(&mut []);
-        match httparse::ParserConfig::default().parse_request_with_uninit_headers(
-            &mut req,
-            &buf[b.start..b.end],
-            slots,
-        ) {
+        match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, &buf[b.start..b.end], slots)
+        {
             Ok(httparse::Status::Complete(n)) if n == b.end - b.start => {}
             Ok(_) => return Err(H1Error::BadRequestLine("malformed head")),
             Err(e) => return Err(map_httparse(e)),
@@ -470,11 +447,9 @@ fn fill_request(buf: &[u8], b: Bounds, head: &mut RequestHead) -> Result<(), H1E
 
     // method and target are tchar / visible ASCII (checked above), so the
     // arena stays valid UTF-8 without a re-check.
-    head.line
-        .push_str(std::str::from_utf8(method).unwrap_or_default());
+    head.line.push_str(std::str::from_utf8(method).unwrap_or_default());
     head.method_end = head.line.len() as u32;
-    head.line
-        .push_str(std::str::from_utf8(target).unwrap_or_default());
+    head.line.push_str(std::str::from_utf8(target).unwrap_or_default());
     head.target_end = head.line.len() as u32;
     classify_target(head)?;
 
@@ -585,10 +560,7 @@ fn classify_target(head: &mut RequestHead) -> Result<(), H1Error> {
     };
     if is_connect {
         // RFC 9112 §3.2.3: CONNECT uses authority-form and only it.
-        if target[0] == b'/'
-            || target.contains(&b'@')
-            || !target.iter().all(|&c| is_authority_char(c))
-        {
+        if target[0] == b'/' || target.contains(&b'@') || !target.iter().all(|&c| is_authority_char(c)) {
             return Err(H1Error::BadTarget("CONNECT needs an authority-form target"));
         }
         head.form = TargetForm::Authority;
@@ -605,9 +577,7 @@ fn classify_target(head: &mut RequestHead) -> Result<(), H1Error> {
     if target == b"*" {
         // RFC 9112 §3.2.4: asterisk-form is only for server-wide OPTIONS.
         if head.method != Method::Options {
-            return Err(H1Error::BadTarget(
-                "asterisk-form is only valid for OPTIONS",
-            ));
+            return Err(H1Error::BadTarget("asterisk-form is only valid for OPTIONS"));
         }
         head.form = TargetForm::Asterisk;
         set_pq(head, t0, t1);
@@ -615,32 +585,23 @@ fn classify_target(head: &mut RequestHead) -> Result<(), H1Error> {
     }
     // absolute-form (RFC 9112 §3.2.2): scheme "://" authority path-abempty [ "?" query ]
     let Some(colon) = memchr::memchr(b':', target) else {
-        return Err(H1Error::BadTarget(
-            "request-target is not origin, absolute or asterisk form",
-        ));
+        return Err(H1Error::BadTarget("request-target is not origin, absolute or asterisk form"));
     };
     let scheme = &target[..colon];
     let scheme_ok = scheme.first().is_some_and(|c| c.is_ascii_alphabetic())
-        && scheme
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+        && scheme.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
     if !scheme_ok || !target[colon + 1..].starts_with(b"//") {
         return Err(H1Error::BadTarget("malformed absolute-form target"));
     }
     let a0 = colon + 3;
-    let a_len = target[a0..]
-        .iter()
-        .position(|&c| c == b'/' || c == b'?')
-        .unwrap_or(target.len() - a0);
+    let a_len = target[a0..].iter().position(|&c| c == b'/' || c == b'?').unwrap_or(target.len() - a0);
     let authority = &target[a0..a0 + a_len];
     if authority.is_empty() {
         return Err(H1Error::BadTarget("absolute-form target without a host"));
     }
     // RFC 9110 §4.2.4: userinfo in an http(s) URI is to be treated as an error.
     if authority.contains(&b'@') || !authority.iter().all(|&c| is_authority_char(c)) {
-        return Err(H1Error::BadTarget(
-            "invalid authority in absolute-form target",
-        ));
+        return Err(H1Error::BadTarget("invalid authority in absolute-form target"));
     }
     head.form = TargetForm::Absolute;
     head.auth_start = (t0 + a0) as u32;
@@ -724,11 +685,7 @@ impl ResponseHead {
 /// proxy must not forward such a CL).  meshgate chooses repair over 502 here
 /// because the response is re-framed before it is forwarded, so no
 /// downstream parser ever sees the conflicting pair.
-pub fn parse_response_head(
-    buf: &[u8],
-    limits: &Limits,
-    head: &mut ResponseHead,
-) -> Result<Option<usize>, H1Error> {
+pub fn parse_response_head(buf: &[u8], limits: &Limits, head: &mut ResponseHead) -> Result<Option<usize>, H1Error> {
     let mut scan = head.scan;
     let bounds = match scan_head(buf, limits, &mut scan, false) {
         Ok(Some(b)) => b,
@@ -768,11 +725,7 @@ fn fill_response(buf: &[u8], b: Bounds, head: &mut ResponseHead) -> Result<(), H
             Ok(_) => return Err(H1Error::BadUpstreamResponse("malformed head")),
             Err(e) => return Err(map_httparse(e)),
         }
-        head.version = if res.version == Some(0) {
-            Version::Http10
-        } else {
-            Version::Http11
-        };
+        head.version = if res.version == Some(0) { Version::Http10 } else { Version::Http11 };
         head.status = res.code.unwrap_or(0);
         head.reason.push_str(res.reason.unwrap_or(""));
         for h in res.headers.iter() {
@@ -781,9 +734,7 @@ fn fill_response(buf: &[u8], b: Bounds, head: &mut ResponseHead) -> Result<(), H
     });
     // RFC 9110 §15: status codes outside 100..=599 are invalid.
     if !(100..=599).contains(&head.status) {
-        return Err(H1Error::BadUpstreamResponse(
-            "status code outside 100..=599",
-        ));
+        return Err(H1Error::BadUpstreamResponse("status code outside 100..=599"));
     }
     framing::normalize_content_length(&mut head.headers)?;
     if head.headers.contains("transfer-encoding") {

@@ -113,10 +113,7 @@ fn versions() {
     assert_eq!(req_status(b"GET / HTTP/3.0\r\n\r\n"), 505);
     // HTTP/0.9 simple request.
     assert_eq!(req_status(b"GET /\r\n\r\n"), 505);
-    assert_eq!(
-        parse_req(b"GET /index.html\r\n"),
-        Err(H1Error::UnsupportedVersion)
-    );
+    assert_eq!(parse_req(b"GET /index.html\r\n"), Err(H1Error::UnsupportedVersion));
     assert_eq!(req_status(b"GET / http/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_eq!(req_status(b"GET / HTTP/1.1x\r\nHost: a\r\n\r\n"), 400);
     assert_eq!(req_status(b"GET / HTTP/11\r\nHost: a\r\n\r\n"), 400);
@@ -140,16 +137,9 @@ fn request_line_syntax() {
 #[test]
 fn garbage_is_refused_before_a_line_ends() {
     // A TLS ClientHello on a plain port.
-    assert!(matches!(
-        parse_req(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
-        Err(H1Error::BadRequestLine(_))
-    ));
+    assert!(matches!(parse_req(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), Err(H1Error::BadRequestLine(_))));
     assert_eq!(parse_req(b"GE"), Ok(None));
-    assert_eq!(
-        parse_req(b"GET /\x01"),
-        Ok(None),
-        "the target is judged once complete"
-    );
+    assert_eq!(parse_req(b"GET /\x01"), Ok(None), "the target is judged once complete");
 }
 
 #[test]
@@ -218,32 +208,17 @@ fn request_line_limit_414() {
     assert_eq!(req_status(line.as_bytes()), 414);
     // Detected before the CRLF arrives.
     let partial = format!("GET {long_target}");
-    assert_eq!(
-        parse_req(partial.as_bytes()),
-        Err(H1Error::RequestLineTooLong)
-    );
+    assert_eq!(parse_req(partial.as_bytes()), Err(H1Error::RequestLineTooLong));
     // Exactly at the limit is fine.
-    let l = Limits {
-        max_request_line: 16,
-        ..limits()
-    };
+    let l = Limits { max_request_line: 16, ..limits() };
     let mut head = RequestHead::new();
     let at = b"GET /23 HTTP/1.1\r\nHost: a\r\n\r\n"; // line is 16 bytes
     assert!(parse_request_head(at, &l, &mut head).unwrap().is_some());
     let over = b"GET /234 HTTP/1.1\r\nHost: a\r\n\r\n";
-    assert_eq!(
-        parse_request_head(over, &l, &mut head),
-        Err(H1Error::RequestLineTooLong)
-    );
+    assert_eq!(parse_request_head(over, &l, &mut head), Err(H1Error::RequestLineTooLong));
     // A CR that is the last byte received does not count against the limit.
-    assert_eq!(
-        parse_request_head(b"GET /23 HTTP/1.1\r", &l, &mut RequestHead::new()),
-        Ok(None)
-    );
-    assert_eq!(
-        parse_request_head(b"GET /23 HTTP/1.1X", &l, &mut RequestHead::new()),
-        Err(H1Error::RequestLineTooLong)
-    );
+    assert_eq!(parse_request_head(b"GET /23 HTTP/1.1\r", &l, &mut RequestHead::new()), Ok(None));
+    assert_eq!(parse_request_head(b"GET /23 HTTP/1.1X", &l, &mut RequestHead::new()), Err(H1Error::RequestLineTooLong));
 }
 
 #[test]
@@ -252,10 +227,7 @@ fn head_limits_431() {
     assert_eq!(parse_req(&get(&big)), Err(H1Error::HeadTooLarge));
     assert_eq!(req_status(&get(&big)), 431);
     // Before the head is complete.
-    let partial = format!(
-        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}",
-        "b".repeat(61 * 1024)
-    );
+    let partial = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}", "b".repeat(61 * 1024));
     assert_eq!(parse_req(partial.as_bytes()), Err(H1Error::HeadTooLarge));
 
     let many: String = (0..100).map(|i| format!("X-{i}: v\r\n")).collect();
@@ -267,29 +239,15 @@ fn head_limits_431() {
 
     // Exact head-size boundary: the head counts start line to final CRLF.
     let buf = get("");
-    let l = Limits {
-        max_head_bytes: buf.len(),
-        ..limits()
-    };
-    assert!(parse_request_head(&buf, &l, &mut RequestHead::new())
-        .unwrap()
-        .is_some());
-    let l = Limits {
-        max_head_bytes: buf.len() - 1,
-        ..limits()
-    };
-    assert_eq!(
-        parse_request_head(&buf, &l, &mut RequestHead::new()),
-        Err(H1Error::HeadTooLarge)
-    );
+    let l = Limits { max_head_bytes: buf.len(), ..limits() };
+    assert!(parse_request_head(&buf, &l, &mut RequestHead::new()).unwrap().is_some());
+    let l = Limits { max_head_bytes: buf.len() - 1, ..limits() };
+    assert_eq!(parse_request_head(&buf, &l, &mut RequestHead::new()), Err(H1Error::HeadTooLarge));
 }
 
 #[test]
 fn many_headers_beyond_the_stack_array() {
-    let l = Limits {
-        max_headers: 1000,
-        ..limits()
-    };
+    let l = Limits { max_headers: 1000, ..limits() };
     let many: String = (0..300).map(|i| format!("X-{i}: v{i}\r\n")).collect();
     let buf = get(&many);
     let mut head = RequestHead::new();
@@ -302,9 +260,7 @@ fn many_headers_beyond_the_stack_array() {
 
 #[test]
 fn field_values_are_trimmed_and_may_be_empty() {
-    let h = ok_req(&get(
-        "X-A:  a b \t\r\nX-Empty:\r\nX-Obs: café\r\nX-Tab:\tv\r\n",
-    ));
+    let h = ok_req(&get("X-A:  a b \t\r\nX-Empty:\r\nX-Obs: café\r\nX-Tab:\tv\r\n"));
     assert_eq!(h.headers.get("x-a"), Some(&b"a b"[..]));
     assert_eq!(h.headers.get("x-empty"), Some(&b""[..]));
     assert_eq!(h.headers.get("x-obs"), Some(&b"caf\xc3\xa9"[..]));
@@ -328,105 +284,49 @@ fn obs_fold_400() {
 #[test]
 fn bare_cr_400() {
     assert_eq!(parse_req(&get("X: a\rb\r\n")), Err(H1Error::BareCr));
-    assert_eq!(
-        parse_req(b"GET /\r HTTP/1.1\r\nHost: a\r\n\r\n"),
-        Err(H1Error::BareCr)
-    );
-    assert_eq!(
-        parse_req(b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n"),
-        Err(H1Error::BareCr)
-    );
+    assert_eq!(parse_req(b"GET /\r HTTP/1.1\r\nHost: a\r\n\r\n"), Err(H1Error::BareCr));
+    assert_eq!(parse_req(b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n"), Err(H1Error::BareCr));
     // A CR at the very end waits for the next byte.
     assert_eq!(parse_req(b"GET / HTTP/1.1\r\nHost: a\r"), Ok(None));
-    assert_eq!(
-        parse_req(b"GET / HTTP/1.1\r\nHost: a\rx"),
-        Err(H1Error::BareCr)
-    );
+    assert_eq!(parse_req(b"GET / HTTP/1.1\r\nHost: a\rx"), Err(H1Error::BareCr));
 }
 
 #[test]
 fn bare_lf_400_in_requests() {
-    assert_eq!(
-        parse_req(b"GET / HTTP/1.1\nHost: a\n\n"),
-        Err(H1Error::BareLf)
-    );
-    assert_eq!(
-        parse_req(b"GET / HTTP/1.1\r\nHost: a\n\r\n"),
-        Err(H1Error::BareLf)
-    );
-    assert_eq!(
-        parse_req(b"GET / HTTP/1.1\r\nHost: a\r\n\n"),
-        Err(H1Error::BareLf)
-    );
+    assert_eq!(parse_req(b"GET / HTTP/1.1\nHost: a\n\n"), Err(H1Error::BareLf));
+    assert_eq!(parse_req(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), Err(H1Error::BareLf));
+    assert_eq!(parse_req(b"GET / HTTP/1.1\r\nHost: a\r\n\n"), Err(H1Error::BareLf));
     assert_eq!(req_status(b"GET / HTTP/1.1\nHost: a\n\n"), 400);
 }
 
 #[test]
 fn space_before_colon_400() {
-    assert_eq!(
-        parse_req(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"),
-        Err(H1Error::SpaceBeforeColon)
-    );
-    assert_eq!(
-        parse_req(&get("Content-Length\t: 0\r\n")),
-        Err(H1Error::SpaceBeforeColon)
-    );
+    assert_eq!(parse_req(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), Err(H1Error::SpaceBeforeColon));
+    assert_eq!(parse_req(&get("Content-Length\t: 0\r\n")), Err(H1Error::SpaceBeforeColon));
     assert_eq!(req_status(&get("X :a\r\n")), 400);
 }
 
 #[test]
 fn field_name_and_value_chars_400() {
-    for bad in [
-        "X(y): a\r\n",
-        "X y: a\r\n",
-        ": a\r\n",
-        "NoColon\r\n",
-        "X\"q: a\r\n",
-        "Ünicode: a\r\n",
-    ] {
+    for bad in ["X(y): a\r\n", "X y: a\r\n", ": a\r\n", "NoColon\r\n", "X\"q: a\r\n", "Ünicode: a\r\n"] {
         assert_eq!(req_status(&get(bad)), 400, "{bad:?}");
     }
-    for bad in [
-        "X: a\x01b\r\n",
-        "X: a\x00\r\n",
-        "X: a\x7fb\r\n",
-        "X: \x1b[31m\r\n",
-    ] {
-        assert_eq!(
-            parse_req(&get(bad)),
-            Err(H1Error::BadHeaderValue),
-            "{bad:?}"
-        );
+    for bad in ["X: a\x01b\r\n", "X: a\x00\r\n", "X: a\x7fb\r\n", "X: \x1b[31m\r\n"] {
+        assert_eq!(parse_req(&get(bad)), Err(H1Error::BadHeaderValue), "{bad:?}");
     }
 }
 
 #[test]
 fn host_rules() {
-    assert_eq!(
-        parse_req(b"GET / HTTP/1.1\r\nX: a\r\n\r\n"),
-        Err(H1Error::MissingHost)
-    );
+    assert_eq!(parse_req(b"GET / HTTP/1.1\r\nX: a\r\n\r\n"), Err(H1Error::MissingHost));
     assert_eq!(req_status(b"GET / HTTP/1.1\r\n\r\n"), 400);
-    assert_eq!(
-        parse_req(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
-        Err(H1Error::MultipleHost)
-    );
-    assert_eq!(
-        parse_req(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"),
-        Err(H1Error::MultipleHost)
-    );
+    assert_eq!(parse_req(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"), Err(H1Error::MultipleHost));
+    assert_eq!(parse_req(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"), Err(H1Error::MultipleHost));
     for bad in ["a b", "a/b", "a@b", "a?b", "a\\b"] {
         let buf = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
         assert_eq!(parse_req(buf.as_bytes()), Err(H1Error::BadHost), "{bad}");
     }
-    for good in [
-        "",
-        "a.com",
-        "a.com:80",
-        "[::1]:8080",
-        "xn--bcher-kva.example",
-        "A_b-c~",
-    ] {
+    for good in ["", "a.com", "a.com:80", "[::1]:8080", "xn--bcher-kva.example", "A_b-c~"] {
         let buf = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
         let h = ok_req(buf.as_bytes());
         assert_eq!(h.host(), Some(good.as_bytes()));
@@ -456,14 +356,8 @@ fn content_length_rules() {
         assert_eq!(h.headers.count("content-length"), 1);
         assert_eq!(h.headers.get("content-length"), Some(&b"5"[..]));
     }
-    for differ in [
-        "Content-Length: 5, 6\r\n",
-        "Content-Length: 5\r\nContent-Length: 6\r\n",
-    ] {
-        assert_eq!(
-            parse_req(&get(differ)),
-            Err(H1Error::ConflictingContentLength)
-        );
+    for differ in ["Content-Length: 5, 6\r\n", "Content-Length: 5\r\nContent-Length: 6\r\n"] {
+        assert_eq!(parse_req(&get(differ)), Err(H1Error::ConflictingContentLength));
         assert_eq!(req_status(&get(differ)), 400);
     }
     for bad in [
@@ -477,11 +371,7 @@ fn content_length_rules() {
         "Content-Length: 18446744073709551616\r\n",
         "Content-Length: 99999999999999999999999\r\n",
     ] {
-        assert_eq!(
-            parse_req(&get(bad)),
-            Err(H1Error::BadContentLength),
-            "{bad:?}"
-        );
+        assert_eq!(parse_req(&get(bad)), Err(H1Error::BadContentLength), "{bad:?}");
     }
     let h = ok_req(&get("Content-Length: 18446744073709551615\r\n"));
     assert_eq!(request_body_kind(&h), Ok(BodyKind::Length(u64::MAX)));
@@ -497,53 +387,17 @@ fn transfer_encoding_rules() {
     assert_eq!(request_body_kind(&h), Ok(BodyKind::Chunked));
 
     let cases: &[(&str, u16, H1Error)] = &[
-        (
-            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
-            400,
-            H1Error::ContentLengthAndTransferEncoding,
-        ),
-        (
-            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-            400,
-            H1Error::ContentLengthAndTransferEncoding,
-        ),
-        (
-            "Transfer-Encoding: chunked, gzip\r\n",
-            400,
-            H1Error::ChunkedNotLast,
-        ),
+        ("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 400, H1Error::ContentLengthAndTransferEncoding),
+        ("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", 400, H1Error::ContentLengthAndTransferEncoding),
+        ("Transfer-Encoding: chunked, gzip\r\n", 400, H1Error::ChunkedNotLast),
         ("Transfer-Encoding: gzip\r\n", 400, H1Error::ChunkedNotLast),
-        (
-            "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n",
-            400,
-            H1Error::ChunkedNotLast,
-        ),
+        ("Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n", 400, H1Error::ChunkedNotLast),
         ("Transfer-Encoding:\r\n", 400, H1Error::ChunkedNotLast),
-        (
-            "Transfer-Encoding: chunked;x=1\r\n",
-            400,
-            H1Error::ChunkedNotLast,
-        ),
-        (
-            "Transfer-Encoding: chunked, chunked\r\n",
-            400,
-            H1Error::ChunkedTwice,
-        ),
-        (
-            "Transfer-Encoding: gzip, chunked\r\n",
-            501,
-            H1Error::UnsupportedTransferCoding,
-        ),
-        (
-            "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
-            501,
-            H1Error::UnsupportedTransferCoding,
-        ),
-        (
-            "Transfer-Encoding: identity, chunked\r\n",
-            501,
-            H1Error::UnsupportedTransferCoding,
-        ),
+        ("Transfer-Encoding: chunked;x=1\r\n", 400, H1Error::ChunkedNotLast),
+        ("Transfer-Encoding: chunked, chunked\r\n", 400, H1Error::ChunkedTwice),
+        ("Transfer-Encoding: gzip, chunked\r\n", 501, H1Error::UnsupportedTransferCoding),
+        ("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 501, H1Error::UnsupportedTransferCoding),
+        ("Transfer-Encoding: identity, chunked\r\n", 501, H1Error::UnsupportedTransferCoding),
     ];
     for (fields, status, err) in cases {
         let h = ok_req(&get(fields));
@@ -551,14 +405,8 @@ fn transfer_encoding_rules() {
         assert_eq!(req_status(&get(fields)), *status, "{fields:?}");
     }
     let h = ok_req(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
-    assert_eq!(
-        request_body_kind(&h),
-        Err(H1Error::TransferEncodingInHttp10)
-    );
-    assert_eq!(
-        req_status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
-        400
-    );
+    assert_eq!(request_body_kind(&h), Err(H1Error::TransferEncodingInHttp10));
+    assert_eq!(req_status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
 }
 
 #[test]
@@ -580,14 +428,7 @@ fn hop_by_hop_fields_are_stripped() {
         h.append(n, v.as_bytes());
     }
     let d = strip_hop_by_hop(&mut h);
-    assert_eq!(
-        d,
-        ConnectionDirectives {
-            close: true,
-            keep_alive: false,
-            upgrade: false
-        }
-    );
+    assert_eq!(d, ConnectionDirectives { close: true, keep_alive: false, upgrade: false });
     let left: Vec<_> = h.iter().map(|(n, _)| n).collect();
     assert_eq!(left, ["host", "content-length", "x-keep"]);
 
@@ -600,16 +441,9 @@ fn hop_by_hop_fields_are_stripped() {
 
     assert!(ConnectionDirectives::default().persistent(Version::Http11));
     assert!(!ConnectionDirectives::default().persistent(Version::Http10));
-    let ka = ConnectionDirectives {
-        keep_alive: true,
-        ..Default::default()
-    };
+    let ka = ConnectionDirectives { keep_alive: true, ..Default::default() };
     assert!(ka.persistent(Version::Http10));
-    let close = ConnectionDirectives {
-        close: true,
-        keep_alive: true,
-        ..Default::default()
-    };
+    let close = ConnectionDirectives { close: true, keep_alive: true, ..Default::default() };
     assert!(!close.persistent(Version::Http11));
 }
 
@@ -649,10 +483,7 @@ fn response_heads() {
     assert_eq!((h.status, n), (204, 30));
     assert_eq!(h.headers.get("x"), Some(&b"y"[..]));
     // ... but bare CR is not.
-    assert!(matches!(
-        parse_res(b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n"),
-        Err(H1Error::BadUpstreamResponse(_))
-    ));
+    assert!(matches!(parse_res(b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n"), Err(H1Error::BadUpstreamResponse(_))));
 }
 
 #[test]
@@ -676,75 +507,34 @@ fn bad_responses_are_502() {
         assert!(matches!(e, H1Error::BadUpstreamResponse(_)));
     }
     let long = format!("HTTP/1.1 200 {}\r\n\r\n", "x".repeat(9000));
-    assert_eq!(
-        parse_res(long.as_bytes()).map(|_| ()).unwrap_err().status(),
-        502
-    );
+    assert_eq!(parse_res(long.as_bytes()).map(|_| ()).unwrap_err().status(), 502);
     let mut head = ResponseHead::new();
     let partial = format!("HTTP/1.1 200 {}", "x".repeat(9000));
-    assert_eq!(
-        parse_response_head(partial.as_bytes(), &limits(), &mut head)
-            .unwrap_err()
-            .status(),
-        502
-    );
+    assert_eq!(parse_response_head(partial.as_bytes(), &limits(), &mut head).unwrap_err().status(), 502);
 }
 
 #[test]
 fn response_body_kinds() {
     let r = |s: &str| format!("HTTP/1.1 {s}\r\n\r\n").into_bytes();
     // §6.3 item 1: no body whatever the fields say.
-    assert_eq!(
-        res_kind(&r("204 No Content\r\nContent-Length: 5"), false),
-        Ok(BodyKind::Empty)
-    );
-    assert_eq!(
-        res_kind(&r("304 Not Modified\r\nContent-Length: 5"), false),
-        Ok(BodyKind::Empty)
-    );
+    assert_eq!(res_kind(&r("204 No Content\r\nContent-Length: 5"), false), Ok(BodyKind::Empty));
+    assert_eq!(res_kind(&r("304 Not Modified\r\nContent-Length: 5"), false), Ok(BodyKind::Empty));
     assert_eq!(res_kind(&r("100 Continue"), false), Ok(BodyKind::Empty));
-    assert_eq!(
-        res_kind(&r("101 Switching Protocols"), false),
-        Ok(BodyKind::Empty)
-    );
-    assert_eq!(
-        res_kind(&r("200 OK\r\nContent-Length: 5"), true),
-        Ok(BodyKind::Empty)
-    );
-    assert_eq!(
-        res_kind(&r("200 OK\r\nTransfer-Encoding: chunked"), true),
-        Ok(BodyKind::Empty)
-    );
+    assert_eq!(res_kind(&r("101 Switching Protocols"), false), Ok(BodyKind::Empty));
+    assert_eq!(res_kind(&r("200 OK\r\nContent-Length: 5"), true), Ok(BodyKind::Empty));
+    assert_eq!(res_kind(&r("200 OK\r\nTransfer-Encoding: chunked"), true), Ok(BodyKind::Empty));
     // §6.3 item 2: CONNECT 2xx is a tunnel.
     let (h, _) = parse_res(&r("200 Connection Established")).unwrap();
-    assert_eq!(
-        response_body_kind_for(Method::Connect, &h),
-        Ok(BodyKind::CloseDelimited)
-    );
+    assert_eq!(response_body_kind_for(Method::Connect, &h), Ok(BodyKind::CloseDelimited));
     let (h, _) = parse_res(&r("407 Auth\r\nContent-Length: 2")).unwrap();
-    assert_eq!(
-        response_body_kind_for(Method::Connect, &h),
-        Ok(BodyKind::Length(2))
-    );
+    assert_eq!(response_body_kind_for(Method::Connect, &h), Ok(BodyKind::Length(2)));
     // Items 3-7.
-    assert_eq!(
-        res_kind(&r("200 OK\r\nTransfer-Encoding: chunked"), false),
-        Ok(BodyKind::Chunked)
-    );
-    assert_eq!(
-        res_kind(&r("200 OK\r\nContent-Length: 0"), false),
-        Ok(BodyKind::Length(0))
-    );
+    assert_eq!(res_kind(&r("200 OK\r\nTransfer-Encoding: chunked"), false), Ok(BodyKind::Chunked));
+    assert_eq!(res_kind(&r("200 OK\r\nContent-Length: 0"), false), Ok(BodyKind::Length(0)));
     assert_eq!(res_kind(&r("200 OK"), false), Ok(BodyKind::CloseDelimited));
-    assert_eq!(
-        res_kind(&r("404 Not Found"), false),
-        Ok(BodyKind::CloseDelimited)
-    );
+    assert_eq!(res_kind(&r("404 Not Found"), false), Ok(BodyKind::CloseDelimited));
     // TE wins over CL, and the CL is removed.
-    let (h, _) = parse_res(&r(
-        "200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked",
-    ))
-    .unwrap();
+    let (h, _) = parse_res(&r("200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked")).unwrap();
     assert!(!h.headers.contains("content-length"));
     assert_eq!(response_body_kind(false, &h), Ok(BodyKind::Chunked));
     // Repeated identical CLs collapse.
@@ -759,11 +549,7 @@ fn response_body_kinds() {
     ] {
         assert_eq!(res_kind(&r(bad), false).unwrap_err().status(), 502, "{bad}");
     }
-    let e = res_kind(
-        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-        false,
-    )
-    .unwrap_err();
+    let e = res_kind(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap_err();
     assert_eq!(e.status(), 502);
 }
 
@@ -787,18 +573,14 @@ fn same_head(a: &RequestHead, b: &RequestHead) {
     assert_eq!(a.target(), b.target());
     assert_eq!(a.path_and_query(), b.path_and_query());
     assert_eq!(a.version, b.version);
-    assert_eq!(
-        a.headers.iter().collect::<Vec<_>>(),
-        b.headers.iter().collect::<Vec<_>>()
-    );
+    assert_eq!(a.headers.iter().collect::<Vec<_>>(), b.headers.iter().collect::<Vec<_>>());
 }
 
 #[test]
 fn bytewise_parsing_matches_whole_buffer() {
     let inputs: Vec<Vec<u8>> = vec![
         get("X-A: 1\r\nContent-Length: 5, 5\r\n"),
-        b"\r\n\r\nPOST http://a.com/x?y HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n"
-            .to_vec(),
+        b"\r\n\r\nPOST http://a.com/x?y HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
         b"GET / HTTP/1.0\r\n\r\n".to_vec(),
         get("X: a\r\n b\r\n"),
         get("X: a\rb\r\n"),
@@ -809,9 +591,7 @@ fn bytewise_parsing_matches_whole_buffer() {
         b"GET /\r\n".to_vec(),
         format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000)).into_bytes(),
         get(&format!("X: {}\r\n", "b".repeat(62 * 1024))),
-        get(&(0..120)
-            .map(|i| format!("X-{i}: v\r\n"))
-            .collect::<String>()),
+        get(&(0..120).map(|i| format!("X-{i}: v\r\n")).collect::<String>()),
         get("Content-Length: 1\r\nContent-Length: 2\r\n"),
         b"GET / HTTP/1.1\r\n\r\n".to_vec(),
         b"\x16\x03\x01\x00".to_vec(),
@@ -820,12 +600,7 @@ fn bytewise_parsing_matches_whole_buffer() {
         let mut whole = RequestHead::new();
         let a = parse_request_head(buf, &limits(), &mut whole);
         let (b, bytewise) = parse_bytewise(buf, &limits());
-        assert_eq!(
-            a,
-            b,
-            "{:?}",
-            String::from_utf8_lossy(&buf[..buf.len().min(80)])
-        );
+        assert_eq!(a, b, "{:?}", String::from_utf8_lossy(&buf[..buf.len().min(80)]));
         if let Ok(Some(_)) = a {
             same_head(&whole, &bytewise);
         }
@@ -851,30 +626,14 @@ fn head_is_reused_without_growing() {
 #[test]
 fn scan_state_resets_for_a_different_buffer() {
     let mut head = RequestHead::new();
-    assert_eq!(
-        parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\n", &limits(), &mut head),
-        Ok(None)
-    );
+    assert_eq!(parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\n", &limits(), &mut head), Ok(None));
     // A shorter, unrelated buffer: the stale scan offset is discarded.
     let buf = get("");
     head.clear();
-    assert_eq!(
-        parse_request_head(&buf, &limits(), &mut head),
-        Ok(Some(buf.len()))
-    );
+    assert_eq!(parse_request_head(&buf, &limits(), &mut head), Ok(Some(buf.len())));
     let mut head = RequestHead::new();
-    assert_eq!(
-        parse_request_head(
-            b"GET / HTTP/1.1\r\nHost: a\r\nX: 1234567890\r\n",
-            &limits(),
-            &mut head
-        ),
-        Ok(None)
-    );
-    assert_eq!(
-        parse_request_head(&buf, &limits(), &mut head),
-        Ok(Some(buf.len()))
-    );
+    assert_eq!(parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\nX: 1234567890\r\n", &limits(), &mut head), Ok(None));
+    assert_eq!(parse_request_head(&buf, &limits(), &mut head), Ok(Some(buf.len())));
 }
 
 // -------------------------------------------------------------- pipelining
@@ -889,9 +648,7 @@ PUT /b HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nwxyz\
     let mut head = RequestHead::new();
     let mut seen = Vec::new();
     while !rest.is_empty() {
-        let n = parse_request_head(rest, &limits(), &mut head)
-            .unwrap()
-            .unwrap();
+        let n = parse_request_head(rest, &limits(), &mut head).unwrap().unwrap();
         rest = &rest[n..];
         let mut dec = BodyDecoder::new(request_body_kind(&head).unwrap());
         let mut body = Vec::new();
@@ -910,22 +667,12 @@ PUT /b HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nwxyz\
             rest = &rest[n..];
         }
         assert!(dec.is_done());
-        seen.push((
-            head.method_str().to_owned(),
-            head.target_str().to_owned(),
-            body,
-            trailers,
-        ));
+        seen.push((head.method_str().to_owned(), head.target_str().to_owned(), body, trailers));
     }
     assert_eq!(
         seen,
         vec![
-            (
-                "POST".into(),
-                "/a".into(),
-                b"abc".to_vec(),
-                b"X-T: 1\r\n".to_vec()
-            ),
+            ("POST".into(), "/a".into(), b"abc".to_vec(), b"X-T: 1\r\n".to_vec()),
             ("PUT".into(), "/b".into(), b"wxyz".to_vec(), vec![]),
             ("GET".into(), "/c".into(), vec![], vec![]),
         ]
@@ -984,11 +731,7 @@ fn chunked_with_extensions_and_trailers() {
     assert!(data.is_empty() && trailers.is_empty());
     let (data, _) = decode_parts(BodyKind::Chunked, &[b"000\r\n\r\n"]).unwrap();
     assert!(data.is_empty());
-    let (data, _) = decode_parts(
-        BodyKind::Chunked,
-        &[b"fF\r\n", &[b'x'; 255], b"\r\n0\r\n\r\n"],
-    )
-    .unwrap();
+    let (data, _) = decode_parts(BodyKind::Chunked, &[b"fF\r\n", &[b'x'; 255], b"\r\n0\r\n\r\n"]).unwrap();
     assert_eq!(data.len(), 255);
 }
 
@@ -999,11 +742,7 @@ fn chunked_split_at_every_boundary() {
         let got = decode_parts(BodyKind::Chunked, &[&CHUNKED[..i], &CHUNKED[i..]]).unwrap();
         assert_eq!(got, whole, "split at {i}");
         for j in i..=CHUNKED.len() {
-            let got = decode_parts(
-                BodyKind::Chunked,
-                &[&CHUNKED[..i], &CHUNKED[i..j], &CHUNKED[j..]],
-            )
-            .unwrap();
+            let got = decode_parts(BodyKind::Chunked, &[&CHUNKED[..i], &CHUNKED[i..j], &CHUNKED[j..]]).unwrap();
             assert_eq!(got, whole, "split at {i},{j}");
         }
     }
@@ -1046,16 +785,10 @@ fn chunked_errors() {
         assert_eq!(decode_parts(BodyKind::Chunked, &bytes).unwrap_err(), e);
     }
     // Sixteen digits are fine (the data just isn't there).
-    assert_eq!(
-        decode_parts(BodyKind::Chunked, &[b"ffffffffffffffff\r\nabc"]),
-        Err(H1Error::IncompleteBody)
-    );
+    assert_eq!(decode_parts(BodyKind::Chunked, &[b"ffffffffffffffff\r\nabc"]), Err(H1Error::IncompleteBody));
     // Extensions are bounded.
     let long_ext = [&b"1;"[..], &[b'a'; 5000], b"\r\nx\r\n0\r\n\r\n"].concat();
-    assert_eq!(
-        decode_parts(BodyKind::Chunked, &[&long_ext]),
-        Err(H1Error::BadChunk("chunk extension too long"))
-    );
+    assert_eq!(decode_parts(BodyKind::Chunked, &[&long_ext]), Err(H1Error::BadChunk("chunk extension too long")));
     let ok_ext = [&b"1;"[..], &[b'a'; 4000], b"\r\nx\r\n0\r\n\r\n"].concat();
     assert_eq!(decode_parts(BodyKind::Chunked, &[&ok_ext]).unwrap().0, b"x");
 }
@@ -1063,35 +796,18 @@ fn chunked_errors() {
 #[test]
 fn trailers_are_bounded() {
     let big = [&b"0\r\nX: "[..], &vec![b'a'; 70 * 1024], b"\r\n\r\n"].concat();
-    assert_eq!(
-        decode_parts(BodyKind::Chunked, &[&big]),
-        Err(H1Error::TrailersTooLarge)
-    );
+    assert_eq!(decode_parts(BodyKind::Chunked, &[&big]), Err(H1Error::TrailersTooLarge));
     // Also before the section completes.
     let partial = [&b"0\r\nX: "[..], &vec![b'a'; 70 * 1024]].concat();
     let mut dec = BodyDecoder::new(BodyKind::Chunked);
     assert_eq!(dec.decode(&partial), Err(H1Error::TrailersTooLarge));
     assert_eq!(H1Error::TrailersTooLarge.status(), 431);
     // With custom limits.
-    let l = Limits {
-        max_head_bytes: 16,
-        ..limits()
-    };
+    let l = Limits { max_head_bytes: 16, ..limits() };
     let mut dec = BodyDecoder::with_limits(BodyKind::Chunked, &l);
-    assert_eq!(
-        dec.decode(b"0\r\nX: 0123456789abcdef\r\n\r\n"),
-        Err(H1Error::TrailersTooLarge)
-    );
+    assert_eq!(dec.decode(b"0\r\nX: 0123456789abcdef\r\n\r\n"), Err(H1Error::TrailersTooLarge));
     let mut dec = BodyDecoder::with_limits(BodyKind::Chunked, &l);
-    assert_eq!(
-        dec.decode(b"0\r\nX: 0123456789\r\n\r\n"),
-        Ok((
-            20,
-            Decoded::End {
-                trailers: b"X: 0123456789\r\n"
-            }
-        ))
-    );
+    assert_eq!(dec.decode(b"0\r\nX: 0123456789\r\n\r\n"), Ok((20, Decoded::End { trailers: b"X: 0123456789\r\n" })));
 }
 
 #[test]
@@ -1102,20 +818,9 @@ fn trailer_section_waits_without_consuming() {
     let (n, ev) = dec.decode(b"X-A: 1\r\nX-B").unwrap();
     assert_eq!((n, ev), (0, Decoded::NeedMore));
     let (n, ev) = dec.decode(b"X-A: 1\r\nX-B: 2\r\n\r\nNEXT").unwrap();
-    assert_eq!(
-        (n, ev),
-        (
-            18,
-            Decoded::End {
-                trailers: b"X-A: 1\r\nX-B: 2\r\n"
-            }
-        )
-    );
+    assert_eq!((n, ev), (18, Decoded::End { trailers: b"X-A: 1\r\nX-B: 2\r\n" }));
     assert!(dec.is_done());
-    assert_eq!(
-        dec.decode(b"NEXT").unwrap(),
-        (0, Decoded::End { trailers: b"" })
-    );
+    assert_eq!(dec.decode(b"NEXT").unwrap(), (0, Decoded::End { trailers: b"" }));
 }
 
 #[test]
@@ -1132,10 +837,7 @@ fn length_bodies() {
     assert_eq!(dec.remaining_hint(), Some(1));
     assert_eq!(dec.decode(b"cGET").unwrap(), (1, Decoded::Data(b"c")));
     assert!(dec.is_done());
-    assert_eq!(
-        dec.decode(b"GET").unwrap(),
-        (0, Decoded::End { trailers: b"" })
-    );
+    assert_eq!(dec.decode(b"GET").unwrap(), (0, Decoded::End { trailers: b"" }));
     assert_eq!(dec.decode_eof(), Ok(()));
 
     let mut dec = BodyDecoder::new(BodyKind::Length(3));
@@ -1145,10 +847,7 @@ fn length_bodies() {
     for kind in [BodyKind::Empty, BodyKind::Length(0)] {
         let mut dec = BodyDecoder::new(kind);
         assert!(dec.is_done());
-        assert_eq!(
-            dec.decode(b"GET /").unwrap(),
-            (0, Decoded::End { trailers: b"" })
-        );
+        assert_eq!(dec.decode(b"GET /").unwrap(), (0, Decoded::End { trailers: b"" }));
     }
 }
 
@@ -1187,10 +886,7 @@ mod props {
             out.extend_from_slice(c);
             out.extend_from_slice(b"\r\n");
         }
-        let t: String = trailers
-            .iter()
-            .map(|(n, v)| format!("{n}: {v}\r\n"))
-            .collect();
+        let t: String = trailers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
         encode_last_chunk(t.as_bytes(), &mut out);
         out
     }
@@ -1255,20 +951,12 @@ fn request_round_trip() {
     let back = ok_req(&out);
     assert_eq!(back.method, Method::Patch);
     assert_eq!(back.target(), b"/p?q=1");
-    assert_eq!(
-        back.headers.iter().collect::<Vec<_>>(),
-        h.iter().collect::<Vec<_>>()
-    );
+    assert_eq!(back.headers.iter().collect::<Vec<_>>(), h.iter().collect::<Vec<_>>());
 
     // Parse → encode → parse is a fixed point.
     let orig = ok_req(b"GET /x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nX-Empty:\r\n\r\n");
     let mut out = Vec::new();
-    encode_request_head(
-        orig.method_str(),
-        orig.path_and_query(),
-        &orig.headers,
-        &mut out,
-    );
+    encode_request_head(orig.method_str(), orig.path_and_query(), &orig.headers, &mut out);
     same_head(&orig, &ok_req(&out));
 }
 
@@ -1279,19 +967,10 @@ fn response_round_trip() {
     h.append("Server", b"meshgate");
     let mut out = Vec::new();
     encode_response_head(404, "", &h, &mut out);
-    assert_eq!(
-        out,
-        b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nserver: meshgate\r\n\r\n"
-    );
+    assert_eq!(out, b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nserver: meshgate\r\n\r\n");
     let (back, n) = parse_res(&out).unwrap();
-    assert_eq!(
-        (back.status, back.reason(), n),
-        (404, "Not Found", out.len())
-    );
-    assert_eq!(
-        back.headers.iter().collect::<Vec<_>>(),
-        h.iter().collect::<Vec<_>>()
-    );
+    assert_eq!((back.status, back.reason(), n), (404, "Not Found", out.len()));
+    assert_eq!(back.headers.iter().collect::<Vec<_>>(), h.iter().collect::<Vec<_>>());
 
     out.clear();
     encode_response_head(200, "Fine", &Headers::new(), &mut out);
@@ -1345,12 +1024,5 @@ fn error_statuses_and_display() {
         H1Error::BadUpstreamResponse("status code outside 100..=599").to_string(),
         "invalid upstream response: status code outside 100..=599"
     );
-    assert_eq!(
-        Limits::default(),
-        Limits {
-            max_request_line: 8192,
-            max_head_bytes: 61440,
-            max_headers: 100
-        }
-    );
+    assert_eq!(Limits::default(), Limits { max_request_line: 8192, max_head_bytes: 61440, max_headers: 100 });
 }

@@ -45,8 +45,8 @@ pub use buf::RecvBuf;
 
 use crate::http1::{
     self, encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head, parse_request_head,
-    parse_response_head, request_body_kind, response_body_kind_for, strip_hop_by_hop, BodyDecoder, BodyKind,
-    Decoded, H1Error, Method, RequestHead, ResponseHead, Version,
+    parse_response_head, request_body_kind, response_body_kind_for, strip_hop_by_hop, BodyDecoder, BodyKind, Decoded,
+    H1Error, Method, RequestHead, ResponseHead, Version,
 };
 use crate::router::{action as route_action, mutate, Matched};
 use crate::runtime::{now, sleep_until, timeout, Sleep};
@@ -618,7 +618,8 @@ impl<'a> Downstream<'a> {
             // asks, so a cookie is generated only when it decides the pick.
             let input = lb::HashInput { head: &self.head, peer: self.peer, local: self.stream.local_addr() };
             let mut hashed: Option<Option<u64>> = None;
-            routed.pick(&mut || *hashed.get_or_insert_with(|| lb::request_hash(ex.hash_policy, &input, &mut set_cookies)))
+            routed
+                .pick(&mut || *hashed.get_or_insert_with(|| lb::request_hash(ex.hash_policy, &input, &mut set_cookies)))
         };
         let Some(picked) = picked else {
             routed.stats.upstream_cx_none_healthy.inc();
@@ -693,10 +694,8 @@ impl<'a> Downstream<'a> {
     }
 
     async fn connect_failed(&mut self, ex: &Exchange<'_>, failure: ConnectFailure) -> After {
-        let body = format!(
-            "upstream connect error or disconnect/reset before headers. reset reason: {}",
-            failure.reason()
-        );
+        let body =
+            format!("upstream connect error or disconnect/reset before headers. reset reason: {}", failure.reason());
         let route = ex.routing.reply_headers();
         let extras = ReplyExtras { location: None, route: route.as_ref() };
         self.reply_and_settle_with(ex.listener, ex.body_kind, ex.client_keeps, 503, body.as_bytes(), extras).await
@@ -966,9 +965,10 @@ impl<'a> Downstream<'a> {
                         }
                         Ok(done)
                     }
-                    Err(RelayError::Upstream) => {
-                        Err(ExchangeError::UpstreamReset { response_started: response_started.get(), body_consumed: body_consumed.get() })
-                    }
+                    Err(RelayError::Upstream) => Err(ExchangeError::UpstreamReset {
+                        response_started: response_started.get(),
+                        body_consumed: body_consumed.get(),
+                    }),
                     Err(RelayError::Downstream) => Err(ExchangeError::Downstream),
                     Err(RelayError::Bad(e)) => {
                         Err(ExchangeError::BadResponse { response_started: response_started.get(), _error: e })
@@ -1110,11 +1110,22 @@ enum ExchangeError {
     /// The downstream client went away or sent garbage mid-exchange.
     Downstream,
     BadRequestBody(H1Error),
-    UpstreamReset { response_started: bool, body_consumed: bool },
-    BadResponse { response_started: bool, _error: H1Error },
-    Timeout { response_started: bool },
+    UpstreamReset {
+        response_started: bool,
+        body_consumed: bool,
+    },
+    BadResponse {
+        response_started: bool,
+        _error: H1Error,
+    },
+    Timeout {
+        response_started: bool,
+    },
     /// `request_timeout` or `stream_idle_timeout` (Envoy answers both 408).
-    RequestTimeout { response_started: bool, idle: bool },
+    RequestTimeout {
+        response_started: bool,
+        idle: bool,
+    },
     /// The response was cut after it started; the client sees a short body.
     ResponseCut,
 }
@@ -1227,7 +1238,9 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
                 head.clear();
                 continue;
             }
-            Ok(Some(_)) if head.status == 101 => return Err(RelayError::Bad(H1Error::BadUpstreamResponse("unexpected 101"))),
+            Ok(Some(_)) if head.status == 101 => {
+                return Err(RelayError::Bad(H1Error::BadUpstreamResponse("unexpected 101")))
+            }
             Ok(Some(n)) => break n,
             Ok(None) => {}
             Err(e) => return Err(RelayError::Bad(e)),
@@ -1306,9 +1319,7 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     loop {
         let (n, event) = match decoder.decode(ubuf.filled()) {
             Ok(r) => r,
-            Err(e) => {
-                return Err(if e == H1Error::IncompleteBody { RelayError::Upstream } else { RelayError::Bad(e) })
-            }
+            Err(e) => return Err(if e == H1Error::IncompleteBody { RelayError::Upstream } else { RelayError::Bad(e) }),
         };
         let head_bytes: Vec<u8> = pending_head.take().unwrap_or_default();
         match event {
@@ -1318,7 +1329,10 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
                     encode_chunk_header(data.len(), &mut frame);
                 }
                 let tail: &[u8] = if down_chunked { b"\r\n" } else { b"" };
-                a.down.write_all_vectored(&[&head_bytes, &frame, data, tail]).await.map_err(|_| RelayError::Downstream)?;
+                a.down
+                    .write_all_vectored(&[&head_bytes, &frame, data, tail])
+                    .await
+                    .map_err(|_| RelayError::Downstream)?;
                 a.tx_bytes.set(a.tx_bytes.get() + (head_bytes.len() + frame.len() + data.len() + tail.len()) as u64);
                 ubuf.consume(n);
             }

@@ -151,4 +151,3 @@ impl Drop for Runtime {
         CONTEXT.with(|c| c.borrow_mut().take());
     }
 }
-

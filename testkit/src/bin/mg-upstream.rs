@@ -35,11 +35,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--listen" => {
-                listen = args
-                    .next()
-                    .unwrap_or_else(|| usage("--listen needs a value"))
-            }
+            "--listen" => listen = args.next().unwrap_or_else(|| usage("--listen needs a value")),
             "--name" => name = args.next().unwrap_or_else(|| usage("--name needs a value")),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other:?}")),
@@ -71,22 +67,18 @@ fn main() {
         };
         let conn_id = serial.fetch_add(1, Ordering::Relaxed) + 1;
         let name = name.clone();
-        let _ = std::thread::Builder::new()
-            .name(format!("conn-{conn_id}"))
-            .spawn(move || {
-                let _ = stream.set_nodelay(true);
-                let mut conn = Conn::new(stream, name, conn_id);
-                if let Err(e) = conn.serve() {
-                    if !matches!(
-                        e.kind(),
-                        io::ErrorKind::BrokenPipe
-                            | io::ErrorKind::ConnectionReset
-                            | io::ErrorKind::UnexpectedEof
-                    ) {
-                        eprintln!("mg-upstream: conn {conn_id}: {e}");
-                    }
+        let _ = std::thread::Builder::new().name(format!("conn-{conn_id}")).spawn(move || {
+            let _ = stream.set_nodelay(true);
+            let mut conn = Conn::new(stream, name, conn_id);
+            if let Err(e) = conn.serve() {
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                ) {
+                    eprintln!("mg-upstream: conn {conn_id}: {e}");
                 }
-            });
+            }
+        });
     }
 }
 
@@ -109,18 +101,12 @@ struct Head {
 
 impl Head {
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 
     fn all(&self, name: &str) -> impl Iterator<Item = &[u8]> + '_ {
         let name = name.to_owned();
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(&name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v.as_slice())
     }
 
     /// Comma-separated tokens of every header named `name`, lower-cased and trimmed.
@@ -177,15 +163,7 @@ struct Conn {
 
 impl Conn {
     fn new(stream: TcpStream, name: Arc<str>, id: u64) -> Self {
-        Conn {
-            stream,
-            name,
-            id,
-            requests: 0,
-            buf: vec![0; 256 * 1024],
-            start: 0,
-            end: 0,
-        }
+        Conn { stream, name, id, requests: 0, buf: vec![0; 256 * 1024], start: 0, end: 0 }
     }
 
     /// Reads more bytes into the buffer; returns how many (0 = EOF).
@@ -234,11 +212,7 @@ impl Conn {
                             method: req.method.unwrap_or("").to_owned(),
                             target: req.path.unwrap_or("").to_owned(),
                             minor: req.version.unwrap_or(1),
-                            headers: req
-                                .headers
-                                .iter()
-                                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                                .collect(),
+                            headers: req.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect(),
                         };
                         self.start += n;
                         return Ok(Ok(Some(head)));
@@ -357,9 +331,7 @@ impl Conn {
     fn close(&mut self) {
         let _ = self.stream.flush();
         let _ = self.stream.shutdown(Shutdown::Write);
-        let _ = self
-            .stream
-            .set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = self.stream.set_read_timeout(Some(Duration::from_millis(500)));
         let mut sink = [0u8; 16 * 1024];
         let mut total = 0usize;
         while let Ok(n) = self.stream.read(&mut sink) {
@@ -392,9 +364,7 @@ impl Conn {
                 }
             };
             let has_body = !matches!(framing, Framing::None | Framing::Length(0));
-            let expects_continue = head
-                .header("expect")
-                .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
+            let expects_continue = head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
             if expects_continue && has_body && head.minor >= 1 {
                 self.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
             }
@@ -435,11 +405,8 @@ impl Conn {
         let body = format!("{why}\n");
         let mut h = self.head_start(status);
         h.extend_from_slice(
-            format!(
-                "content-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
+            format!("content-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len())
+                .as_bytes(),
         );
         h.extend_from_slice(body.as_bytes());
         self.write_all(&h)
@@ -455,27 +422,21 @@ impl Conn {
         body: &[u8],
     ) -> io::Result<bool> {
         let close = req.wants_close()
-            || extra.iter().any(|(n, v)| {
-                n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close")
-            });
+            || extra.iter().any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
         let bodyless = status < 200 || status == 204 || status == 304;
         let own_server = extra.iter().any(|(n, _)| n.eq_ignore_ascii_case("server"));
         let mut h = self.head_start_with(status, !own_server);
         for (n, v) in extra {
             h.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
         }
-        let has_own_cl = extra
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+        let has_own_cl = extra.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
         if !bodyless {
             h.extend_from_slice(format!("content-type: {content_type}\r\n").as_bytes());
             if !has_own_cl {
                 h.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
             }
         }
-        let explicit_conn = extra
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("connection"));
+        let explicit_conn = extra.iter().any(|(n, _)| n.eq_ignore_ascii_case("connection"));
         if !explicit_conn {
             if close {
                 h.extend_from_slice(b"connection: close\r\n");
@@ -561,8 +522,7 @@ impl Conn {
                 let close = req.wants_close();
                 let mut h = self.head_start(200);
                 h.extend_from_slice(
-                    format!("content-type: application/octet-stream\r\ncontent-length: {n}\r\n")
-                        .as_bytes(),
+                    format!("content-type: application/octet-stream\r\ncontent-length: {n}\r\n").as_bytes(),
                 );
                 if close {
                     h.extend_from_slice(b"connection: close\r\n");
@@ -614,9 +574,7 @@ impl Conn {
             "close-delimited" => {
                 let n: u64 = rest.parse().unwrap_or(0);
                 let mut h = self.head_start(200);
-                h.extend_from_slice(
-                    b"content-type: application/octet-stream\r\nconnection: close\r\n\r\n",
-                );
+                h.extend_from_slice(b"content-type: application/octet-stream\r\nconnection: close\r\n\r\n");
                 self.write_all(&h)?;
                 if req.method != "HEAD" {
                     self.stream_pattern(n)?;
@@ -624,9 +582,7 @@ impl Conn {
                 Ok(false)
             }
             "malformed" => {
-                self.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
-                )?;
+                self.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello")?;
                 Ok(false)
             }
             "garbage" => {
@@ -635,9 +591,7 @@ impl Conn {
             }
             "truncated" => {
                 let mut h = self.head_start(200);
-                h.extend_from_slice(
-                    b"content-type: text/plain\r\ncontent-length: 1000\r\n\r\n0123456789",
-                );
+                h.extend_from_slice(b"content-type: text/plain\r\ncontent-length: 1000\r\n\r\n0123456789");
                 self.write_all(&h)?;
                 Ok(false)
             }
@@ -739,11 +693,7 @@ fn echo_json(req: &Head, body: &BodyInfo, full: bool) -> String {
         }
         s.push_str("],");
     }
-    s.push_str(&format!(
-        "\"body_len\":{},\"body_fnv64\":\"{}\",\"trailers\":[",
-        body.len,
-        body.fnv.hex()
-    ));
+    s.push_str(&format!("\"body_len\":{},\"body_fnv64\":\"{}\",\"trailers\":[", body.len, body.fnv.hex()));
     for (i, (n, v)) in body.trailers.iter().enumerate() {
         if i > 0 {
             s.push(',');

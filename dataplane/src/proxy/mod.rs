@@ -1155,7 +1155,8 @@ async fn pump_request_body(
     rx_bytes: &Cell<u64>,
     activity: &Cell<Instant>,
 ) -> Result<(), BodyError> {
-    let mut frame = Vec::with_capacity(32);
+    // Allocates only when the body is chunked.
+    let mut frame = Vec::new();
     loop {
         if decoder.is_done() {
             return Ok(());
@@ -1313,15 +1314,16 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     a.started.set(true);
     let mut decoder = BodyDecoder::with_limits(kind, &limits);
     let body_writes_allowed = !a.is_head;
-    // The head goes out together with whatever body bytes already arrived.
-    let mut pending_head = Some(out);
-    let mut frame = Vec::with_capacity(32);
+    // The head goes out together with whatever body bytes already arrived;
+    // after its first write this slice is empty.
+    let mut head_bytes: &[u8] = &out;
+    // Allocates only when the body is chunked.
+    let mut frame = Vec::new();
     loop {
         let (n, event) = match decoder.decode(ubuf.filled()) {
             Ok(r) => r,
             Err(e) => return Err(if e == H1Error::IncompleteBody { RelayError::Upstream } else { RelayError::Bad(e) }),
         };
-        let head_bytes: Vec<u8> = pending_head.take().unwrap_or_default();
         match event {
             Decoded::Data(data) if body_writes_allowed => {
                 frame.clear();
@@ -1330,10 +1332,11 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
                 }
                 let tail: &[u8] = if down_chunked { b"\r\n" } else { b"" };
                 a.down
-                    .write_all_vectored(&[&head_bytes, &frame, data, tail])
+                    .write_all_vectored(&[head_bytes, &frame, data, tail])
                     .await
                     .map_err(|_| RelayError::Downstream)?;
                 a.tx_bytes.set(a.tx_bytes.get() + (head_bytes.len() + frame.len() + data.len() + tail.len()) as u64);
+                head_bytes = &[];
                 ubuf.consume(n);
             }
             Decoded::Data(_) => ubuf.consume(n),
@@ -1342,7 +1345,7 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
                 if down_chunked && body_writes_allowed {
                     encode_last_chunk(if a.forward_trailers { trailers } else { b"" }, &mut frame);
                 }
-                a.down.write_all_vectored(&[&head_bytes, &frame]).await.map_err(|_| RelayError::Downstream)?;
+                a.down.write_all_vectored(&[head_bytes, &frame]).await.map_err(|_| RelayError::Downstream)?;
                 a.tx_bytes.set(a.tx_bytes.get() + (head_bytes.len() + frame.len()) as u64);
                 ubuf.consume(n);
                 // Bytes after the response on a keep-alive connection mean
@@ -1353,8 +1356,9 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
             Decoded::NeedMore => {
                 ubuf.consume(n);
                 if !head_bytes.is_empty() {
-                    a.down.write_all(&head_bytes).await.map_err(|_| RelayError::Downstream)?;
+                    a.down.write_all(head_bytes).await.map_err(|_| RelayError::Downstream)?;
                     a.tx_bytes.set(a.tx_bytes.get() + head_bytes.len() as u64);
+                    head_bytes = &[];
                 }
                 match ubuf.fill_from(a.up).await {
                     Ok(0) => {

@@ -98,9 +98,12 @@ impl ShardCtx {
         let secs = wall.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut cached = self.date.borrow_mut();
         if cached.0 != secs {
-            let text = httpdate::fmt_http_date(wall);
-            cached.1.copy_from_slice(&text.as_bytes()[..29]);
-            cached.0 = secs;
+            // Written in place: an IMF-fixdate is always 29 bytes (RFC 9110 §5.6.7).
+            use std::io::Write as _;
+            let mut cursor = std::io::Cursor::new(&mut cached.1[..]);
+            if write!(cursor, "{}", httpdate::HttpDate::from(wall)).is_ok() {
+                cached.0 = secs;
+            }
         }
         cached.1
     }

@@ -103,3 +103,59 @@ impl RecvBuf {
         Ok(n)
     }
 }
+
+/// Most scratch buffers a shard keeps for reuse; more in use at once are
+/// allocated and freed normally.
+const SCRATCH_POOL_LIMIT: usize = 1024;
+/// A scratch buffer that grew past this is freed rather than pooled, so one
+/// huge head does not pin memory for the life of the shard.
+const SCRATCH_KEEP_MAX: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty byte buffer borrowed from the shard's pool for the length of one
+/// exchange (e.g. an encoded response head, which must live across awaits and
+/// so cannot use a `thread_local` borrow).  Given back on drop: in steady state
+/// taking one allocates nothing, and idle connections hold none.
+pub struct ScratchBuf(Vec<u8>);
+
+impl ScratchBuf {
+    pub fn take() -> ScratchBuf {
+        let reused = SCRATCH_POOL.with_borrow_mut(|p| p.pop());
+        ScratchBuf(reused.unwrap_or_else(|| Vec::with_capacity(512)))
+    }
+}
+
+impl std::ops::Deref for ScratchBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ScratchBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for ScratchBuf {
+    fn drop(&mut self) {
+        let mut data = std::mem::take(&mut self.0);
+        if data.capacity() > SCRATCH_KEEP_MAX {
+            return;
+        }
+        data.clear();
+        // `try_with`: a buffer dropped while the thread's locals are being
+        // torn down is simply freed.
+        let _ = SCRATCH_POOL.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                if p.len() < SCRATCH_POOL_LIMIT {
+                    p.push(data);
+                }
+            }
+        });
+    }
+}

@@ -28,7 +28,7 @@
 
 mod buf;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +42,7 @@ use control::model::{
 };
 
 pub use buf::RecvBuf;
+use buf::ScratchBuf;
 
 use crate::http1::{
     self, encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head, parse_request_head,
@@ -774,17 +775,19 @@ impl<'a> Downstream<'a> {
         // forwarding headers.  With use_remote_address the peer is the
         // trusted client address and the request is "external".
         if hcm.use_remote_address {
-            let ip = self.peer.ip();
-            let mut text = ip_text(ip);
-            if let Some(prev) = headers.get("x-forwarded-for") {
-                let mut joined = prev.to_vec();
-                joined.extend_from_slice(b",");
-                joined.extend_from_slice(text.as_bytes());
-                text = String::from_utf8(joined).unwrap_or(text);
-                headers.set("x-forwarded-for", text.as_bytes());
-            } else {
-                headers.append("x-forwarded-for", text.as_bytes());
-            }
+            let mut ip_buf = [0u8; IP_TEXT_MAX];
+            let ip = ip_text(self.peer.ip(), &mut ip_buf);
+            HEAD_SCRATCH.with_borrow_mut(|joined| {
+                joined.clear();
+                if let Some(prev) = headers.get("x-forwarded-for") {
+                    joined.extend_from_slice(prev);
+                    joined.push(b',');
+                    joined.extend_from_slice(ip);
+                    headers.set("x-forwarded-for", joined);
+                } else {
+                    headers.append("x-forwarded-for", ip);
+                }
+            });
             headers.set("x-forwarded-proto", b"http");
         } else if !headers.contains("x-forwarded-proto") {
             headers.append("x-forwarded-proto", b"http");
@@ -797,16 +800,25 @@ impl<'a> Downstream<'a> {
         }
         let routing = &ex.routing;
         if let (false, Some(vars)) = (routing.request.is_empty(), &routing.vars) {
-            let length = self.head.headers.get("content-length").map(<[u8]>::to_vec);
-            mutate::apply_to_request(&routing.request, &mut self.head, vars, &mut self.mutations);
-            // Framing stays the gateway's, whatever a mutation says.
-            let h = &mut self.head.headers;
-            for name in ["transfer-encoding", "connection", "content-length"] {
-                h.remove(name);
-            }
-            if let Some(length) = length {
-                h.append("content-length", &length);
-            }
+            HEAD_SCRATCH.with_borrow_mut(|length| {
+                length.clear();
+                let had_length = match self.head.headers.get("content-length") {
+                    Some(v) => {
+                        length.extend_from_slice(v);
+                        true
+                    }
+                    None => false,
+                };
+                mutate::apply_to_request(&routing.request, &mut self.head, vars, &mut self.mutations);
+                // Framing stays the gateway's, whatever a mutation says.
+                let h = &mut self.head.headers;
+                for name in ["transfer-encoding", "connection", "content-length"] {
+                    h.remove(name);
+                }
+                if had_length {
+                    h.append("content-length", length);
+                }
+            });
         }
         self.rewrite_host(routing, upstream_host);
         match ex.body_kind {
@@ -816,15 +828,19 @@ impl<'a> Downstream<'a> {
         self.out.clear();
         let method = self.head.method_str();
         let target = self.head.path_and_query();
-        let mut rewritten = Vec::new();
+        let mut rewritten = REWRITE_SCRATCH.take();
         if route_action::rewrite_forward_path(routing.action, routing.path, target, &mut rewritten) {
             // Envoy keeps the path as received in x-envoy-original-path.
-            let original = target.to_vec();
+            let mut original = HEAD_SCRATCH.take();
+            original.clear();
+            original.extend_from_slice(target);
             self.head.headers.set("x-envoy-original-path", &original);
+            HEAD_SCRATCH.set(original);
             encode_request_head(self.head.method_str(), &rewritten, &self.head.headers, &mut self.out);
         } else {
             encode_request_head(method, target, &self.head.headers, &mut self.out);
         }
+        REWRITE_SCRATCH.set(rewritten);
     }
 
     /// The Host a forwarded request carries: a weighted cluster's literal,
@@ -1155,8 +1171,7 @@ async fn pump_request_body(
     rx_bytes: &Cell<u64>,
     activity: &Cell<Instant>,
 ) -> Result<(), BodyError> {
-    // Allocates only when the body is chunked.
-    let mut frame = Vec::new();
+    let mut frame = ScratchBuf::take();
     loop {
         if decoder.is_done() {
             return Ok(());
@@ -1262,15 +1277,24 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     let upstream_keeps = upstream_directives.persistent(head.version) && kind != BodyKind::CloseDelimited;
     if let Some((levels, vars, request)) = a.mutations {
         let vars = mutate::Vars { upstream: Some(a.up.peer_addr()), ..vars };
-        let length = head.headers.get("content-length").map(<[u8]>::to_vec);
-        mutate::apply_to_response(levels, &mut head.headers, request, &vars, a.scratch);
-        // The body is framed by the gateway, whatever a mutation says.
-        for name in ["transfer-encoding", "connection", "content-length"] {
-            head.headers.remove(name);
-        }
-        if let Some(length) = length {
-            head.headers.append("content-length", &length);
-        }
+        HEAD_SCRATCH.with_borrow_mut(|length| {
+            length.clear();
+            let had_length = match head.headers.get("content-length") {
+                Some(v) => {
+                    length.extend_from_slice(v);
+                    true
+                }
+                None => false,
+            };
+            mutate::apply_to_response(levels, &mut head.headers, request, &vars, a.scratch);
+            // The body is framed by the gateway, whatever a mutation says.
+            for name in ["transfer-encoding", "connection", "content-length"] {
+                head.headers.remove(name);
+            }
+            if had_length {
+                head.headers.append("content-length", length);
+            }
+        });
     }
     // How the body is framed towards the client (RFC 9112 §6.1, §6.3).
     let (down_chunked, mut downstream_keeps) = match kind {
@@ -1309,7 +1333,7 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
         h.append("connection", b"keep-alive");
     }
     let status = head.status;
-    let mut out = Vec::with_capacity(512);
+    let mut out = ScratchBuf::take();
     encode_response_head(status, head.reason(), &head.headers, &mut out);
     a.started.set(true);
     let mut decoder = BodyDecoder::with_limits(kind, &limits);
@@ -1375,14 +1399,35 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     }
 }
 
-fn ip_text(ip: IpAddr) -> String {
-    match ip {
+/// Longest textual IPv6 address ("ffff:...:255.255.255.255" is 45 bytes).
+const IP_TEXT_MAX: usize = 48;
+
+thread_local! {
+    /// Shard-wide scratch for synchronous head edits (an `x-forwarded-for`
+    /// join, a header value copied before the map is mutated).  Shared by all
+    /// connections of the shard instead of one buffer per connection, so idle
+    /// connections hold none; taken and put back (or borrowed) only between
+    /// two `.await`s.
+    static HEAD_SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
+    /// Shard-wide scratch for a rewritten request target.
+    static REWRITE_SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
+}
+
+/// An address as `x-forwarded-for` carries it (IPv4-mapped IPv6 shown as
+/// IPv4), formatted into `buf` without allocating.
+fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
+    use std::io::Write as _;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let written = match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
+            Some(v4) => write!(cursor, "{v4}"),
+            None => write!(cursor, "{v6}"),
         },
-        IpAddr::V4(v4) => v4.to_string(),
-    }
+        IpAddr::V4(v4) => write!(cursor, "{v4}"),
+    };
+    debug_assert!(written.is_ok(), "IP_TEXT_MAX holds any address");
+    let len = cursor.position() as usize;
+    &buf[..len]
 }
 
 fn error_body(e: &H1Error) -> String {

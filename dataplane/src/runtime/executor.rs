@@ -1,12 +1,15 @@
 //! Task machinery: `async-task` runnables in a per-shard queue.
 //!
 //! Wakers may in principle be called from any thread (async-task requires the
-//! schedule function to be `Send + Sync`), so the queue is a lock-free
-//! `SegQueue`; a wake from a foreign thread also kicks the shard's epoll so the
-//! task does not wait for the next unrelated event.  On the shard itself a
-//! wake is one queue push.
+//! schedule function to be `Send + Sync`), so there are two queues: a wake on
+//! the shard itself pushes onto a thread-local `VecDeque`, which keeps its
+//! capacity and so allocates nothing in steady state; a wake from a foreign
+//! thread pushes onto a lock-free `SegQueue` (which allocates a block per 31
+//! pushes — fine for the rare cross-thread wake) and kicks the shard's epoll
+//! so the task does not wait for the next unrelated event.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +30,17 @@ thread_local! {
     /// Address of the `Shared` owned by this thread, to tell local wakes from remote ones.
     static OWNER: Cell<usize> = const { Cell::new(0) };
     static LIVE: Cell<usize> = const { Cell::new(0) };
+    /// Runnables woken on this thread (see the module essay).
+    static LOCAL_QUEUE: RefCell<VecDeque<Runnable>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// Pops the next local runnable; the borrow ends before it runs.
+fn pop_local() -> Option<Runnable> {
+    LOCAL_QUEUE.with_borrow_mut(|q| q.pop_front())
+}
+
+fn local_is_empty() -> bool {
+    LOCAL_QUEUE.with_borrow(|q| q.is_empty())
 }
 
 pub struct Executor {
@@ -46,14 +60,14 @@ impl Executor {
     /// Runs up to `budget` ready tasks; returns whether more are ready.
     pub(crate) fn run_batch(&self, budget: usize) -> bool {
         for _ in 0..budget {
-            match self.shared.queue.pop() {
+            match pop_local().or_else(|| self.shared.queue.pop()) {
                 Some(runnable) => {
                     runnable.run();
                 }
                 None => return false,
             }
         }
-        !self.shared.queue.is_empty()
+        !local_is_empty() || !self.shared.queue.is_empty()
     }
 
     pub fn live_tasks(&self) -> usize {
@@ -61,7 +75,8 @@ impl Executor {
     }
 
     pub(crate) fn shutdown(&self) {
-        while let Some(runnable) = self.shared.queue.pop() {
+        // One at a time: dropping a task may wake (schedule) another.
+        while let Some(runnable) = pop_local().or_else(|| self.shared.queue.pop()) {
             drop(runnable);
         }
         CURRENT.with(|c| c.borrow_mut().take());
@@ -92,8 +107,10 @@ where
     };
     let schedule = move |runnable: Runnable| {
         let local = OWNER.with(|o| o.get()) == Arc::as_ptr(&shared) as usize;
-        shared.queue.push(runnable);
-        if !local {
+        if local {
+            LOCAL_QUEUE.with_borrow_mut(|q| q.push_back(runnable));
+        } else {
+            shared.queue.push(runnable);
             shared.remote.wake();
         }
     };

@@ -33,6 +33,9 @@ struct IoState {
 struct Inner {
     poll: RefCell<MioPoll>,
     events: RefCell<Events>,
+    /// Wakers collected during one `poll`, kept between polls so waking
+    /// allocates nothing in steady state.
+    to_wake: RefCell<Vec<Waker>>,
     ios: RefCell<Slab<IoState>>,
     remote: RemoteWaker,
 }
@@ -69,6 +72,7 @@ impl Reactor {
         Ok(Reactor(Rc::new(Inner {
             poll: RefCell::new(poll),
             events: RefCell::new(Events::with_capacity(1024)),
+            to_wake: RefCell::new(Vec::with_capacity(64)),
             ios: RefCell::new(Slab::with_capacity(1024)),
             remote: RemoteWaker(waker),
         })))
@@ -143,7 +147,9 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        let mut wake = Vec::new();
+        // Taken out of the cell so a woken task polled re-entrantly (it is
+        // not today: wakers only queue) could not observe it borrowed.
+        let mut wake = std::mem::take(&mut *self.0.to_wake.borrow_mut());
         {
             let mut ios = self.0.ios.borrow_mut();
             for ev in events.iter() {
@@ -171,9 +177,10 @@ impl Reactor {
                 }
             }
         }
-        for w in wake {
+        for w in wake.drain(..) {
             w.wake();
         }
+        *self.0.to_wake.borrow_mut() = wake;
         Ok(())
     }
 }

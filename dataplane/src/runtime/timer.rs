@@ -4,6 +4,13 @@
 //! timeout, idle timeout) and almost none of them fire, so cancellation must be
 //! cheap: dropping a `Sleep` frees its slab entry and the heap entry is skipped
 //! when it surfaces.  Time is the loop's cached `now()`, read once per pass.
+//!
+//! Skipped entries are not free, though: an idle timeout of minutes cancelled
+//! forty thousand times a second would keep millions of dead entries in the
+//! heap.  So when dead entries outnumber live ones the heap is compacted in
+//! place (`retain`), which bounds it to about twice the live timers and, being
+//! amortised over the inserts that made the garbage, costs O(1) per insert and
+//! no allocation.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,6 +29,10 @@ struct Entry {
     fired: bool,
 }
 
+/// Dead heap entries tolerated beyond the live count before compacting, so a
+/// handful of timers never triggers a rebuild.
+const COMPACT_SLACK: usize = 64;
+
 #[derive(Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
@@ -34,8 +45,23 @@ impl Timers {
         self.next_generation += 1;
         let generation = self.next_generation;
         let key = self.entries.insert(Entry { generation, waker: Some(waker), fired: false });
+        if self.heap.len() >= 2 * self.entries.len() + COMPACT_SLACK {
+            self.compact();
+        }
         self.heap.push(Reverse((deadline, key, generation)));
         (key, generation)
+    }
+
+    /// Drops heap entries whose timer was cancelled (see the module essay).
+    fn compact(&mut self) {
+        let entries = &self.entries;
+        self.heap
+            .retain(|Reverse((_, key, generation))| entries.get(*key).is_some_and(|e| e.generation == *generation));
+    }
+
+    #[cfg(test)]
+    fn heap_len(&self) -> usize {
+        self.heap.len()
     }
 
     fn live(&mut self, key: usize, generation: u64) -> Option<&mut Entry> {
@@ -219,5 +245,25 @@ mod tests {
             (fast, slow)
         });
         assert_eq!(res, (Ok(7), Err(Elapsed)));
+    }
+
+    #[test]
+    fn cancelled_timers_do_not_accumulate_in_the_heap() {
+        let mut timers = Timers::default();
+        let waker = std::task::Waker::noop().clone();
+        let far = Instant::now() + Duration::from_secs(300);
+        // A few long-lived timers, then a storm of arm-and-cancel pairs as a
+        // busy connection manager produces them.
+        let keep: Vec<_> = (0..10).map(|i| timers.insert(far + Duration::from_secs(i), waker.clone())).collect();
+        for i in 0..100_000u64 {
+            let (key, generation) = timers.insert(far + Duration::from_millis(i), waker.clone());
+            timers.cancel(key, generation);
+        }
+        assert!(timers.heap_len() <= 2 * keep.len() + COMPACT_SLACK + 1, "heap holds {}", timers.heap_len());
+        // The live ones survived compaction and still fire, in order.
+        timers.fire(far + Duration::from_secs(60));
+        for (key, generation) in keep {
+            assert!(timers.live(key, generation).is_some_and(|e| e.fired));
+        }
     }
 }

@@ -595,6 +595,44 @@ class Bench:
             "error_kinds": errs,
         }
 
+    def syscalls(self, target, proc):
+        """System calls the proxy makes per request: strace -c attached to every
+        process and thread of the proxy while oha sends exactly N requests over
+        keep-alive connections.  strace slows the proxy down a lot, so this phase
+        counts, it never times."""
+        a = self.args
+        out = os.path.join(self.raw, f"{target}-strace.txt")
+        cmd = ["strace", "-c", "-f", "-o", out]
+        for pid in proc.pids():
+            cmd += ["-p", str(pid)]
+        tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # attach
+        try:
+            r = self.run_tool(f"{target}-strace-oha", self.client(
+                [a.oha_bin, "-n", str(a.syscalls), "-c", str(a.fixed_connections), "--no-tui", "--output-format",
+                 "json", "--worker-threads", "1", self.url(target)]), 600)
+            j = json.loads(r.stdout)
+            codes = j.get("statusCodeDistribution", {})
+            ok = sum(v for k, v in codes.items() if k.startswith("2"))
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            try:
+                tracer.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                tracer.kill()
+        if not ok:
+            raise RuntimeError("no successful request during the strace phase")
+        by_call = {}
+        with open(out) as f:
+            for line in f:
+                cols = line.split()
+                # "% time seconds usecs/call calls [errors] syscall"
+                if len(cols) >= 5 and cols[0].replace(".", "").isdigit() and cols[-1] != "total":
+                    by_call[cols[-1]] = int(cols[3])
+        total = sum(by_call.values())
+        return {"requests": ok, "per_req": total / ok,
+                "by_call": {k: v / ok for k, v in sorted(by_call.items(), key=lambda kv: -kv[1])}}
+
     def h2load(self, target, name):
         a = self.args
         cmd = self.client(["h2load", "-c", str(a.h2_connections), "-m", str(a.h2_streams), "-t", "1",
@@ -707,6 +745,13 @@ class Bench:
                     res["h2"] = self.measured(proc, lambda: self.h2load(target, f"{target}-{tag}-h2load"))
                 except Exception as e:  # noqa: BLE001
                     res["h2"] = {"supported": False, "error": str(e)[:300]}
+            if proc and a.syscalls > 0:
+                log(f"[{target}] syscall count over {a.syscalls} requests (strace -c -f; not timed)")
+                try:
+                    res["syscalls"] = self.syscalls(target, proc)
+                    log(f"[{target}]   {res['syscalls']['per_req']:.2f} syscalls per request")
+                except Exception as e:  # noqa: BLE001
+                    res["syscalls"] = {"error": str(e)[:300]}
             if proc:
                 res["peak_rss_kib"] = status_kib(proc.pids(), "VmHWM")
                 if not proc.alive():
@@ -739,7 +784,35 @@ class Bench:
                     rounds.append({"target": t, "round": rnd, "error": str(e)[:2000]})
         with open(os.path.join(self.raw, "rounds.json"), "w") as f:
             json.dump(rounds, f, indent=1)
+        if a.syscalls > 0:
+            write_syscalls(self.outdir, rounds, a)
         return rounds
+
+
+def write_syscalls(outdir, rounds, a):
+    """syscalls.md: per-request system calls of each proxy, from the last round."""
+    per = {}
+    for r in rounds:
+        if "syscalls" in r and "per_req" in r["syscalls"]:
+            per[r["target"]] = r["syscalls"]
+    if not per:
+        return
+    calls = []
+    for t in per.values():
+        for k in t["by_call"]:
+            if k not in calls:
+                calls.append(k)
+    targets = [t for t in a.targets if t in per]
+    L = ["# System calls per proxied request\n",
+         f"`strace -c -f` attached to each proxy while oha sent {a.syscalls:,} requests over "
+         f"{a.fixed_connections} keep-alive connections (not a timing run: strace slows every call).\n",
+         "| syscall | " + " | ".join(targets) + " |", "|---|" + "---:|" * len(targets),
+         "| **total** | " + " | ".join(f"**{per[t]['per_req']:.2f}**" for t in targets) + " |"]
+    for c in calls:
+        L.append(f"| {c} | " + " | ".join(f"{per[t]['by_call'].get(c, 0):.2f}" for t in targets) + " |")
+    with open(os.path.join(outdir, "syscalls.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
+    log(f"syscalls per request: " + ", ".join(f"{t} {per[t]['per_req']:.2f}" for t in targets))
 
 
 # ---------------------------------------------------------------- environment
@@ -1207,6 +1280,8 @@ def parse_args(argv):
     ap.add_argument("--report-only", default="", metavar="DIR",
                     help="rebuild the reports of an earlier run from DIR/raw/rounds.json (same options as that run)")
     ap.add_argument("--http2", action="store_true", help="also run h2load (h2c prior knowledge) against each target")
+    ap.add_argument("--syscalls", type=int, default=20000, metavar="N",
+                    help="count proxy syscalls with strace -c over N requests (0 skips; default 20000)")
     ap.add_argument("--h2-connections", type=int, default=40)
     ap.add_argument("--h2-streams", type=int, default=10)
     ap.add_argument("--meshgate-bin", default=os.path.join(REPO, "target", "release", "meshgate"))

@@ -48,6 +48,7 @@ if [ "$INSTALL" = 1 ]; then
   command -v nginx >/dev/null || need+=(nginx)
   command -v haproxy >/dev/null || need+=(haproxy)
   command -v wrk >/dev/null || need+=(wrk)
+  command -v strace >/dev/null || need+=(strace)
   command -v taskset >/dev/null || need+=(util-linux)
   if [ "$HTTP2" = 1 ]; then command -v h2load >/dev/null || need+=(nghttp2-client); fi
   if [ ${#need[@]} -gt 0 ]; then

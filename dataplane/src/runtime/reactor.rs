@@ -128,6 +128,13 @@ impl Reactor {
         Poll::Pending
     }
 
+    /// Whether no read event (bytes, FIN or error) arrived since the read side
+    /// last drained.  For an idle pooled connection that means the peer has
+    /// neither spoken nor closed, as of the last `poll`.
+    pub fn read_quiet(&self, token: IoToken) -> bool {
+        self.0.ios.borrow().get(token.0).is_some_and(|s| !s.readable && !s.read_closed)
+    }
+
     /// Called after an operation returned `WouldBlock`.
     pub fn clear_ready(&self, token: IoToken, dir: Direction) {
         if let Some(state) = self.0.ios.borrow_mut().get_mut(token.0) {

@@ -110,6 +110,14 @@ impl KernelStream {
     /// A parked upstream connection is usable if reading would block: no FIN,
     /// no reset, and no stray bytes (a stray response would desynchronise it).
     pub fn is_idle_usable(&self) -> bool {
+        // The reactor already knows when the peer spoke or closed; asking the
+        // kernel (a MSG_PEEK recvfrom) is needed only then.  A FIN that lands
+        // after the last poll is the race every pooling proxy has: the request
+        // fails before any response byte and the proxy retries it on a fresh
+        // connection.
+        if self.reactor.read_quiet(self.token) {
+            return true;
+        }
         let mut probe = [0u8; 1];
         matches!(self.io.peek(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }

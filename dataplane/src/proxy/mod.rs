@@ -50,7 +50,7 @@ use crate::http1::{
     H1Error, Method, RequestHead, ResponseHead, Version,
 };
 use crate::router::{action as route_action, mutate, Matched};
-use crate::runtime::{now, sleep_until, timeout, Sleep};
+use crate::runtime::{now, sleep_until, spawn, timeout, Sleep};
 use crate::shard::{HttpListener, ShardCtx};
 use crate::transport::Stream;
 use crate::upstream::{lb, ClusterRuntime, ConnectFailure, UpstreamConn};
@@ -71,19 +71,107 @@ pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, str
     stats.downstream_cx_http1_active.inc();
     listener.listener_stats.downstream_cx_total.inc();
     listener.listener_stats.downstream_cx_active.inc();
-    let opened = Instant::now();
+    let parked = ParkedConn { stream, peer, opened: Instant::now(), rx_bytes: 0, tx_bytes: 0, idle_deadline: None };
+    serve(ctx, listener, parked, true).await
+}
+
+/// How long a keep-alive connection waits for its next request inside its
+/// connection task before it is parked: the task (a few KiB of future state,
+/// the request head's storage, the encode buffer) ends and a small task that
+/// holds only the socket and counters waits for the next byte instead, as
+/// nginx keeps an idle keep-alive connection as a bare event handler.  Busy
+/// connections never park, so parking costs nothing per request.
+const PARK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// A downstream connection between tasks: everything that must survive
+/// parking, and nothing else.
+struct ParkedConn {
+    stream: Stream,
+    peer: SocketAddr,
+    opened: Instant,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    /// When the idle timeout closes it, counted from when it went idle.
+    idle_deadline: Option<Instant>,
+}
+
+/// Runs a connection (fresh, or resumed from parking) until it ends or parks.
+async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, fresh: bool) {
+    let ParkedConn { stream, peer, opened, rx_bytes, tx_bytes, .. } = conn;
     let mut conn = Downstream::new(&ctx, stream, peer, &listener);
-    let end = match conn.network_rbac(&listener).await {
+    conn.rx_bytes.set(rx_bytes);
+    conn.tx_bytes.set(tx_bytes);
+    // The network RBAC filter decides once per connection, on its first bytes.
+    let rbac_end = if fresh { conn.network_rbac(&listener).await } else { None };
+    let end = match rbac_end {
         Some(end) => end,
         None => conn.run(&listener).await,
     };
+    if let ConnEnd::Park(idle_deadline) = end {
+        let parked = ParkedConn {
+            rx_bytes: conn.rx_bytes.get(),
+            tx_bytes: conn.tx_bytes.get(),
+            stream: conn.stream,
+            peer,
+            opened,
+            idle_deadline,
+        };
+        spawn(wait_parked(ctx.clone(), listener, parked)).detach();
+        return;
+    }
+    finish_connection(&listener, end, opened, conn.rx_bytes.get(), conn.tx_bytes.get());
+}
+
+/// The parked connection's task: wakes on the client's next byte (or FIN),
+/// its idle timeout, or the shard draining.
+async fn wait_parked(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, parked: ParkedConn) {
+    enum Wake {
+        Readable,
+        IdleTimeout,
+        Draining,
+    }
+    let woke = {
+        let mut sleep = parked.idle_deadline.map(sleep_until);
+        let mut drain = pin!(ctx.drain_signal());
+        let stream = &parked.stream;
+        std::future::poll_fn(|cx| {
+            if stream.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(Wake::Readable);
+            }
+            if let Some(s) = sleep.as_mut() {
+                if Pin::new(s).poll(cx).is_ready() {
+                    return Poll::Ready(Wake::IdleTimeout);
+                }
+            }
+            if drain.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Draining);
+            }
+            Poll::Pending
+        })
+        .await
+    };
+    match woke {
+        Wake::Readable => spawn(serve(ctx.clone(), listener, parked, false)).detach(),
+        Wake::IdleTimeout => {
+            listener.stats.downstream_cx_idle_timeout.inc();
+            finish_connection(&listener, ConnEnd::Local, parked.opened, parked.rx_bytes, parked.tx_bytes);
+        }
+        Wake::Draining => {
+            finish_connection(&listener, ConnEnd::Local, parked.opened, parked.rx_bytes, parked.tx_bytes)
+        }
+    }
+}
+
+fn finish_connection(listener: &HttpListener, end: ConnEnd, opened: Instant, rx_bytes: u64, tx_bytes: u64) {
+    let stats = &listener.stats;
     match end {
         ConnEnd::Local => stats.downstream_cx_destroy_local.inc(),
         ConnEnd::Remote => stats.downstream_cx_destroy_remote.inc(),
+        ConnEnd::Park(_) => unreachable!("a parked connection is not finished"),
     }
     stats.downstream_cx_destroy.inc();
-    stats.downstream_cx_rx_bytes_total.add(conn.rx_bytes.get());
-    stats.downstream_cx_tx_bytes_total.add(conn.tx_bytes.get());
+    stats.downstream_cx_rx_bytes_total.add(rx_bytes);
+    stats.downstream_cx_tx_bytes_total.add(tx_bytes);
     stats.downstream_cx_active.dec();
     stats.downstream_cx_http1_active.dec();
     stats.downstream_cx_length_ms.record(opened.elapsed());
@@ -95,6 +183,9 @@ pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, str
 enum ConnEnd {
     Local,
     Remote,
+    /// Idle long enough to give up its task (see `PARK_IDLE_AFTER`); carries
+    /// the idle timeout's deadline.
+    Park(Option<Instant>),
 }
 
 /// What the request phase decided about the downstream connection.
@@ -144,6 +235,7 @@ impl<'a> Downstream<'a> {
                 }
                 HeadOutcome::Closed => return ConnEnd::Remote,
                 HeadOutcome::Idle => return ConnEnd::Local,
+                HeadOutcome::Park(idle_deadline) => return ConnEnd::Park(idle_deadline),
                 HeadOutcome::Failed(status, reason) => {
                     listener.stats.downstream_rq_total.inc();
                     listener.stats.downstream_rq_http1_total.inc();
@@ -193,7 +285,8 @@ impl<'a> Downstream<'a> {
                 return HeadOutcome::Idle;
             }
             let deadline = if waiting_for_first_byte { hcm.idle_timeout.map(|t| now() + t) } else { header_deadline };
-            let read = self.fill_or_drain(deadline, waiting_for_first_byte).await;
+            let park = waiting_for_first_byte.then(|| now() + PARK_IDLE_AFTER);
+            let read = self.fill_or_drain(deadline, waiting_for_first_byte, park).await;
             match read {
                 Fill::Read(0) => {
                     return if self.buf.is_empty() {
@@ -220,14 +313,17 @@ impl<'a> Downstream<'a> {
                     return HeadOutcome::Failed(408, "request headers timeout".to_string());
                 }
                 Fill::Draining => return HeadOutcome::Idle,
+                Fill::Park => return HeadOutcome::Park(deadline),
             }
         }
     }
 
     /// One read into the buffer, bounded by `deadline`, abandoned when the
-    /// shard starts draining if `idle` (no request in progress).
-    async fn fill_or_drain(&mut self, deadline: Option<Instant>, idle: bool) -> Fill {
+    /// shard starts draining if `idle` (no request in progress), or at `park`
+    /// if nothing arrived by then.
+    async fn fill_or_drain(&mut self, deadline: Option<Instant>, idle: bool, park: Option<Instant>) -> Fill {
         let mut sleep = deadline.map(sleep_until);
+        let mut park = park.map(sleep_until);
         let mut drain = pin!(self.ctx.drain_signal());
         if idle {
             // Between requests the connection waits without a buffer, which
@@ -245,6 +341,11 @@ impl<'a> Downstream<'a> {
                 }
                 if drain.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Some(Fill::Draining));
+                }
+                if let Some(p) = park.as_mut() {
+                    if Pin::new(p).poll(cx).is_ready() {
+                        return Poll::Ready(Some(Fill::Park));
+                    }
                 }
                 Poll::Pending
             })
@@ -465,7 +566,7 @@ impl<'a> Downstream<'a> {
             return None;
         }
         let deadline = listener.hcm.idle_timeout.map(|t| now() + t);
-        match self.fill_or_drain(deadline, true).await {
+        match self.fill_or_drain(deadline, true, None).await {
             Fill::Read(0) | Fill::Error => return Some(ConnEnd::Remote),
             Fill::Read(_) | Fill::Full => {}
             Fill::TimedOut => {
@@ -473,6 +574,7 @@ impl<'a> Downstream<'a> {
                 return Some(ConnEnd::Local);
             }
             Fill::Draining => return Some(ConnEnd::Local),
+            Fill::Park => unreachable!("no park deadline was given"),
         }
         match listener.rbac.check_connection(self.peer, self.stream.local_addr()) {
             crate::rbac::ConnVerdict::Allowed => None,
@@ -1105,6 +1207,8 @@ enum HeadOutcome {
     Ready(usize),
     Closed,
     Idle,
+    /// Nothing arrived for `PARK_IDLE_AFTER`; carries the idle deadline.
+    Park(Option<Instant>),
     Failed(u16, String),
 }
 
@@ -1114,6 +1218,7 @@ enum Fill {
     Error,
     TimedOut,
     Draining,
+    Park,
 }
 
 struct Done {

@@ -1,0 +1,74 @@
+//! Keep-alive connections that sit idle long enough to be parked (their
+//! connection task replaced by a small waiting task, see `PARK_IDLE_AFTER` in
+//! `dataplane/src/proxy/mod.rs`) must behave exactly like busy ones: the next
+//! request is served, the idle timeout still counts from when the connection
+//! went idle, and draining still closes them.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use testkit::{build_request, start_basic, Client};
+
+/// Longer than the gateway's park delay (1 s), so the connection is parked.
+const PARKED: Duration = Duration::from_millis(1_500);
+
+#[test]
+fn parked_keep_alive_connection_serves_the_next_requests() {
+    let (_up, gw) = start_basic("", "", "", &["--shards", "1"]);
+    let mut c = Client::connect(gw.listener_addr);
+    assert_eq!(c.get("/echo").status, 200);
+    std::thread::sleep(PARKED);
+    // Still one open connection, not destroyed while parked.
+    assert_eq!(gw.stat("http.ingress.downstream_cx_active"), 1);
+    assert_eq!(gw.stat("http.ingress.downstream_cx_destroy"), 0);
+    for round in 0..2 {
+        let r = c.get("/echo");
+        assert_eq!(r.status, 200, "request {round} after parking");
+        std::thread::sleep(PARKED);
+    }
+    // A pipelined pair right after waking from parking.
+    let mut two = build_request("GET", "/status/201", &[], b"");
+    two.extend(build_request("GET", "/status/202", &[], b""));
+    c.send(&two);
+    assert_eq!(c.read_response().status, 201);
+    assert_eq!(c.read_response().status, 202);
+    drop(c);
+    assert_eq!(gw.wait_stat("http.ingress.downstream_cx_destroy", 1, Duration::from_secs(5)), 1);
+    assert_eq!(gw.stat("http.ingress.downstream_cx_active"), 0);
+    assert!(gw.stat("http.ingress.downstream_cx_rx_bytes_total") > 0);
+}
+
+#[test]
+fn parked_connection_closes_at_the_idle_timeout_counted_from_going_idle() {
+    let (_up, gw) = start_basic("common_http_protocol_options: { idle_timeout: 2.5s }", "", "", &["--shards", "1"]);
+    let mut c = Client::connect(gw.listener_addr);
+    assert_eq!(c.get("/echo").status, 200);
+    let idle_since = Instant::now();
+    c.set_read_timeout(Duration::from_secs(10));
+    let mut byte = [0u8; 1];
+    let n = c.stream().try_clone().unwrap().read(&mut byte).unwrap_or(0);
+    let closed_after = idle_since.elapsed();
+    assert_eq!(n, 0, "the gateway closes the idle connection without sending anything");
+    // Not before the timeout, and not a full park delay after it (which would
+    // mean the timer restarted when the connection was parked).
+    assert!(closed_after >= Duration::from_millis(2_400), "closed after {closed_after:?}");
+    assert!(closed_after < Duration::from_millis(3_400), "closed after {closed_after:?}");
+    assert_eq!(gw.wait_stat("http.ingress.downstream_cx_idle_timeout", 1, Duration::from_secs(2)), 1);
+}
+
+#[test]
+fn draining_closes_parked_connections_promptly() {
+    let (_up, mut gw) = start_basic("", "", "", &["--shards", "1", "--drain-time-s", "30"]);
+    let mut c = Client::connect(gw.listener_addr);
+    assert_eq!(c.get("/echo").status, 200);
+    std::thread::sleep(PARKED);
+    let signalled = Instant::now();
+    gw.sigterm();
+    c.set_read_timeout(Duration::from_secs(10));
+    let mut byte = [0u8; 1];
+    let n = c.stream().try_clone().unwrap().read(&mut byte).unwrap_or(0);
+    assert_eq!(n, 0, "parked connection closed on drain");
+    let st = gw.wait_exit(Duration::from_secs(10)).expect("meshgate exits once its parked connection closed");
+    assert!(st.success(), "exit status: {st}");
+    assert!(signalled.elapsed() < Duration::from_secs(10), "exit waited for the drain time");
+}

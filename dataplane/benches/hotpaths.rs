@@ -15,7 +15,10 @@
 //! as a smoke test and nothing is measured.
 //!
 //! Paths:
+//! * `baseline/empty`: the loop and the indirect call around an empty
+//!   operation — the harness's own share of every other figure;
 //! * `http1/forward`: parse + forward of a typical request (`support::Forwarder`);
+//! * `http1/parse`: only `parse_request_head` of the same request;
 //! * `router/<routes>/<probe>`: `RouteTable::find`, 10 / 1,000 / 10,000 routes;
 //! * `rbac/<cidrs>/<hit|miss>`: `rbac::Engine::evaluate` over a CIDR whitelist;
 //! * `lb/<policy>/<hosts>`: `Balancer::pick`, 10 / 1,000 hosts;
@@ -29,6 +32,7 @@ mod support;
 use std::hint::black_box;
 use std::process::ExitCode;
 
+use dataplane::http1::{parse_request_head, Limits, RequestHead};
 use support::*;
 
 const ROUTE_SIZES: [usize; 3] = [10, 1_000, 10_000];
@@ -39,7 +43,7 @@ const LB_SIZES: [usize; 2] = [10, 1_000];
 const NOT_AVAILABLE: u8 = 2;
 
 fn paths() -> Vec<String> {
-    let mut p = vec!["http1/forward".to_string()];
+    let mut p = vec!["baseline/empty".to_string(), "http1/forward".to_string(), "http1/parse".to_string()];
     for n in ROUTE_SIZES {
         for probe in ROUTE_PROBES {
             p.push(format!("router/{n}/{probe}"));
@@ -71,11 +75,24 @@ fn measured(iterations: u64, op: &mut dyn FnMut(usize)) {
 fn run(path: &str, iterations: u64) -> Result<(), u8> {
     let parts: Vec<&str> = path.split('/').collect();
     match parts.as_slice() {
+        ["baseline", "empty"] => {
+            measured(iterations, &mut |i| {
+                black_box(i);
+            });
+        }
         ["http1", "forward"] => {
             let mut fwd = Forwarder::new();
             check_forwarded(fwd.forward(REQUEST));
             measured(iterations, &mut |_| {
                 black_box(fwd.forward(black_box(REQUEST)).len());
+            });
+        }
+        ["http1", "parse"] => {
+            let limits = Limits::default();
+            let mut head = RequestHead::new();
+            assert_eq!(parse_request_head(REQUEST, &limits, &mut head), Ok(Some(REQUEST.len())));
+            measured(iterations, &mut |_| {
+                black_box(parse_request_head(black_box(REQUEST), &limits, &mut head).is_ok());
             });
         }
         ["router", n, probe] => {

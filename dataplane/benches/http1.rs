@@ -1,6 +1,6 @@
 //! HTTP/1 parse + forward of one typical request, timed.
 //!
-//! * `forward/typical`: parse a 9-field browser/API request head, strip the
+//! * `forward/typical`: parse a 9-field, 426-byte browser/API request head, strip the
 //!   hop-by-hop fields, append the peer to `x-forwarded-for`, set
 //!   `x-forwarded-proto` and a fresh `x-request-id`, and encode the upstream
 //!   head into a reused buffer — what the connection manager does before

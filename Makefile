@@ -9,7 +9,7 @@ ifneq ($(wildcard $(HOME)/.cargo/bin/cargo),)
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 endif
 
-.PHONY: help deps run build release test fmt lint bench clean
+.PHONY: help deps run build release test fmt lint bench bench-instructions clean
 
 help:
 	@echo "make run      build, start a demo upstream on 127.0.0.1:8081 and meshgate (kernel mode) on :10000"
@@ -19,6 +19,7 @@ help:
 	@echo "make fmt      cargo fmt"
 	@echo "make lint     clippy on every crate and target, warnings are errors"
 	@echo "make bench    benchmarks (bench/run.sh; ARGS=\"--quick\" for a short run)"
+	@echo "make bench-instructions  instructions per request of the hot paths (bench/callgrind.sh)"
 	@echo "make clean    cargo clean"
 	@echo "make deps     install system packages only (scripts/install-deps.sh)"
 
@@ -48,6 +49,10 @@ lint:
 bench:
 	@if [ -x bench/run.sh ]; then bench/run.sh $(ARGS); \
 	else echo "make bench: bench/run.sh does not exist yet (benchmarks are issue 6)" >&2; exit 1; fi
+
+# Callgrind instruction counts (bench/results/instructions.md); ARGS go to bench/callgrind.sh.
+bench-instructions:
+	bench/callgrind.sh $(ARGS)
 
 clean:
 	$(CARGO) clean

@@ -250,8 +250,9 @@ pub fn strip_hop_by_hop(headers: &mut Headers) -> ConnectionDirectives {
         }
     }
     headers.remove_listed("connection", protected);
-    for name in ["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"] {
-        headers.remove(name);
-    }
+    // One pass over the fields (stored names are lower-case), not one per name.
+    headers.retain(|name, _| {
+        !matches!(name, "connection" | "keep-alive" | "proxy-connection" | "te" | "transfer-encoding" | "upgrade")
+    });
     d
 }

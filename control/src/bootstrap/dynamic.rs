@@ -473,10 +473,10 @@ pub struct DynamicResources {
     pub routes: BTreeMap<String, Accepted<rt::RouteConfiguration>>,
     pub clusters: BTreeMap<String, Accepted<cl::Cluster>>,
     pub endpoints: BTreeMap<String, Accepted<ep::ClusterLoadAssignment>>,
-    /// The RDS / EDS initial fetch timed out: listeners and clusters stop
-    /// waiting for what never came.
-    pub rds_timed_out: bool,
-    pub eds_timed_out: bool,
+    /// Route configurations / assignments whose initial fetch timed out:
+    /// listeners and clusters stop waiting for them and go live without.
+    pub rds_given_up: std::collections::BTreeSet<String>,
+    pub eds_given_up: std::collections::BTreeSet<String>,
 }
 
 /// Translations kept between builds, keyed by the exact bytes they came
@@ -528,7 +528,7 @@ pub fn build(
         if let Some(eds) = &eds {
             let source = c.eds_cluster_config.as_ref().and_then(|e| e.eds_config.as_ref());
             check_ads_source(source, "eds_cluster_config.eds_config", &mut errors);
-            if assignment.is_none() && !dynamic.eds_timed_out {
+            if assignment.is_none() && !dynamic.eds_given_up.contains(eds) {
                 warming.clusters.push(name.clone());
                 absorb(errors, &mut all);
                 continue;
@@ -618,7 +618,7 @@ pub fn build(
         for r in &names {
             match dynamic.routes.get(r) {
                 Some(rc) => route_bytes.push(rc.resource.bytes.clone()),
-                None if dynamic.rds_timed_out => route_bytes.push(Vec::new()),
+                None if dynamic.rds_given_up.contains(r) => route_bytes.push(Vec::new()),
                 None => waiting = true,
             }
         }
@@ -903,7 +903,11 @@ mod tests {
         assert!(!Arc::ptr_eq(&cfg.clusters["c1"], &c1));
 
         // Once the initial fetch timed out, they go live without.
-        let mut d2 = DynamicResources { rds_timed_out: true, eds_timed_out: true, ..Default::default() };
+        let mut d2 = DynamicResources {
+            rds_given_up: ["r9".to_string()].into(),
+            eds_given_up: ["c9".to_string()].into(),
+            ..Default::default()
+        };
         d2.listeners.insert("l1".into(), accepted(LISTENER, listener("l1", 10001, "r9"), "1"));
         d2.clusters.insert("c9".into(), accepted(CLUSTER, eds_cluster("c9"), "1"));
         let (cfg, warming) = build(&base, &d2, &mut TranslationCache::default()).unwrap();

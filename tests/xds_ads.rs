@@ -171,6 +171,24 @@ fn initial_sync_then_route_endpoint_and_cluster_changes() {
     assert!(gw.stat("cluster_manager.cds.update_success") >= 1);
     assert!(gw.stat("rds.update_success") >= 1 && gw.stat("eds.update_success") >= 1);
 
+    // /config_dump: static and dynamic resources, with version and time.
+    let dump = gw.admin_get("/config_dump").json();
+    let configs = dump["configs"].as_array().unwrap();
+    let of = |t: &str| configs.iter().find(|c| c["@type"].as_str().unwrap().ends_with(t)).unwrap().clone();
+    let clusters = of("ClustersConfigDump");
+    assert_eq!(clusters["static_clusters"][0]["cluster"]["name"], "xds_cluster");
+    assert_eq!(clusters["dynamic_active_clusters"][0]["cluster"]["name"], "backend");
+    assert_eq!(clusters["dynamic_active_clusters"][0]["version_info"], "c1");
+    assert!(clusters["dynamic_active_clusters"][0]["last_updated"].as_str().unwrap().ends_with('Z'));
+    let listeners = of("ListenersConfigDump");
+    assert_eq!(listeners["dynamic_listeners"][0]["name"], "main");
+    assert_eq!(listeners["dynamic_listeners"][0]["active_state"]["version_info"], "l1");
+    assert_eq!(
+        listeners["dynamic_listeners"][0]["active_state"]["listener"]["@type"],
+        "type.googleapis.com/envoy.config.listener.v3.Listener"
+    );
+    assert_eq!(of("RoutesConfigDump")["dynamic_route_configs"][0]["route_config"]["name"], "routes");
+
     // EDS: the endpoint moves from a to b.
     cp.set(ENDPOINT, "e2", vec![assignment("backend", &[&b])]);
     wait_until("EDS change to upstream b", &gw, || served_by(addr, "/echo").as_deref() == Some("b"));

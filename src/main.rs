@@ -124,6 +124,11 @@ fn run(cli: Cli, config: control::model::Config) -> Result<(), String> {
         }
     }
     let wakers: Vec<_> = handles.iter().map(|h| h.waker()).collect();
+    // xDS: the control thread publishes whole new configs into `config`.
+    let xds_wakers = wakers.clone();
+    let publisher =
+        xds::Publisher { config: config.clone(), wake: Box::new(move || xds_wakers.iter().for_each(|w| w.wake())) };
+    let _xds_thread = xds::spawn(config.load_full(), publisher, &stats).map_err(|e| format!("xds thread: {e}"))?;
     let _dns_thread =
         spawn_refresher(dns, config.clone(), server.clone(), move || wakers.iter().for_each(|w| w.wake()))
             .map_err(|e| format!("dns thread: {e}"))?;

@@ -53,6 +53,7 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::model;
 
 mod dump;
+pub mod dynamic;
 mod matchers;
 mod rbac;
 mod supported;
@@ -91,7 +92,7 @@ pub fn descriptor_pool() -> &'static DescriptorPool {
     })
 }
 
-fn message_descriptor(full_name: &str) -> MessageDescriptor {
+pub(crate) fn message_descriptor(full_name: &str) -> MessageDescriptor {
     descriptor_pool()
         .get_message_by_name(full_name)
         .unwrap_or_else(|| panic!("{full_name} is compiled into the descriptor set by build.rs"))
@@ -132,7 +133,7 @@ pub fn load_str(text: &str, format_hint: Format, source_name: &str) -> Result<mo
 
 /// The message back in canonical proto3 JSON, with proto field names as
 /// Envoy's own `/config_dump` prints them.
-fn canonical_json(message: &DynamicMessage) -> serde_json::Value {
+pub(crate) fn canonical_json(message: &DynamicMessage) -> serde_json::Value {
     let options = SerializeOptions::new().use_proto_field_name(true);
     message
         .serialize_with_options(serde_json::value::Serializer, &options)
@@ -343,18 +344,27 @@ pub(crate) struct Errors {
 }
 
 impl Errors {
-    fn new(source: &str) -> Self {
+    pub(crate) fn new(source: &str) -> Self {
         Errors { source: source.to_string(), list: Vec::new() }
     }
 
     pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let mut path = path.into();
+        // Translators build `{path}.field`; an xDS resource is its own root.
+        if path.starts_with('.') {
+            path.remove(0);
+        }
         let e = ConfigError::new(self.source.clone(), path, message);
         if !self.list.contains(&e) {
             self.list.push(e);
         }
     }
 
-    fn finish(self) -> Result<(), ConfigErrors> {
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn finish(self) -> Result<(), ConfigErrors> {
         match ConfigErrors::from_vec(self.list) {
             None => Ok(()),
             Some(e) => Err(e),

@@ -25,6 +25,78 @@ pub struct Config {
     pub bootstrap_json: serde_json::Value,
     /// When this snapshot was built (RFC 3339, UTC), for `/config_dump`.
     pub last_updated: String,
+    /// `dynamic_resources`: where xDS comes from (`None`: static only).
+    pub xds: Option<Arc<Xds>>,
+    /// The resources delivered over xDS that this snapshot runs, for
+    /// `/config_dump` (`None` until the first xDS update is applied).
+    pub dynamic: Option<Arc<DynamicDump>>,
+}
+
+/// `dynamic_resources` of the bootstrap (see docs/xds.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Xds {
+    /// `ads_config`, when any type is fetched over ADS.
+    pub ads: Option<XdsServer>,
+    /// `lds_config` (`None`: no dynamic listeners).
+    pub lds: Option<XdsSource>,
+    /// `cds_config` (`None`: no dynamic clusters).
+    pub cds: Option<XdsSource>,
+}
+
+/// Where one resource type comes from (`ConfigSource`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct XdsSource {
+    /// `ads: {}` (true) or a server of its own (`api_config_source`).
+    pub server: Option<XdsServer>,
+    /// `initial_fetch_timeout` (default 15 s; `0s`: wait forever).
+    pub initial_fetch_timeout: Option<Duration>,
+}
+
+/// `ApiConfigSource`: a management server and how to talk to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XdsServer {
+    pub api_type: XdsApiType,
+    /// The static cluster holding the management server
+    /// (`grpc_services[0].envoy_grpc.cluster_name`, or REST `cluster_names[0]`).
+    pub cluster: String,
+    /// Reconnect back-off (`envoy_grpc.retry_policy.retry_back_off`;
+    /// Envoy's defaults: 500 ms base, 30 s cap).
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// REST: `refresh_delay` (default 1 s) and `request_timeout` (default 1 s).
+    pub refresh_delay: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdsApiType {
+    /// `GRPC`: state of the world.
+    Grpc,
+    /// `DELTA_GRPC`: incremental.
+    DeltaGrpc,
+    /// `REST`: JSON polling.
+    Rest,
+}
+
+/// xDS resources as Envoy's `/config_dump` lists them.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicDump {
+    pub listeners: Vec<DynamicResource>,
+    pub route_configs: Vec<DynamicResource>,
+    pub clusters: Vec<DynamicResource>,
+    pub endpoint_configs: Vec<DynamicResource>,
+}
+
+/// One accepted xDS resource: its canonical proto3 JSON (without `@type`),
+/// the `version_info` it arrived with and when it was accepted.
+#[derive(Debug, Clone)]
+pub struct DynamicResource {
+    pub name: String,
+    pub version_info: String,
+    pub last_updated: String,
+    pub json: serde_json::Value,
+    /// Still waiting for its RDS / EDS dependency (not serving yet).
+    pub warming: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -484,7 +484,7 @@ fn rds_on_hcm() {
     h.remove("route_config");
     h.insert("rds".into(), json!({"route_config_name": "r", "config_source": {"ads": {}}}));
     let errs = errors(&doc);
-    assert_error(&errs, &format!("{HCM_PATH}.rds"), "RDS is not supported yet");
+    assert_error(&errs, &format!("{HCM_PATH}.rds"), "RDS is supported only in listeners delivered over LDS");
     // One problem, one error: no extra "route_config required".
     assert_eq!(errs.len(), 1, "{errs}");
 }
@@ -522,7 +522,7 @@ fn unsupported_field_inside_typed_config() {
 #[test]
 fn unsupported_node_fields_and_protocol_options() {
     let errs = errors(&with(&[
-        ("/node", json!({"id": "a", "locality": {"zone": "z"}})),
+        ("/node", json!({"id": "a", "user_agent_name": "z"})),
         (
             "/static_resources/clusters/0/typed_extension_protocol_options",
             json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -532,7 +532,7 @@ fn unsupported_node_fields_and_protocol_options() {
         ("/static_resources/clusters/0/type", json!("EDS")),
         ("/static_resources/clusters/0/lb_policy", json!("LOAD_BALANCING_POLICY_CONFIG")),
     ]));
-    assert_error(&errs, "node.locality", "meshgate supports: id, cluster");
+    assert_error(&errs, "node.user_agent_name", "meshgate supports: id, cluster");
     assert_error(
         &errs,
         "static_resources.clusters[0].typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\"].explicit_http_config.http2_protocol_options",

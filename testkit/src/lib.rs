@@ -10,13 +10,16 @@
 //!   gateway under test ([`Gateway`], with config templating, readiness wait,
 //!   admin/stats access, signals, RSS), and a small, strict HTTP/1.1 client
 //!   ([`Client`], [`read_response`], [`raw_exchange`], [`parse_responses`])
-//!   that lets tests see exactly what went over the wire.
+//!   that lets tests see exactly what went over the wire;
+//! * a scriptable xDS management server ([`xds_server`]) for the xDS tests.
 //!
 //! It must not depend on meshgate's crates: the tests drive the gateway only
 //! through its binary, its config file, its sockets and its admin endpoint.
 //! Everything binds port 0 or freshly picked free ports so tests run in
 //! parallel, and every socket read has a timeout.
 #![forbid(unsafe_code)]
+
+pub mod xds_server;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -38,6 +38,21 @@ pub fn config_dump_json(cfg: &model::Config) -> Value {
         .map(|l| json!({"listener": typed(l, "envoy.config.listener.v3.Listener"), "last_updated": t}))
         .collect();
 
+    let mut clusters = json!({
+        "@type": format!("{TYPE_PREFIX}envoy.admin.v3.ClustersConfigDump"),
+        "static_clusters": static_clusters,
+    });
+    let mut listeners = json!({
+        "@type": format!("{TYPE_PREFIX}envoy.admin.v3.ListenersConfigDump"),
+        "static_listeners": static_listeners,
+    });
+    let mut routes = json!({
+        "@type": format!("{TYPE_PREFIX}envoy.admin.v3.RoutesConfigDump"),
+        "static_route_configs": static_route_configs,
+    });
+    if let Some(d) = &cfg.dynamic {
+        add_dynamic(d, &mut clusters, &mut listeners, &mut routes);
+    }
     json!({
         "configs": [
             {
@@ -45,20 +60,39 @@ pub fn config_dump_json(cfg: &model::Config) -> Value {
                 "bootstrap": bootstrap,
                 "last_updated": t,
             },
-            {
-                "@type": format!("{TYPE_PREFIX}envoy.admin.v3.ClustersConfigDump"),
-                "static_clusters": static_clusters,
-            },
-            {
-                "@type": format!("{TYPE_PREFIX}envoy.admin.v3.ListenersConfigDump"),
-                "static_listeners": static_listeners,
-            },
-            {
-                "@type": format!("{TYPE_PREFIX}envoy.admin.v3.RoutesConfigDump"),
-                "static_route_configs": static_route_configs,
-            },
+            clusters,
+            listeners,
+            routes,
         ]
     })
+}
+
+/// xDS resources in Envoy's shapes: `dynamic_active_clusters` /
+/// `dynamic_warming_clusters`, `dynamic_listeners` with `active_state` or
+/// `warming_state`, `dynamic_route_configs`, each with `version_info` and
+/// `last_updated`.  (EDS assignments are left out, as Envoy leaves them out
+/// unless asked with `?include_eds`.)
+fn add_dynamic(d: &model::DynamicDump, clusters: &mut Value, listeners: &mut Value, routes: &mut Value) {
+    let entry = |r: &model::DynamicResource, key: &str, ty: &str| json!({"version_info": r.version_info, key: typed(r.json.clone(), ty), "last_updated": r.last_updated});
+    let cluster_ty = "envoy.config.cluster.v3.Cluster";
+    let active: Vec<Value> =
+        d.clusters.iter().filter(|c| !c.warming).map(|c| entry(c, "cluster", cluster_ty)).collect();
+    let warming: Vec<Value> =
+        d.clusters.iter().filter(|c| c.warming).map(|c| entry(c, "cluster", cluster_ty)).collect();
+    clusters["dynamic_active_clusters"] = Value::Array(active);
+    clusters["dynamic_warming_clusters"] = Value::Array(warming);
+    let dynamic_listeners: Vec<Value> = d
+        .listeners
+        .iter()
+        .map(|l| {
+            let state = if l.warming { "warming_state" } else { "active_state" };
+            json!({"name": l.name, state: entry(l, "listener", "envoy.config.listener.v3.Listener")})
+        })
+        .collect();
+    listeners["dynamic_listeners"] = Value::Array(dynamic_listeners);
+    routes["dynamic_route_configs"] = Value::Array(
+        d.route_configs.iter().map(|r| entry(r, "route_config", "envoy.config.route.v3.RouteConfiguration")).collect(),
+    );
 }
 
 /// The resource as an `Any` in JSON: `@type` first, then its own fields.

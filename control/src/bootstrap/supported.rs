@@ -22,8 +22,25 @@ pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v
 /// Supported fields per message full name.  A message reachable through a
 /// supported field but missing here supports no fields at all.
 const FIELDS: &[(&str, &[&str])] = &[
-    ("envoy.config.bootstrap.v3.Bootstrap", &["node", "static_resources", "admin"]),
-    ("envoy.config.core.v3.Node", &["id", "cluster"]),
+    ("envoy.config.bootstrap.v3.Bootstrap", &["node", "static_resources", "admin", "dynamic_resources"]),
+    ("envoy.config.core.v3.Node", &["id", "cluster", "metadata", "locality"]),
+    // xDS (bootstrap/dynamic.rs, docs/xds.md).
+    ("envoy.config.core.v3.Locality", &["region", "zone", "sub_zone"]),
+    ("envoy.config.bootstrap.v3.Bootstrap.DynamicResources", &["ads_config", "lds_config", "cds_config"]),
+    (
+        "envoy.config.core.v3.ApiConfigSource",
+        &["api_type", "transport_api_version", "grpc_services", "cluster_names", "refresh_delay", "request_timeout"],
+    ),
+    ("envoy.config.core.v3.GrpcService", &["envoy_grpc"]),
+    ("envoy.config.core.v3.GrpcService.EnvoyGrpc", &["cluster_name", "retry_policy"]),
+    ("envoy.config.core.v3.BackoffStrategy", &["base_interval", "max_interval"]),
+    (
+        "envoy.config.core.v3.ConfigSource",
+        &["ads", "api_config_source", "initial_fetch_timeout", "resource_api_version"],
+    ),
+    ("envoy.config.core.v3.AggregatedConfigSource", &[]),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.Rds", &["config_source", "route_config_name"]),
+    ("envoy.config.cluster.v3.Cluster.EdsClusterConfig", &["eds_config", "service_name"]),
     ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters"]),
     ("envoy.config.bootstrap.v3.Admin", &["address", "access_log_path"]),
     ("envoy.config.core.v3.Address", &["socket_address"]),
@@ -37,6 +54,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "stat_prefix",
             "codec_type",
             "route_config",
+            "rds",
             "http_filters",
             "max_request_headers_kb",
             "common_http_protocol_options",
@@ -173,6 +191,9 @@ const FIELDS: &[(&str, &[&str])] = &[
             "least_request_lb_config",
             "round_robin_lb_config",
             "common_lb_config",
+            "eds_cluster_config",
+            // Only for the xDS cluster (gRPC needs HTTP/2); rejected elsewhere.
+            "http2_protocol_options",
         ],
     ),
     // Load balancing (translate/lb.rs).
@@ -198,7 +219,10 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint", "load_balancing_weight"]),
     ("envoy.config.endpoint.v3.Endpoint", &["address"]),
     (UPSTREAM_HTTP_OPTIONS, &["common_http_protocol_options", "explicit_http_config"]),
-    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", &["http_protocol_options"]),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
+        &["http_protocol_options", "http2_protocol_options"],
+    ),
     // Matchers shared by RBAC and routing.
     ("envoy.type.matcher.v3.StringMatcher", &["exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"]),
     ("envoy.type.matcher.v3.RegexMatcher", &["regex", "google_re2"]),
@@ -257,6 +281,11 @@ const FIELDS: &[(&str, &[&str])] = &[
 /// the full name of the field holding them: the same core
 /// `HttpProtocolOptions` means different things downstream and upstream.
 const FIELDS_BY_CONTAINER: &[(&str, &[&str])] = &[
+    // The xDS stream's reconnect back-off is all Envoy reads of it.
+    ("envoy.config.core.v3.GrpcService.EnvoyGrpc.retry_policy", &["retry_back_off"]),
+    // HTTP/2 only for the xDS cluster, with Envoy's defaults.
+    ("envoy.config.cluster.v3.Cluster.http2_protocol_options", &[]),
+    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options", &[]),
     (
         "envoy.config.cluster.v3.Cluster.CommonLbConfig.healthy_panic_threshold",
         &["value"],
@@ -293,15 +322,7 @@ const HINTS: &[(&str, &str)] = &[
     ),
     ("envoy.config.core.v3.HeaderValue.raw_value", "use value (raw_value is not supported)"),
     (
-        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.rds",
-        "RDS is not supported yet, use an inline route_config",
-    ),
-    (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options",
-        "HTTP/2 not supported yet",
-    ),
-    (
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options",
         "HTTP/2 not supported yet",
     ),
     ("envoy.config.listener.v3.FilterChain.transport_socket", "TLS not supported yet"),
@@ -375,7 +396,12 @@ pub(crate) fn check_bootstrap(message: &DynamicMessage, errors: &mut Errors) {
     check_message(message, "", None, errors);
 }
 
-fn check_message(message: &DynamicMessage, path: &str, container: Option<&FieldDescriptor>, errors: &mut Errors) {
+pub(crate) fn check_message(
+    message: &DynamicMessage,
+    path: &str,
+    container: Option<&FieldDescriptor>,
+    errors: &mut Errors,
+) {
     let descriptor = message.descriptor();
     let supported = supported_fields(descriptor.full_name(), container);
     for (field, value) in message.fields() {

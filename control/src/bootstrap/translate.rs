@@ -57,7 +57,8 @@ pub(crate) fn translate(
         resources.clusters.iter().map(|c| c.name.as_str()).filter(|n| !n.is_empty()).collect();
     let listeners = listeners(&resources.listeners, &cluster_names, errors);
 
-    model::Config { version: 0, node, admin, listeners, clusters, bootstrap_json, last_updated }
+    let xds = super::dynamic::bootstrap_xds(b, errors).map(Arc::new);
+    model::Config { version: 0, node, admin, listeners, clusters, bootstrap_json, last_updated, xds, dynamic: None }
 }
 
 // ---------------------------------------------------------------- helpers
@@ -71,7 +72,7 @@ fn enum_name(enum_full_name: &str, number: i32) -> String {
 }
 
 /// A proto duration as a std one; negative ones are reported.
-fn duration(d: &pb::Duration, path: &str, errors: &mut Errors) -> Option<Duration> {
+pub(super) fn duration(d: &pb::Duration, path: &str, errors: &mut Errors) -> Option<Duration> {
     if d.seconds < 0 || d.nanos < 0 {
         errors.add(path, "must not be negative");
         return None;
@@ -166,7 +167,7 @@ fn socket_address(a: Option<&core::Address>, path: &str, errors: &mut Errors) ->
 }
 
 /// A socket address that must be an IP literal (listeners, admin, STATIC endpoints).
-fn ip_socket_address(a: Option<&core::Address>, path: &str, errors: &mut Errors) -> Option<SocketAddr> {
+pub(super) fn ip_socket_address(a: Option<&core::Address>, path: &str, errors: &mut Errors) -> Option<SocketAddr> {
     match socket_address(a, path, errors)? {
         (Host::Ip(ip), port) => Some(SocketAddr::new(ip, port as u16)),
         (Host::Name(name), _) => {
@@ -230,19 +231,32 @@ fn listeners(list: &[lis::Listener], clusters: &HashSet<&str>, errors: &mut Erro
                 );
             }
         }
-        let http = filter_chains(&l.filter_chains, &path, clusters, errors);
-        let network_rbac = super::rbac::network_filters(&l.filter_chains, &path, errors);
-        if let (Some(address), Some(http), Some(network_rbac)) = (address, http, network_rbac) {
-            out.push(Arc::new(model::Listener {
-                name,
-                address,
-                http: Arc::new(http),
-                network_rbac,
-                per_connection_buffer_limit_bytes: l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value),
-            }));
+        if let Some(l) = listener_body(l, name, address, &path, clusters, errors) {
+            out.push(Arc::new(l));
         }
     }
     out
+}
+
+/// One listener's filter chains and limits, its name and address already
+/// read (xDS listeners come through here too, from bootstrap/dynamic.rs).
+pub(super) fn listener_body(
+    l: &lis::Listener,
+    name: String,
+    address: Option<SocketAddr>,
+    path: &str,
+    clusters: &HashSet<&str>,
+    errors: &mut Errors,
+) -> Option<model::Listener> {
+    let http = filter_chains(&l.filter_chains, path, clusters, errors);
+    let network_rbac = super::rbac::network_filters(&l.filter_chains, path, errors);
+    Some(model::Listener {
+        name,
+        address: address?,
+        http: Arc::new(http?),
+        network_rbac: network_rbac?,
+        per_connection_buffer_limit_bytes: l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value),
+    })
 }
 
 fn filter_chains(
@@ -342,7 +356,16 @@ fn http_connection_manager(
     use hcm::http_connection_manager::RouteSpecifier;
     let route_config = match &h.route_specifier {
         Some(RouteSpecifier::RouteConfig(rc)) => route_config(rc, &p("route_config"), clusters, errors),
-        Some(_) => None, // rds / scoped_routes: reported by the allowlist walk
+        Some(RouteSpecifier::Rds(_)) => {
+            // Dynamic listeners get their `rds` resolved before translation
+            // (bootstrap/dynamic.rs), so only a static listener gets here.
+            errors.add(
+                p("rds"),
+                "RDS is supported only in listeners delivered over LDS (use an inline route_config here)",
+            );
+            None
+        }
+        Some(_) => None, // scoped_routes: reported by the allowlist walk
         None => {
             errors.add(p("route_config"), "required (meshgate needs an inline route_config)");
             None
@@ -489,7 +512,7 @@ fn http_filters(filters: &[hcm::HttpFilter], path: &str, errors: &mut Errors) ->
 
 // ---------------------------------------------------------------- routes
 
-fn route_config(
+pub(super) fn route_config(
     rc: &rt::RouteConfiguration,
     path: &str,
     clusters: &HashSet<&str>,
@@ -734,7 +757,7 @@ fn clusters(list: &[cl::Cluster], errors: &mut Errors) -> BTreeMap<String, Arc<m
 // `dns_refresh_rate` and the top-level `max_requests_per_connection` are
 // deprecated in Envoy but still what most static configs use.
 #[allow(deprecated)]
-fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cluster> {
+pub(super) fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cluster> {
     let p = |f: &str| join(path, f);
     let mut ok = true;
 
@@ -889,7 +912,7 @@ fn protocol_options(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<
     Some((idle, max_requests))
 }
 
-fn endpoints(
+pub(super) fn endpoints(
     la: &ep::ClusterLoadAssignment,
     path: &str,
     discovery: model::DiscoveryType,

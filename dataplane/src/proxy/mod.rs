@@ -247,11 +247,21 @@ impl<'a> Downstream<'a> {
                     return ConnEnd::Local;
                 }
             }
+            // The snapshot in force when the head arrived serves it: a config
+            // published while the connection sat idle applies to this request.
+            // A listener removed from the config finishes this request and
+            // closes (it drains instead of serving on forever).
+            let snapshot = self.ctx.snapshot();
+            let (listener, removed) = match snapshot.listeners.get(&listener.config.name) {
+                Some(l) => (l.clone(), false),
+                None => (listener, true),
+            };
             let started = Instant::now();
             listener.stats.downstream_rq_total.inc();
             listener.stats.downstream_rq_http1_total.inc();
             listener.stats.downstream_rq_active.inc();
             let after = self.handle_request(&snapshot, &listener).await;
+            let after = if removed { After::Close } else { after };
             listener.stats.downstream_rq_active.dec();
             listener.stats.downstream_rq_completed.inc();
             listener.stats.downstream_rq_time.record(started.elapsed());

@@ -1,0 +1,712 @@
+//! The ADS state-of-the-world protocol as a sans-IO state machine.
+//!
+//! Inputs are a stream starting, a `DiscoveryResponse`, and the passing of
+//! time (`now` is always passed in, never read); outputs are the
+//! `DiscoveryRequest`s to send, in order, the config to publish, and what
+//! happened per type (for stats).  The driver (`grpc.rs`) only moves bytes.
+//!
+//! The rules followed are those of Envoy's "xDS REST and gRPC protocol"
+//! document (envoyproxy.io, api-docs/xds_protocol):
+//!
+//! * **ACK / NACK.**  Every response is answered on the same type with its
+//!   `response_nonce`.  An ACK carries the response's `version_info`; a NACK
+//!   carries the last *accepted* `version_info` and an `error_detail` whose
+//!   message lists every error with the resource and field path
+//!   (`Listener "l1": filter_chains[0]...: unsupported field`).  A rejected
+//!   response changes nothing: the whole response is refused and the
+//!   previous resources of that type keep serving.
+//! * **Wildcard and named subscriptions.**  LDS and CDS subscribe with no
+//!   names (wildcard: "everything for me"); RDS and EDS subscribe to exactly
+//!   the route configurations the accepted listeners name and the EDS
+//!   clusters the accepted clusters name, and send a new request whenever
+//!   that set changes.
+//! * **Removal.**  LDS and CDS responses are the complete set: a listener or
+//!   cluster missing from one is removed.  RDS and EDS resources are removed
+//!   when nothing names them any more (unsubscribed), not when a response
+//!   omits them.
+//! * **Ordering / warming.**  A listener waits for its RouteConfiguration
+//!   and an EDS cluster for its assignment (see `control::bootstrap::dynamic`),
+//!   until the type's `initial_fetch_timeout`; the follow-up RDS / EDS
+//!   requests are sent before the ACK of the LDS / CDS response that
+//!   caused them, as Envoy does.
+//! * **Node** is sent on the first request of each stream only.  On a new
+//!   stream, every subscription is re-sent with the last accepted version
+//!   so the server can skip what the client has.
+//!
+//! Publication: each accepted response builds one whole new config (static
+//! resources + every accepted dynamic resource) through
+//! `control::bootstrap::dynamic::build`; if that whole-config validation
+//! fails, the response is NACKed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::bootstrap::dynamic::{self as dynamic, Accepted, DynamicResources, TranslationCache};
+use control::model;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::rpc::Status;
+use prost::Message;
+
+/// The four resource types, in the order Envoy subscribes to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Cluster,
+    ClusterLoadAssignment,
+    Listener,
+    RouteConfiguration,
+}
+
+pub const ALL_KINDS: [Kind; 4] = [Kind::Cluster, Kind::ClusterLoadAssignment, Kind::Listener, Kind::RouteConfiguration];
+
+const TYPE_PREFIX: &str = "type.googleapis.com/";
+/// gRPC INVALID_ARGUMENT, what Envoy puts in a NACK's `error_detail.code`.
+const INVALID_ARGUMENT: i32 = 3;
+
+impl Kind {
+    pub fn full_name(self) -> &'static str {
+        match self {
+            Kind::Listener => dynamic::LISTENER,
+            Kind::RouteConfiguration => dynamic::ROUTE_CONFIGURATION,
+            Kind::Cluster => dynamic::CLUSTER,
+            Kind::ClusterLoadAssignment => dynamic::CLUSTER_LOAD_ASSIGNMENT,
+        }
+    }
+
+    pub fn type_url(self) -> String {
+        format!("{TYPE_PREFIX}{}", self.full_name())
+    }
+
+    /// `lds`, `rds`, `cds`, `eds`.
+    pub fn short(self) -> &'static str {
+        match self {
+            Kind::Listener => "lds",
+            Kind::RouteConfiguration => "rds",
+            Kind::Cluster => "cds",
+            Kind::ClusterLoadAssignment => "eds",
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<Kind> {
+        let name = url.rsplit('/').next().unwrap_or(url);
+        ALL_KINDS.into_iter().find(|k| k.full_name() == name)
+    }
+
+    /// LDS and CDS are wildcard subscriptions whose responses are complete.
+    fn is_wildcard(self) -> bool {
+        matches!(self, Kind::Listener | Kind::Cluster)
+    }
+}
+
+/// What a response or a timer did to one type (drives the stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Accepted; the xxHash64 of `version_info` (Envoy's `version` gauge).
+    Accepted { kind: Kind, version_info: String },
+    /// NACKed with this detail.
+    Rejected { kind: Kind, detail: String },
+    /// The initial fetch did not complete in time.
+    InitFetchTimeout { kind: Kind },
+}
+
+/// Everything the driver must do after one input.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub requests: Vec<DiscoveryRequest>,
+    pub publish: Option<Arc<model::Config>>,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Default)]
+struct Subscription {
+    enabled: bool,
+    /// Named types: the names subscribed (as last requested).
+    names: BTreeSet<String>,
+    /// Last accepted `version_info`.
+    version_info: String,
+    /// Last received nonce on the current stream.
+    nonce: String,
+    /// Initial fetch: when it gives up (wildcard types), or per name.
+    initial_deadline: Option<Instant>,
+    name_deadlines: HashMap<String, Instant>,
+    received: bool,
+}
+
+pub struct AdsState {
+    base: Arc<model::Config>,
+    node: Node,
+    subs: BTreeMap<Kind, Subscription>,
+    resources: DynamicResources,
+    cache: TranslationCache,
+    node_sent: bool,
+    published: u64,
+    lds_timeout: Option<Duration>,
+    cds_timeout: Option<Duration>,
+}
+
+impl AdsState {
+    /// `base` is the static config the bootstrap produced (its `xds` says
+    /// which types are wanted); `node` is sent on each stream's first request.
+    pub fn new(base: Arc<model::Config>, node: Node, now: Instant) -> AdsState {
+        let xds = base.xds.clone();
+        let lds = xds.as_ref().and_then(|x| x.lds.clone());
+        let cds = xds.as_ref().and_then(|x| x.cds.clone());
+        let mut subs = BTreeMap::new();
+        for k in ALL_KINDS {
+            subs.insert(k, Subscription::default());
+        }
+        let lds_timeout = lds.as_ref().and_then(|s| s.initial_fetch_timeout);
+        let cds_timeout = cds.as_ref().and_then(|s| s.initial_fetch_timeout);
+        if let Some(s) = &lds {
+            let sub = subs.get_mut(&Kind::Listener).unwrap();
+            sub.enabled = true;
+            sub.initial_deadline = s.initial_fetch_timeout.map(|t| now + t);
+        }
+        if let Some(s) = &cds {
+            let sub = subs.get_mut(&Kind::Cluster).unwrap();
+            sub.enabled = true;
+            sub.initial_deadline = s.initial_fetch_timeout.map(|t| now + t);
+        }
+        AdsState {
+            base,
+            node,
+            subs,
+            resources: DynamicResources::default(),
+            cache: TranslationCache::default(),
+            node_sent: false,
+            published: 0,
+            lds_timeout,
+            cds_timeout,
+        }
+    }
+
+    /// A new stream: the first request of each active subscription, CDS
+    /// first (clusters before the listeners that route to them).
+    pub fn stream_started(&mut self) -> Vec<DiscoveryRequest> {
+        self.node_sent = false;
+        for s in self.subs.values_mut() {
+            s.nonce.clear();
+        }
+        let active: Vec<Kind> = ALL_KINDS
+            .into_iter()
+            .filter(|k| {
+                let s = &self.subs[k];
+                s.enabled && (k.is_wildcard() || !s.names.is_empty())
+            })
+            .collect();
+        active.into_iter().map(|k| self.request(k, None)).collect()
+    }
+
+    /// The earliest time `on_tick` has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.subs
+            .values()
+            .filter(|s| !s.received)
+            .filter_map(|s| s.initial_deadline)
+            .chain(self.subs.values().flat_map(|s| s.name_deadlines.values().copied()))
+            .min()
+    }
+
+    /// Initial fetch timeouts: count them, and let what waits for an RDS /
+    /// EDS resource that never came go live without it (Envoy's init
+    /// manager does the same).
+    pub fn on_tick(&mut self, now: Instant) -> Step {
+        let mut step = Step::default();
+        let mut rebuild = false;
+        for k in ALL_KINDS {
+            let s = self.subs.get_mut(&k).unwrap();
+            if !s.received && s.initial_deadline.is_some_and(|d| d <= now) {
+                s.initial_deadline = None;
+                step.events.push(Event::InitFetchTimeout { kind: k });
+            }
+            let expired: Vec<String> =
+                s.name_deadlines.iter().filter(|(_, d)| **d <= now).map(|(n, _)| n.clone()).collect();
+            if !expired.is_empty() {
+                step.events.push(Event::InitFetchTimeout { kind: k });
+            }
+            for n in expired {
+                s.name_deadlines.remove(&n);
+                let given_up = match k {
+                    Kind::RouteConfiguration => &mut self.resources.rds_given_up,
+                    Kind::ClusterLoadAssignment => &mut self.resources.eds_given_up,
+                    _ => continue,
+                };
+                given_up.insert(n);
+                rebuild = true;
+            }
+        }
+        if rebuild {
+            if let Ok((cfg, _)) = dynamic::build(&self.base, &self.resources, &mut self.cache) {
+                step.publish = Some(self.stamp(cfg));
+            }
+        }
+        step
+    }
+
+    pub fn on_response(&mut self, response: DiscoveryResponse, now: Instant) -> Step {
+        let mut step = Step::default();
+        let Some(kind) = Kind::from_type_url(&response.type_url) else {
+            // Not a type meshgate subscribes to: NACK it on its own type URL.
+            let detail = format!("meshgate does not subscribe to {}", response.type_url);
+            step.requests.push(DiscoveryRequest {
+                type_url: response.type_url.clone(),
+                response_nonce: response.nonce.clone(),
+                error_detail: Some(Status { code: INVALID_ARGUMENT, message: detail, details: vec![] }),
+                ..Default::default()
+            });
+            return step;
+        };
+        self.subs.get_mut(&kind).unwrap().nonce = response.nonce.clone();
+        let previous = self.resources.clone();
+        match self.apply(kind, &response, now) {
+            Ok(cfg) => {
+                let s = self.subs.get_mut(&kind).unwrap();
+                s.version_info = response.version_info.clone();
+                s.received = true;
+                step.events.push(Event::Accepted { kind, version_info: response.version_info.clone() });
+                step.publish = Some(self.stamp(cfg));
+                // Follow-ups first: new RDS / EDS names, then the ACK.
+                let dependent = match kind {
+                    Kind::Listener => Some(Kind::RouteConfiguration),
+                    Kind::Cluster => Some(Kind::ClusterLoadAssignment),
+                    _ => None,
+                };
+                if let Some(d) = dependent {
+                    if self.resubscribe(d, now) {
+                        step.requests.push(self.request(d, None));
+                        // Dropping names may have removed resources.
+                        if let Ok((cfg, _)) = dynamic::build(&self.base, &self.resources, &mut self.cache) {
+                            step.publish = Some(self.stamp(cfg));
+                        }
+                    }
+                }
+                step.requests.push(self.request(kind, None));
+            }
+            Err(detail) => {
+                self.resources = previous;
+                step.events.push(Event::Rejected { kind, detail: detail.clone() });
+                step.requests.push(self.request(kind, Some(detail)));
+            }
+        }
+        step
+    }
+
+    fn stamp(&mut self, mut cfg: model::Config) -> Arc<model::Config> {
+        self.published += 1;
+        cfg.version = self.base.version + self.published;
+        Arc::new(cfg)
+    }
+
+    /// Decodes the response into the tentative resource set and builds the
+    /// whole config; the error string is the NACK detail.
+    fn apply(&mut self, kind: Kind, r: &DiscoveryResponse, now: Instant) -> Result<model::Config, String> {
+        let _ = now;
+        let stamp = control::bootstrap::now_rfc3339();
+        let mut errors: Vec<String> = Vec::new();
+        let mut names = BTreeSet::new();
+        macro_rules! take {
+            ($map:ident, $ty:ty) => {{
+                let mut next = if kind.is_wildcard() { BTreeMap::new() } else { self.resources.$map.clone() };
+                for any in &r.resources {
+                    if Kind::from_type_url(&any.type_url) != Some(kind) {
+                        errors.push(format!("resource of type {} in a {} response", any.type_url, kind.type_url()));
+                        continue;
+                    }
+                    match dynamic::decode::<$ty>(kind.full_name(), &any.value) {
+                        Ok(res) => {
+                            if !names.insert(res.name.clone()) {
+                                errors.push(format!("duplicate resource name {:?} in one response", res.name));
+                                continue;
+                            }
+                            if !kind.is_wildcard() && !self.subs[&kind].names.contains(&res.name) {
+                                continue; // not (or no longer) subscribed: ignored, as Envoy does
+                            }
+                            let old = self.resources.$map.get(&res.name);
+                            let acc = match old {
+                                Some(o) if o.resource.bytes == res.bytes => Accepted {
+                                    resource: o.resource.clone(),
+                                    version_info: r.version_info.clone(),
+                                    last_updated: o.last_updated.clone(),
+                                },
+                                _ => Accepted {
+                                    resource: Arc::new(res),
+                                    version_info: r.version_info.clone(),
+                                    last_updated: stamp.clone(),
+                                },
+                            };
+                            next.insert(acc.resource.name.clone(), acc);
+                        }
+                        Err(e) => errors.extend(e.iter().map(|e| e.to_string())),
+                    }
+                }
+                self.resources.$map = next;
+            }};
+        }
+        match kind {
+            Kind::Listener => take!(listeners, envoy_types::pb::envoy::config::listener::v3::Listener),
+            Kind::RouteConfiguration => take!(routes, envoy_types::pb::envoy::config::route::v3::RouteConfiguration),
+            Kind::Cluster => take!(clusters, envoy_types::pb::envoy::config::cluster::v3::Cluster),
+            Kind::ClusterLoadAssignment => {
+                take!(endpoints, envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment)
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
+        match kind {
+            Kind::RouteConfiguration => self.resources.rds_given_up.retain(|n| !names.contains(n)),
+            Kind::ClusterLoadAssignment => self.resources.eds_given_up.retain(|n| !names.contains(n)),
+            _ => {}
+        }
+        let s = self.subs.get_mut(&kind).unwrap();
+        for n in &names {
+            s.name_deadlines.remove(n);
+        }
+        dynamic::build(&self.base, &self.resources, &mut self.cache)
+            .map(|(cfg, _)| cfg)
+            .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+    }
+
+    /// Recomputes the names `kind` (RDS / EDS) must subscribe to from the
+    /// accepted listeners / clusters; true when they changed.
+    fn resubscribe(&mut self, kind: Kind, now: Instant) -> bool {
+        let wanted: BTreeSet<String> = match kind {
+            Kind::RouteConfiguration => {
+                self.resources.listeners.values().flat_map(|l| dynamic::rds_names(&l.resource.message)).collect()
+            }
+            Kind::ClusterLoadAssignment => {
+                self.resources.clusters.values().filter_map(|c| dynamic::eds_name(&c.resource.message)).collect()
+            }
+            _ => return false,
+        };
+        let timeout = match kind {
+            Kind::RouteConfiguration => self.lds_timeout,
+            _ => self.cds_timeout,
+        };
+        let s = self.subs.get_mut(&kind).unwrap();
+        if s.names == wanted {
+            return false;
+        }
+        for n in wanted.difference(&s.names) {
+            let have = match kind {
+                Kind::RouteConfiguration => self.resources.routes.contains_key(n),
+                _ => self.resources.endpoints.contains_key(n),
+            };
+            if let (Some(t), false) = (timeout, have) {
+                s.name_deadlines.insert(n.clone(), now + t);
+            }
+        }
+        s.name_deadlines.retain(|n, _| wanted.contains(n));
+        s.enabled = true;
+        s.names = wanted.clone();
+        match kind {
+            Kind::RouteConfiguration => {
+                self.resources.routes.retain(|n, _| wanted.contains(n));
+                self.resources.rds_given_up.retain(|n| wanted.contains(n));
+            }
+            _ => {
+                self.resources.endpoints.retain(|n, _| wanted.contains(n));
+                self.resources.eds_given_up.retain(|n| wanted.contains(n));
+            }
+        }
+        true
+    }
+
+    fn request(&mut self, kind: Kind, nack: Option<String>) -> DiscoveryRequest {
+        let s = &self.subs[&kind];
+        let node = if self.node_sent { None } else { Some(self.node.clone()) };
+        self.node_sent = true;
+        DiscoveryRequest {
+            version_info: s.version_info.clone(),
+            node,
+            resource_names: if kind.is_wildcard() { Vec::new() } else { s.names.iter().cloned().collect() },
+            type_url: kind.type_url(),
+            response_nonce: s.nonce.clone(),
+            error_detail: nack.map(|message| Status { code: INVALID_ARGUMENT, message, details: vec![] }),
+            ..Default::default()
+        }
+    }
+
+    /// The last accepted `version_info` of a type (tests, admin).
+    pub fn version_info(&self, kind: Kind) -> &str {
+        &self.subs[&kind].version_info
+    }
+}
+
+/// `Node` from the bootstrap's canonical JSON (`node`), with meshgate's
+/// `user_agent_name` / `user_agent_version` as Envoy fills in its own.
+pub fn node_from_bootstrap(bootstrap_json: &serde_json::Value) -> Node {
+    let mut node = bootstrap_json
+        .get("node")
+        .and_then(|n| control::bootstrap::dynamic::encode_json("envoy.config.core.v3.Node", n).ok())
+        .and_then(|b| Node::decode(b.as_slice()).ok())
+        .unwrap_or_default();
+    node.user_agent_name = "meshgate".to_string();
+    node.user_agent_version_type =
+        Some(envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(
+            env!("CARGO_PKG_VERSION").to_string(),
+        ));
+    node
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::Any;
+    use serde_json::json;
+
+    const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+    fn base() -> Arc<model::Config> {
+        let text = r#"
+node: { id: n1, cluster: c1 }
+dynamic_resources:
+  ads_config: { api_type: GRPC, transport_api_version: V3, grpc_services: [{ envoy_grpc: { cluster_name: xds }}] }
+  lds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 5s }
+  cds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 5s }
+static_resources:
+  clusters:
+  - name: xds
+    http2_protocol_options: {}
+    load_assignment:
+      cluster_name: xds
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18000 }}}}]}]
+"#;
+        Arc::new(control::bootstrap::load_str(text, control::bootstrap::Format::Yaml, "b.yaml").unwrap())
+    }
+
+    fn any(kind: Kind, v: serde_json::Value) -> Any {
+        Any { type_url: kind.type_url(), value: dynamic::encode_json(kind.full_name(), &v).unwrap() }
+    }
+
+    fn response(kind: Kind, version: &str, nonce: &str, resources: Vec<serde_json::Value>) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: version.into(),
+            nonce: nonce.into(),
+            type_url: kind.type_url(),
+            resources: resources.into_iter().map(|r| any(kind, r)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn listener(name: &str, port: u16, rds: &str) -> serde_json::Value {
+        json!({"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+          "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
+            "@type": format!("type.googleapis.com/{HCM}"), "stat_prefix": "in",
+            "rds": {"route_config_name": rds, "config_source": {"ads": {}}},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]})
+    }
+
+    fn route(name: &str, cluster: &str) -> serde_json::Value {
+        json!({"name": name, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]})
+    }
+
+    fn eds_cluster(name: &str) -> serde_json::Value {
+        json!({"name": name, "type": "EDS", "eds_cluster_config": {"eds_config": {"ads": {}}}})
+    }
+
+    fn cla(name: &str, ports: &[u16]) -> serde_json::Value {
+        let eps: Vec<_> = ports
+            .iter()
+            .map(|p| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}))
+            .collect();
+        json!({"cluster_name": name, "endpoints": [{"lb_endpoints": eps}]})
+    }
+
+    fn summary(r: &DiscoveryRequest) -> (Kind, String, String, Vec<String>, bool, bool) {
+        (
+            Kind::from_type_url(&r.type_url).unwrap(),
+            r.version_info.clone(),
+            r.response_nonce.clone(),
+            r.resource_names.clone(),
+            r.node.is_some(),
+            r.error_detail.is_some(),
+        )
+    }
+
+    fn new_state(t0: Instant) -> AdsState {
+        AdsState::new(base(), node_from_bootstrap(&base().bootstrap_json), t0)
+    }
+
+    #[test]
+    fn first_requests_are_wildcard_cds_then_lds_with_node_once() {
+        let mut s = new_state(Instant::now());
+        let reqs: Vec<_> = s.stream_started().iter().map(summary).collect();
+        assert_eq!(
+            reqs,
+            vec![
+                (Kind::Cluster, "".into(), "".into(), vec![], true, false),
+                (Kind::Listener, "".into(), "".into(), vec![], false, false),
+            ]
+        );
+        let first = s.stream_started();
+        assert_eq!(first[0].node.as_ref().unwrap().id, "n1");
+        assert_eq!(first[0].node.as_ref().unwrap().user_agent_name, "meshgate");
+    }
+
+    #[test]
+    fn cds_then_eds_warming_then_ack() {
+        let t0 = Instant::now();
+        let mut s = new_state(t0);
+        s.stream_started();
+        let step = s.on_response(response(Kind::Cluster, "c1", "n1", vec![eds_cluster("backend")]), t0);
+        let reqs: Vec<_> = step.requests.iter().map(summary).collect();
+        assert_eq!(
+            reqs,
+            vec![
+                (Kind::ClusterLoadAssignment, "".into(), "".into(), vec!["backend".into()], false, false),
+                (Kind::Cluster, "c1".into(), "n1".into(), vec![], false, false),
+            ]
+        );
+        // Warming: not in the published config yet.
+        assert!(!step.publish.unwrap().clusters.contains_key("backend"));
+        let step =
+            s.on_response(response(Kind::ClusterLoadAssignment, "e1", "n2", vec![cla("backend", &[9001, 9002])]), t0);
+        let reqs: Vec<_> = step.requests.iter().map(summary).collect();
+        assert_eq!(
+            reqs,
+            vec![(Kind::ClusterLoadAssignment, "e1".into(), "n2".into(), vec!["backend".into()], false, false)]
+        );
+        let cfg = step.publish.unwrap();
+        assert_eq!(cfg.clusters["backend"].endpoints.len(), 2);
+        assert!(cfg.clusters.contains_key("xds"), "static clusters stay");
+        assert_eq!(step.events, vec![Event::Accepted { kind: Kind::ClusterLoadAssignment, version_info: "e1".into() }]);
+    }
+
+    #[test]
+    fn lds_then_rds_and_nack_keeps_the_previous_version() {
+        let t0 = Instant::now();
+        let mut s = new_state(t0);
+        s.stream_started();
+        let step = s.on_response(response(Kind::Listener, "l1", "a", vec![listener("http", 10080, "routes")]), t0);
+        assert_eq!(summary(&step.requests[0]).3, vec!["routes".to_string()]);
+        assert!(step.publish.unwrap().listeners.is_empty(), "the listener waits for its routes");
+        let step = s.on_response(response(Kind::RouteConfiguration, "r1", "b", vec![route("routes", "backend")]), t0);
+        let cfg = step.publish.unwrap();
+        assert_eq!(cfg.listeners.len(), 1);
+        assert_eq!(cfg.listeners[0].http.route_config.name, "routes");
+        let dump = cfg.dynamic.clone().unwrap();
+        assert_eq!(
+            (dump.listeners[0].version_info.as_str(), dump.route_configs[0].version_info.as_str()),
+            ("l1", "r1")
+        );
+
+        // An unsupported field: NACK with the accepted version and a precise detail.
+        let mut bad = listener("http", 10080, "routes");
+        bad["filter_chains"][0]["filters"][0]["typed_config"]["add_user_agent"] = json!(true);
+        let step = s.on_response(response(Kind::Listener, "l2", "c", vec![bad]), t0);
+        assert!(step.publish.is_none());
+        let r = &step.requests[0];
+        assert_eq!((r.version_info.as_str(), r.response_nonce.as_str()), ("l1", "c"));
+        let detail = &r.error_detail.as_ref().unwrap().message;
+        assert!(
+            detail.starts_with(
+                "Listener \"http\": filter_chains[0].filters[0].typed_config.add_user_agent: unsupported field"
+            ),
+            "{detail}"
+        );
+        assert_eq!(s.version_info(Kind::Listener), "l1");
+        // A semantic error in RDS is NACKed too, and the old routes stay.
+        let mut bad = route("routes", "backend");
+        bad["virtual_hosts"][0]["domains"] = json!(["a.*.b"]);
+        let step = s.on_response(response(Kind::RouteConfiguration, "r2", "d", vec![bad]), t0);
+        let detail = &step.requests[0].error_detail.as_ref().unwrap().message;
+        assert!(detail.starts_with("RouteConfiguration \"routes\": virtual_hosts[0].domains[0]"), "{detail}");
+        assert_eq!(step.requests[0].version_info, "r1");
+        // The next good update builds on the last good state.
+        let step = s.on_response(response(Kind::RouteConfiguration, "r3", "e", vec![route("routes", "other")]), t0);
+        assert!(step.requests[0].error_detail.is_none());
+        assert_eq!(step.publish.unwrap().listeners.len(), 1);
+    }
+
+    #[test]
+    fn removal_and_unsubscription() {
+        let t0 = Instant::now();
+        let mut s = new_state(t0);
+        s.stream_started();
+        s.on_response(
+            response(Kind::Listener, "1", "a", vec![listener("a", 10001, "ra"), listener("b", 10002, "rb")]),
+            t0,
+        );
+        let step =
+            s.on_response(response(Kind::RouteConfiguration, "1", "b", vec![route("ra", "x"), route("rb", "x")]), t0);
+        assert_eq!(step.publish.unwrap().listeners.len(), 2);
+        // LDS is complete: "b" is gone, and so is the subscription to "rb".
+        let step = s.on_response(response(Kind::Listener, "2", "c", vec![listener("a", 10001, "ra")]), t0);
+        let reqs: Vec<_> = step.requests.iter().map(summary).collect();
+        assert_eq!(reqs[0], (Kind::RouteConfiguration, "1".into(), "b".into(), vec!["ra".into()], false, false));
+        let cfg = step.publish.unwrap();
+        assert_eq!(cfg.listeners.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(cfg.dynamic.as_ref().unwrap().route_configs.len(), 1);
+        // RDS responses are not complete: one omitting "ra" removes nothing.
+        let step = s.on_response(response(Kind::RouteConfiguration, "2", "d", vec![]), t0);
+        assert_eq!(step.publish.unwrap().listeners.len(), 1);
+    }
+
+    #[test]
+    fn reconnect_resends_versions_and_names_with_node() {
+        let t0 = Instant::now();
+        let mut s = new_state(t0);
+        s.stream_started();
+        s.on_response(response(Kind::Cluster, "c7", "a", vec![eds_cluster("backend")]), t0);
+        s.on_response(response(Kind::ClusterLoadAssignment, "e3", "b", vec![cla("backend", &[9001])]), t0);
+        let reqs: Vec<_> = s.stream_started().iter().map(summary).collect();
+        assert_eq!(
+            reqs,
+            vec![
+                (Kind::Cluster, "c7".into(), "".into(), vec![], true, false),
+                (Kind::ClusterLoadAssignment, "e3".into(), "".into(), vec!["backend".into()], false, false),
+                (Kind::Listener, "".into(), "".into(), vec![], false, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn initial_fetch_timeout_on_a_virtual_clock() {
+        let t0 = Instant::now();
+        let mut s = new_state(t0);
+        s.stream_started();
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(5)));
+        let step =
+            s.on_response(response(Kind::Cluster, "1", "a", vec![eds_cluster("backend")]), t0 + Duration::from_secs(1));
+        assert!(!step.publish.unwrap().clusters.contains_key("backend"));
+        // LDS never answered: its timeout fires at 5 s; EDS "backend" at 1 + 5 s.
+        let step = s.on_tick(t0 + Duration::from_secs(5));
+        assert_eq!(step.events, vec![Event::InitFetchTimeout { kind: Kind::Listener }]);
+        assert!(step.publish.is_none());
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(6)));
+        let step = s.on_tick(t0 + Duration::from_secs(6));
+        assert_eq!(step.events, vec![Event::InitFetchTimeout { kind: Kind::ClusterLoadAssignment }]);
+        let cfg = step.publish.unwrap();
+        assert!(cfg.clusters["backend"].endpoints.is_empty(), "gave up waiting: live with no endpoints");
+        assert_eq!(s.next_deadline(), None);
+        // A late assignment still applies.
+        let step = s.on_response(
+            response(Kind::ClusterLoadAssignment, "1", "b", vec![cla("backend", &[9001])]),
+            t0 + Duration::from_secs(9),
+        );
+        assert_eq!(step.publish.unwrap().clusters["backend"].endpoints.len(), 1);
+    }
+
+    #[test]
+    fn wrong_type_and_duplicates_are_nacked() {
+        let t0 = Instant::now();
+        let mut s = new_state(t0);
+        s.stream_started();
+        let mut r = response(Kind::Cluster, "1", "a", vec![eds_cluster("x")]);
+        r.resources.push(any(Kind::Cluster, eds_cluster("x")));
+        let step = s.on_response(r, t0);
+        assert!(step.requests[0].error_detail.as_ref().unwrap().message.contains("duplicate resource name \"x\""));
+        let step = s.on_response(
+            DiscoveryResponse {
+                type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret".into(),
+                nonce: "z".into(),
+                ..Default::default()
+            },
+            t0,
+        );
+        assert!(step.requests[0].error_detail.is_some());
+        assert_eq!(step.requests[0].response_nonce, "z");
+    }
+}

@@ -76,11 +76,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match cli.mode {
-        Mode::Dpdk if !dpdk::AVAILABLE => {
-            eprintln!("error: --mode dpdk: this build has no DPDK data path yet; use --mode kernel or auto");
+        Mode::Dpdk => {
+            eprintln!("error: --mode dpdk: the DPDK data path is not wired into the shards yet; use --mode kernel or auto");
             return ExitCode::from(1);
         }
-        Mode::Dpdk => {}
         Mode::Auto => tracing::info!("mode auto: no DPDK port configured, using kernel sockets"),
         Mode::Kernel => {}
     }

@@ -79,6 +79,10 @@ pub struct StackConfig {
     pub gateway: Option<Ipv4Addr>,
     /// Seeds smoltcp's initial sequence numbers and the source-port walk.
     pub seed: u64,
+    /// With RSS over several queues: (queue count, this shard's queue).
+    /// Source ports of outgoing connections are chosen so that the replies
+    /// hash (Toeplitz, [`dpdk::RSS_KEY`]) to this queue.
+    pub rss: Option<(u16, u16)>,
 }
 
 impl StackConfig {
@@ -155,6 +159,9 @@ struct Inner {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     lingering: VecDeque<(Instant, usize, u64)>,
     dirty: Vec<usize>,
+    /// Connections in SYN-SENT: an ARP reply may unblock them (smoltcp
+    /// otherwise waits out its 1 s neighbour back-off before resending).
+    connecting: Vec<usize>,
     control: SocketSet<'static>,
     received: Vec<RxFrame>,
     next_port: u16,
@@ -185,6 +192,18 @@ pub fn current() -> Option<Rc<Stack>> {
 pub fn install(stack: Rc<Stack>) {
     crate::runtime::add_loop_poller(stack.clone());
     CURRENT.with(|c| *c.borrow_mut() = Some(stack));
+}
+
+/// What a shard needs to run a stack on a DPDK queue pair (built by the
+/// process before the shard thread starts; moved into it).
+pub struct ShardLink {
+    pub config: StackConfig,
+    pub link: DpdkLink,
+}
+
+/// Builds the shard's stack on its queue pair and installs it (shard thread).
+pub fn install_shard_link(link: ShardLink) {
+    install(Stack::new(link.config, Link::Dpdk(link.link)));
 }
 
 fn smol(base: Instant, t: Instant) -> SmolInstant {
@@ -227,6 +246,7 @@ impl Stack {
                 timers: BinaryHeap::new(),
                 lingering: VecDeque::new(),
                 dirty: Vec::new(),
+                connecting: Vec::new(),
                 control: SocketSet::new(Vec::new()),
                 received: Vec::with_capacity(device::BURST),
                 next_port,
@@ -292,7 +312,7 @@ impl Stack {
         let SocketAddr::V4(remote) = remote else {
             return Err(io::Error::new(io::ErrorKind::AddrNotAvailable, "IPv6 is not served by the userspace stack"));
         };
-        let (idx, local) = self.inner.borrow_mut().open_active(remote, self.base)?;
+        let (idx, local) = self.inner.borrow_mut().open_active(remote, self.config.rss)?;
         let stream = UserspaceStream::new(self.clone(), idx, SocketAddr::V4(local), SocketAddr::V4(remote));
         std::future::poll_fn(|cx| {
             let mut inner = self.inner.borrow_mut();
@@ -383,7 +403,7 @@ impl Inner {
         p
     }
 
-    fn open_active(&mut self, remote: SocketAddrV4, _base: Instant) -> io::Result<(usize, SocketAddrV4)> {
+    fn open_active(&mut self, remote: SocketAddrV4, rss: Option<(u16, u16)>) -> io::Result<(usize, SocketAddrV4)> {
         let local_ip = match self.iface.ipv4_addr() {
             Some(a) => a,
             None => return Err(io::Error::new(io::ErrorKind::AddrNotAvailable, "no address")),
@@ -397,7 +417,7 @@ impl Inner {
                 remote_ip: u32::from(*remote.ip()),
                 remote_port: remote.port(),
             };
-            if !self.by_tuple.contains_key(&t) && !self.listeners.contains_key(&p) {
+            if !self.by_tuple.contains_key(&t) && !self.listeners.contains_key(&p) && replies_reach(rss, &t) {
                 port = Some((p, t));
                 break;
             }
@@ -413,6 +433,7 @@ impl Inner {
         self.conns[idx].tuple = Some(tuple);
         self.by_tuple.insert(tuple, idx);
         self.touch(idx);
+        self.connecting.push(idx);
         Ok((idx, SocketAddrV4::new(local_ip, p)))
     }
 
@@ -427,6 +448,7 @@ impl Inner {
     }
 
     fn ingress(&mut self, base: Instant, now: Instant, frame: RxFrame) {
+        let is_arp = frame.bytes().get(12..14) == Some(&[0x08, 0x06]);
         let target = match classify(frame.bytes()) {
             Some((t, flags)) => match self.by_tuple.get(&t) {
                 Some(&idx) => Some(idx),
@@ -440,6 +462,14 @@ impl Inner {
         let mut dev = OneFrame { frame: Some(frame), link };
         let Some(idx) = target else {
             iface.poll_ingress_single(ts, &mut dev, control);
+            if is_arp && !self.connecting.is_empty() {
+                let mut connecting = std::mem::take(&mut self.connecting);
+                connecting.retain(|&i| self.conns.get(i).is_some_and(|c| c.socket().state() == State::SynSent));
+                for &i in &connecting {
+                    self.touch(i);
+                }
+                self.connecting = connecting;
+            }
             return;
         };
         let conn = &mut conns[idx];
@@ -575,6 +605,21 @@ impl Inner {
             [self.timers.peek().map(|r| r.0 .0), self.lingering.front().map(|l| l.0)].into_iter().flatten().min();
         (busy, next)
     }
+}
+
+/// Whether the replies of connection `t` land on this shard's queue: the NIC
+/// hashes the received packet's (src ip, dst ip, src port, dst port) with
+/// Toeplitz and our key, and DPDK's default redirection table maps hash `h`
+/// to queue `(h mod reta_size) mod queues`, which is `h mod queues` when the
+/// queue count divides the table size (any power of two up to 128).
+fn replies_reach(rss: Option<(u16, u16)>, t: &FourTuple) -> bool {
+    let Some((queues, mine)) = rss else { return true };
+    let mut input = [0u8; 12];
+    input[0..4].copy_from_slice(&t.remote_ip.to_be_bytes());
+    input[4..8].copy_from_slice(&t.local_ip.to_be_bytes());
+    input[8..10].copy_from_slice(&t.remote_port.to_be_bytes());
+    input[10..12].copy_from_slice(&t.local_port.to_be_bytes());
+    dpdk::toeplitz_hash(&dpdk::RSS_KEY, &input) % queues as u32 == mine as u32
 }
 
 impl LoopPoller for Stack {

@@ -19,6 +19,7 @@ fn stacks() -> (Rc<Stack>, Rc<Stack>) {
         prefix_len: 24,
         gateway: None,
         seed,
+        rss: None,
     };
     let client = Stack::new(cfg(CLIENT, 1, 7), Link::Memory(a));
     let server = Stack::new(cfg(SERVER, 2, 11), Link::Memory(b));
@@ -150,7 +151,7 @@ fn answers_arp_and_ping() {
     drop(a);
     let replies = rt.block_on(async move {
         let server = Stack::new(
-            StackConfig { mac: [2, 0, 0, 0, 0, 2], addr: SERVER, prefix_len: 24, gateway: None, seed: 1 },
+            StackConfig { mac: [2, 0, 0, 0, 0, 2], addr: SERVER, prefix_len: 24, gateway: None, seed: 1, rss: None },
             Link::Memory(b),
         );
         add_loop_poller(server.clone());
@@ -230,11 +231,45 @@ fn answers_arp_and_ping() {
 
 #[test]
 fn routing_decisions() {
-    let cfg = StackConfig { mac: [2, 0, 0, 0, 0, 2], addr: SERVER, prefix_len: 24, gateway: None, seed: 1 };
+    let cfg = StackConfig { mac: [2, 0, 0, 0, 0, 2], addr: SERVER, prefix_len: 24, gateway: None, seed: 1, rss: None };
     assert!(cfg.routes(Ipv4Addr::new(10, 0, 0, 77)));
     assert!(!cfg.routes(Ipv4Addr::new(10, 0, 1, 1)));
     assert!(!cfg.routes(Ipv4Addr::LOCALHOST));
     let gw = StackConfig { gateway: Some(Ipv4Addr::new(10, 0, 0, 254)), ..cfg };
     assert!(gw.routes(Ipv4Addr::new(192, 0, 2, 1)));
     assert!(!gw.routes(Ipv4Addr::LOCALHOST));
+}
+
+/// With RSS steering, every source port the stack picks makes the reply
+/// hash to the stack's own queue.
+#[test]
+fn source_ports_steer_replies_to_the_owning_queue() {
+    let mut rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let (a, _b) = MemoryLink::pair();
+        let cfg = StackConfig {
+            mac: [2, 0, 0, 0, 0, 1],
+            addr: CLIENT,
+            prefix_len: 24,
+            gateway: None,
+            seed: 3,
+            rss: Some((4, 2)),
+        };
+        let stack = Stack::new(cfg, Link::Memory(a));
+        let remote = SocketAddrV4::new(SERVER, 80);
+        let mut seen = 0;
+        for _ in 0..50 {
+            let (idx, local) = stack.inner.borrow_mut().open_active(remote, Some((4, 2))).unwrap();
+            let t = stack.inner.borrow().conns[idx].tuple.unwrap();
+            assert_eq!(t.local_port, local.port());
+            let mut input = Vec::new();
+            input.extend_from_slice(&SERVER.octets());
+            input.extend_from_slice(&CLIENT.octets());
+            input.extend_from_slice(&80u16.to_be_bytes());
+            input.extend_from_slice(&local.port().to_be_bytes());
+            assert_eq!(dpdk::toeplitz_hash(&dpdk::RSS_KEY, &input) % 4, 2);
+            seen += 1;
+        }
+        assert_eq!(seen, 50);
+    });
 }

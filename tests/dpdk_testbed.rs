@@ -127,6 +127,10 @@ impl Drop for Testbed {
             let _ = c.wait();
         }
         let _ = Command::new("bash").args([SCRIPT, "down", &self.prefix]).output();
+        // EAL runtime directories of the meshgate instances (--file-prefix).
+        for side in ["a", "b"] {
+            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}-{side}", self.prefix));
+        }
     }
 }
 
@@ -177,6 +181,17 @@ fn dpdk_gateway(bed: &Testbed, instance: u8, addr: &str, yaml: &str) -> Gateway 
         .unwrap_or_else(|e| panic!("meshgate on DPDK did not start: {e}"))
 }
 
+fn wait_at_least(gw: &Gateway, name: &str, min: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = gw.stat(name);
+        if v >= min || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn json_field<'a>(body: &'a str, field: &str) -> &'a str {
     let key = format!("\"{field}\":");
     let at = body.find(&key).unwrap_or_else(|| panic!("no {field} in {body}")) + key.len();
@@ -199,6 +214,16 @@ fn dpdk_curl_through_both_hops_and_ping_the_gateway_address() {
     let body = String::from_utf8(body).unwrap();
     assert!(body.contains("\"path\":\"/echo\""), "{body}");
     assert!(gw.stderr().contains("DPDK data path started"), "{}", gw.stderr());
+    // Port and stack counters reach /stats (published once a second) and Prometheus.
+    assert!(wait_at_least(&gw, "dpdk.port.rx_packets", 4) >= 4);
+    assert!(wait_at_least(&gw, "dpdk.stack.connections_accepted", 1) >= 1);
+    assert!(wait_at_least(&gw, "dpdk.stack.connections_opened", 1) >= 1);
+    assert!(gw.stat_opt("dpdk.port.imissed").is_some());
+    assert!(gw.stat_opt("dpdk.port.rx_nombuf").is_some());
+    assert!(gw.stat_opt("dpdk.stack.tx_ring_drops").is_some());
+    assert!(gw.stat_opt("dpdk.shard_0.connections").is_some());
+    let prom = String::from_utf8_lossy(&gw.admin_get("/stats/prometheus").body).into_owned();
+    assert!(prom.contains("dpdk_port_rx_packets"), "{prom}");
 }
 
 #[test]
@@ -317,6 +342,7 @@ fn dpdk_mode_auto_falls_back_when_the_port_is_missing_and_mode_dpdk_fails() {
     let log = gw.stderr();
     assert_eq!(log.matches("mode auto: DPDK unavailable").count(), 1, "{log}");
     drop(gw);
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/mgmissing{}", std::process::id()));
     // --mode dpdk with the same arguments refuses to start.
     let (rendered, _) = testkit::render_config(&yaml, &[]);
     let cfg = tempfile::NamedTempFile::new().unwrap();
@@ -327,6 +353,7 @@ fn dpdk_mode_auto_falls_back_when_the_port_is_missing_and_mode_dpdk_fails() {
         .args(["--mode", "dpdk", "--dpdk-eal", &eal, "--dpdk-addr", "10.77.0.2/24"])
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/mgmissing{}", std::process::id()));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error: --mode dpdk:"), "{err}");

@@ -237,7 +237,7 @@ pub fn spawn_shard_with(
         };
         let _ = remote_slot.set(rt.remote_waker());
         if let Some(link) = userspace {
-            transport::userspace::install_shard_link(link);
+            transport::userspace::install_shard_link(link, shared.stats.clone(), index);
         }
         run_shard(index, rt, shared, drain_time, ready_tx);
     })?;

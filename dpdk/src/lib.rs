@@ -581,6 +581,11 @@ impl RxQueue {
         self.queue
     }
 
+    /// The counters of the whole port this queue belongs to.
+    pub fn port_stats(&self) -> Result<PortStats, Error> {
+        Port { inner: self.port.clone() }.stats()
+    }
+
     /// Receives up to [`BURST`] frames, appending them to `out`; returns how many.
     #[inline]
     pub fn recv(&mut self, out: &mut Vec<Mbuf>) -> usize {

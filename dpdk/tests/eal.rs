@@ -124,6 +124,7 @@ fn eal_ports_queues_and_mbufs_on_virtual_devices() {
     // Every mbuf went back to the pool (the ring and null PMDs hold none).
     drop((rx, tx, nrx, ntx, ring, null));
     assert_eq!(pool.available(), free_at_start);
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/mg-dpdk-test-{}", std::process::id()));
 }
 
 fn is_root() -> bool {

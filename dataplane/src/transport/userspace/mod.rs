@@ -174,6 +174,7 @@ struct Inner {
 /// One shard's userspace network stack.
 pub struct Stack {
     inner: RefCell<Inner>,
+    publisher: RefCell<Option<Publisher>>,
     config: StackConfig,
     base: Instant,
     busy_poll: bool,
@@ -201,9 +202,95 @@ pub struct ShardLink {
     pub link: DpdkLink,
 }
 
-/// Builds the shard's stack on its queue pair and installs it (shard thread).
-pub fn install_shard_link(link: ShardLink) {
-    install(Stack::new(link.config, Link::Dpdk(link.link)));
+/// Builds the shard's stack on its queue pair and installs it (shard thread);
+/// the loop hook then publishes its counters to `/stats` once a second.
+pub fn install_shard_link(link: ShardLink, stats: std::sync::Arc<crate::stats::StatsStore>, slot: usize) {
+    let stack = Stack::new(link.config, Link::Dpdk(link.link));
+    *stack.publisher.borrow_mut() = Some(Publisher::new(&stats, slot));
+    install(stack);
+}
+
+/// Copies a stack's counters (and, on the shard owning queue 0, the port's)
+/// into the stats store: `dpdk.port.*` (the NIC's counters), `dpdk.stack.*`
+/// (summed over shards) and `dpdk.shard_N.connections` (per shard).  Runs
+/// from the loop hook rather than as a task, so a draining shard is not kept
+/// alive by it.
+struct Publisher {
+    port: Vec<crate::stats::Counter>,
+    stack: Vec<crate::stats::Counter>,
+    active: crate::stats::Gauge,
+    shard_active: crate::stats::Gauge,
+    last_port: [u64; 8],
+    last_stack: [u64; 9],
+    next: Option<Instant>,
+}
+
+impl Publisher {
+    fn new(store: &crate::stats::StatsStore, slot: usize) -> Publisher {
+        use crate::stats::Scope;
+        let port_scope = Scope::Named("dpdk.port".into());
+        let stack_scope = Scope::Named("dpdk.stack".into());
+        let shard_scope = Scope::Named(format!("dpdk.shard_{slot}"));
+        let port_names =
+            ["rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "imissed", "rx_errors", "tx_errors", "rx_nombuf"];
+        let stack_names = [
+            "rx_frames",
+            "tx_frames",
+            "rx_bytes",
+            "tx_bytes",
+            "tx_nombuf",
+            "tx_ring_drops",
+            "connections_accepted",
+            "connections_opened",
+            "connections_reset",
+        ];
+        Publisher {
+            port: port_names.iter().map(|n| store.counter(&port_scope, n, slot)).collect(),
+            stack: stack_names.iter().map(|n| store.counter(&stack_scope, n, slot)).collect(),
+            active: store.gauge(&stack_scope, "connections_active", slot),
+            shard_active: store.gauge(&shard_scope, "connections", slot),
+            last_port: [0; 8],
+            last_stack: [0; 9],
+            next: None,
+        }
+    }
+
+    fn publish(&mut self, stack: &Stack, now: Instant) {
+        if self.next.is_some_and(|n| now < n) {
+            return;
+        }
+        self.next = Some(now + Duration::from_secs(1));
+        let c = stack.counters();
+        let cur = [
+            c.link.rx_frames,
+            c.link.tx_frames,
+            c.link.rx_bytes,
+            c.link.tx_bytes,
+            c.link.tx_nombuf,
+            c.link.tx_ring_drops,
+            c.accepted,
+            c.connected,
+            c.resets,
+        ];
+        for (i, v) in cur.iter().enumerate() {
+            self.stack[i].add(v.saturating_sub(self.last_stack[i]));
+        }
+        self.last_stack = cur;
+        self.active.set(c.connections as i64);
+        self.shard_active.set(c.connections as i64);
+        let port = match &stack.inner.borrow().link.link {
+            Link::Dpdk(d) if d.rx.queue_id() == 0 => d.rx.port_stats().ok(),
+            _ => None,
+        };
+        if let Some(p) = port {
+            let cur =
+                [p.rx_packets, p.tx_packets, p.rx_bytes, p.tx_bytes, p.imissed, p.rx_errors, p.tx_errors, p.rx_nombuf];
+            for (i, v) in cur.iter().enumerate() {
+                self.port[i].add(v.saturating_sub(self.last_port[i]));
+            }
+            self.last_port = cur;
+        }
+    }
 }
 
 fn smol(base: Instant, t: Instant) -> SmolInstant {
@@ -237,6 +324,7 @@ impl Stack {
         let span = (EPHEMERAL.end - EPHEMERAL.start) as u64;
         let next_port = EPHEMERAL.start + (config.seed % span) as u16;
         Rc::new(Stack {
+            publisher: RefCell::new(None),
             inner: RefCell::new(Inner {
                 iface,
                 link,
@@ -625,6 +713,9 @@ fn replies_reach(rss: Option<(u16, u16)>, t: &FourTuple) -> bool {
 impl LoopPoller for Stack {
     fn poll(&self, now: Instant) -> PollOutcome {
         let (busy, next) = self.inner.borrow_mut().poll(self.base, now);
+        if let Some(p) = self.publisher.borrow_mut().as_mut() {
+            p.publish(self, now);
+        }
         PollOutcome { busy: busy || self.busy_poll, next }
     }
 }

@@ -16,7 +16,8 @@ set -euo pipefail
 
 APT_PACKAGES=(
     build-essential # gcc/cc: rustc's linker, and C code built by the `cc` crate
-    pkg-config      # how -sys crates find system C libraries (libdpdk later)
+    pkg-config      # how -sys crates find system C libraries (dpdk/build.rs finds libdpdk)
+    libdpdk-dev     # DPDK 22.11 for the dpdk crate (kernel-bypass data path; optional at build time)
     curl            # the demo (`make run`) and the docs' examples
     ca-certificates # TLS roots for apt/cargo on a bare machine
 )

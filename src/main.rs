@@ -3,6 +3,8 @@
 //! touches traffic in `dataplane`, and DPDK in `dpdk`.
 #![forbid(unsafe_code)]
 
+mod dpdk_setup;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use clap::{Parser, ValueEnum};
 use dataplane::admin::{spawn_admin, AdminContext};
 use dataplane::dns::{spawn_refresher, DnsResults};
 use dataplane::server::ServerState;
-use dataplane::shard::{spawn_shard, ShardHandle, Shared};
+use dataplane::shard::{spawn_shard_with, ShardHandle, Shared};
 use dataplane::stats::{ServerStats, StatsStore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -52,6 +54,18 @@ struct Cli {
     /// Do not pin shards to cores.
     #[arg(long)]
     no_pin: bool,
+    /// DPDK EAL arguments, e.g. "-l 0-1 --no-huge --no-pci --vdev=net_af_packet0,iface=veth-mg".
+    #[arg(long = "dpdk-eal", value_name = "ARGS", allow_hyphen_values = true)]
+    dpdk_eal: Option<String>,
+    /// DPDK port id to serve.
+    #[arg(long = "dpdk-port", default_value_t = 0)]
+    dpdk_port: u16,
+    /// IPv4 address and prefix of the DPDK port, e.g. 10.77.0.2/24.
+    #[arg(long = "dpdk-addr", value_name = "CIDR")]
+    dpdk_addr: Option<String>,
+    /// Next hop for destinations outside the DPDK port's subnet.
+    #[arg(long = "dpdk-gateway", value_name = "IP")]
+    dpdk_gateway: Option<std::net::Ipv4Addr>,
 }
 
 fn main() -> ExitCode {
@@ -75,16 +89,49 @@ fn main() -> ExitCode {
         println!("configuration '{}' OK", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    match cli.mode {
-        Mode::Dpdk if !dpdk::AVAILABLE => {
-            eprintln!("error: --mode dpdk: this build has no DPDK data path yet; use --mode kernel or auto");
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let wanted_shards = cli.shards.unwrap_or(cores.len().max(1)).max(1);
+    let opts = dpdk_setup::DpdkOptions {
+        eal: cli.dpdk_eal.clone().unwrap_or_default(),
+        port: cli.dpdk_port,
+        addr: cli.dpdk_addr.clone(),
+        gateway: cli.dpdk_gateway,
+    };
+    let datapath = match cli.mode {
+        Mode::Dpdk if cli.dpdk_eal.is_none() => {
+            eprintln!("error: --mode dpdk needs --dpdk-eal \"<EAL arguments>\" and --dpdk-addr");
             return ExitCode::from(1);
         }
-        Mode::Dpdk => {}
-        Mode::Auto => tracing::info!("mode auto: no DPDK port configured, using kernel sockets"),
-        Mode::Kernel => {}
+        Mode::Dpdk => match dpdk_setup::start(&opts, wanted_shards) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("error: --mode dpdk: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Mode::Auto if cli.dpdk_eal.is_some() => match dpdk_setup::start(&opts, wanted_shards) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!("mode auto: DPDK unavailable ({e}); using kernel sockets");
+                None
+            }
+        },
+        Mode::Auto => {
+            tracing::info!("mode auto: no DPDK port configured, using kernel sockets");
+            None
+        }
+        Mode::Kernel => None,
+    };
+    if let Some(d) = &datapath {
+        tracing::info!(
+            port = d.port.id(),
+            driver = %d.driver,
+            queues = d.links.len(),
+            addr = opts.addr.as_deref().unwrap_or(""),
+            "DPDK data path started; shards follow the queue count"
+        );
     }
-    match run(cli, config) {
+    match run(cli, config, datapath) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -93,9 +140,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, config: control::model::Config) -> Result<(), String> {
+fn run(cli: Cli, config: control::model::Config, datapath: Option<dpdk_setup::DpdkDataPath>) -> Result<(), String> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let shards = cli.shards.unwrap_or(cores.len().max(1)).max(1);
+    let mut shards = cli.shards.unwrap_or(cores.len().max(1)).max(1);
+    // One shard per DPDK queue pair: a shard without a queue could not reach
+    // the userspace stack's address.
+    let (dpdk_port, mut links) = match datapath {
+        Some(d) => {
+            shards = d.links.len();
+            (Some(d.port), d.links.into_iter().map(Some).collect::<Vec<_>>())
+        }
+        None => (None, Vec::new()),
+    };
     let stats = StatsStore::new(shards);
     let server_stats = ServerStats::new(&stats);
     server_stats.concurrency.set(shards as i64);
@@ -112,7 +168,8 @@ fn run(cli: Cli, config: control::model::Config) -> Result<(), String> {
     let mut handles: Vec<ShardHandle> = Vec::with_capacity(shards);
     for i in 0..shards {
         let core = if cli.no_pin || cores.is_empty() { None } else { Some(cores[i % cores.len()]) };
-        match spawn_shard(i, core, shared.clone(), drain_time) {
+        let link = links.get_mut(i).and_then(Option::take);
+        match spawn_shard_with(i, core, shared.clone(), drain_time, link) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 server.start_draining();
@@ -178,6 +235,7 @@ fn run(cli: Cli, config: control::model::Config) -> Result<(), String> {
         }
     }
     server.stop_admin();
+    drop(dpdk_port);
     tracing::info!("exited cleanly");
     Ok(())
 }

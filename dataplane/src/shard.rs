@@ -210,6 +210,18 @@ pub fn spawn_shard(
     shared: Arc<Shared>,
     drain_time: Duration,
 ) -> io::Result<ShardHandle> {
+    spawn_shard_with(index, core, shared, drain_time, None)
+}
+
+/// As [`spawn_shard`], with the DPDK queue pair this shard owns: the shard
+/// then runs a userspace stack on it (see `transport::userspace`).
+pub fn spawn_shard_with(
+    index: usize,
+    core: Option<core_affinity::CoreId>,
+    shared: Arc<Shared>,
+    drain_time: Duration,
+    userspace: Option<transport::userspace::ShardLink>,
+) -> io::Result<ShardHandle> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let remote = Arc::new(std::sync::OnceLock::new());
     let remote_slot = remote.clone();
@@ -227,6 +239,9 @@ pub fn spawn_shard(
             }
         };
         let _ = remote_slot.set(rt.remote_waker());
+        if let Some(link) = userspace {
+            transport::userspace::install_shard_link(link, shared.stats.clone(), index);
+        }
         run_shard(index, rt, shared, drain_time, ready_tx);
     })?;
     match ready_rx.recv() {

@@ -20,8 +20,11 @@
 //!      loop hooks (config pickup, drain)      -- Shard
 //!  }
 //! ```
-//! The DPDK backend adds "rx burst → smoltcp ingress" before the task batch and
-//! "smoltcp egress → tx burst" after it, and polls with a zero timeout.
+//! The userspace (DPDK + smoltcp) backend registers a [`LoopPoller`]: before
+//! every wait the loop runs "rx burst → smoltcp ingress → egress of what tasks
+//! wrote and of due protocol timers → tx burst", and with a DPDK device the
+//! wait is zero (busy polling; epoll still serves kernel sockets).  Without a
+//! poller the kernel path is unchanged.
 
 mod executor;
 mod reactor;
@@ -41,6 +44,34 @@ pub(crate) struct Context {
     pub(crate) reactor: Reactor,
     pub(crate) timers: RefCell<timer::Timers>,
     pub(crate) now: std::cell::Cell<Instant>,
+    /// Userspace network stacks polled once per pass (empty on the kernel path).
+    pub(crate) pollers: RefCell<Vec<Rc<dyn LoopPoller>>>,
+}
+
+/// Something the loop polls every pass besides the reactor: the userspace
+/// network stack (frames in, smoltcp, frames out, protocol timers).
+pub trait LoopPoller {
+    /// Does the stack's pending work at `now`.
+    fn poll(&self, now: Instant) -> PollOutcome;
+}
+
+/// What a [`LoopPoller`] asks of the loop.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PollOutcome {
+    /// Do not sleep: frames moved (more may follow) or the device is busy-polled.
+    pub busy: bool,
+    /// The stack's next timer, if any (the loop sleeps no longer than this).
+    pub next: Option<Instant>,
+}
+
+/// Adds a stack to this thread's loop (polled before every wait).
+pub fn add_loop_poller(poller: Rc<dyn LoopPoller>) {
+    with_context(|c| c.pollers.borrow_mut().push(poller));
+}
+
+/// Removes every stack from this thread's loop.
+pub fn clear_loop_pollers() {
+    with_context(|c| c.pollers.borrow_mut().clear());
 }
 
 thread_local! {
@@ -79,6 +110,7 @@ impl Runtime {
             reactor,
             timers: RefCell::new(timer::Timers::default()),
             now: std::cell::Cell::new(Instant::now()),
+            pollers: RefCell::new(Vec::new()),
         });
         CONTEXT.with(|c| {
             let mut slot = c.borrow_mut();
@@ -105,10 +137,27 @@ impl Runtime {
     fn park(&mut self, more: bool, max_wait: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
         self.ctx.now.set(now);
-        let wait = if more {
+        let mut busy = false;
+        let mut stack_next: Option<Instant> = None;
+        if !self.ctx.pollers.borrow().is_empty() {
+            let pollers = self.ctx.pollers.borrow().clone();
+            for p in pollers {
+                let out = p.poll(now);
+                busy |= out.busy;
+                stack_next = match (stack_next, out.next) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        let wait = if more || busy {
             Some(Duration::ZERO)
         } else {
             let next = self.ctx.timers.borrow().next_deadline();
+            let next = match (next, stack_next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let until_timer = next.map(|d| d.saturating_duration_since(now));
             match (until_timer, max_wait) {
                 (Some(a), Some(b)) => Some(a.min(b)),

@@ -25,6 +25,7 @@
 //! allocation, and the proxy code stays non-generic.
 
 pub mod kernel;
+pub mod userspace;
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -35,29 +36,34 @@ use std::task::{Context, Poll};
 /// A bidirectional byte stream (one TCP connection).
 pub enum Stream {
     Kernel(kernel::KernelStream),
+    Userspace(userspace::UserspaceStream),
 }
 
 /// A listening socket owned by one shard.
 pub enum Listener {
     Kernel(kernel::KernelListener),
+    Userspace(userspace::UserspaceListener),
 }
 
 impl Stream {
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self {
             Stream::Kernel(s) => s.poll_read(cx, buf),
+            Stream::Userspace(s) => s.poll_read(cx, buf),
         }
     }
 
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self {
             Stream::Kernel(s) => s.poll_write(cx, buf),
+            Stream::Userspace(s) => s.poll_write(cx, buf),
         }
     }
 
     pub fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         match self {
             Stream::Kernel(s) => s.poll_write_vectored(cx, bufs),
+            Stream::Userspace(s) => s.poll_write_vectored(cx, bufs),
         }
     }
 
@@ -66,30 +72,35 @@ impl Stream {
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
             Stream::Kernel(s) => s.poll_read_ready(cx),
+            Stream::Userspace(s) => s.poll_read_ready(cx),
         }
     }
 
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Stream::Kernel(s) => s.shutdown_write(),
+            Stream::Userspace(s) => s.shutdown_write(),
         }
     }
 
     pub fn peer_addr(&self) -> SocketAddr {
         match self {
             Stream::Kernel(s) => s.peer_addr(),
+            Stream::Userspace(s) => s.peer_addr(),
         }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         match self {
             Stream::Kernel(s) => s.local_addr(),
+            Stream::Userspace(s) => s.local_addr(),
         }
     }
 
     pub fn is_idle_usable(&self) -> bool {
         match self {
             Stream::Kernel(s) => s.is_idle_usable(),
+            Stream::Userspace(s) => s.is_idle_usable(),
         }
     }
 
@@ -159,6 +170,7 @@ impl Listener {
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Stream, SocketAddr)>> {
         match self {
             Listener::Kernel(l) => l.poll_accept(cx).map_ok(|(s, a)| (Stream::Kernel(s), a)),
+            Listener::Userspace(l) => l.poll_accept(cx).map_ok(|(s, a)| (Stream::Userspace(s), a)),
         }
     }
 
@@ -169,18 +181,33 @@ impl Listener {
     pub fn local_addr(&self) -> SocketAddr {
         match self {
             Listener::Kernel(l) => l.local_addr(),
+            Listener::Userspace(l) => l.local_addr(),
         }
     }
 }
 
 /// Binds a listener for this shard on `addr` (SO_REUSEPORT, so every shard
-/// binds the same address and the kernel spreads connections).
+/// binds the same address and the kernel spreads connections).  When the
+/// shard runs a userspace stack, its address and 0.0.0.0 are served by it.
 pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
+    if let Some(stack) = userspace::current() {
+        let ip = addr.ip();
+        if ip.is_unspecified() && addr.is_ipv4() || ip == std::net::IpAddr::V4(stack.config().addr) {
+            return stack.bind(addr).map(Listener::Userspace);
+        }
+    }
     kernel::KernelListener::bind(addr).map(Listener::Kernel)
 }
 
-/// Opens a connection to `addr` on the backend that reaches it.
+/// Opens a connection to `addr` on the backend that reaches it: the
+/// userspace stack for its subnet (or everything but loopback behind its
+/// gateway), kernel sockets otherwise.
 pub async fn connect(addr: SocketAddr) -> io::Result<Stream> {
+    if let (Some(stack), SocketAddr::V4(v4)) = (userspace::current(), addr) {
+        if stack.config().routes(*v4.ip()) {
+            return stack.connect(addr).await.map(Stream::Userspace);
+        }
+    }
     kernel::connect(addr).await.map(Stream::Kernel)
 }
 
@@ -216,4 +243,4 @@ impl tokio::io::AsyncWrite for Stream {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,18 +1,38 @@
 //! The transport contract, checked against a backend with real sockets.
-//! Every backend must pass these (the DPDK backend runs them in its testbed).
+//! Every backend must pass these: each case takes a [`Backend`] fixture; the
+//! kernel backend runs them here on loopback, the userspace backend in
+//! `userspace/tests.rs` (two smoltcp stacks on an in-memory wire) and over
+//! DPDK in the testbed.
 
 use super::*;
 use crate::runtime::{spawn, Runtime};
+use std::future::Future;
+use std::rc::Rc;
 
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
+/// How a contract case reaches a backend.
+pub(crate) struct Backend {
+    /// Address to listen on (port 0: any).
+    pub listen_addr: SocketAddr,
+    pub bind: Box<dyn Fn(SocketAddr) -> io::Result<Listener>>,
+    pub connect: Box<dyn Fn(SocketAddr) -> Pin<Box<dyn Future<Output = io::Result<Stream>>>>>,
+    /// An address where nothing listens.
+    pub closed_addr: Box<dyn Fn() -> SocketAddr>,
 }
 
-#[test]
-fn accept_connect_and_echo_both_ways_with_half_close() {
+fn kernel_backend() -> Backend {
+    Backend {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        bind: Box::new(bind),
+        connect: Box::new(|a| Box::pin(connect(a))),
+        closed_addr: Box::new(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()),
+    }
+}
+
+pub(crate) fn case_echo_both_ways_with_half_close(make: fn() -> Backend) {
     let mut rt = Runtime::new().unwrap();
-    rt.block_on(async {
-        let listener = bind(loopback()).unwrap();
+    rt.block_on(async move {
+        let b = Rc::new(make());
+        let listener = (b.bind)(b.listen_addr).unwrap();
         let addr = listener.local_addr();
         let server = spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
@@ -28,7 +48,7 @@ fn accept_connect_and_echo_both_ways_with_half_close() {
             stream.write_all(&total).await.unwrap();
             stream.shutdown_write().unwrap();
         });
-        let client = connect(addr).await.unwrap();
+        let client = (b.connect)(addr).await.unwrap();
         assert_eq!(client.peer_addr(), addr);
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         client.write_all_vectored(&[&payload[..10], &payload[10..]]).await.unwrap();
@@ -47,20 +67,22 @@ fn accept_connect_and_echo_both_ways_with_half_close() {
     });
 }
 
-#[test]
-fn connect_to_a_closed_port_fails() {
+pub(crate) fn case_connect_to_a_closed_port_fails(make: fn() -> Backend) {
     let mut rt = Runtime::new().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let err = rt.block_on(async move { connect(port).await.err() });
+    let err = rt.block_on(async move {
+        let b = make();
+        let addr = (b.closed_addr)();
+        (b.connect)(addr).await.err()
+    });
     assert!(err.is_some());
 }
 
-#[test]
-fn idle_connection_reports_peer_close() {
+pub(crate) fn case_idle_connection_reports_peer_close(make: fn() -> Backend) {
     let mut rt = Runtime::new().unwrap();
-    rt.block_on(async {
-        let listener = bind(loopback()).unwrap();
-        let client = connect(listener.local_addr()).await.unwrap();
+    rt.block_on(async move {
+        let b = make();
+        let listener = (b.bind)(b.listen_addr).unwrap();
+        let client = (b.connect)(listener.local_addr()).await.unwrap();
         let (server_side, _) = listener.accept().await.unwrap();
         assert!(client.is_idle_usable());
         drop(server_side);
@@ -69,24 +91,24 @@ fn idle_connection_reports_peer_close() {
     });
 }
 
-#[test]
-fn two_listeners_share_a_port() {
+pub(crate) fn case_two_listeners_share_a_port(make: fn() -> Backend) {
     let mut rt = Runtime::new().unwrap();
-    rt.block_on(async {
-        let a = bind(loopback()).unwrap();
-        let b = bind(a.local_addr()).unwrap();
-        assert_eq!(a.local_addr(), b.local_addr());
+    rt.block_on(async move {
+        let b = make();
+        let a = (b.bind)(b.listen_addr).unwrap();
+        let c = (b.bind)(a.local_addr()).unwrap();
+        assert_eq!(a.local_addr(), c.local_addr());
     });
 }
 
 /// Data and FIN arriving together raise one edge: after a short read drains
 /// the data, the end of stream must still be seen without a new event.
-#[test]
-fn fin_behind_a_short_read_is_not_lost() {
+pub(crate) fn case_fin_behind_a_short_read_is_not_lost(make: fn() -> Backend) {
     let mut rt = Runtime::new().unwrap();
-    let got = rt.block_on(async {
-        let listener = bind(loopback()).unwrap();
-        let client = connect(listener.local_addr()).await.unwrap();
+    let got = rt.block_on(async move {
+        let b = make();
+        let listener = (b.bind)(b.listen_addr).unwrap();
+        let client = (b.connect)(listener.local_addr()).await.unwrap();
         let (server_side, _) = listener.accept().await.unwrap();
         server_side.write_all(b"0123456789").await.unwrap();
         drop(server_side);
@@ -97,4 +119,29 @@ fn fin_behind_a_short_read_is_not_lost() {
         (first, second.ok().and_then(|r| r.ok()))
     });
     assert_eq!(got, (10, Some(0)));
+}
+
+#[test]
+fn accept_connect_and_echo_both_ways_with_half_close() {
+    case_echo_both_ways_with_half_close(kernel_backend);
+}
+
+#[test]
+fn connect_to_a_closed_port_fails() {
+    case_connect_to_a_closed_port_fails(kernel_backend);
+}
+
+#[test]
+fn idle_connection_reports_peer_close() {
+    case_idle_connection_reports_peer_close(kernel_backend);
+}
+
+#[test]
+fn two_listeners_share_a_port() {
+    case_two_listeners_share_a_port(kernel_backend);
+}
+
+#[test]
+fn fin_behind_a_short_read_is_not_lost() {
+    case_fin_behind_a_short_read_is_not_lost(kernel_backend);
 }

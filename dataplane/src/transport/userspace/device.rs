@@ -1,0 +1,301 @@
+//! Frame links under the userspace stack, and the smoltcp `Device` views of
+//! them.
+//!
+//! A [`Link`] moves whole Ethernet frames: [`DpdkLink`] over one shard's DPDK
+//! queue pair (receive hands out the NIC's mbufs, transmit fills fresh mbufs
+//! from the port's pool: the only copies are smoltcp's own socket buffers),
+//! or [`MemoryLink`], a wire between two stacks in one process (the contract
+//! tests run the userspace transport over it, without root or a NIC).
+//!
+//! smoltcp reads frames through a `Device`; the stack gives it one frame at
+//! a time ([`OneFrame`], so each frame can be steered to the socket set of
+//! its connection) and a transmit-only view for egress ([`Egress`]).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::time::Instant as SmolInstant;
+
+/// Ethernet MTU the stack uses (IP packet size; the frame adds 14 bytes).
+pub const IP_MTU: usize = 1500;
+/// Frames handed to or taken from the device per burst.
+pub const BURST: usize = 32;
+/// Frames that may wait for room in the transmit ring before new ones are dropped.
+const TX_BACKLOG: usize = 4096;
+
+/// Counters of one link (per shard), read by the stats exporter.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames smoltcp produced that could not get an mbuf (pool exhausted).
+    pub tx_nombuf: u64,
+    /// Frames dropped because the transmit ring stayed full.
+    pub tx_ring_drops: u64,
+}
+
+/// One received frame.
+pub enum RxFrame {
+    Mbuf(dpdk::Mbuf),
+    Bytes(Vec<u8>),
+}
+
+impl RxFrame {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            RxFrame::Mbuf(m) => m.data(),
+            RxFrame::Bytes(b) => b,
+        }
+    }
+}
+
+/// A DPDK queue pair owned by this shard.
+pub struct DpdkLink {
+    pub rx: dpdk::RxQueue,
+    pub tx: dpdk::TxQueue,
+    pub pool: &'static dpdk::Mempool,
+    out: Vec<dpdk::Mbuf>,
+    received: Vec<dpdk::Mbuf>,
+}
+
+impl DpdkLink {
+    pub fn new(rx: dpdk::RxQueue, tx: dpdk::TxQueue, pool: &'static dpdk::Mempool) -> DpdkLink {
+        DpdkLink { rx, tx, pool, out: Vec::with_capacity(BURST * 4), received: Vec::with_capacity(BURST) }
+    }
+}
+
+/// One end of an in-process wire: what one end sends, the other receives.
+pub struct MemoryLink {
+    pub(crate) inbox: Rc<RefCell<VecDeque<Vec<u8>>>>,
+    pub(crate) peer: Rc<RefCell<VecDeque<Vec<u8>>>>,
+}
+
+impl MemoryLink {
+    /// Two connected ends.
+    pub fn pair() -> (MemoryLink, MemoryLink) {
+        let a = Rc::new(RefCell::new(VecDeque::new()));
+        let b = Rc::new(RefCell::new(VecDeque::new()));
+        (MemoryLink { inbox: a.clone(), peer: b.clone() }, MemoryLink { inbox: b, peer: a })
+    }
+}
+
+pub enum Link {
+    Dpdk(DpdkLink),
+    Memory(MemoryLink),
+}
+
+/// A link plus its counters: what the device views borrow.
+pub struct LinkState {
+    pub link: Link,
+    pub counters: LinkCounters,
+}
+
+impl LinkState {
+    pub fn new(link: Link) -> LinkState {
+        LinkState { link, counters: LinkCounters::default() }
+    }
+
+    /// Busy-polled links (a NIC queue) never let the loop sleep.
+    pub fn busy_poll(&self) -> bool {
+        matches!(self.link, Link::Dpdk(_))
+    }
+
+    /// Takes up to a burst of received frames.
+    pub fn recv_burst(&mut self, out: &mut Vec<RxFrame>) -> usize {
+        let n = match &mut self.link {
+            Link::Dpdk(d) => {
+                let n = d.rx.recv(&mut d.received);
+                for m in d.received.drain(..) {
+                    self.counters.rx_bytes += m.len() as u64;
+                    out.push(RxFrame::Mbuf(m));
+                }
+                n
+            }
+            Link::Memory(m) => {
+                let mut inbox = m.inbox.borrow_mut();
+                let n = inbox.len().min(BURST);
+                for f in inbox.drain(..n) {
+                    self.counters.rx_bytes += f.len() as u64;
+                    out.push(RxFrame::Bytes(f));
+                }
+                n
+            }
+        };
+        self.counters.rx_frames += n as u64;
+        n
+    }
+
+    /// Pushes queued frames to the NIC.  Returns whether anything is still
+    /// waiting for ring space.
+    pub fn flush(&mut self) -> bool {
+        if let Link::Dpdk(d) = &mut self.link {
+            if !d.out.is_empty() {
+                d.tx.send(&mut d.out);
+                if d.out.len() > TX_BACKLOG {
+                    let excess = d.out.len() - TX_BACKLOG;
+                    d.out.drain(..excess);
+                    self.counters.tx_ring_drops += excess as u64;
+                }
+            }
+            return !d.out.is_empty();
+        }
+        false
+    }
+
+    fn transmit_frame<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.counters.tx_frames += 1;
+        self.counters.tx_bytes += len as u64;
+        match &mut self.link {
+            Link::Dpdk(d) => {
+                if let Some(mut m) = d.pool.alloc() {
+                    if let Some(buf) = m.append(len) {
+                        let r = f(buf);
+                        d.out.push(m);
+                        if d.out.len() >= BURST {
+                            d.tx.send(&mut d.out);
+                        }
+                        return r;
+                    }
+                }
+                // No buffer: smoltcp's token cannot fail, so build the frame
+                // into scratch space and drop it (TCP retransmits).
+                self.counters.tx_nombuf += 1;
+                let mut scratch = vec![0u8; len];
+                f(&mut scratch)
+            }
+            Link::Memory(m) => {
+                let mut frame = vec![0u8; len];
+                let r = f(&mut frame);
+                m.peer.borrow_mut().push_back(frame);
+                r
+            }
+        }
+    }
+}
+
+fn capabilities() -> DeviceCapabilities {
+    let mut caps = DeviceCapabilities::default();
+    caps.medium = Medium::Ethernet;
+    caps.max_transmission_unit = IP_MTU + 14;
+    caps.max_burst_size = Some(BURST);
+    caps
+}
+
+/// Device view that yields exactly one received frame.
+pub struct OneFrame<'a> {
+    pub frame: Option<RxFrame>,
+    pub link: &'a mut LinkState,
+}
+
+/// Transmit-only device view (egress and timers).
+pub struct Egress<'a> {
+    pub link: &'a mut LinkState,
+}
+
+pub struct RxTok(RxFrame);
+pub struct TxTok<'a>(&'a mut LinkState);
+
+impl phy::RxToken for RxTok {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0.bytes())
+    }
+}
+
+impl phy::TxToken for TxTok<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        self.0.transmit_frame(len, f)
+    }
+}
+
+impl Device for OneFrame<'_> {
+    type RxToken<'b>
+        = RxTok
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = TxTok<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: SmolInstant) -> Option<(RxTok, TxTok<'_>)> {
+        let frame = self.frame.take()?;
+        Some((RxTok(frame), TxTok(self.link)))
+    }
+
+    fn transmit(&mut self, _: SmolInstant) -> Option<TxTok<'_>> {
+        Some(TxTok(self.link))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        capabilities()
+    }
+}
+
+impl Device for Egress<'_> {
+    type RxToken<'b>
+        = RxTok
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = TxTok<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: SmolInstant) -> Option<(RxTok, TxTok<'_>)> {
+        None
+    }
+
+    fn transmit(&mut self, _: SmolInstant) -> Option<TxTok<'_>> {
+        Some(TxTok(self.link))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        capabilities()
+    }
+}
+
+/// The TCP connection a frame belongs to, seen from this host: Ethernet II,
+/// IPv4 without fragmentation offset, TCP.  `None` for anything else (ARP,
+/// ICMP, fragments), which goes to the stack's control path.
+pub fn classify(frame: &[u8]) -> Option<(FourTuple, TcpFlags)> {
+    if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ip = &frame[14..];
+    if ip[0] >> 4 != 4 || ip[9] != 6 {
+        return None;
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+    if frag != 0 || ihl < 20 || ip.len() < ihl + 20 {
+        return None;
+    }
+    let tcp = &ip[ihl..];
+    let tuple = FourTuple {
+        local_ip: u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]),
+        local_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+        remote_ip: u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]),
+        remote_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+    };
+    let flags = tcp[13];
+    Some((tuple, TcpFlags { syn: flags & 0x02 != 0, ack: flags & 0x10 != 0 }))
+}
+
+/// A TCP connection's identity from this host's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FourTuple {
+    pub local_ip: u32,
+    pub local_port: u16,
+    pub remote_ip: u32,
+    pub remote_port: u16,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+}

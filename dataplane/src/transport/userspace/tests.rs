@@ -1,0 +1,275 @@
+//! The transport contract suite against the userspace backend: two smoltcp
+//! stacks (client 10.0.0.1, server 10.0.0.2) joined by an in-memory wire,
+//! both polled by the same shard loop.  Plus the stack's own behaviour:
+//! ARP + ICMP echo, resets, many connections.
+
+use super::*;
+use crate::runtime::{add_loop_poller, spawn, Runtime};
+use crate::transport::tests::*;
+use crate::transport::{Listener, Stream};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+fn stacks() -> (Rc<Stack>, Rc<Stack>) {
+    let (a, b) = MemoryLink::pair();
+    let cfg = |addr: Ipv4Addr, last: u8, seed| StackConfig {
+        mac: [0x02, 0, 0, 0, 0, last],
+        addr,
+        prefix_len: 24,
+        gateway: None,
+        seed,
+        rss: None,
+    };
+    let client = Stack::new(cfg(CLIENT, 1, 7), Link::Memory(a));
+    let server = Stack::new(cfg(SERVER, 2, 11), Link::Memory(b));
+    add_loop_poller(client.clone());
+    add_loop_poller(server.clone());
+    (client, server)
+}
+
+fn userspace_backend() -> Backend {
+    let (client, server) = stacks();
+    Backend {
+        listen_addr: SocketAddr::new(SERVER.into(), 0),
+        bind: Box::new(move |a| server.bind(a).map(Listener::Userspace)),
+        connect: Box::new(move |a| {
+            let c = client.clone();
+            Box::pin(async move { c.connect(a).await.map(Stream::Userspace) })
+        }),
+        closed_addr: Box::new(|| SocketAddr::new(SERVER.into(), 9)),
+    }
+}
+
+#[test]
+fn contract_echo_both_ways_with_half_close() {
+    case_echo_both_ways_with_half_close(userspace_backend);
+}
+
+#[test]
+fn contract_connect_to_a_closed_port_fails() {
+    case_connect_to_a_closed_port_fails(userspace_backend);
+}
+
+#[test]
+fn contract_idle_connection_reports_peer_close() {
+    case_idle_connection_reports_peer_close(userspace_backend);
+}
+
+#[test]
+fn contract_two_listeners_share_a_port() {
+    case_two_listeners_share_a_port(userspace_backend);
+}
+
+#[test]
+fn contract_fin_behind_a_short_read_is_not_lost() {
+    case_fin_behind_a_short_read_is_not_lost(userspace_backend);
+}
+
+#[test]
+fn refused_connect_is_connection_refused() {
+    let mut rt = Runtime::new().unwrap();
+    let kind = rt.block_on(async {
+        let (client, _server) = stacks();
+        client.connect(SocketAddr::new(SERVER.into(), 9)).await.err().map(|e| e.kind())
+    });
+    assert_eq!(kind, Some(io::ErrorKind::ConnectionRefused));
+}
+
+#[test]
+fn binding_a_foreign_address_fails() {
+    let mut rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let (_client, server) = stacks();
+        let err = server.bind("10.0.0.99:80".parse().unwrap()).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable);
+        assert!(server.bind("0.0.0.0:80".parse().unwrap()).is_ok());
+    });
+}
+
+/// 500 concurrent connections, each a request/response exchange; every
+/// connection is its own socket set and all are served.
+#[test]
+fn many_concurrent_connections_are_demultiplexed() {
+    let mut rt = Runtime::new().unwrap();
+    let (served, conns) = rt.block_on(async {
+        let (client, server) = stacks();
+        let listener = server.bind(SocketAddr::new(SERVER.into(), 8080)).unwrap();
+        let addr = listener.local_addr();
+        let served = Rc::new(Cell::new(0usize));
+        let s2 = served.clone();
+        let _acceptor = spawn(async move {
+            loop {
+                let Ok((stream, _)) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await else { return };
+                let s3 = s2.clone();
+                spawn(async move {
+                    let stream = Stream::Userspace(stream);
+                    let mut buf = [0u8; 16];
+                    let n = stream.read(&mut buf).await.unwrap();
+                    stream.write_all(&buf[..n]).await.unwrap();
+                    s3.set(s3.get() + 1);
+                })
+                .detach();
+            }
+        });
+        let mut tasks = Vec::new();
+        let mut streams = Vec::new();
+        for i in 0..500u32 {
+            let c = client.clone();
+            tasks.push(spawn(async move {
+                let s = Stream::Userspace(c.connect(addr).await.unwrap());
+                s.write_all(&i.to_be_bytes()).await.unwrap();
+                let mut buf = [0u8; 4];
+                let mut got = 0;
+                while got < 4 {
+                    let n = s.read(&mut buf[got..]).await.unwrap();
+                    assert!(n > 0);
+                    got += n;
+                }
+                assert_eq!(u32::from_be_bytes(buf), i);
+                s
+            }));
+        }
+        for t in tasks {
+            streams.push(t.await);
+        }
+        let conns = server.counters().connections;
+        (served.get(), conns)
+    });
+    assert_eq!(served, 500);
+    assert!(conns >= 500, "{conns}");
+}
+
+/// The stack answers ARP and ICMP echo for its address (what `ping` of the
+/// gateway address exercises on the testbed).
+#[test]
+fn answers_arp_and_ping() {
+    use smoltcp::wire::*;
+    let mut rt = Runtime::new().unwrap();
+    let (a, b) = MemoryLink::pair();
+    let (inbox, peer) = (a.inbox.clone(), a.peer.clone());
+    drop(a);
+    let replies = rt.block_on(async move {
+        let server = Stack::new(
+            StackConfig { mac: [2, 0, 0, 0, 0, 2], addr: SERVER, prefix_len: 24, gateway: None, seed: 1, rss: None },
+            Link::Memory(b),
+        );
+        add_loop_poller(server.clone());
+        let me = EthernetAddress([2, 0, 0, 0, 0, 1]);
+        // ARP request for SERVER.
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: me,
+            source_protocol_addr: CLIENT,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: SERVER,
+        };
+        let mut frame = vec![0u8; 14 + arp.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.set_src_addr(me);
+        eth.set_dst_addr(EthernetAddress::BROADCAST);
+        eth.set_ethertype(EthernetProtocol::Arp);
+        arp.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+        peer.borrow_mut().push_back(frame);
+        // ICMP echo request to SERVER.
+        let echo = Icmpv4Repr::EchoRequest { ident: 7, seq_no: 1, data: b"meshgate" };
+        let ip = Ipv4Repr {
+            src_addr: CLIENT,
+            dst_addr: SERVER,
+            next_header: IpProtocol::Icmp,
+            payload_len: echo.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut frame = vec![0u8; 14 + ip.buffer_len() + echo.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.set_src_addr(me);
+        eth.set_dst_addr(EthernetAddress([2, 0, 0, 0, 0, 2]));
+        eth.set_ethertype(EthernetProtocol::Ipv4);
+        let caps = smoltcp::phy::ChecksumCapabilities::default();
+        let mut pkt = Ipv4Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut pkt, &caps);
+        echo.emit(&mut Icmpv4Packet::new_unchecked(pkt.payload_mut()), &caps);
+        peer.borrow_mut().push_back(frame);
+        crate::runtime::sleep_until(crate::runtime::now() + Duration::from_millis(20)).await;
+        let out: Vec<Vec<u8>> = inbox.borrow_mut().drain(..).collect();
+        out
+    });
+    let mut saw_arp_reply = false;
+    let mut saw_echo_reply = false;
+    for f in &replies {
+        let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+        match eth.ethertype() {
+            EthernetProtocol::Arp => {
+                let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).unwrap()).unwrap();
+                if let ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Reply,
+                    source_protocol_addr,
+                    source_hardware_addr,
+                    ..
+                } = arp
+                {
+                    assert_eq!(source_protocol_addr, SERVER);
+                    assert_eq!(source_hardware_addr, EthernetAddress([2, 0, 0, 0, 0, 2]));
+                    saw_arp_reply = true;
+                }
+            }
+            EthernetProtocol::Ipv4 => {
+                let pkt = Ipv4Packet::new_checked(eth.payload()).unwrap();
+                let icmp = Icmpv4Packet::new_checked(pkt.payload()).unwrap();
+                let repr = Icmpv4Repr::parse(&icmp, &Default::default()).unwrap();
+                if let Icmpv4Repr::EchoReply { ident: 7, seq_no: 1, data } = repr {
+                    assert_eq!(data, b"meshgate");
+                    assert_eq!(pkt.dst_addr(), CLIENT);
+                    saw_echo_reply = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(saw_arp_reply && saw_echo_reply, "{} frames", replies.len());
+}
+
+#[test]
+fn routing_decisions() {
+    let cfg = StackConfig { mac: [2, 0, 0, 0, 0, 2], addr: SERVER, prefix_len: 24, gateway: None, seed: 1, rss: None };
+    assert!(cfg.routes(Ipv4Addr::new(10, 0, 0, 77)));
+    assert!(!cfg.routes(Ipv4Addr::new(10, 0, 1, 1)));
+    assert!(!cfg.routes(Ipv4Addr::LOCALHOST));
+    let gw = StackConfig { gateway: Some(Ipv4Addr::new(10, 0, 0, 254)), ..cfg };
+    assert!(gw.routes(Ipv4Addr::new(192, 0, 2, 1)));
+    assert!(!gw.routes(Ipv4Addr::LOCALHOST));
+}
+
+/// With RSS steering, every source port the stack picks makes the reply
+/// hash to the stack's own queue.
+#[test]
+fn source_ports_steer_replies_to_the_owning_queue() {
+    let mut rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let (a, _b) = MemoryLink::pair();
+        let cfg = StackConfig {
+            mac: [2, 0, 0, 0, 0, 1],
+            addr: CLIENT,
+            prefix_len: 24,
+            gateway: None,
+            seed: 3,
+            rss: Some((4, 2)),
+        };
+        let stack = Stack::new(cfg, Link::Memory(a));
+        let remote = SocketAddrV4::new(SERVER, 80);
+        let mut seen = 0;
+        for _ in 0..50 {
+            let (idx, local) = stack.inner.borrow_mut().open_active(remote, Some((4, 2))).unwrap();
+            let t = stack.inner.borrow().conns[idx].tuple.unwrap();
+            assert_eq!(t.local_port, local.port());
+            let mut input = Vec::new();
+            input.extend_from_slice(&SERVER.octets());
+            input.extend_from_slice(&CLIENT.octets());
+            input.extend_from_slice(&80u16.to_be_bytes());
+            input.extend_from_slice(&local.port().to_be_bytes());
+            assert_eq!(dpdk::toeplitz_hash(&dpdk::RSS_KEY, &input) % 4, 2);
+            seen += 1;
+        }
+        assert_eq!(seen, 50);
+    });
+}

@@ -1,0 +1,360 @@
+//! End-to-end tests of the DPDK data path on the virtual testbed
+//! (`scripts/dpdk-testbed.sh`): client and upstream in network namespaces on
+//! one bridged segment, meshgate on a veth end opened with `net_af_packet`,
+//! its userspace TCP stack serving 10.77.0.2 (and 10.77.0.4 for a second
+//! instance).  Need root and libdpdk; otherwise each test prints
+//! `skipped: <reason>`.
+//!
+//! Every test builds its own testbed under a unique name prefix and tears it
+//! down on drop (also when the test panics).  The tests take a process-wide
+//! lock: each meshgate busy-polls a core, and the machine has two.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use testkit::{bin_path, fnv64_hex, Gateway};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dpdk-testbed.sh");
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Why the testbed cannot run here, if it cannot.
+fn unavailable() -> Option<String> {
+    if !is_root() {
+        return Some("needs root".into());
+    }
+    if !dpdk::AVAILABLE {
+        return Some("libdpdk not available".into());
+    }
+    for tool in ["ip", "ethtool", "curl"] {
+        let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status();
+        if !found.is_ok_and(|s| s.success()) {
+            return Some(format!("{tool} not installed"));
+        }
+    }
+    None
+}
+
+macro_rules! require_testbed {
+    () => {
+        if let Some(reason) = unavailable() {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+}
+
+/// One testbed; removed on drop.
+struct Testbed {
+    prefix: String,
+    children: Vec<Child>,
+}
+
+impl Testbed {
+    fn up() -> Testbed {
+        let prefix = format!("m{:03}{}", std::process::id() % 1000, NEXT.fetch_add(1, Ordering::Relaxed));
+        let out = Command::new("bash").args([SCRIPT, "up", &prefix]).output().expect("run dpdk-testbed.sh");
+        let bed = Testbed { prefix, children: Vec::new() };
+        assert!(out.status.success(), "testbed up failed: {}", String::from_utf8_lossy(&out.stderr));
+        bed
+    }
+
+    fn ns(&self, which: &str) -> String {
+        format!("{}{which}", self.prefix)
+    }
+
+    fn eal(&self, instance: u8) -> String {
+        let out = Command::new("bash")
+            .args([SCRIPT, "eal", &self.prefix, "af_packet", &instance.to_string()])
+            .output()
+            .expect("eal args");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Starts `mg-upstream` on 10.77.0.3:8080 in the upstream namespace.
+    fn start_upstream(&mut self) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("u")])
+            .arg(bin_path("mg-upstream"))
+            .args(["--listen", "10.77.0.3:8080", "--name", "testbed-upstream"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mg-upstream in the upstream namespace");
+        self.children.push(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.exec("u", &["curl", "-sf", "-m", "1", "http://10.77.0.3:8080/status/200"]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("mg-upstream did not come up in the upstream namespace");
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", &self.ns(ns)]).args(args).output().expect("ip netns exec")
+    }
+
+    /// curl from the client namespace; returns (status line code, body).
+    fn curl(&self, args: &[&str]) -> (String, Vec<u8>) {
+        let mut full = vec!["curl", "-sS", "-m", "120", "-o", "-", "-w", "\n%{http_code}"];
+        full.extend_from_slice(args);
+        let out = self.exec("c", &full);
+        assert!(out.status.success(), "curl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut body = out.stdout;
+        let nl = body.iter().rposition(|&b| b == b'\n').expect("status trailer");
+        let code = String::from_utf8_lossy(&body[nl + 1..]).into_owned();
+        body.truncate(nl);
+        (code, body)
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("bash").args([SCRIPT, "down", &self.prefix]).output();
+        // EAL runtime directories of the meshgate instances (--file-prefix).
+        for side in ["a", "b"] {
+            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}-{side}", self.prefix));
+        }
+    }
+}
+
+fn config(listen: &str, upstream: &str) -> String {
+    format!(
+        r#"
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{ socket_address: {{ address: {listen}, port_value: 8000 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: up, timeout: 120s }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: up
+    type: STATIC
+    connect_timeout: 5s
+    load_assignment:
+      cluster_name: up
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {upstream_ip}, port_value: {upstream_port} }} }} }}
+"#,
+        upstream_ip = upstream.split(':').next().unwrap(),
+        upstream_port = upstream.split(':').nth(1).unwrap(),
+    )
+}
+
+fn dpdk_gateway(bed: &Testbed, instance: u8, addr: &str, yaml: &str) -> Gateway {
+    let eal = bed.eal(instance);
+    Gateway::try_start(yaml, &[], &["--mode", "dpdk", "--dpdk-eal", &eal, "--dpdk-addr", addr, "--no-pin"])
+        .unwrap_or_else(|e| panic!("meshgate on DPDK did not start: {e}"))
+}
+
+fn wait_at_least(gw: &Gateway, name: &str, min: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = gw.stat(name);
+        if v >= min || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn json_field<'a>(body: &'a str, field: &str) -> &'a str {
+    let key = format!("\"{field}\":");
+    let at = body.find(&key).unwrap_or_else(|| panic!("no {field} in {body}")) + key.len();
+    let rest = body[at..].trim_start_matches('"');
+    let end = rest.find(['"', ',', '}']).unwrap();
+    &rest[..end]
+}
+
+#[test]
+fn dpdk_curl_through_both_hops_and_ping_the_gateway_address() {
+    require_testbed!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = Testbed::up();
+    bed.start_upstream();
+    let gw = dpdk_gateway(&bed, 1, "10.77.0.2/24", &config("10.77.0.2", "10.77.0.3:8080"));
+    let ping = bed.exec("c", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.2"]);
+    assert!(ping.status.success(), "ping 10.77.0.2 failed: {}", String::from_utf8_lossy(&ping.stdout));
+    let (code, body) = bed.curl(&["http://10.77.0.2:8000/echo"]);
+    assert_eq!(code, "200", "{}", gw.stderr());
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.contains("\"path\":\"/echo\""), "{body}");
+    assert!(gw.stderr().contains("DPDK data path started"), "{}", gw.stderr());
+    // Port and stack counters reach /stats (published once a second) and Prometheus.
+    assert!(wait_at_least(&gw, "dpdk.port.rx_packets", 4) >= 4);
+    assert!(wait_at_least(&gw, "dpdk.stack.connections_accepted", 1) >= 1);
+    assert!(wait_at_least(&gw, "dpdk.stack.connections_opened", 1) >= 1);
+    assert!(gw.stat_opt("dpdk.port.imissed").is_some());
+    assert!(gw.stat_opt("dpdk.port.rx_nombuf").is_some());
+    assert!(gw.stat_opt("dpdk.stack.tx_ring_drops").is_some());
+    assert!(gw.stat_opt("dpdk.shard_0.connections").is_some());
+    let prom = String::from_utf8_lossy(&gw.admin_get("/stats/prometheus").body).into_owned();
+    assert!(prom.contains("dpdk_port_rx_packets"), "{prom}");
+}
+
+#[test]
+fn dpdk_bodies_of_1_mib_and_100_mib_both_ways_are_intact() {
+    require_testbed!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = Testbed::up();
+    bed.start_upstream();
+    let gw = dpdk_gateway(&bed, 1, "10.77.0.2/24", &config("10.77.0.2", "10.77.0.3:8080"));
+    let dir = tempfile::tempdir().unwrap();
+    for size in [1usize << 20, 100 << 20] {
+        // Upload: the upstream reports the FNV-1a of what it received.
+        let data: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let file = dir.path().join(format!("up-{size}"));
+        std::fs::write(&file, &data).unwrap();
+        let at = format!("@{}", file.display());
+        let (code, body) = bed.curl(&[
+            "-H",
+            "content-type: application/octet-stream",
+            "--data-binary",
+            &at,
+            "http://10.77.0.2:8000/echo",
+        ]);
+        assert_eq!(code, "200", "{}", gw.stderr());
+        let body = String::from_utf8(body).unwrap();
+        assert_eq!(json_field(&body, "body_len"), size.to_string());
+        assert_eq!(json_field(&body, "body_fnv64"), fnv64_hex(&data));
+        // Download: /bytes/N is the testkit pattern.
+        let (code, got) = bed.curl(&[&format!("http://10.77.0.2:8000/bytes/{size}")]);
+        assert_eq!(code, "200");
+        assert_eq!(got.len(), size);
+        assert!(got == testkit::pattern(size), "downloaded {size} bytes differ from the pattern");
+    }
+}
+
+#[test]
+fn dpdk_serves_1000_concurrent_keep_alive_connections() {
+    require_testbed!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = Testbed::up();
+    bed.start_upstream();
+    let gw = dpdk_gateway(&bed, 1, "10.77.0.2/24", &config("10.77.0.2", "10.77.0.3:8080"));
+    // 1,000 connections opened from the client namespace, all held open,
+    // then one request on each, twice (keep-alive).
+    let script = r#"
+import socket, sys
+conns = []
+for i in range(1000):
+    s = socket.create_connection(("10.77.0.2", 8000), timeout=30)
+    conns.append(s)
+ok = 0
+for round in range(2):
+    for s in conns:
+        s.sendall(b"GET /status/200 HTTP/1.1\r\nhost: x\r\n\r\n")
+    for s in conns:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(4096)
+            if not chunk:
+                sys.exit("connection closed early")
+            buf += chunk
+        if buf.startswith(b"HTTP/1.1 200"):
+            ok += 1
+print(ok)
+"#;
+    let out = bed.exec("c", &["python3", "-c", script]);
+    assert!(out.status.success(), "client failed: {} / {}", String::from_utf8_lossy(&out.stderr), gw.stderr());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
+    assert!(gw.stat("http.ingress.downstream_cx_total") >= 1000);
+}
+
+#[test]
+fn dpdk_mixed_mode_downstream_on_dpdk_upstream_on_loopback() {
+    require_testbed!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Testbed::up();
+    let upstream = testkit::Upstream::start("loopback-upstream");
+    let gw = dpdk_gateway(&bed, 1, "10.77.0.2/24", &config("0.0.0.0", &upstream.addr.to_string()));
+    let (code, body) = bed.curl(&["http://10.77.0.2:8000/echo"]);
+    assert_eq!(code, "200", "{}", gw.stderr());
+    assert!(String::from_utf8(body).unwrap().contains("\"path\":\"/echo\""));
+}
+
+#[test]
+fn dpdk_two_gateways_chained_client_a_b_upstream() {
+    require_testbed!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = Testbed::up();
+    bed.start_upstream();
+    let b = dpdk_gateway(&bed, 2, "10.77.0.4/24", &config("10.77.0.4", "10.77.0.3:8080"));
+    let a = dpdk_gateway(&bed, 1, "10.77.0.2/24", &config("10.77.0.2", "10.77.0.4:8000"));
+    let data = vec![0x5au8; 3 << 20];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body");
+    std::fs::write(&file, &data).unwrap();
+    let (code, body) = bed.curl(&["--data-binary", &format!("@{}", file.display()), "http://10.77.0.2:8000/echo"]);
+    assert_eq!(code, "200", "A: {}\nB: {}", a.stderr(), b.stderr());
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(json_field(&body, "body_fnv64"), fnv64_hex(&data));
+    assert!(a.stat("cluster.up.upstream_rq_total") >= 1);
+    assert!(b.stat("cluster.up.upstream_rq_total") >= 1);
+}
+
+#[test]
+fn dpdk_mode_auto_falls_back_when_the_port_is_missing_and_mode_dpdk_fails() {
+    require_testbed!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let upstream = testkit::Upstream::start("fallback-upstream");
+    let yaml =
+        config("127.0.0.1", &upstream.addr.to_string()).replace("port_value: 8000", "port_value: {{LISTEN_PORT}}");
+    let prefix = format!("--file-prefix=mgmissing{}", std::process::id());
+    let eal = format!("-l 0 --no-huge --no-pci -m 128 {prefix} --vdev=net_af_packet0,iface=mg-no-such-if");
+    let gw = Gateway::start(&yaml, &[], &["--mode", "auto", "--dpdk-eal", &eal, "--dpdk-addr", "10.77.0.2/24"]);
+    let r = testkit::get(gw.listener_addr, "/echo");
+    assert_eq!(r.status, 200);
+    let log = gw.stderr();
+    assert_eq!(log.matches("mode auto: DPDK unavailable").count(), 1, "{log}");
+    drop(gw);
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/mgmissing{}", std::process::id()));
+    // --mode dpdk with the same arguments refuses to start.
+    let (rendered, _) = testkit::render_config(&yaml, &[]);
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), rendered).unwrap();
+    let out = Command::new(bin_path("meshgate"))
+        .arg("-c")
+        .arg(cfg.path())
+        .args(["--mode", "dpdk", "--dpdk-eal", &eal, "--dpdk-addr", "10.77.0.2/24"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/mgmissing{}", std::process::id()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error: --mode dpdk:"), "{err}");
+}

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod dns;
+pub mod filters;
 pub mod http1;
 pub mod matcher;
 pub mod proxy;

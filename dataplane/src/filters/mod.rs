@@ -71,6 +71,29 @@ pub fn shared_bucket<T: Send + Sync + 'static>(owner: &Arc<T>, spec: TokenBucket
     bucket
 }
 
+/// The fixed headers of a local reply a governance filter sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterReply {
+    /// The local rate limit's `x-envoy-ratelimited: true`.
+    RateLimited,
+    /// A fault abort with a gRPC status: a trailers-only gRPC response
+    /// (`content-type: application/grpc`, `grpc-status`, `grpc-message`).
+    GrpcStatus { code: u32, message: String },
+}
+
+impl FilterReply {
+    pub fn append_to(&self, headers: &mut crate::http1::Headers) {
+        match self {
+            FilterReply::RateLimited => headers.set("x-envoy-ratelimited", b"true"),
+            FilterReply::GrpcStatus { code, message } => {
+                headers.set("content-type", b"application/grpc");
+                headers.set("grpc-status", itoa::Buffer::new().format(*code).as_bytes());
+                headers.set("grpc-message", message.as_bytes());
+            }
+        }
+    }
+}
+
 /// A runnable HTTP filter of the governance family, in chain order.
 pub enum HttpGovernance {
     RateLimit(local_ratelimit::HttpLocalRateLimit),

@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod filters;
+pub use filters::*;
+
 /// One complete, validated configuration snapshot.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -123,6 +126,8 @@ pub struct Listener {
     pub per_connection_buffer_limit_bytes: u32,
     /// `envoy.filters.network.rbac` filters ahead of the terminal filter, in order.
     pub network_rbac: Vec<Arc<NetworkRbac>>,
+    /// `envoy.filters.network.local_ratelimit` filters, in order.
+    pub network_local_ratelimit: Vec<Arc<NetworkLocalRateLimit>>,
 }
 
 /// How the `server` response header is treated (`server_header_transformation`).
@@ -177,6 +182,10 @@ pub struct HttpConnectionManager {
 pub enum HttpFilter {
     /// `envoy.filters.http.rbac`.
     Rbac(Arc<RbacFilter>),
+    /// `envoy.filters.http.local_ratelimit`.
+    LocalRateLimit(Arc<LocalRateLimit>),
+    /// `envoy.filters.http.fault`.
+    Fault(Arc<Fault>),
     /// `envoy.filters.http.router`.
     Router,
 }
@@ -315,6 +324,8 @@ pub struct ForwardAction {
     /// `hash_policy`, in order: the request hash consistent-hashing load
     /// balancers (RING_HASH, MAGLEV) pick with.  Empty means "no hash".
     pub hash_policy: Vec<HashPolicy>,
+    /// `request_mirror_policies`.
+    pub request_mirror_policies: Vec<MirrorPolicy>,
 }
 
 /// Which cluster a forwarded request goes to.
@@ -853,6 +864,8 @@ pub struct RbacPerRoute {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PerFilterConfig {
     Rbac(Arc<RbacPerRoute>),
+    LocalRateLimit(Arc<LocalRateLimit>),
+    Fault(Arc<Fault>),
 }
 
 /// `typed_per_filter_config`: filter name → override.

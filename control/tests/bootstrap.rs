@@ -451,15 +451,16 @@ fn filter_type_outside_the_descriptor_set() {
 fn unknown_http_filter_type() {
     let errs = errors(&with(&[(
         &format!("{HCM}/http_filters/0"),
-        json!({"name": "envoy.filters.http.fault", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}}),
+        json!({"name": "envoy.filters.http.cors", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}),
     )]));
     assert_error(
         &errs,
         &format!("{HCM_PATH}.http_filters[0].typed_config"),
-        "unsupported HTTP filter type envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "unsupported HTTP filter type envoy.extensions.filters.http.cors.v3.Cors",
     );
-    assert_error(&errs, &format!("{HCM_PATH}.http_filters"), "must end with envoy.filters.http.router");
+    // (A type outside the descriptor set stops the load at stage 2, so the
+    // missing router is not reported as well.)
 }
 
 #[test]

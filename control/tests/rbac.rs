@@ -260,7 +260,7 @@ fn per_route_configs_on_every_level() {
     let vh = &rc.virtual_hosts[0];
     let get = |m: &model::PerFilterConfigs, k: &str| match m.get(k) {
         Some(PerFilterConfig::Rbac(r)) => (**r).clone(),
-        None => panic!("no {k} in {m:?}"),
+        _ => panic!("no RBAC {k} in {m:?}"),
     };
     let open = get(&vh.routes[0].typed_per_filter_config, "envoy.filters.http.rbac");
     assert!(open.rules.is_none() && open.shadow_rules.is_none(), "no `rbac` disables RBAC");

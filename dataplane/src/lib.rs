@@ -5,11 +5,14 @@
 //! types or config sources: it sees only `control::model`, published as an
 //! immutable `Arc<Config>` snapshot.  Each shard is one pinned thread that owns
 //! its sockets, pools, timers and stat slots; nothing on the request path is
-//! shared between shards except read-only snapshots and single-writer counters.
+//! shared between shards except read-only snapshots, single-writer counters
+//! and the local rate limiters' lock-free token buckets (`filters`), which
+//! Envoy's semantics make per process.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod dns;
+pub mod filters;
 pub mod http1;
 pub mod matcher;
 pub mod proxy;

@@ -52,6 +52,8 @@ pub struct HttpListener {
     pub limits: Limits,
     /// RBAC filters (HTTP and network), compiled for this snapshot.
     pub rbac: crate::rbac::ListenerRbac,
+    /// Local rate limiting and fault injection, for this snapshot.
+    pub filters: crate::filters::ListenerFilters,
 }
 
 /// One shard's view of one config version.
@@ -364,6 +366,7 @@ fn build_snapshot(
                 listener_stats: ListenerStats::for_address(store, &l.address, slot),
                 limits: Limits::from_hcm(&hcm),
                 rbac: crate::rbac::ListenerRbac::new(l, store, slot),
+                filters: crate::filters::ListenerFilters::new(l, store, slot),
                 hcm,
             }),
         );

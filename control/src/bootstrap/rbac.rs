@@ -66,7 +66,15 @@ pub(crate) fn per_filter_configs(
     for (key, any) in entries {
         let epath = format!("{path}[{key:?}]");
         if type_name(&any.type_url) != RBAC_PER_ROUTE {
-            continue; // reported by the allowlist walk
+            // The governance filters' overrides (others: reported by the allowlist walk).
+            match super::translate::filters::per_filter_config(any, &epath, errors) {
+                Some(Some(config)) => {
+                    out.insert(key.clone(), config);
+                }
+                Some(None) => {}
+                None => ok = false,
+            }
+            continue;
         }
         let per_route = match http_rbac::RbacPerRoute::decode(any.value.as_slice()) {
             Ok(p) => p,

@@ -18,6 +18,9 @@ pub(crate) const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub(crate) const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub(crate) const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
 pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
+pub(crate) const HTTP_LOCAL_RATELIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+pub(crate) const HTTP_FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+pub(crate) const NETWORK_LOCAL_RATELIMIT: &str = "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
 
 /// Supported fields per message full name.  A message reachable through a
 /// supported field but missing here supports no fields at all.
@@ -135,6 +138,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "host_rewrite_header",
             "append_x_forwarded_host",
             "hash_policy",
+            "request_mirror_policies",
         ],
     ),
     // No runtime layer: `runtime_key_prefix` keys never resolve, so the
@@ -275,6 +279,58 @@ const FIELDS: &[(&str, &[&str])] = &[
         &["and_ids", "or_ids", "any", "source_ip", "direct_remote_ip", "remote_ip", "header", "url_path", "not_id"],
     ),
     ("envoy.config.rbac.v3.Principal.Set", &["ids"]),
+    // Governance filters (translate/filters.rs).
+    (
+        HTTP_LOCAL_RATELIMIT,
+        &[
+            "stat_prefix",
+            "status",
+            "token_bucket",
+            "filter_enabled",
+            "filter_enforced",
+            "request_headers_to_add_when_not_enforced",
+            "response_headers_to_add",
+            "enable_x_ratelimit_headers",
+            "local_rate_limit_per_downstream_connection",
+        ],
+    ),
+    (NETWORK_LOCAL_RATELIMIT, &["stat_prefix", "token_bucket", "runtime_enabled"]),
+    ("envoy.type.v3.TokenBucket", &["max_tokens", "tokens_per_fill", "fill_interval"]),
+    ("envoy.type.v3.HttpStatus", &["code"]),
+    ("envoy.type.v3.FractionalPercent", &["numerator", "denominator"]),
+    // No runtime layer: keys never resolve, so default_value applies.
+    ("envoy.config.core.v3.RuntimeFractionalPercent", &["default_value", "runtime_key"]),
+    ("envoy.config.core.v3.RuntimeFeatureFlag", &["default_value", "runtime_key"]),
+    (
+        HTTP_FAULT,
+        &[
+            "delay",
+            "abort",
+            "headers",
+            "downstream_nodes",
+            "max_active_faults",
+            // Runtime key names: never resolve (no runtime layer).
+            "delay_percent_runtime",
+            "abort_percent_runtime",
+            "delay_duration_runtime",
+            "abort_http_status_runtime",
+            "max_active_faults_runtime",
+            "abort_grpc_status_runtime",
+            // meshgate never emits per-downstream-cluster fault stats.
+            "disable_downstream_cluster_stats",
+        ],
+    ),
+    ("envoy.extensions.filters.common.fault.v3.FaultDelay", &["fixed_delay", "header_delay", "percentage"]),
+    ("envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay", &[]),
+    (
+        "envoy.extensions.filters.http.fault.v3.FaultAbort",
+        &["http_status", "grpc_status", "header_abort", "percentage", "response_body"],
+    ),
+    ("envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", &[]),
+    (
+        "envoy.config.route.v3.RouteAction.RequestMirrorPolicy",
+        &["cluster", "cluster_header", "runtime_fraction", "disable_shadow_host_suffix_append"],
+    ),
 ];
 
 /// Messages whose supported subset depends on where they appear, keyed by
@@ -338,6 +394,17 @@ const HINTS: &[(&str, &str)] = &[
     ("envoy.extensions.filters.http.rbac.v3.RBAC.track_per_rule_stats", "per-policy RBAC stats are not supported yet"),
     ("envoy.extensions.filters.network.rbac.v3.RBAC.matcher", "the RBAC matcher API is not supported yet, use rules"),
     (
+        "envoy.config.route.v3.RouteAction.RequestMirrorPolicy.trace_sampled",
+        "meshgate has no tracing, so trace sampling of shadow requests does not apply; remove it",
+    ),
+    (
+        "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit.descriptors",
+        "rate limit descriptors (route rate_limits actions) are not supported yet; use a per-route typed_per_filter_config token_bucket",
+    ),
+    ("envoy.extensions.filters.http.fault.v3.HTTPFault.upstream_cluster", "not supported yet; scope faults per route with typed_per_filter_config"),
+    ("envoy.extensions.filters.http.fault.v3.HTTPFault.response_rate_limit", "response rate limiting faults are not supported yet"),
+    ("envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit.share_key", "shared buckets across filter chains are not supported yet"),
+    (
         "envoy.extensions.filters.network.rbac.v3.RBAC.shadow_matcher",
         "the RBAC matcher API is not supported yet, use shadow_rules",
     ),
@@ -345,15 +412,27 @@ const HINTS: &[(&str, &str)] = &[
 
 /// `Any` fields: which packed types each accepts, and what to call them.
 const ANY_TYPES: &[(&str, &str, &[&str])] = &[
-    ("envoy.config.listener.v3.Filter.typed_config", "filter", &[HCM, NETWORK_RBAC]),
+    ("envoy.config.listener.v3.Filter.typed_config", "filter", &[HCM, NETWORK_RBAC, NETWORK_LOCAL_RATELIMIT]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",
         "HTTP filter",
-        &[ROUTER, HTTP_RBAC],
+        &[ROUTER, HTTP_RBAC, HTTP_LOCAL_RATELIMIT, HTTP_FAULT],
     ),
-    ("envoy.config.route.v3.RouteConfiguration.typed_per_filter_config", "per-filter config", &[RBAC_PER_ROUTE]),
-    ("envoy.config.route.v3.VirtualHost.typed_per_filter_config", "per-filter config", &[RBAC_PER_ROUTE]),
-    ("envoy.config.route.v3.Route.typed_per_filter_config", "per-filter config", &[RBAC_PER_ROUTE]),
+    (
+        "envoy.config.route.v3.RouteConfiguration.typed_per_filter_config",
+        "per-filter config",
+        &[RBAC_PER_ROUTE, HTTP_LOCAL_RATELIMIT, HTTP_FAULT],
+    ),
+    (
+        "envoy.config.route.v3.VirtualHost.typed_per_filter_config",
+        "per-filter config",
+        &[RBAC_PER_ROUTE, HTTP_LOCAL_RATELIMIT, HTTP_FAULT],
+    ),
+    (
+        "envoy.config.route.v3.Route.typed_per_filter_config",
+        "per-filter config",
+        &[RBAC_PER_ROUTE, HTTP_LOCAL_RATELIMIT, HTTP_FAULT],
+    ),
     ("envoy.config.cluster.v3.Cluster.typed_extension_protocol_options", "protocol options", &[UPSTREAM_HTTP_OPTIONS]),
     ("envoy.config.cluster.v3.Cluster.CustomClusterType.typed_config", "cluster type", &[AGGREGATE_CONFIG]),
 ];

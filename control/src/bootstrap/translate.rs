@@ -22,10 +22,11 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as up;
 use envoy_types::pb::google::protobuf as pb;
 use prost::Message;
 
-use super::supported::{HCM, HTTP_RBAC, ROUTER, UPSTREAM_HTTP_OPTIONS};
+use super::supported::{HCM, HTTP_FAULT, HTTP_LOCAL_RATELIMIT, HTTP_RBAC, ROUTER, UPSTREAM_HTTP_OPTIONS};
 use super::{descriptor_pool, join, type_name, Errors};
 use crate::model;
 
+pub(super) mod filters;
 mod lb;
 mod routing;
 
@@ -250,11 +251,13 @@ pub(super) fn listener_body(
 ) -> Option<model::Listener> {
     let http = filter_chains(&l.filter_chains, path, clusters, errors);
     let network_rbac = super::rbac::network_filters(&l.filter_chains, path, errors);
+    let network_local_ratelimit = filters::network_local_ratelimits(&l.filter_chains, path, errors);
     Some(model::Listener {
         name,
         address: address?,
         http: Arc::new(http?),
         network_rbac: network_rbac?,
+        network_local_ratelimit: network_local_ratelimit?,
         per_connection_buffer_limit_bytes: l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value),
     })
 }
@@ -455,6 +458,14 @@ fn http_filter_models(filters: &[hcm::HttpFilter], path: &str, errors: &mut Erro
                 ROUTER => out.push(model::HttpFilter::Router),
                 HTTP_RBAC => match super::rbac::http_filter(&f.name, any, &fpath, errors) {
                     Some(r) => out.push(model::HttpFilter::Rbac(Arc::new(r))),
+                    None => ok = false,
+                },
+                HTTP_LOCAL_RATELIMIT => match filters::http_local_ratelimit(&f.name, any, &fpath, errors) {
+                    Some(r) => out.push(model::HttpFilter::LocalRateLimit(Arc::new(r))),
+                    None => ok = false,
+                },
+                HTTP_FAULT => match filters::http_fault(&f.name, any, &fpath, errors) {
+                    Some(r) => out.push(model::HttpFilter::Fault(Arc::new(r))),
                     None => ok = false,
                 },
                 _ => {}
@@ -692,7 +703,12 @@ fn forward(
     errors: &mut Errors,
 ) -> Option<model::RouteAction> {
     let hash_policy = lb::hash_policies(&a.hash_policy, path, errors);
-    routing::forward(a, path, clusters, hash_policy, errors)
+    let mirrors = filters::mirror_policies(&a.request_mirror_policies, path, clusters, errors);
+    let mut action = routing::forward(a, path, clusters, hash_policy, errors)?;
+    if let model::RouteAction::Forward(f) = &mut action {
+        f.request_mirror_policies = mirrors?;
+    }
+    Some(action)
 }
 
 fn direct_response(d: &rt::DirectResponseAction, path: &str, errors: &mut Errors) -> Option<model::RouteAction> {

@@ -27,6 +27,7 @@
 //! whole request body cannot deadlock the exchange.
 
 mod buf;
+mod mirror;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -44,6 +45,7 @@ use control::model::{
 pub use buf::RecvBuf;
 use buf::ScratchBuf;
 
+use crate::filters::{fault, local_ratelimit, HttpGovernance};
 use crate::http1::{
     self, encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head, parse_request_head,
     parse_response_head, request_body_kind, response_body_kind_for, strip_hop_by_hop, BodyDecoder, BodyKind, Decoded,
@@ -106,11 +108,17 @@ async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, 
     let mut conn = Downstream::new(&ctx, stream, peer, &listener);
     conn.rx_bytes.set(rx_bytes);
     conn.tx_bytes.set(tx_bytes);
-    // The network RBAC filter decides once per connection, on its first bytes.
-    let rbac_end = if fresh { conn.network_rbac(&listener).await } else { None };
-    let end = match rbac_end {
-        Some(end) => end,
-        None => conn.run(&listener).await,
+    // Network filters act once per connection: envoy.filters.network.local_ratelimit
+    // on the new connection before any byte is read, then the network RBAC
+    // filter on its first bytes.  A connection resumed from parking skips both.
+    let end = if fresh && !listener.filters.admit_connection(now()) {
+        ConnEnd::Local
+    } else {
+        let rbac_end = if fresh { conn.network_rbac(&listener).await } else { None };
+        match rbac_end {
+            Some(end) => end,
+            None => conn.run(&listener).await,
+        }
     };
     if let ConnEnd::Park(idle_deadline) = end {
         let parked = ParkedConn {
@@ -209,6 +217,12 @@ struct Downstream<'a> {
     mutations: mutate::Scratch,
     rx_bytes: Cell<u64>,
     tx_bytes: Cell<u64>,
+    /// `local_rate_limit_per_downstream_connection` buckets.
+    conn_buckets: local_ratelimit::ConnectionBuckets,
+    /// The `x-ratelimit-*` values the current request's response carries.
+    x_ratelimit: Option<local_ratelimit::XRateLimit>,
+    /// Headers the next local reply carries for the filter that sends it.
+    filter_reply: Option<crate::filters::FilterReply>,
 }
 
 impl<'a> Downstream<'a> {
@@ -224,6 +238,9 @@ impl<'a> Downstream<'a> {
             mutations: mutate::Scratch::default(),
             rx_bytes: Cell::new(0),
             tx_bytes: Cell::new(0),
+            conn_buckets: Default::default(),
+            x_ratelimit: None,
+            filter_reply: None,
         }
     }
 
@@ -282,6 +299,7 @@ impl<'a> Downstream<'a> {
         let hcm = &listener.hcm;
         let mut header_deadline: Option<Instant> = None;
         self.head.clear();
+        self.x_ratelimit = None;
         loop {
             if !self.buf.is_empty() {
                 match parse_request_head(self.buf.filled(), &listener.limits, &mut self.head) {
@@ -429,6 +447,16 @@ impl<'a> Downstream<'a> {
             let body = crate::rbac::DENIED_BODY;
             return self.reply_and_settle(listener, body_kind, client_keeps, 403, body).await;
         }
+        // Local rate limiting and fault injection, in their chain order
+        // (after RBAC, whatever the order: see docs/configuration-filters.md).
+        let _active_faults = if listener.filters.http().is_empty() {
+            Vec::new()
+        } else {
+            match self.governance(listener, matched, body_kind, client_keeps).await {
+                Ok(active) => active,
+                Err(after) => return after,
+            }
+        };
         let Some(matched) = matched else {
             listener.stats.no_route.inc();
             return self.reply_and_settle(listener, body_kind, client_keeps, 404, b"").await;
@@ -491,6 +519,18 @@ impl<'a> Downstream<'a> {
             let status = action.cluster_not_found_response_code;
             return self.reply_and_settle_with(listener, body_kind, client_keeps, status, b"", extras).await;
         };
+        if !action.request_mirror_policies.is_empty() {
+            mirror::spawn_mirrors(
+                self.ctx,
+                snapshot,
+                &action.request_mirror_policies,
+                &self.head,
+                body_kind,
+                self.buf.filled(),
+                listener.config.per_connection_buffer_limit_bytes,
+                action.timeout,
+            );
+        }
         let request = mutate::Levels::new(m.config, m.vhost, route, weighted, false);
         let response = mutate::Levels::new(m.config, m.vhost, route, weighted, true);
         let vars = (!request.is_empty() || !response.is_empty()).then(|| self.mutation_vars(listener));
@@ -569,6 +609,82 @@ impl<'a> Downstream<'a> {
         let mut out = Vec::with_capacity(64);
         route_action::redirect_location(redirect, matched, input, &mut out);
         out
+    }
+
+    /// Runs the local rate limit and fault filters in chain order.  `Err`
+    /// carries the end of a request a filter answered itself; `Ok` the
+    /// request's places in `active_faults`, held until it ends.
+    async fn governance(
+        &mut self,
+        listener: &HttpListener,
+        matched: Option<Matched<'_>>,
+        body_kind: BodyKind,
+        client_keeps: bool,
+    ) -> Result<Vec<fault::ActiveFault>, After> {
+        let ctx = self.ctx;
+        let mut active = Vec::new();
+        for filter in listener.filters.http() {
+            match filter {
+                HttpGovernance::RateLimit(rl) => {
+                    let limiter = rl.select(matched);
+                    let decision =
+                        local_ratelimit::decide(limiter, now(), &mut || ctx.next_random(), &mut self.conn_buckets);
+                    match decision {
+                        local_ratelimit::Decision::Skip => {}
+                        local_ratelimit::Decision::Pass { x } => self.x_ratelimit = x.or(self.x_ratelimit),
+                        local_ratelimit::Decision::NotEnforced { request_headers, x } => {
+                            self.x_ratelimit = x.or(self.x_ratelimit);
+                            if !request_headers.is_empty() {
+                                let vars = self.mutation_vars(listener);
+                                let levels = mutate::Levels::single(request_headers);
+                                mutate::apply_to_request(&levels, &mut self.head, &vars, &mut self.mutations);
+                            }
+                        }
+                        local_ratelimit::Decision::Limited { status, response_headers, x } => {
+                            self.x_ratelimit = x.or(self.x_ratelimit);
+                            let route = (!response_headers.is_empty()).then(|| RouteHeaders {
+                                levels: mutate::Levels::single(response_headers),
+                                vars: self.mutation_vars(listener),
+                            });
+                            let extras = ReplyExtras { location: None, route: route.as_ref() };
+                            self.filter_reply = Some(crate::filters::FilterReply::RateLimited);
+                            let body = local_ratelimit::LIMITED_BODY;
+                            return Err(self
+                                .reply_and_settle_with(listener, body_kind, client_keeps, status, body, extras)
+                                .await);
+                        }
+                    }
+                }
+                HttpGovernance::Fault(f) => {
+                    let config = f.select(matched);
+                    let plan = f.run(config, &self.head, &mut || ctx.next_random());
+                    if !plan.any() {
+                        continue;
+                    }
+                    active.push(f.activate());
+                    if let Some(delay) = plan.delay {
+                        f.stats.delays_injected.inc();
+                        sleep_until(now() + delay).await;
+                    }
+                    let Some(abort) = plan.abort else { continue };
+                    f.stats.aborts_injected.inc();
+                    let body = fault::abort_body(config).as_bytes();
+                    let after = match abort {
+                        fault::Abort::Http(status) => {
+                            self.reply_and_settle(listener, body_kind, client_keeps, status, body).await
+                        }
+                        fault::Abort::Grpc(code) => {
+                            // A trailers-only gRPC reply: HTTP 200 carrying the status.
+                            let message = String::from_utf8_lossy(body).into_owned();
+                            self.filter_reply = Some(crate::filters::FilterReply::GrpcStatus { code, message });
+                            self.reply_and_settle(listener, body_kind, client_keeps, 200, b"").await
+                        }
+                    };
+                    return Err(after);
+                }
+            }
+        }
+        Ok(active)
     }
 
     /// Envoy's network RBAC filter (ONE_TIME_ON_FIRST_BYTE): decides once,
@@ -698,6 +814,9 @@ impl<'a> Downstream<'a> {
         if let Some(location) = extras.location {
             headers.append("location", location);
         }
+        if let Some(reply) = self.filter_reply.take() {
+            reply.append_to(&mut headers);
+        }
         if let Some(route) = extras.route {
             mutate::apply_to_response(&route.levels, &mut headers, &self.head, &route.vars, &mut self.mutations);
             // The gateway frames and dates its own replies, whatever a
@@ -708,6 +827,9 @@ impl<'a> Downstream<'a> {
             if listener.hcm.server_header_transformation == ServerHeaderTransformation::Overwrite {
                 headers.remove("server");
             }
+        }
+        if let Some(x) = self.x_ratelimit {
+            x.append_to(&mut headers);
         }
         headers.append("content-length", itoa::Buffer::new().format(body.len()).as_bytes());
         headers.append("date", &self.ctx.http_date());
@@ -1048,6 +1170,7 @@ impl<'a> Downstream<'a> {
                 .filter(|_| !ex.routing.response.is_empty())
                 .map(|v| (&ex.routing.response, v, &self.head)),
             scratch: &mut self.mutations,
+            x_ratelimit: self.x_ratelimit,
         });
         let mut request = pin!(request);
         let mut response = pin!(response);
@@ -1354,6 +1477,8 @@ struct RelayArgs<'a> {
     /// The route's response header mutations, with the request they may read.
     mutations: Option<(&'a mutate::Levels<'a>, mutate::Vars, &'a RequestHead)>,
     scratch: &'a mut mutate::Scratch,
+    /// `x-ratelimit-*` from the local rate limit filter.
+    x_ratelimit: Option<local_ratelimit::XRateLimit>,
 }
 
 /// Reads the upstream response and streams it to the client.
@@ -1444,6 +1569,9 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     }
     for cookie in a.set_cookies {
         h.append("set-cookie", cookie.as_bytes());
+    }
+    if let Some(x) = a.x_ratelimit {
+        x.append_to(h);
     }
     if !downstream_keeps {
         h.append("connection", b"close");

@@ -58,6 +58,11 @@ impl<'a> Levels<'a> {
     pub fn is_empty(&self) -> bool {
         self.levels.iter().all(Option::is_none)
     }
+
+    /// One list on its own (a filter's `*_headers_to_add`).
+    pub fn single(mutations: &'a HeaderMutations) -> Levels<'a> {
+        Levels { levels: [Some(mutations), None, None, None] }
+    }
 }
 
 /// The connection-level values variables read.

@@ -214,6 +214,7 @@ pub(super) fn forward(
         host_rewrite,
         append_x_forwarded_host: a.append_x_forwarded_host,
         hash_policy,
+        request_mirror_policies: Vec::new(),
     }))
 }
 
@@ -491,7 +492,11 @@ pub(super) fn header_mutations(
 
 /// `config.core.v3.HeaderValueOption`.
 #[allow(deprecated)]
-fn header_to_add(o: &core::HeaderValueOption, path: &str, errors: &mut Errors) -> Option<model::HeaderToAdd> {
+pub(super) fn header_to_add(
+    o: &core::HeaderValueOption,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<model::HeaderToAdd> {
     let Some(h) = &o.header else {
         errors.add(join(path, "header"), "required");
         return None;

@@ -269,21 +269,60 @@ fn network_filter_closes_connections_over_the_limit() {
 
 #[test]
 fn unsupported_and_invalid_fields_are_rejected_with_their_path() {
-    let bucket = "    token_bucket: { max_tokens: 2, fill_interval: 0.01s }";
-    let extra = r#"
+    let upstream = ["127.0.0.1:1".parse().unwrap()];
+    let validate = |filter: String| {
+        let out = validate_config(&config("", &filter, DEFAULT_ROUTE), &upstream);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let bucket = "    token_bucket: { max_tokens: 2, fill_interval: 1s }";
+    let stderr = validate(http_ratelimit(bucket, "    rate_limited_as_resource_exhausted: true"));
+    assert!(
+        stderr.contains("http_filters[0].typed_config.rate_limited_as_resource_exhausted: unsupported field"),
+        "{stderr}"
+    );
+    let wildcard = r#"
     descriptors:
-    - entries: [{ key: k, value: v }]
+    - entries: [{ key: client, value: "" }]
       token_bucket: { max_tokens: 1, fill_interval: 1s }"#;
-    let out =
-        validate_config(&config("", &http_ratelimit(bucket, extra), DEFAULT_ROUTE), &["127.0.0.1:1".parse().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("http_filters[0].typed_config.descriptors: unsupported field"), "{stderr}");
-    let out =
-        validate_config(&config("", &http_ratelimit(bucket, ""), DEFAULT_ROUTE), &["127.0.0.1:1".parse().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = validate(http_ratelimit(bucket, wildcard));
+    assert!(stderr.contains("http_filters[0].typed_config.descriptors[0].entries[0].value: required"), "{stderr}");
+    let fast = "    token_bucket: { max_tokens: 2, fill_interval: 0.01s }";
+    let stderr = validate(http_ratelimit(fast, ""));
     assert!(
         stderr.contains("http_filters[0].typed_config.token_bucket.fill_interval: must be at least 50ms"),
         "{stderr}"
     );
+}
+
+#[test]
+fn descriptors_from_route_rate_limits_get_their_own_buckets() {
+    let up = Upstream::start("up");
+    let extra = format!(
+        r#"{ENABLED_ENFORCED}
+    always_consume_default_token_bucket: false
+    descriptors:
+    - entries: [{{ key: client, value: premium }}]
+      token_bucket: {{ max_tokens: 5, fill_interval: 3600s }}"#
+    );
+    let bucket = "    token_bucket: { max_tokens: 2, fill_interval: 3600s }";
+    let routes = r#"
+- match: { prefix: "/" }
+  route:
+    cluster: backend
+    rate_limits:
+    - actions:
+      - request_headers: { header_name: x-client, descriptor_key: client }
+"#;
+    let gw = Gateway::start(&config("", &http_ratelimit(bucket, &extra), routes), &[up.addr], &[]);
+    let mut c = Client::connect(gw.listener_addr);
+    let premium = [("x-client", "premium")];
+    for i in 0..5 {
+        assert_eq!(c.request("GET", "/", &premium, b"").status, 200, "premium request {i}");
+    }
+    assert_eq!(c.request("GET", "/", &premium, b"").status, 429, "the premium descriptor's 5 tokens are spent");
+    // Others match no descriptor: the default bucket, untouched so far.
+    assert_eq!(c.request("GET", "/", &[("x-client", "basic")], b"").status, 200);
+    assert_eq!(c.get("/").status, 200);
+    assert_eq!(c.get("/").status, 429);
 }

@@ -326,6 +326,8 @@ pub struct ForwardAction {
     pub hash_policy: Vec<HashPolicy>,
     /// `request_mirror_policies`.
     pub request_mirror_policies: Vec<MirrorPolicy>,
+    /// `rate_limits` (descriptors for local rate limit `descriptors`).
+    pub rate_limits: Vec<RateLimitPolicy>,
 }
 
 /// Which cluster a forwarded request goes to.

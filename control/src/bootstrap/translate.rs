@@ -704,9 +704,11 @@ fn forward(
 ) -> Option<model::RouteAction> {
     let hash_policy = lb::hash_policies(&a.hash_policy, path, errors);
     let mirrors = filters::mirror_policies(&a.request_mirror_policies, path, clusters, errors);
+    let rate_limits = filters::rate_limit_policies(&a.rate_limits, path, errors);
     let mut action = routing::forward(a, path, clusters, hash_policy, errors)?;
     if let model::RouteAction::Forward(f) = &mut action {
         f.request_mirror_policies = mirrors?;
+        f.rate_limits = rate_limits?;
     }
     Some(action)
 }

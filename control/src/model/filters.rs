@@ -78,6 +78,47 @@ pub struct LocalRateLimit {
     /// `local_rate_limit_per_downstream_connection`: a bucket per
     /// downstream connection instead of one per filter.
     pub per_connection: bool,
+    /// `descriptors`: buckets for requests whose route `rate_limits`
+    /// produce exactly these entries.
+    pub descriptors: Vec<Arc<LocalRateLimitDescriptor>>,
+    /// `stage` (default 0): only route `rate_limits` of this stage apply.
+    pub stage: u32,
+    /// `always_consume_default_token_bucket` (default true): take a token of
+    /// `token_bucket` even when a descriptor matched.
+    pub always_consume_default_token_bucket: bool,
+}
+
+/// `envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRateLimitDescriptor {
+    /// `entries` as (key, value), in order.
+    pub entries: Vec<(String, String)>,
+    pub token_bucket: TokenBucketSpec,
+}
+
+/// `RouteAction.rate_limits[]` (`config.route.v3.RateLimit`): the actions
+/// that build one descriptor for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitPolicy {
+    /// `stage` (default 0).
+    pub stage: u32,
+    pub actions: Vec<RateLimitAction>,
+}
+
+/// `config.route.v3.RateLimit.Action` (the supported subset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitAction {
+    /// `request_headers`: `(descriptor_key, value of header_name)`; an
+    /// absent header drops the whole descriptor unless `skip_if_absent`.
+    RequestHeaders { header_name: String, descriptor_key: String, skip_if_absent: bool },
+    /// `remote_address`: `("remote_address", trusted client IP)`.
+    RemoteAddress,
+    /// `generic_key`: `(descriptor_key or "generic_key", descriptor_value)`.
+    GenericKey { descriptor_key: String, descriptor_value: String },
+    /// `header_value_match`: `(descriptor_key or "header_match",
+    /// descriptor_value)` when the headers match (`expect_match`, default
+    /// true) — otherwise no descriptor.
+    HeaderValueMatch { descriptor_key: String, descriptor_value: String, expect_match: bool, headers: Vec<HeaderMatch> },
 }
 
 /// `envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit`.

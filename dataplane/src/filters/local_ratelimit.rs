@@ -23,7 +23,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use control::model::{HeaderMutations, LocalRateLimit, PerFilterConfig, RouteConfig};
+use control::model::{
+    HeaderMutations, LocalRateLimit, LocalRateLimitDescriptor, PerFilterConfig, RateLimitAction, RateLimitPolicy,
+    RouteConfig,
+};
 
 use super::token_bucket::{Take, TokenBucket};
 use crate::router::Matched;
@@ -39,6 +42,9 @@ pub struct Limiter {
     pub config: Arc<LocalRateLimit>,
     /// `None` without `token_bucket`, or per connection.
     bucket: Option<Arc<TokenBucket>>,
+    /// `descriptors` with their shared buckets, slowest fill rate first (as
+    /// Envoy orders them, so the most restrictive is consumed first).
+    descriptors: Box<[(Arc<LocalRateLimitDescriptor>, Arc<TokenBucket>)]>,
     enabled: Counter,
     ok: Counter,
     rate_limited: Counter,
@@ -53,15 +59,80 @@ impl Limiter {
             Some(spec) if !config.per_connection => Some(super::shared_bucket(config, spec)),
             _ => None,
         };
+        let mut descriptors: Vec<_> =
+            config.descriptors.iter().map(|d| (d.clone(), super::shared_bucket(d, d.token_bucket))).collect();
+        let rate = |d: &LocalRateLimitDescriptor| {
+            f64::from(d.token_bucket.tokens_per_fill) / d.token_bucket.fill_interval.as_secs_f64()
+        };
+        descriptors.sort_by(|a, b| rate(&a.0).total_cmp(&rate(&b.0)));
         Limiter {
             config: config.clone(),
             bucket,
+            descriptors: descriptors.into_boxed_slice(),
             enabled: c("enabled"),
             ok: c("ok"),
             rate_limited: c("rate_limited"),
             enforced: c("enforced"),
         }
     }
+}
+
+impl Limiter {
+    /// Whether requests need their route descriptors computed.
+    pub fn has_descriptors(&self) -> bool {
+        !self.descriptors.is_empty()
+    }
+}
+
+/// One request descriptor: `(key, value)` entries in action order.
+pub type RequestDescriptor = Vec<(String, Vec<u8>)>;
+
+/// The descriptors a request produces from its route's `rate_limits` of
+/// `stage` (Envoy's `populateDescriptors`): one per policy whose actions
+/// all produce an entry.  `remote` is the trusted client address.
+pub fn request_descriptors(
+    policies: &[RateLimitPolicy],
+    stage: u32,
+    head: &crate::http1::RequestHead,
+    remote: std::net::IpAddr,
+) -> Vec<RequestDescriptor> {
+    let mut out = Vec::new();
+    'policies: for p in policies.iter().filter(|p| p.stage == stage) {
+        let mut entries = Vec::with_capacity(p.actions.len());
+        for a in &p.actions {
+            match a {
+                RateLimitAction::RequestHeaders { header_name, descriptor_key, skip_if_absent } => {
+                    match crate::router::action::first_header(head, header_name) {
+                        Some(v) => entries.push((descriptor_key.clone(), v.to_vec())),
+                        None if *skip_if_absent => {}
+                        None => continue 'policies,
+                    }
+                }
+                RateLimitAction::RemoteAddress => {
+                    entries.push(("remote_address".to_string(), remote.to_string().into_bytes()));
+                }
+                RateLimitAction::GenericKey { descriptor_key, descriptor_value } => {
+                    entries.push((descriptor_key.clone(), descriptor_value.clone().into_bytes()));
+                }
+                RateLimitAction::HeaderValueMatch { descriptor_key, descriptor_value, expect_match, headers } => {
+                    let all = headers.iter().all(|h| crate::matcher::HeaderMatcher::new(h).matches(head));
+                    if all != *expect_match {
+                        continue 'policies;
+                    }
+                    entries.push((descriptor_key.clone(), descriptor_value.clone().into_bytes()));
+                }
+            }
+        }
+        if !entries.is_empty() {
+            out.push(entries);
+        }
+    }
+    out
+}
+
+fn descriptor_matches(configured: &LocalRateLimitDescriptor, request: &RequestDescriptor) -> bool {
+    configured.entries.len() == request.len()
+        && configured.entries.iter().zip(request).all(|((k, v), (rk, rv))| k == rk && v.as_bytes() == &rv[..])
 }
 
 /// The DRAFT_VERSION_03 `x-ratelimit-*` values for one response.
@@ -155,6 +226,7 @@ pub fn decide<'l>(
     now: Instant,
     random: &mut dyn FnMut() -> u64,
     conn: &mut ConnectionBuckets,
+    descriptors: &[RequestDescriptor],
 ) -> Decision<'l> {
     let config = &*limiter.config;
     let bucket: &TokenBucket = match (&limiter.bucket, config.per_connection) {
@@ -169,12 +241,42 @@ pub fn decide<'l>(
         return Decision::Skip;
     }
     limiter.enabled.inc();
-    let Take { allowed, remaining } = bucket.try_take(now);
-    let x = config.x_ratelimit_headers.then(|| XRateLimit {
-        limit: bucket.spec().max_tokens,
-        remaining,
-        reset_seconds: bucket.until_next_fill(now).as_secs_f64().ceil() as u64,
-    });
+    // Matched descriptors' buckets first (most restrictive first); the
+    // default bucket when none matched, or always with
+    // `always_consume_default_token_bucket`.  The x-ratelimit headers
+    // describe the bucket that refused, else the one with fewest tokens left.
+    let mut reported: Option<(&TokenBucket, Take)> = None;
+    let mut allowed = true;
+    let mut matched_any = false;
+    for (d, b) in limiter.descriptors.iter() {
+        if !descriptors.iter().any(|r| descriptor_matches(d, r)) {
+            continue;
+        }
+        matched_any = true;
+        let take = b.try_take(now);
+        if reported.is_none_or(|(_, t)| take.remaining < t.remaining) || !take.allowed {
+            reported = Some((&**b, take));
+        }
+        if !take.allowed {
+            allowed = false;
+            break;
+        }
+    }
+    if allowed && (!matched_any || config.always_consume_default_token_bucket) {
+        let take = bucket.try_take(now);
+        if reported.is_none_or(|(_, t)| take.remaining < t.remaining) || !take.allowed {
+            reported = Some((bucket, take));
+        }
+        allowed = take.allowed;
+    }
+    let x = match (config.x_ratelimit_headers, reported) {
+        (true, Some((b, take))) => Some(XRateLimit {
+            limit: b.spec().max_tokens,
+            remaining: take.remaining,
+            reset_seconds: b.until_next_fill(now).as_secs_f64().ceil() as u64,
+        }),
+        _ => None,
+    };
     if allowed {
         limiter.ok.inc();
         return Decision::Pass { x };
@@ -209,6 +311,9 @@ mod tests {
             response_headers: HeaderMutations::default(),
             x_ratelimit_headers: true,
             per_connection,
+            descriptors: Vec::new(),
+            stage: 0,
+            always_consume_default_token_bucket: true,
         })
     }
 
@@ -220,17 +325,17 @@ mod tests {
         let mut conn = ConnectionBuckets::default();
         let mut r = || 7u64;
         assert!(matches!(
-            decide(&l, now, &mut r, &mut conn),
+            decide(&l, now, &mut r, &mut conn, &[]),
             Decision::Pass { x: Some(XRateLimit { limit: 2, remaining: 1, .. }) }
         ));
-        assert!(matches!(decide(&l, now, &mut r, &mut conn), Decision::Pass { .. }));
-        assert!(matches!(decide(&l, now, &mut r, &mut conn), Decision::Limited { status: 429, .. }));
+        assert!(matches!(decide(&l, now, &mut r, &mut conn, &[]), Decision::Pass { .. }));
+        assert!(matches!(decide(&l, now, &mut r, &mut conn, &[]), Decision::Limited { status: 429, .. }));
         assert_eq!(store.counter_value("test_rl.http_local_rate_limit.enabled"), Some(3));
         assert_eq!(store.counter_value("test_rl.http_local_rate_limit.ok"), Some(2));
         assert_eq!(store.counter_value("test_rl.http_local_rate_limit.rate_limited"), Some(1));
         assert_eq!(store.counter_value("test_rl.http_local_rate_limit.enforced"), Some(1));
         // One fill later, one more token.
-        assert!(matches!(decide(&l, now + Duration::from_secs(1), &mut r, &mut conn), Decision::Pass { .. }));
+        assert!(matches!(decide(&l, now + Duration::from_secs(1), &mut r, &mut conn, &[]), Decision::Pass { .. }));
     }
 
     #[test]
@@ -240,13 +345,98 @@ mod tests {
         let now = Instant::now();
         let mut conn = ConnectionBuckets::default();
         for _ in 0..5 {
-            assert!(matches!(decide(&off, now, &mut || 0, &mut conn), Decision::Skip));
+            assert!(matches!(decide(&off, now, &mut || 0, &mut conn, &[]), Decision::Skip));
         }
         let shadow = Limiter::new(&config(100, 0, false), &store, 0);
         for _ in 0..2 {
-            assert!(matches!(decide(&shadow, now, &mut || 0, &mut conn), Decision::Pass { .. }));
+            assert!(matches!(decide(&shadow, now, &mut || 0, &mut conn, &[]), Decision::Pass { .. }));
         }
-        assert!(matches!(decide(&shadow, now, &mut || 0, &mut conn), Decision::NotEnforced { .. }));
+        assert!(matches!(decide(&shadow, now, &mut || 0, &mut conn, &[]), Decision::NotEnforced { .. }));
+    }
+
+    #[test]
+    fn descriptors_take_their_own_bucket_then_the_default() {
+        let mut cfg = (*config(100, 100, false)).clone();
+        cfg.token_bucket =
+            Some(TokenBucketSpec { max_tokens: 3, tokens_per_fill: 1, fill_interval: Duration::from_secs(1) });
+        cfg.descriptors = vec![Arc::new(LocalRateLimitDescriptor {
+            entries: vec![("client".into(), "a".into())],
+            token_bucket: TokenBucketSpec { max_tokens: 1, tokens_per_fill: 1, fill_interval: Duration::from_secs(1) },
+        })];
+        let store = StatsStore::new(1);
+        let l = Limiter::new(&Arc::new(cfg), &store, 0);
+        let now = Instant::now();
+        let mut conn = ConnectionBuckets::default();
+        let a = vec![vec![("client".to_string(), b"a".to_vec())]];
+        let b = vec![vec![("client".to_string(), b"b".to_vec())]];
+        // Client a: its descriptor's single token, then limited by it.
+        assert!(matches!(
+            decide(&l, now, &mut || 0, &mut conn, &a),
+            Decision::Pass { x: Some(XRateLimit { limit: 1, remaining: 0, .. }) }
+        ));
+        assert!(matches!(
+            decide(&l, now, &mut || 0, &mut conn, &a),
+            Decision::Limited { x: Some(XRateLimit { limit: 1, .. }), .. }
+        ));
+        // Client b matches no descriptor: the default bucket (one token
+        // already consumed by a's first request) has two left.
+        assert!(matches!(decide(&l, now, &mut || 0, &mut conn, &b), Decision::Pass { .. }));
+        assert!(matches!(decide(&l, now, &mut || 0, &mut conn, &b), Decision::Pass { .. }));
+        assert!(matches!(
+            decide(&l, now, &mut || 0, &mut conn, &b),
+            Decision::Limited { x: Some(XRateLimit { limit: 3, .. }), .. }
+        ));
+    }
+
+    #[test]
+    fn request_descriptors_follow_the_actions() {
+        use control::model::{HeaderMatch, HeaderMatchSpec};
+        let mut h = crate::http1::RequestHead::new();
+        let limits = crate::http1::Limits { max_request_line: 8192, max_head_bytes: 65536, max_headers: 100 };
+        crate::http1::parse_request_head(b"GET / HTTP/1.1\r\nhost: x\r\nx-client: c1\r\n\r\n", &limits, &mut h)
+            .unwrap()
+            .unwrap();
+        let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let header = |name: &str, skip| RateLimitAction::RequestHeaders {
+            header_name: name.into(),
+            descriptor_key: "k".into(),
+            skip_if_absent: skip,
+        };
+        let policies = vec![
+            RateLimitPolicy { stage: 0, actions: vec![header("x-client", false), RateLimitAction::RemoteAddress] },
+            RateLimitPolicy { stage: 0, actions: vec![header("x-missing", false)] },
+            RateLimitPolicy {
+                stage: 0,
+                actions: vec![
+                    header("x-missing", true),
+                    RateLimitAction::GenericKey { descriptor_key: "generic_key".into(), descriptor_value: "g".into() },
+                ],
+            },
+            RateLimitPolicy { stage: 1, actions: vec![RateLimitAction::RemoteAddress] },
+            RateLimitPolicy {
+                stage: 0,
+                actions: vec![RateLimitAction::HeaderValueMatch {
+                    descriptor_key: "header_match".into(),
+                    descriptor_value: "has-client".into(),
+                    expect_match: true,
+                    headers: vec![HeaderMatch {
+                        name: "x-client".into(),
+                        spec: HeaderMatchSpec::Present(true),
+                        invert_match: false,
+                        treat_missing_header_as_empty: false,
+                    }],
+                }],
+            },
+        ];
+        let d = request_descriptors(&policies, 0, &h, ip);
+        assert_eq!(
+            d,
+            vec![
+                vec![("k".to_string(), b"c1".to_vec()), ("remote_address".to_string(), b"10.0.0.1".to_vec())],
+                vec![("generic_key".to_string(), b"g".to_vec())],
+                vec![("header_match".to_string(), b"has-client".to_vec())],
+            ]
+        );
     }
 
     #[test]
@@ -256,9 +446,9 @@ mod tests {
         let now = Instant::now();
         let (mut a, mut b) = (ConnectionBuckets::default(), ConnectionBuckets::default());
         for _ in 0..2 {
-            assert!(matches!(decide(&l, now, &mut || 0, &mut a), Decision::Pass { .. }));
+            assert!(matches!(decide(&l, now, &mut || 0, &mut a, &[]), Decision::Pass { .. }));
         }
-        assert!(matches!(decide(&l, now, &mut || 0, &mut a), Decision::Limited { .. }));
-        assert!(matches!(decide(&l, now, &mut || 0, &mut b), Decision::Pass { .. }));
+        assert!(matches!(decide(&l, now, &mut || 0, &mut a, &[]), Decision::Limited { .. }));
+        assert!(matches!(decide(&l, now, &mut || 0, &mut b, &[]), Decision::Pass { .. }));
     }
 }

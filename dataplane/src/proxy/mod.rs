@@ -627,8 +627,31 @@ impl<'a> Downstream<'a> {
             match filter {
                 HttpGovernance::RateLimit(rl) => {
                     let limiter = rl.select(matched);
-                    let decision =
-                        local_ratelimit::decide(limiter, now(), &mut || ctx.next_random(), &mut self.conn_buckets);
+                    let descriptors = match matched.map(|m| &m.route.action) {
+                        Some(RouteAction::Forward(a)) if limiter.has_descriptors() && !a.rate_limits.is_empty() => {
+                            let hcm = &listener.hcm;
+                            let remote = crate::rbac::trusted_client_address(
+                                self.peer.ip(),
+                                hcm.use_remote_address,
+                                hcm.xff_num_trusted_hops,
+                                crate::rbac::forwarded_for(&self.head.headers),
+                            );
+                            local_ratelimit::request_descriptors(
+                                &a.rate_limits,
+                                limiter.config.stage,
+                                &self.head,
+                                remote,
+                            )
+                        }
+                        _ => Vec::new(),
+                    };
+                    let decision = local_ratelimit::decide(
+                        limiter,
+                        now(),
+                        &mut || ctx.next_random(),
+                        &mut self.conn_buckets,
+                        &descriptors,
+                    );
                     match decision {
                         local_ratelimit::Decision::Skip => {}
                         local_ratelimit::Decision::Pass { x } => self.x_ratelimit = x.or(self.x_ratelimit),

@@ -203,6 +203,24 @@ pub(crate) fn http_local_ratelimit(
             false
         }
     };
+    let mut descriptors = Vec::new();
+    for (i, d) in f.descriptors.iter().enumerate() {
+        let dpath = format!("{}[{i}]", p("descriptors"));
+        match descriptor(d, &dpath, errors) {
+            Some(d) => descriptors.push(Arc::new(d)),
+            None => ok = false,
+        }
+    }
+    if !descriptors.is_empty() {
+        if f.token_bucket.is_none() {
+            errors.add(p("token_bucket"), "required when descriptors are set (Envoy rejects descriptors without it)");
+            ok = false;
+        }
+        if f.local_rate_limit_per_downstream_connection {
+            errors.add(p("local_rate_limit_per_downstream_connection"), "not supported together with descriptors yet");
+            ok = false;
+        }
+    }
     let (filter_enabled, filter_enforced) = (enabled?, enforced?);
     let (request_headers_when_not_enforced, response_headers) = (not_enforced?, response?);
     ok.then(|| model::LocalRateLimit {
@@ -216,7 +234,137 @@ pub(crate) fn http_local_ratelimit(
         response_headers,
         x_ratelimit_headers,
         per_connection: f.local_rate_limit_per_downstream_connection,
+        descriptors,
+        stage: f.stage,
+        always_consume_default_token_bucket: f.always_consume_default_token_bucket.is_none_or(|v| v.value),
     })
+}
+
+fn descriptor(
+    d: &envoy_types::pb::envoy::extensions::common::ratelimit::v3::LocalRateLimitDescriptor,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<model::LocalRateLimitDescriptor> {
+    let mut ok = true;
+    if d.entries.is_empty() {
+        errors.add(join(path, "entries"), "at least one entry is required");
+        ok = false;
+    }
+    let mut entries = Vec::with_capacity(d.entries.len());
+    for (i, e) in d.entries.iter().enumerate() {
+        let epath = format!("{}[{i}]", join(path, "entries"));
+        if e.key.is_empty() {
+            errors.add(join(&epath, "key"), "required");
+            ok = false;
+        }
+        if e.value.is_empty() {
+            // Envoy treats an empty value as a wildcard (dynamic descriptors).
+            errors.add(join(&epath, "value"), "required (wildcard descriptor values are not supported yet)");
+            ok = false;
+        }
+        entries.push((e.key.clone(), e.value.clone()));
+    }
+    let bucket = match &d.token_bucket {
+        None => {
+            errors.add(join(path, "token_bucket"), "required");
+            None
+        }
+        Some(b) => token_bucket(b, &join(path, "token_bucket"), errors),
+    };
+    let token_bucket = bucket?;
+    ok.then_some(model::LocalRateLimitDescriptor { entries, token_bucket })
+}
+
+/// `RouteAction.rate_limits`: the descriptors a request on the route
+/// produces for the local rate limit filter's `descriptors`.
+pub(crate) fn rate_limit_policies(
+    list: &[rt::RateLimit],
+    path: &str,
+    errors: &mut Errors,
+) -> Option<Vec<model::RateLimitPolicy>> {
+    use rt::rate_limit::action::ActionSpecifier as A;
+    let mut out = Vec::with_capacity(list.len());
+    let mut ok = true;
+    for (i, r) in list.iter().enumerate() {
+        let rpath = format!("{}[{i}]", join(path, "rate_limits"));
+        if r.actions.is_empty() {
+            errors.add(join(&rpath, "actions"), "at least one action is required");
+            ok = false;
+            continue;
+        }
+        let mut actions = Vec::with_capacity(r.actions.len());
+        for (j, a) in r.actions.iter().enumerate() {
+            let apath = format!("{}[{j}]", join(&rpath, "actions"));
+            let action = match &a.action_specifier {
+                Some(A::RequestHeaders(h)) => {
+                    let name = h.header_name.to_ascii_lowercase();
+                    if name.is_empty() || h.descriptor_key.is_empty() {
+                        errors.add(&apath, "request_headers needs header_name and descriptor_key");
+                        ok = false;
+                        continue;
+                    }
+                    model::RateLimitAction::RequestHeaders {
+                        header_name: name,
+                        descriptor_key: h.descriptor_key.clone(),
+                        skip_if_absent: h.skip_if_absent,
+                    }
+                }
+                Some(A::RemoteAddress(_)) => model::RateLimitAction::RemoteAddress,
+                Some(A::GenericKey(g)) => {
+                    if g.descriptor_value.is_empty() {
+                        errors.add(join(&join(&apath, "generic_key"), "descriptor_value"), "required");
+                        ok = false;
+                        continue;
+                    }
+                    model::RateLimitAction::GenericKey {
+                        descriptor_key: if g.descriptor_key.is_empty() {
+                            "generic_key".to_string()
+                        } else {
+                            g.descriptor_key.clone()
+                        },
+                        descriptor_value: g.descriptor_value.clone(),
+                    }
+                }
+                Some(A::HeaderValueMatch(m)) => {
+                    let mpath = join(&apath, "header_value_match");
+                    if m.descriptor_value.is_empty() {
+                        errors.add(join(&mpath, "descriptor_value"), "required");
+                        ok = false;
+                        continue;
+                    }
+                    let mut headers = Vec::new();
+                    for (k, h) in m.headers.iter().enumerate() {
+                        match header_matcher(h, &format!("{}[{k}]", join(&mpath, "headers")), errors) {
+                            Some(h) => headers.push(h),
+                            None => ok = false,
+                        }
+                    }
+                    model::RateLimitAction::HeaderValueMatch {
+                        descriptor_key: if m.descriptor_key.is_empty() {
+                            "header_match".to_string()
+                        } else {
+                            m.descriptor_key.clone()
+                        },
+                        descriptor_value: m.descriptor_value.clone(),
+                        expect_match: m.expect_match.is_none_or(|v| v.value),
+                        headers,
+                    }
+                }
+                Some(_) => {
+                    ok = false;
+                    continue; // reported by the allowlist walk
+                }
+                None => {
+                    errors.add(&apath, "needs an action");
+                    ok = false;
+                    continue;
+                }
+            };
+            actions.push(action);
+        }
+        out.push(model::RateLimitPolicy { stage: r.stage.map_or(0, |v| v.value), actions });
+    }
+    ok.then_some(out)
 }
 
 /// The `envoy.filters.network.local_ratelimit` filters of a listener's

@@ -215,6 +215,7 @@ pub(super) fn forward(
         append_x_forwarded_host: a.append_x_forwarded_host,
         hash_policy,
         request_mirror_policies: Vec::new(),
+        rate_limits: Vec::new(),
     }))
 }
 

@@ -19,6 +19,8 @@ APT_PACKAGES=(
     pkg-config      # how -sys crates find system C libraries (libdpdk later)
     curl            # the demo (`make run`) and the docs' examples
     ca-certificates # TLS roots for apt/cargo on a bare machine
+    redis-server    # tests/tcp_proxy.rs: a real protocol carried by the TCP proxy
+    redis-tools     # tests/tcp_proxy.rs: redis-benchmark and redis-cli as clients
 )
 APT_PACKAGES+=("$@")
 

@@ -19,6 +19,8 @@ pub struct Config {
     pub node: Node,
     pub admin: Option<Admin>,
     pub listeners: Vec<Arc<Listener>>,
+    /// Listeners whose filter chain ends in `envoy.filters.network.tcp_proxy`.
+    pub tcp_listeners: Vec<Arc<TcpListener>>,
     /// Clusters by name; route actions refer to them by name.
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     /// The bootstrap as loaded, in canonical proto3 JSON (for `/config_dump`).
@@ -798,4 +800,39 @@ pub struct NetworkRbac {
     pub shadow_rules_stat_prefix: String,
     /// `delay_deny`: wait this long before closing a denied connection.
     pub delay_deny: Option<Duration>,
+}
+
+/// A listener whose filter chain ends in `envoy.filters.network.tcp_proxy`:
+/// every accepted connection becomes a byte tunnel to an upstream host.
+#[derive(Debug, Clone)]
+pub struct TcpListener {
+    pub name: String,
+    pub address: SocketAddr,
+    /// `per_connection_buffer_limit_bytes` (Envoy default 1 MiB).
+    pub per_connection_buffer_limit_bytes: u32,
+    /// `envoy.filters.network.rbac` filters ahead of the tcp_proxy, in order.
+    pub network_rbac: Vec<Arc<NetworkRbac>>,
+    pub proxy: Arc<TcpProxy>,
+}
+
+/// `envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy` (supported subset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpProxy {
+    /// `stat_prefix`: stats are `tcp.<stat_prefix>.*`.
+    pub stat_prefix: String,
+    pub target: TcpProxyTarget,
+    /// `idle_timeout` (default 1 h; `0s` disables): no bytes in either
+    /// direction for this long closes both connections.
+    pub idle_timeout: Option<Duration>,
+    /// `max_connect_attempts` (default 1, at least 1).
+    pub max_connect_attempts: u32,
+}
+
+/// `TcpProxy.cluster_specifier`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpProxyTarget {
+    /// `cluster`.
+    Cluster(String),
+    /// `weighted_clusters.clusters`: (name, weight ≥ 1), picked per connection.
+    Weighted(Vec<(String, u32)>),
 }

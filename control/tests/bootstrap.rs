@@ -431,10 +431,14 @@ fn direct_response_errors() {
 fn unknown_network_filter_type() {
     let errs = errors(&with(&[(
         "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config",
-        json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-               "stat_prefix": "tcp", "cluster": "backend"}),
+        json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
+               "stat_prefix": "rl"}),
     )]));
-    assert_error(&errs, HCM_PATH, "unsupported filter type envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy");
+    assert_error(
+        &errs,
+        HCM_PATH,
+        "unsupported filter type envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
+    );
 }
 
 #[test]

@@ -19,5 +19,7 @@ pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod stats;
+pub mod tcp_proxy;
 pub mod transport;
+pub mod tunnel;
 pub mod upstream;

@@ -58,6 +58,8 @@ pub struct HttpListener {
 pub struct ShardSnapshot {
     pub config: Arc<Config>,
     pub listeners: HashMap<String, Rc<HttpListener>>,
+    /// TCP proxy listeners (`envoy.filters.network.tcp_proxy`).
+    pub tcp_listeners: HashMap<String, Rc<crate::tcp_proxy::TcpProxyListener>>,
     pub clusters: HashMap<String, Rc<ClusterRuntime>>,
 }
 
@@ -350,22 +352,33 @@ fn build_snapshot(
             }),
         );
     }
-    ShardSnapshot { config: config.clone(), listeners, clusters }
+    let tcp_listeners = config
+        .tcp_listeners
+        .iter()
+        .map(|l| (l.name.clone(), Rc::new(crate::tcp_proxy::TcpProxyListener::new(l.clone(), store, slot))))
+        .collect();
+    ShardSnapshot { config: config.clone(), listeners, tcp_listeners, clusters }
 }
 
 /// Binds every listener of the current snapshot that has no accept task
 /// yet, and stops those that left the config.
 fn bind_listeners(ctx: &Rc<ShardCtx>, tasks: &mut HashMap<String, (SocketAddr, JoinHandle<()>)>) -> io::Result<()> {
     let snapshot = ctx.snapshot();
-    tasks.retain(|name, (addr, _)| snapshot.listeners.get(name).is_some_and(|l| l.config.address == *addr));
-    for (name, listener) in &snapshot.listeners {
+    let addresses = snapshot
+        .listeners
+        .iter()
+        .map(|(name, l)| (name, l.config.address))
+        .chain(snapshot.tcp_listeners.iter().map(|(name, l)| (name, l.config.address)));
+    let wanted: HashMap<&String, SocketAddr> = addresses.collect();
+    tasks.retain(|name, (addr, _)| wanted.get(name) == Some(addr));
+    for (name, address) in wanted {
         if tasks.contains_key(name) {
             continue;
         }
-        let socket = transport::bind(listener.config.address)
-            .map_err(|e| io::Error::new(e.kind(), format!("listener {name} on {}: {e}", listener.config.address)))?;
+        let socket = transport::bind(address)
+            .map_err(|e| io::Error::new(e.kind(), format!("listener {name} on {address}: {e}")))?;
         let task = spawn(accept_loop(ctx.clone(), name.clone(), socket));
-        tasks.insert(name.clone(), (listener.config.address, task));
+        tasks.insert(name.clone(), (address, task));
     }
     Ok(())
 }
@@ -374,8 +387,14 @@ async fn accept_loop(ctx: Rc<ShardCtx>, name: String, socket: transport::Listene
     loop {
         match socket.accept().await {
             Ok((stream, peer)) => {
-                let Some(listener) = ctx.snapshot().listeners.get(&name).cloned() else { return };
-                spawn(crate::proxy::serve_connection(ctx.clone(), listener, stream, peer)).detach();
+                let snapshot = ctx.snapshot();
+                if let Some(listener) = snapshot.listeners.get(&name).cloned() {
+                    spawn(crate::proxy::serve_connection(ctx.clone(), listener, stream, peer)).detach();
+                } else if let Some(listener) = snapshot.tcp_listeners.get(&name).cloned() {
+                    spawn(crate::tcp_proxy::serve_connection(ctx.clone(), listener, stream, peer)).detach();
+                } else {
+                    return;
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

@@ -118,7 +118,7 @@ pub(crate) fn network_filters(
             continue;
         };
         let ty = type_name(&any.type_url);
-        if ty == HCM {
+        if ty == HCM || ty == super::supported::TCP_PROXY {
             seen_terminal = true;
             continue;
         }
@@ -129,7 +129,7 @@ pub(crate) fn network_filters(
         if seen_terminal {
             errors.add(
                 &fpath,
-                "envoy.filters.network.rbac must come before the terminal envoy.filters.network.http_connection_manager",
+                "envoy.filters.network.rbac must come before the terminal filter (http_connection_manager or tcp_proxy)",
             );
             ok = false;
             continue;

@@ -17,6 +17,7 @@ pub(crate) const UPSTREAM_HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.
 pub(crate) const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub(crate) const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub(crate) const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
+pub(crate) const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
 
 /// Supported fields per message full name.  A message reachable through a
@@ -54,6 +55,10 @@ const FIELDS: &[(&str, &[&str])] = &[
         ],
     ),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", &["name", "typed_config"]),
+    // TCP proxy (translate/tcp_proxy.rs).
+    (TCP_PROXY, &["stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "max_connect_attempts"]),
+    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", &["clusters"]),
+    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", &["name", "weight"]),
     (
         "envoy.config.route.v3.RouteConfiguration",
         &[
@@ -324,7 +329,7 @@ const HINTS: &[(&str, &str)] = &[
 
 /// `Any` fields: which packed types each accepts, and what to call them.
 const ANY_TYPES: &[(&str, &str, &[&str])] = &[
-    ("envoy.config.listener.v3.Filter.typed_config", "filter", &[HCM, NETWORK_RBAC]),
+    ("envoy.config.listener.v3.Filter.typed_config", "filter", &[HCM, NETWORK_RBAC, TCP_PROXY]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",
         "HTTP filter",

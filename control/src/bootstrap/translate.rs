@@ -28,6 +28,7 @@ use crate::model;
 
 mod lb;
 mod routing;
+mod tcp_proxy;
 
 const KIB: u32 = 1024;
 const MIB: u32 = 1024 * 1024;
@@ -55,9 +56,10 @@ pub(crate) fn translate(
     // their own checks, so one broken cluster is not also N "unknown cluster"s.
     let cluster_names: HashSet<&str> =
         resources.clusters.iter().map(|c| c.name.as_str()).filter(|n| !n.is_empty()).collect();
-    let listeners = listeners(&resources.listeners, &cluster_names, errors);
+    let mut tcp_listeners = Vec::new();
+    let listeners = listeners(&resources.listeners, &cluster_names, &mut tcp_listeners, errors);
 
-    model::Config { version: 0, node, admin, listeners, clusters, bootstrap_json, last_updated }
+    model::Config { version: 0, node, admin, listeners, tcp_listeners, clusters, bootstrap_json, last_updated }
 }
 
 // ---------------------------------------------------------------- helpers
@@ -202,7 +204,13 @@ fn admin(a: &bs::Admin, errors: &mut Errors) -> Option<model::Admin> {
 
 // ---------------------------------------------------------------- listeners
 
-fn listeners(list: &[lis::Listener], clusters: &HashSet<&str>, errors: &mut Errors) -> Vec<Arc<model::Listener>> {
+/// HTTP listeners are returned; TCP proxy listeners go to `tcp_out`.
+fn listeners(
+    list: &[lis::Listener],
+    clusters: &HashSet<&str>,
+    tcp_out: &mut Vec<Arc<model::TcpListener>>,
+    errors: &mut Errors,
+) -> Vec<Arc<model::Listener>> {
     let mut out = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
@@ -230,6 +238,21 @@ fn listeners(list: &[lis::Listener], clusters: &HashSet<&str>, errors: &mut Erro
                 );
             }
         }
+        let per_connection_buffer_limit_bytes = l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value);
+        if tcp_proxy::is_tcp_proxy_chain(&l.filter_chains) {
+            let proxy = tcp_proxy::filter_chain(&l.filter_chains, &path, clusters, errors);
+            let network_rbac = super::rbac::network_filters(&l.filter_chains, &path, errors);
+            if let (Some(address), Some(proxy), Some(network_rbac)) = (address, proxy, network_rbac) {
+                tcp_out.push(Arc::new(model::TcpListener {
+                    name,
+                    address,
+                    per_connection_buffer_limit_bytes,
+                    network_rbac,
+                    proxy: Arc::new(proxy),
+                }));
+            }
+            continue;
+        }
         let http = filter_chains(&l.filter_chains, &path, clusters, errors);
         let network_rbac = super::rbac::network_filters(&l.filter_chains, &path, errors);
         if let (Some(address), Some(http), Some(network_rbac)) = (address, http, network_rbac) {
@@ -238,7 +261,7 @@ fn listeners(list: &[lis::Listener], clusters: &HashSet<&str>, errors: &mut Erro
                 address,
                 http: Arc::new(http),
                 network_rbac,
-                per_connection_buffer_limit_bytes: l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value),
+                per_connection_buffer_limit_bytes,
             }));
         }
     }

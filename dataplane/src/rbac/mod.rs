@@ -618,6 +618,13 @@ impl ListenerRbac {
         ListenerRbac { http, network, http_uses_remote_ip }
     }
 
+    /// Network filters only: for listeners without an HTTP connection
+    /// manager (TCP proxy).
+    pub fn network_only(filters: &[Arc<NetworkRbac>], store: &StatsStore, slot: usize) -> ListenerRbac {
+        let network = filters.iter().map(|n| NetworkRbacFilter::new(n, store, slot)).collect();
+        ListenerRbac { http: Box::new([]), network, http_uses_remote_ip: false }
+    }
+
     /// Whether requests need [`check_request`](Self::check_request) at all.
     pub fn has_http(&self) -> bool {
         !self.http.is_empty()

@@ -101,6 +101,8 @@ pub struct HttpConnectionManager {
     pub enable_trailers: bool,
     /// HTTP filters in order; the last one is always the router.
     pub http_filters: Vec<HttpFilter>,
+    /// `upgrade_configs` (default none: upgrade requests get 403).
+    pub upgrade_configs: Vec<UpgradeConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,6 +247,18 @@ pub struct ForwardAction {
     /// `hash_policy`, in order: the request hash consistent-hashing load
     /// balancers (RING_HASH, MAGLEV) pick with.  Empty means "no hash".
     pub hash_policy: Vec<HashPolicy>,
+    /// `upgrade_configs`: per-route overrides of the HCM's upgrade configs.
+    pub upgrade_configs: Vec<UpgradeConfig>,
+}
+
+/// One `upgrade_configs` entry (HCM or route): whether HTTP/1.1 upgrades
+/// to `upgrade_type` (`Upgrade:` header token, e.g. `websocket`) are proxied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeConfig {
+    /// Lower-cased; matched case-insensitively.
+    pub upgrade_type: String,
+    /// `enabled` (default true).
+    pub enabled: bool,
 }
 
 /// Which cluster a forwarded request goes to.

@@ -52,6 +52,8 @@ pub struct HttpListener {
     pub limits: Limits,
     /// RBAC filters (HTTP and network), compiled for this snapshot.
     pub rbac: crate::rbac::ListenerRbac,
+    /// `http.<stat_prefix>.downstream_cx_upgrades_*` and friends.
+    pub upgrade_stats: crate::proxy::upgrade::UpgradeStats,
 }
 
 /// One shard's view of one config version.
@@ -348,6 +350,7 @@ fn build_snapshot(
                 listener_stats: ListenerStats::for_address(store, &l.address, slot),
                 limits: Limits::from_hcm(&hcm),
                 rbac: crate::rbac::ListenerRbac::new(l, store, slot),
+                upgrade_stats: crate::proxy::upgrade::UpgradeStats::new(store, &hcm.stat_prefix, slot),
                 hcm,
             }),
         );

@@ -52,8 +52,15 @@ const FIELDS: &[(&str, &[&str])] = &[
             "generate_request_id",
             "preserve_external_request_id",
             "http_protocol_options",
+            // HTTP/1.1 upgrades (translate/upgrade.rs, dataplane proxy/upgrade.rs).
+            "upgrade_configs",
         ],
     ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig",
+        &["upgrade_type", "enabled"],
+    ),
+    ("envoy.config.route.v3.RouteAction.UpgradeConfig", &["upgrade_type", "enabled"]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", &["name", "typed_config"]),
     // TCP proxy (translate/tcp_proxy.rs).
     (TCP_PROXY, &["stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "max_connect_attempts"]),
@@ -122,6 +129,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "host_rewrite_header",
             "append_x_forwarded_host",
             "hash_policy",
+            "upgrade_configs",
         ],
     ),
     // No runtime layer: `runtime_key_prefix` keys never resolve, so the

@@ -29,6 +29,7 @@ use crate::model;
 mod lb;
 mod routing;
 mod tcp_proxy;
+mod upgrade;
 
 const KIB: u32 = 1024;
 const MIB: u32 = 1024 * 1024;
@@ -440,6 +441,7 @@ fn http_connection_manager(
         accept_http_10: h.http_protocol_options.as_ref().is_some_and(|o| o.accept_http_10),
         enable_trailers: h.http_protocol_options.as_ref().is_some_and(|o| o.enable_trailers),
         http_filters,
+        upgrade_configs: upgrade::hcm_upgrade_configs(&h.upgrade_configs, &p("upgrade_configs"), errors),
     })
 }
 

@@ -27,6 +27,7 @@
 //! whole request body cannot deadlock the exchange.
 
 mod buf;
+pub mod upgrade;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -114,6 +115,8 @@ struct Downstream<'a> {
     mutations: mutate::Scratch,
     rx_bytes: Cell<u64>,
     tx_bytes: Cell<u64>,
+    /// The current request's `Upgrade` value when it is an upgrade request.
+    upgrade: Option<Vec<u8>>,
 }
 
 impl<'a> Downstream<'a> {
@@ -129,6 +132,7 @@ impl<'a> Downstream<'a> {
             mutations: mutate::Scratch::default(),
             rx_bytes: Cell::new(0),
             tx_bytes: Cell::new(0),
+            upgrade: None,
         }
     }
 
@@ -292,7 +296,9 @@ impl<'a> Downstream<'a> {
             let _ = self.local_reply(listener, 426, b"Upgrade Required", true).await;
             return After::Close;
         }
+        let upgrade_value = upgrade::upgrade_header(&self.head);
         let directives = strip_hop_by_hop(&mut self.head.headers);
+        self.upgrade = upgrade::requested(&mut self.head, upgrade_value, directives.upgrade);
         let client_keeps = directives.persistent(self.head.version);
         let expect_continue = match self.head.headers.get("expect") {
             Some(v) if v.eq_ignore_ascii_case(b"100-continue") => true,
@@ -308,6 +314,13 @@ impl<'a> Downstream<'a> {
         let path = self.head.path_and_query();
         let matched = listener.routes.find(host, path, &self.head);
         let route = matched.map(|m| m.route);
+        // Envoy refuses an upgrade its config does not allow before any filter runs.
+        if let Some(value) = &self.upgrade {
+            if !upgrade::allowed(listener, route, value) {
+                listener.upgrade_stats.downstream_rq_ws_on_non_ws_route.inc();
+                return self.reply_and_settle(listener, body_kind, client_keeps, 403, b"").await;
+            }
+        }
         // RBAC runs after routing (so per-route overrides apply) and before
         // the router's 404 / direct response / forward, as Envoy's filter does.
         if listener.rbac.has_http() && self.rbac_denies(listener, route, host) {
@@ -400,6 +413,9 @@ impl<'a> Downstream<'a> {
             hash_policy: &action.hash_policy,
             set_cookies: Vec::new(),
         };
+        if self.upgrade.is_some() {
+            return self.forward_upgrade(exchange).await;
+        }
         self.forward(exchange).await
     }
 

@@ -214,6 +214,11 @@ pub(super) fn forward(
         host_rewrite,
         append_x_forwarded_host: a.append_x_forwarded_host,
         hash_policy,
+        upgrade_configs: super::upgrade::route_upgrade_configs(
+            &a.upgrade_configs,
+            &join(path, "upgrade_configs"),
+            errors,
+        ),
     }))
 }
 

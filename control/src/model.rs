@@ -53,6 +53,8 @@ pub struct Listener {
     pub per_connection_buffer_limit_bytes: u32,
     /// `envoy.filters.network.rbac` filters ahead of the terminal filter, in order.
     pub network_rbac: Vec<Arc<NetworkRbac>>,
+    /// Downstream TLS (`transport_socket` `envoy.transport_sockets.tls`).
+    pub tls: Option<Arc<DownstreamTls>>,
 }
 
 /// How the `server` response header is treated (`server_header_transformation`).
@@ -827,6 +829,8 @@ pub struct TcpListener {
     /// `envoy.filters.network.rbac` filters ahead of the tcp_proxy, in order.
     pub network_rbac: Vec<Arc<NetworkRbac>>,
     pub proxy: Arc<TcpProxy>,
+    /// Downstream TLS (`transport_socket` `envoy.transport_sockets.tls`).
+    pub tls: Option<Arc<DownstreamTls>>,
 }
 
 /// `envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy` (supported subset).
@@ -849,4 +853,87 @@ pub enum TcpProxyTarget {
     Cluster(String),
     /// `weighted_clusters.clusters`: (name, weight ≥ 1), picked per connection.
     Weighted(Vec<(String, u32)>),
+}
+
+/// A listener's TLS: one server context per filter chain, picked by the
+/// client's SNI (`filter_chain_match.server_names`).  Every filter chain of a
+/// TLS listener has a TLS transport socket and the same network filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownstreamTls {
+    pub chains: Vec<TlsFilterChain>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFilterChain {
+    /// `filter_chain_match.server_names`, lower-cased; `*.example.com`
+    /// wildcards kept as written.  Empty: any (or no) SNI.
+    pub server_names: Vec<String>,
+    pub context: Arc<TlsServerContext>,
+}
+
+/// `envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsServerContext {
+    /// `common_tls_context.tls_certificates` (at least one).
+    pub certificates: Vec<TlsCertificate>,
+    /// `common_tls_context.alpn_protocols`.
+    pub alpn_protocols: Vec<String>,
+    /// `tls_params.tls_minimum_protocol_version` (default TLS 1.2).
+    pub min_version: TlsVersion,
+    /// `tls_params.tls_maximum_protocol_version` (default TLS 1.3).
+    pub max_version: TlsVersion,
+    /// `tls_params.cipher_suites` (TLS 1.2 suites, BoringSSL names); empty:
+    /// the defaults.
+    pub cipher_suites: Vec<String>,
+    /// `validation_context`: peer certificate checks (mTLS).
+    pub validation: Option<TlsValidation>,
+    /// `require_client_certificate` (default false).
+    pub require_client_certificate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// `TlsCertificate`: a PEM chain and its PEM private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCertificate {
+    pub certificate_chain: TlsSource,
+    pub private_key: TlsSource,
+}
+
+/// `config.core.v3.DataSource` holding PEM: a file (watched and reloaded
+/// when it changes) or inline bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    File(String),
+    Inline(Vec<u8>),
+}
+
+/// `CertificateValidationContext` (supported subset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsValidation {
+    /// `trusted_ca`: PEM CA certificates the peer's chain must lead to.
+    pub trusted_ca: TlsSource,
+    /// `match_typed_subject_alt_names` / `match_subject_alt_names`: the peer
+    /// certificate must have a SAN matching one of these (empty: any).
+    pub subject_alt_names: Vec<SanMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SanMatch {
+    /// `None`: the deprecated untyped form, which matches DNS, URI, email
+    /// and IP SANs alike.
+    pub san_type: Option<SanType>,
+    pub matcher: StringMatch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanType {
+    Email,
+    Dns,
+    Uri,
+    IpAddress,
 }

@@ -20,6 +20,7 @@ pub mod server;
 pub mod shard;
 pub mod stats;
 pub mod tcp_proxy;
+pub mod tls;
 pub mod transport;
 pub mod tunnel;
 pub mod upstream;

@@ -54,6 +54,8 @@ pub struct HttpListener {
     pub rbac: crate::rbac::ListenerRbac,
     /// `http.<stat_prefix>.downstream_cx_upgrades_*` and friends.
     pub upgrade_stats: crate::proxy::upgrade::UpgradeStats,
+    /// Downstream TLS, when the listener's filter chains have it.
+    pub tls: Option<Rc<crate::tls::ServerTls>>,
 }
 
 /// One shard's view of one config version.
@@ -351,6 +353,9 @@ fn build_snapshot(
                 limits: Limits::from_hcm(&hcm),
                 rbac: crate::rbac::ListenerRbac::new(l, store, slot),
                 upgrade_stats: crate::proxy::upgrade::UpgradeStats::new(store, &hcm.stat_prefix, slot),
+                tls: l.tls.as_ref().map(|t| {
+                    crate::tls::ServerTls::new(t, crate::tls::TlsStats::new(store, &l.address, slot), &l.name)
+                }),
                 hcm,
             }),
         );
@@ -392,7 +397,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, name: String, socket: transport::Listene
             Ok((stream, peer)) => {
                 let snapshot = ctx.snapshot();
                 if let Some(listener) = snapshot.listeners.get(&name).cloned() {
-                    spawn(crate::proxy::serve_connection(ctx.clone(), listener, stream, peer)).detach();
+                    spawn(crate::tls::serve_http(ctx.clone(), listener, stream, peer)).detach();
                 } else if let Some(listener) = snapshot.tcp_listeners.get(&name).cloned() {
                     spawn(crate::tcp_proxy::serve_connection(ctx.clone(), listener, stream, peer)).detach();
                 } else {

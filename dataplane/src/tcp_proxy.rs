@@ -37,6 +37,7 @@ use crate::rbac::{ConnVerdict, ListenerRbac};
 use crate::runtime::{now, sleep_until};
 use crate::shard::ShardCtx;
 use crate::stats::{Counter, Gauge, ListenerStats, Scope, StatsStore};
+use crate::tls::{Conn, ServerTls, TlsStats};
 use crate::transport::Stream;
 use crate::tunnel::{splice, TunnelEnd, TunnelObserver};
 use crate::upstream::UpstreamConn;
@@ -97,6 +98,8 @@ pub struct TcpProxyListener {
     pub stats: TcpProxyStats,
     pub listener_stats: ListenerStats,
     pub rbac: ListenerRbac,
+    /// Downstream TLS (terminated here; the upstream gets plaintext).
+    pub tls: Option<Rc<ServerTls>>,
 }
 
 impl TcpProxyListener {
@@ -105,6 +108,10 @@ impl TcpProxyListener {
             stats: TcpProxyStats::new(store, &config.proxy.stat_prefix, slot),
             listener_stats: ListenerStats::for_address(store, &config.address, slot),
             rbac: ListenerRbac::network_only(&config.network_rbac, store, slot),
+            tls: config
+                .tls
+                .as_ref()
+                .map(|t| ServerTls::new(t, TlsStats::new(store, &config.address, slot), &config.name)),
             config,
         }
     }
@@ -150,14 +157,15 @@ pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<TcpProxyListener>,
     listener.listener_stats.downstream_cx_total.inc();
     listener.listener_stats.downstream_cx_active.inc();
     let opened = Instant::now();
-    proxy(&ctx, &listener, &stream, peer).await;
-    drop(stream);
+    if let Some(conn) = crate::tls::establish(listener.tls.as_deref(), stream).await {
+        proxy(&ctx, &listener, &conn, peer).await;
+    }
     listener.listener_stats.downstream_cx_active.dec();
     listener.listener_stats.downstream_cx_destroy.inc();
     listener.listener_stats.downstream_cx_length_ms.record(opened.elapsed());
 }
 
-async fn proxy(ctx: &ShardCtx, listener: &TcpProxyListener, stream: &Stream, peer: SocketAddr) {
+async fn proxy(ctx: &ShardCtx, listener: &TcpProxyListener, stream: &Conn, peer: SocketAddr) {
     if listener.rbac.has_network() {
         if let ConnVerdict::Denied { delay } = listener.rbac.check_connection(peer, stream.local_addr()) {
             if let Some(d) = delay {

@@ -17,6 +17,7 @@ pub(crate) const UPSTREAM_HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.
 pub(crate) const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub(crate) const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub(crate) const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
+pub(crate) const DOWNSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
 pub(crate) const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
 
@@ -30,7 +31,25 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.Address", &["socket_address"]),
     ("envoy.config.core.v3.SocketAddress", &["protocol", "address", "port_value"]),
     ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "per_connection_buffer_limit_bytes"]),
-    ("envoy.config.listener.v3.FilterChain", &["filters"]),
+    ("envoy.config.listener.v3.FilterChain", &["filters", "filter_chain_match", "transport_socket"]),
+    // Downstream TLS (translate/tls.rs).
+    ("envoy.config.listener.v3.FilterChainMatch", &["server_names"]),
+    ("envoy.config.core.v3.TransportSocket", &["name", "typed_config"]),
+    (DOWNSTREAM_TLS, &["common_tls_context", "require_client_certificate"]),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
+        &["tls_params", "tls_certificates", "alpn_protocols", "validation_context"],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
+        &["tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites"],
+    ),
+    ("envoy.extensions.transport_sockets.tls.v3.TlsCertificate", &["certificate_chain", "private_key"]),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
+        &["trusted_ca", "match_typed_subject_alt_names", "match_subject_alt_names"],
+    ),
+    ("envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", &["san_type", "matcher"]),
     ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
     (
         HCM,
@@ -317,7 +336,6 @@ const HINTS: &[(&str, &str)] = &[
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options",
         "HTTP/2 not supported yet",
     ),
-    ("envoy.config.listener.v3.FilterChain.transport_socket", "TLS not supported yet"),
     ("envoy.config.cluster.v3.Cluster.transport_socket", "TLS not supported yet"),
     ("envoy.config.rbac.v3.Principal.authenticated", "requires TLS, not supported yet"),
     ("envoy.config.rbac.v3.Permission.requested_server_name", "requires TLS (SNI), not supported yet"),
@@ -338,6 +356,7 @@ const HINTS: &[(&str, &str)] = &[
 /// `Any` fields: which packed types each accepts, and what to call them.
 const ANY_TYPES: &[(&str, &str, &[&str])] = &[
     ("envoy.config.listener.v3.Filter.typed_config", "filter", &[HCM, NETWORK_RBAC, TCP_PROXY]),
+    ("envoy.config.core.v3.TransportSocket.typed_config", "transport socket", &[DOWNSTREAM_TLS]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",
         "HTTP filter",

@@ -29,6 +29,8 @@ use crate::model;
 mod lb;
 mod routing;
 mod tcp_proxy;
+mod tls;
+pub use tls::CIPHER_SUITES as TLS12_CIPHER_SUITES;
 mod upgrade;
 
 const KIB: u32 = 1024;
@@ -240,28 +242,31 @@ fn listeners(
             }
         }
         let per_connection_buffer_limit_bytes = l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value);
+        let tls = tls::downstream(&l.filter_chains, &path, errors);
         if tcp_proxy::is_tcp_proxy_chain(&l.filter_chains) {
             let proxy = tcp_proxy::filter_chain(&l.filter_chains, &path, clusters, errors);
             let network_rbac = super::rbac::network_filters(&l.filter_chains, &path, errors);
-            if let (Some(address), Some(proxy), Some(network_rbac)) = (address, proxy, network_rbac) {
+            if let (Some(address), Some(proxy), Some(network_rbac), Some(tls)) = (address, proxy, network_rbac, tls) {
                 tcp_out.push(Arc::new(model::TcpListener {
                     name,
                     address,
                     per_connection_buffer_limit_bytes,
                     network_rbac,
                     proxy: Arc::new(proxy),
+                    tls,
                 }));
             }
             continue;
         }
         let http = filter_chains(&l.filter_chains, &path, clusters, errors);
         let network_rbac = super::rbac::network_filters(&l.filter_chains, &path, errors);
-        if let (Some(address), Some(http), Some(network_rbac)) = (address, http, network_rbac) {
+        if let (Some(address), Some(http), Some(network_rbac), Some(tls)) = (address, http, network_rbac, tls) {
             out.push(Arc::new(model::Listener {
                 name,
                 address,
                 http: Arc::new(http),
                 network_rbac,
+                tls,
                 per_connection_buffer_limit_bytes,
             }));
         }
@@ -275,13 +280,8 @@ fn filter_chains(
     clusters: &HashSet<&str>,
     errors: &mut Errors,
 ) -> Option<model::HttpConnectionManager> {
+    // Several chains are checked (same filters, TLS) by tls::downstream.
     let path = join(listener_path, "filter_chains");
-    if chains.len() > 1 {
-        errors.add(
-            format!("{path}[1]"),
-            format!("only one filter chain per listener is supported for now (found {})", chains.len()),
-        );
-    }
     let Some(chain) = chains.first() else {
         errors.add(path, "exactly one filter chain is required");
         return None;

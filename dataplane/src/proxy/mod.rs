@@ -52,6 +52,7 @@ use crate::http1::{
 use crate::router::{action as route_action, mutate, Matched};
 use crate::runtime::{now, sleep_until, timeout, Sleep};
 use crate::shard::{HttpListener, ShardCtx};
+use crate::tls::Conn;
 use crate::transport::Stream;
 use crate::upstream::{lb, ClusterRuntime, ConnectFailure, UpstreamConn};
 
@@ -63,7 +64,7 @@ pub(crate) const UPSTREAM_HEAD_LIMIT: usize = 60 * 1024;
 const DISCARD_BODY_LIMIT: u64 = 64 * 1024;
 
 /// Serves one downstream connection until it closes.
-pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, stream: Stream, peer: SocketAddr) {
+pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, stream: Conn, peer: SocketAddr) {
     let stats = &listener.stats;
     stats.downstream_cx_total.inc();
     stats.downstream_cx_http1_total.inc();
@@ -105,7 +106,7 @@ enum After {
 
 struct Downstream<'a> {
     ctx: &'a ShardCtx,
-    stream: Stream,
+    stream: Conn,
     peer: SocketAddr,
     buf: RecvBuf,
     head: RequestHead,
@@ -120,7 +121,7 @@ struct Downstream<'a> {
 }
 
 impl<'a> Downstream<'a> {
-    fn new(ctx: &'a ShardCtx, stream: Stream, peer: SocketAddr, listener: &HttpListener) -> Downstream<'a> {
+    fn new(ctx: &'a ShardCtx, stream: Conn, peer: SocketAddr, listener: &HttpListener) -> Downstream<'a> {
         let cap = listener.limits.max_head_bytes + 4096;
         Downstream {
             ctx,
@@ -1161,7 +1162,7 @@ enum RelayError {
 /// Forwards the request body, re-framed for the upstream.
 #[allow(clippy::too_many_arguments)]
 async fn pump_request_body(
-    down: &Stream,
+    down: &Conn,
     buf: &mut RecvBuf,
     mut decoder: BodyDecoder,
     up: &Stream,
@@ -1218,7 +1219,7 @@ struct RelayArgs<'a> {
     up: &'a Stream,
     ubuf: &'a mut RecvBuf,
     head: &'a mut ResponseHead,
-    down: &'a Stream,
+    down: &'a Conn,
     method: Method,
     client_version: Version,
     is_head: bool,

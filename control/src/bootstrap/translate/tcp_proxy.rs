@@ -36,13 +36,8 @@ pub(super) fn filter_chain(
     clusters: &HashSet<&str>,
     errors: &mut Errors,
 ) -> Option<model::TcpProxy> {
+    // Several chains are checked (same filters, TLS) by tls::downstream.
     let path = join(listener_path, "filter_chains");
-    if chains.len() > 1 {
-        errors.add(
-            format!("{path}[1]"),
-            format!("only one filter chain per listener is supported for now (found {})", chains.len()),
-        );
-    }
     let chain = chains.first()?;
     let path = format!("{path}[0].filters");
     let mut result = None;

@@ -596,3 +596,103 @@ fn tls_config_errors_name_their_field() {
 
 #[allow(dead_code)]
 fn unused(_: PathBuf) {}
+
+#[test]
+fn rbac_authenticated_principals_allow_the_listed_service_only() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_leaf(dir.path(), "ca", "server", "server", &["DNS:server.example.com"]);
+    make_leaf(dir.path(), "ca", "frontend", "frontend", &["URI:spiffe://mesh/ns/default/sa/frontend"]);
+    make_leaf(dir.path(), "ca", "batch", "batch", &["URI:spiffe://mesh/ns/default/sa/batch", "DNS:batch.mesh"]);
+    let ca = p(dir.path(), "ca.pem");
+    let common = format!("validation_context:\n  trusted_ca: {{ filename: {ca} }}");
+    let chains = [Chain {
+        server_names: &[],
+        cert: "server",
+        common_extra: &common,
+        context_extra: "require_client_certificate: true",
+    }];
+    let hcm = HCM.replace(
+        "    http_filters:\n",
+        r#"    http_filters:
+    - name: envoy.filters.http.rbac
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+        rules:
+          action: ALLOW
+          policies:
+            frontend-only:
+              permissions: [{ any: true }]
+              principals: [{ authenticated: { principal_name: { exact: "spiffe://mesh/ns/default/sa/frontend" } } }]
+"#,
+    );
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&config(dir.path(), &chains, &hcm), &[up.addr], &[]);
+    let addr = gw.listener_addr;
+    let url = https("server.example.com", addr, "/status/200");
+    let host = resolve("server.example.com", addr);
+    let status = |who: &str| {
+        let (ok, out) = curl(&[
+            "--cacert",
+            &ca,
+            "--resolve",
+            &host,
+            "--cert",
+            &p(dir.path(), &format!("{who}.pem")),
+            "--key",
+            &p(dir.path(), &format!("{who}.key")),
+            &url,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ]);
+        assert!(ok, "{out}");
+        out.trim().to_string()
+    };
+    assert_eq!(status("frontend"), "200");
+    assert_eq!(status("batch"), "403");
+    assert_eq!(gw.stat("http.tls_in.rbac.allowed"), 1);
+    assert_eq!(gw.stat("http.tls_in.rbac.denied"), 1);
+
+    // The network filter on a TCP proxy listener closes the other service.
+    let network = r#"
+- name: envoy.filters.network.rbac
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC
+    stat_prefix: mesh
+    rules:
+      action: ALLOW
+      policies:
+        frontend-only:
+          permissions: [{ any: true }]
+          principals: [{ authenticated: { principal_name: { prefix: "spiffe://mesh/ns/default/sa/front" } } }]
+"#;
+    let filters = format!("{network}{TCP_PROXY}");
+    let gw = Gateway::start(&config(dir.path(), &chains, &filters), &[up.addr], &[]);
+    let addr = gw.listener_addr;
+    let url = https("server.example.com", addr, "/status/200");
+    let host = resolve("server.example.com", addr);
+    let run = |who: &str| {
+        curl(&[
+            "--cacert",
+            &ca,
+            "--resolve",
+            &host,
+            "--cert",
+            &p(dir.path(), &format!("{who}.pem")),
+            "--key",
+            &p(dir.path(), &format!("{who}.key")),
+            &url,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+    };
+    let (ok, out) = run("frontend");
+    assert!(ok && out.trim() == "200", "{out}");
+    let (ok, out) = run("batch");
+    assert!(!ok || out.trim() != "200", "batch got through the TCP proxy: {out}");
+    assert_eq!(gw.wait_stat("mesh.rbac.denied", 1, Duration::from_secs(5)), 1);
+}

@@ -759,6 +759,9 @@ pub enum RbacPrincipal {
     RemoteIp(CidrRange),
     Header(HeaderMatch),
     UrlPath(StringMatch),
+    /// `authenticated`: a TLS peer with a verified certificate; with a
+    /// `principal_name`, one of its URI SANs, DNS SANs or its subject must match.
+    Authenticated(Option<StringMatch>),
 }
 
 /// `envoy.config.core.v3.CidrRange`, with the host bits of `address`

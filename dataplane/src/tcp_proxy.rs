@@ -167,7 +167,10 @@ pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<TcpProxyListener>,
 
 async fn proxy(ctx: &ShardCtx, listener: &TcpProxyListener, stream: &Conn, peer: SocketAddr) {
     if listener.rbac.has_network() {
-        if let ConnVerdict::Denied { delay } = listener.rbac.check_connection(peer, stream.local_addr()) {
+        let identity = stream.tls().map(|t| t.peer());
+        let identity = identity.as_ref().and_then(|p| p.as_ref());
+        if let ConnVerdict::Denied { delay } = listener.rbac.check_connection_with(peer, stream.local_addr(), identity)
+        {
             if let Some(d) = delay {
                 sleep_until(now() + d).await;
             }

@@ -280,9 +280,21 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.rbac.v3.Permission.Set", &["rules"]),
     (
         "envoy.config.rbac.v3.Principal",
-        &["and_ids", "or_ids", "any", "source_ip", "direct_remote_ip", "remote_ip", "header", "url_path", "not_id"],
+        &[
+            "and_ids",
+            "or_ids",
+            "any",
+            "source_ip",
+            "direct_remote_ip",
+            "remote_ip",
+            "header",
+            "url_path",
+            "not_id",
+            "authenticated",
+        ],
     ),
     ("envoy.config.rbac.v3.Principal.Set", &["ids"]),
+    ("envoy.config.rbac.v3.Principal.Authenticated", &["principal_name"]),
 ];
 
 /// Messages whose supported subset depends on where they appear, keyed by
@@ -337,7 +349,6 @@ const HINTS: &[(&str, &str)] = &[
         "HTTP/2 not supported yet",
     ),
     ("envoy.config.cluster.v3.Cluster.transport_socket", "TLS not supported yet"),
-    ("envoy.config.rbac.v3.Principal.authenticated", "requires TLS, not supported yet"),
     ("envoy.config.rbac.v3.Permission.requested_server_name", "requires TLS (SNI), not supported yet"),
     ("envoy.config.rbac.v3.Policy.condition", "CEL conditions are not supported"),
     ("envoy.extensions.filters.http.rbac.v3.RBAC.matcher", "the RBAC matcher API is not supported yet, use rules"),

@@ -490,7 +490,9 @@ impl<'a> Downstream<'a> {
             }
             Fill::Draining => return Some(ConnEnd::Local),
         }
-        match listener.rbac.check_connection(self.peer, self.stream.local_addr()) {
+        let identity = self.stream.tls().map(|t| t.peer());
+        let identity = identity.as_ref().and_then(|p| p.as_ref());
+        match listener.rbac.check_connection_with(self.peer, self.stream.local_addr(), identity) {
             crate::rbac::ConnVerdict::Allowed => None,
             crate::rbac::ConnVerdict::Denied { delay } => {
                 if let Some(d) = delay {
@@ -515,12 +517,14 @@ impl<'a> Downstream<'a> {
         } else {
             peer
         };
+        let identity = self.stream.tls().map(|t| t.peer());
         let subject = crate::rbac::Subject {
             remote,
             direct_remote: peer,
             source: peer,
             destination: self.stream.local_addr(),
             headers: &self.head,
+            peer: identity.as_ref().and_then(|p| p.as_ref()),
         };
         listener.rbac.check_request(&subject, route, &listener.routes, host) == crate::rbac::Verdict::Denied
     }

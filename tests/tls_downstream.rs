@@ -696,3 +696,81 @@ fn rbac_authenticated_principals_allow_the_listed_service_only() {
     assert!(!ok || out.trim() != "200", "batch got through the TCP proxy: {out}");
     assert_eq!(gw.wait_stat("mesh.rbac.denied", 1, Duration::from_secs(5)), 1);
 }
+
+/// The value of `name` in mg-upstream's `/echo` JSON (None: absent).
+fn echoed_header(json: &str, name: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    v["headers"]
+        .as_array()?
+        .iter()
+        .find_map(|h| (h[0].as_str()?.eq_ignore_ascii_case(name)).then(|| h[1].as_str().unwrap_or("").to_string()))
+}
+
+#[test]
+fn x_forwarded_client_cert_follows_forward_client_cert_details() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_leaf(
+        dir.path(),
+        "ca",
+        "server",
+        "server",
+        &["DNS:server.example.com", "URI:spiffe://mesh/ns/edge/sa/gateway"],
+    );
+    make_leaf(
+        dir.path(),
+        "ca",
+        "client",
+        "frontend",
+        &["URI:spiffe://mesh/ns/default/sa/frontend", "DNS:frontend.mesh"],
+    );
+    let ca = p(dir.path(), "ca.pem");
+    // The client certificate's SHA-256, as XFCC's Hash carries it.
+    let fp = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", &p(dir.path(), "client.pem")])
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&fp.stdout);
+    let hash: String = fp.trim().rsplit('=').next().unwrap().replace(':', "").to_ascii_lowercase();
+    let common = format!("validation_context:\n  trusted_ca: {{ filename: {ca} }}");
+    let chains = [Chain { server_names: &[], cert: "server", common_extra: &common, context_extra: "" }];
+    let up = Upstream::start("up");
+    let run = |hcm_extra: &str, with_cert: bool| {
+        let hcm =
+            HCM.replace("    stat_prefix: tls_in\n", &format!("    stat_prefix: tls_in\n{}", indent(hcm_extra, 4)));
+        let gw = Gateway::start(&config(dir.path(), &chains, &hcm), &[up.addr], &[]);
+        let addr = gw.listener_addr;
+        let host = resolve("server.example.com", addr);
+        let url = https("server.example.com", addr, "/echo");
+        let (cert, key) = (p(dir.path(), "client.pem"), p(dir.path(), "client.key"));
+        let mut args = vec!["--cacert", &ca, "--resolve", &host, "-H", "x-forwarded-client-cert: By=spoofed", &url];
+        if with_cert {
+            args.extend(["--cert", &cert, "--key", &key]);
+        }
+        let (ok, out) = curl(&args);
+        assert!(ok, "{out}");
+        echoed_header(&out, "x-forwarded-client-cert")
+    };
+    // SANITIZE (the default) drops it.
+    assert_eq!(run("", true), None);
+    // SANITIZE_SET replaces it with this hop's element.
+    let set = "forward_client_cert_details: SANITIZE_SET\nset_current_client_cert_details: { subject: true, uri: true, dns: true }";
+    let want = format!(
+        "By=spiffe://mesh/ns/edge/sa/gateway;Hash={hash};Subject=\"CN=frontend\";URI=spiffe://mesh/ns/default/sa/frontend;DNS=frontend.mesh"
+    );
+    assert_eq!(run(set, true), Some(want.clone()));
+    // ...and removes it from a client without a certificate.
+    assert_eq!(run(set, false), None);
+    // APPEND_FORWARD appends.
+    let append = "forward_client_cert_details: APPEND_FORWARD\nset_current_client_cert_details: { subject: true, uri: true, dns: true }";
+    assert_eq!(run(append, true), Some(format!("By=spoofed,{want}")));
+    // FORWARD_ONLY forwards as is on mTLS; ALWAYS_FORWARD_ONLY always.
+    assert_eq!(run("forward_client_cert_details: FORWARD_ONLY", true).as_deref(), Some("By=spoofed"));
+    assert_eq!(run("forward_client_cert_details: FORWARD_ONLY", false), None);
+    assert_eq!(run("forward_client_cert_details: ALWAYS_FORWARD_ONLY", false).as_deref(), Some("By=spoofed"));
+    // Cert carries the URL-encoded PEM.
+    let with_cert =
+        run("forward_client_cert_details: SANITIZE_SET\nset_current_client_cert_details: { cert: true }", true)
+            .unwrap();
+    assert!(with_cert.contains(";Cert=\"-----BEGIN%20CERTIFICATE-----%0A"), "{with_cert}");
+}

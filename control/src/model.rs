@@ -105,6 +105,34 @@ pub struct HttpConnectionManager {
     pub http_filters: Vec<HttpFilter>,
     /// `upgrade_configs` (default none: upgrade requests get 403).
     pub upgrade_configs: Vec<UpgradeConfig>,
+    /// `forward_client_cert_details` (default SANITIZE).
+    pub forward_client_cert: ForwardClientCert,
+    /// `set_current_client_cert_details`.
+    pub client_cert_details: ClientCertDetails,
+}
+
+/// `HttpConnectionManager.ForwardClientCertDetails`: what happens to
+/// `x-forwarded-client-cert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardClientCert {
+    #[default]
+    Sanitize,
+    ForwardOnly,
+    AppendForward,
+    SanitizeSet,
+    AlwaysForwardOnly,
+}
+
+/// `HttpConnectionManager.SetCurrentClientCertDetails`: the fields of the
+/// client certificate added to `x-forwarded-client-cert` (`By` and `Hash`
+/// are always there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientCertDetails {
+    pub subject: bool,
+    pub cert: bool,
+    pub chain: bool,
+    pub dns: bool,
+    pub uri: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -73,7 +73,14 @@ const FIELDS: &[(&str, &[&str])] = &[
             "http_protocol_options",
             // HTTP/1.1 upgrades (translate/upgrade.rs, dataplane proxy/upgrade.rs).
             "upgrade_configs",
+            // x-forwarded-client-cert (translate/tls.rs, dataplane tls/xfcc.rs).
+            "forward_client_cert_details",
+            "set_current_client_cert_details",
         ],
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails",
+        &["subject", "cert", "chain", "dns", "uri"],
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig",

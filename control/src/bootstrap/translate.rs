@@ -442,6 +442,12 @@ fn http_connection_manager(
         enable_trailers: h.http_protocol_options.as_ref().is_some_and(|o| o.enable_trailers),
         http_filters,
         upgrade_configs: upgrade::hcm_upgrade_configs(&h.upgrade_configs, &p("upgrade_configs"), errors),
+        forward_client_cert: tls::forward_client_cert(
+            h.forward_client_cert_details,
+            &p("forward_client_cert_details"),
+            errors,
+        ),
+        client_cert_details: tls::client_cert_details(h.set_current_client_cert_details.as_ref()),
     })
 }
 

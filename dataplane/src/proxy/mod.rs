@@ -810,6 +810,7 @@ impl<'a> Downstream<'a> {
         } else if !headers.contains("x-forwarded-proto") {
             headers.append("x-forwarded-proto", b"http");
         }
+        crate::tls::xfcc::apply(headers, hcm.forward_client_cert, hcm.client_cert_details, self.stream.tls());
         if hcm.generate_request_id {
             let external = hcm.use_remote_address && !hcm.preserve_external_request_id;
             if external || !headers.contains("x-request-id") {

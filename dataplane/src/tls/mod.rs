@@ -18,6 +18,7 @@
 //! `filter_chain_match.server_names`; stats `listener.<address>.ssl.*`.
 
 pub mod stream;
+pub mod xfcc;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -245,6 +246,13 @@ pub fn server_config(ctx: &TlsServerContext) -> io::Result<Arc<ServerConfig>> {
     Ok(Arc::new(config))
 }
 
+/// URI SANs of a context's first certificate.
+fn local_uri_sans(ctx: &TlsServerContext) -> Rc<[String]> {
+    let first = ctx.certificates.first().and_then(|c| read_pem(&c.certificate_chain).ok());
+    let der = first.and_then(|pem| CertificateDer::pem_slice_iter(&pem).next().and_then(Result::ok));
+    der.and_then(|d| PeerIdentity::from_der(d.as_ref())).map(|id| id.uri_sans.into()).unwrap_or_else(|| Rc::from([]))
+}
+
 /// The files a context reads (watched for rotation).
 fn files(ctx: &TlsServerContext) -> Vec<String> {
     let mut out = Vec::new();
@@ -267,6 +275,8 @@ fn mtimes(files: &[String]) -> Vec<Option<SystemTime>> {
 
 /// One filter chain's TLS on one shard.
 struct ServerChain {
+    /// URI SANs of this chain's (first) certificate: XFCC's `By`.
+    local_uri_sans: RefCell<Rc<[String]>>,
     server_names: Vec<String>,
     context: Arc<TlsServerContext>,
     config: RefCell<Option<Arc<ServerConfig>>>,
@@ -308,6 +318,7 @@ impl ServerTls {
                     }
                 };
                 ServerChain {
+                    local_uri_sans: RefCell::new(local_uri_sans(&c.context)),
                     server_names: c.server_names.clone(),
                     context: c.context.clone(),
                     config: RefCell::new(config),
@@ -339,6 +350,7 @@ impl ServerTls {
             match server_config(&chain.context) {
                 Ok(cfg) => {
                     *chain.config.borrow_mut() = Some(cfg);
+                    *chain.local_uri_sans.borrow_mut() = local_uri_sans(&chain.context);
                     *chain.seen.borrow_mut() = now_seen;
                     tracing::info!(listener, files = ?chain.files, "TLS certificates reloaded");
                 }
@@ -474,6 +486,7 @@ impl ServerTls {
         }
         self.stats.handshake.inc();
         tls.set_peer(peer);
+        tls.set_local_uri_sans(chain.local_uri_sans.borrow().clone());
         Ok(tls)
     }
 

@@ -69,6 +69,8 @@ pub struct TlsStream {
     read_eof: Cell<bool>,
     /// The verified peer certificate's identity (set once, after the handshake).
     peer: RefCell<Option<super::PeerIdentity>>,
+    /// URI SANs of the certificate this side presented (XFCC `By`).
+    local_uri_sans: RefCell<std::rc::Rc<[String]>>,
 }
 
 impl TlsStream {
@@ -79,7 +81,16 @@ impl TlsStream {
             accepted: Cell::new(None),
             read_eof: Cell::new(false),
             peer: RefCell::new(None),
+            local_uri_sans: RefCell::new(std::rc::Rc::from([])),
         }
+    }
+
+    pub(crate) fn set_local_uri_sans(&self, sans: std::rc::Rc<[String]>) {
+        *self.local_uri_sans.borrow_mut() = sans;
+    }
+
+    pub fn local_uri_sans(&self) -> std::rc::Rc<[String]> {
+        self.local_uri_sans.borrow().clone()
     }
 
     pub(crate) fn set_peer(&self, peer: Option<super::PeerIdentity>) {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as lis;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use prost::Message;
 use rustls_pki_types::pem::PemObject;
@@ -346,5 +347,35 @@ fn check_key(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
             errors.add(path, format!("no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"));
             false
         }
+    }
+}
+
+/// `forward_client_cert_details`.
+pub(super) fn forward_client_cert(v: i32, path: &str, errors: &mut Errors) -> model::ForwardClientCert {
+    use hcm::http_connection_manager::ForwardClientCertDetails as F;
+    match F::try_from(v) {
+        Ok(F::Sanitize) => model::ForwardClientCert::Sanitize,
+        Ok(F::ForwardOnly) => model::ForwardClientCert::ForwardOnly,
+        Ok(F::AppendForward) => model::ForwardClientCert::AppendForward,
+        Ok(F::SanitizeSet) => model::ForwardClientCert::SanitizeSet,
+        Ok(F::AlwaysForwardOnly) => model::ForwardClientCert::AlwaysForwardOnly,
+        Err(_) => {
+            errors.add(path, format!("unknown value {v}"));
+            model::ForwardClientCert::Sanitize
+        }
+    }
+}
+
+/// `set_current_client_cert_details`.
+pub(super) fn client_cert_details(
+    d: Option<&hcm::http_connection_manager::SetCurrentClientCertDetails>,
+) -> model::ClientCertDetails {
+    let Some(d) = d else { return model::ClientCertDetails::default() };
+    model::ClientCertDetails {
+        subject: d.subject.is_some_and(|b| b.value),
+        cert: d.cert,
+        chain: d.chain,
+        dns: d.dns,
+        uri: d.uri,
     }
 }

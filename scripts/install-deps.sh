@@ -20,6 +20,11 @@ APT_PACKAGES=(
     libdpdk-dev     # DPDK 22.11 for the dpdk crate (kernel-bypass data path; optional at build time)
     curl            # the demo (`make run`) and the docs' examples
     ca-certificates # TLS roots for apt/cargo on a bare machine
+    redis-server    # tests/tcp_proxy.rs: a real protocol carried by the TCP proxy
+    redis-tools     # tests/tcp_proxy.rs: redis-benchmark and redis-cli as clients
+    openssl         # tests/tls_downstream.rs: test certificates and `openssl s_client`
+    python3         # tests/websocket.rs: the WebSocket client and server (Python `websockets`)
+    python3-venv    # the test venv below
 )
 APT_PACKAGES+=("$@")
 
@@ -41,29 +46,47 @@ installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
 
-missing=()
-if command -v dpkg-query >/dev/null 2>&1; then
-    for p in "${APT_PACKAGES[@]}"; do
-        installed "$p" || missing+=("$p")
-    done
+install_system_packages() {
+    missing=()
+    if command -v dpkg-query >/dev/null 2>&1; then
+        for p in "${APT_PACKAGES[@]}"; do
+            installed "$p" || missing+=("$p")
+        done
+    else
+        note "no dpkg here (not Debian/Ubuntu?): make sure these are installed: ${APT_PACKAGES[*]}"
+        return 0
+    fi
+
+    if [ "${#missing[@]}" -eq 0 ]; then
+        note "system packages already installed (${APT_PACKAGES[*]})"
+        return 0
+    fi
+
+    if [ "$(id -u)" -ne 0 ]; then
+        note "note: not root, so not installing: ${missing[*]}"
+        note "      run as root:  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+        note "      continuing; the build may fail if one of them is really needed."
+        return 0
+    fi
+
+    note "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+}
+install_system_packages
+
+# ---------------------------------------------------------------- Python test tools
+# tests/websocket.rs drives real WebSocket peers written with the PyPI package
+# `websockets`; it lives in a venv under target/ so the system Python stays
+# untouched.  The tests look for target/test-venv/bin/python3.
+VENV="$(cd "$(dirname "$0")/.." && pwd)/target/test-venv"
+PY_PACKAGES=('websockets>=12,<16')
+if [ -x "$VENV/bin/python3" ] && "$VENV/bin/python3" -c 'import websockets' 2>/dev/null; then
+    note "python test venv ready ($VENV)"
+elif command -v python3 >/dev/null 2>&1 && python3 -m venv "$VENV" 2>/dev/null; then
+    note "installing into $VENV: ${PY_PACKAGES[*]}"
+    "$VENV/bin/pip" install --quiet "${PY_PACKAGES[@]}"
 else
-    note "no dpkg here (not Debian/Ubuntu?): make sure these are installed: ${APT_PACKAGES[*]}"
-    exit 0
+    note "note: cannot create a Python venv (python3 / python3-venv missing); tests/websocket.rs will fail"
 fi
-
-if [ "${#missing[@]}" -eq 0 ]; then
-    note "system packages already installed (${APT_PACKAGES[*]})"
-    exit 0
-fi
-
-if [ "$(id -u)" -ne 0 ]; then
-    note "note: not root, so not installing: ${missing[*]}"
-    note "      run as root:  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
-    note "      continuing; the build may fail if one of them is really needed."
-    exit 0
-fi
-
-note "installing: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update
-apt-get install -y --no-install-recommends "${missing[@]}"

@@ -203,6 +203,9 @@ fn run(cli: Cli, config: control::model::Config, datapath: Option<dpdk_setup::Dp
     for l in &config.load().listeners {
         tracing::info!(listener = %l.name, address = %l.address, shards, "listening");
     }
+    for l in &config.load().tcp_listeners {
+        tracing::info!(listener = %l.name, address = %l.address, shards, "listening (tcp_proxy)");
+    }
 
     let flag = server.clone();
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])

@@ -60,6 +60,7 @@ mod supported;
 mod translate;
 
 pub use dump::config_dump_json;
+pub use translate::TLS12_CIPHER_SUITES;
 
 /// Syntax of a bootstrap document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,8 @@ pub struct Config {
     pub node: Node,
     pub admin: Option<Admin>,
     pub listeners: Vec<Arc<Listener>>,
+    /// Listeners whose filter chain ends in `envoy.filters.network.tcp_proxy`.
+    pub tcp_listeners: Vec<Arc<TcpListener>>,
     /// Clusters by name; route actions refer to them by name.
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     /// The bootstrap as loaded, in canonical proto3 JSON (for `/config_dump`).
@@ -128,6 +130,8 @@ pub struct Listener {
     pub network_rbac: Vec<Arc<NetworkRbac>>,
     /// `envoy.filters.network.local_ratelimit` filters, in order.
     pub network_local_ratelimit: Vec<Arc<NetworkLocalRateLimit>>,
+    /// Downstream TLS (`transport_socket` `envoy.transport_sockets.tls`).
+    pub tls: Option<Arc<DownstreamTls>>,
 }
 
 /// How the `server` response header is treated (`server_header_transformation`).
@@ -176,6 +180,36 @@ pub struct HttpConnectionManager {
     pub enable_trailers: bool,
     /// HTTP filters in order; the last one is always the router.
     pub http_filters: Vec<HttpFilter>,
+    /// `upgrade_configs` (default none: upgrade requests get 403).
+    pub upgrade_configs: Vec<UpgradeConfig>,
+    /// `forward_client_cert_details` (default SANITIZE).
+    pub forward_client_cert: ForwardClientCert,
+    /// `set_current_client_cert_details`.
+    pub client_cert_details: ClientCertDetails,
+}
+
+/// `HttpConnectionManager.ForwardClientCertDetails`: what happens to
+/// `x-forwarded-client-cert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardClientCert {
+    #[default]
+    Sanitize,
+    ForwardOnly,
+    AppendForward,
+    SanitizeSet,
+    AlwaysForwardOnly,
+}
+
+/// `HttpConnectionManager.SetCurrentClientCertDetails`: the fields of the
+/// client certificate added to `x-forwarded-client-cert` (`By` and `Hash`
+/// are always there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientCertDetails {
+    pub subject: bool,
+    pub cert: bool,
+    pub chain: bool,
+    pub dns: bool,
+    pub uri: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,6 +362,18 @@ pub struct ForwardAction {
     pub request_mirror_policies: Vec<MirrorPolicy>,
     /// `rate_limits` (descriptors for local rate limit `descriptors`).
     pub rate_limits: Vec<RateLimitPolicy>,
+    /// `upgrade_configs`: per-route overrides of the HCM's upgrade configs.
+    pub upgrade_configs: Vec<UpgradeConfig>,
+}
+
+/// One `upgrade_configs` entry (HCM or route): whether HTTP/1.1 upgrades
+/// to `upgrade_type` (`Upgrade:` header token, e.g. `websocket`) are proxied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeConfig {
+    /// Lower-cased; matched case-insensitively.
+    pub upgrade_type: String,
+    /// `enabled` (default true).
+    pub enabled: bool,
 }
 
 /// Which cluster a forwarded request goes to.
@@ -826,6 +872,9 @@ pub enum RbacPrincipal {
     RemoteIp(CidrRange),
     Header(HeaderMatch),
     UrlPath(StringMatch),
+    /// `authenticated`: a TLS peer with a verified certificate; with a
+    /// `principal_name`, one of its URI SANs, DNS SANs or its subject must match.
+    Authenticated(Option<StringMatch>),
 }
 
 /// `envoy.config.core.v3.CidrRange`, with the host bits of `address`
@@ -885,4 +934,124 @@ pub struct NetworkRbac {
     pub shadow_rules_stat_prefix: String,
     /// `delay_deny`: wait this long before closing a denied connection.
     pub delay_deny: Option<Duration>,
+}
+
+/// A listener whose filter chain ends in `envoy.filters.network.tcp_proxy`:
+/// every accepted connection becomes a byte tunnel to an upstream host.
+#[derive(Debug, Clone)]
+pub struct TcpListener {
+    pub name: String,
+    pub address: SocketAddr,
+    /// `per_connection_buffer_limit_bytes` (Envoy default 1 MiB).
+    pub per_connection_buffer_limit_bytes: u32,
+    /// `envoy.filters.network.rbac` filters ahead of the tcp_proxy, in order.
+    pub network_rbac: Vec<Arc<NetworkRbac>>,
+    pub proxy: Arc<TcpProxy>,
+    /// Downstream TLS (`transport_socket` `envoy.transport_sockets.tls`).
+    pub tls: Option<Arc<DownstreamTls>>,
+}
+
+/// `envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy` (supported subset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpProxy {
+    /// `stat_prefix`: stats are `tcp.<stat_prefix>.*`.
+    pub stat_prefix: String,
+    pub target: TcpProxyTarget,
+    /// `idle_timeout` (default 1 h; `0s` disables): no bytes in either
+    /// direction for this long closes both connections.
+    pub idle_timeout: Option<Duration>,
+    /// `max_connect_attempts` (default 1, at least 1).
+    pub max_connect_attempts: u32,
+}
+
+/// `TcpProxy.cluster_specifier`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpProxyTarget {
+    /// `cluster`.
+    Cluster(String),
+    /// `weighted_clusters.clusters`: (name, weight ≥ 1), picked per connection.
+    Weighted(Vec<(String, u32)>),
+}
+
+/// A listener's TLS: one server context per filter chain, picked by the
+/// client's SNI (`filter_chain_match.server_names`).  Every filter chain of a
+/// TLS listener has a TLS transport socket and the same network filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownstreamTls {
+    pub chains: Vec<TlsFilterChain>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFilterChain {
+    /// `filter_chain_match.server_names`, lower-cased; `*.example.com`
+    /// wildcards kept as written.  Empty: any (or no) SNI.
+    pub server_names: Vec<String>,
+    pub context: Arc<TlsServerContext>,
+}
+
+/// `envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsServerContext {
+    /// `common_tls_context.tls_certificates` (at least one).
+    pub certificates: Vec<TlsCertificate>,
+    /// `common_tls_context.alpn_protocols`.
+    pub alpn_protocols: Vec<String>,
+    /// `tls_params.tls_minimum_protocol_version` (default TLS 1.2).
+    pub min_version: TlsVersion,
+    /// `tls_params.tls_maximum_protocol_version` (default TLS 1.3).
+    pub max_version: TlsVersion,
+    /// `tls_params.cipher_suites` (TLS 1.2 suites, BoringSSL names); empty:
+    /// the defaults.
+    pub cipher_suites: Vec<String>,
+    /// `validation_context`: peer certificate checks (mTLS).
+    pub validation: Option<TlsValidation>,
+    /// `require_client_certificate` (default false).
+    pub require_client_certificate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// `TlsCertificate`: a PEM chain and its PEM private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCertificate {
+    pub certificate_chain: TlsSource,
+    pub private_key: TlsSource,
+}
+
+/// `config.core.v3.DataSource` holding PEM: a file (watched and reloaded
+/// when it changes) or inline bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    File(String),
+    Inline(Vec<u8>),
+}
+
+/// `CertificateValidationContext` (supported subset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsValidation {
+    /// `trusted_ca`: PEM CA certificates the peer's chain must lead to.
+    pub trusted_ca: TlsSource,
+    /// `match_typed_subject_alt_names` / `match_subject_alt_names`: the peer
+    /// certificate must have a SAN matching one of these (empty: any).
+    pub subject_alt_names: Vec<SanMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SanMatch {
+    /// `None`: the deprecated untyped form, which matches DNS, URI, email
+    /// and IP SANs alike.
+    pub san_type: Option<SanType>,
+    pub matcher: StringMatch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanType {
+    Email,
+    Dns,
+    Uri,
+    IpAddress,
 }

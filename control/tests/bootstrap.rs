@@ -431,10 +431,14 @@ fn direct_response_errors() {
 fn unknown_network_filter_type() {
     let errs = errors(&with(&[(
         "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config",
-        json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-               "stat_prefix": "tcp", "cluster": "backend"}),
+        json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
+               "stat_prefix": "rl"}),
     )]));
-    assert_error(&errs, HCM_PATH, "unsupported filter type envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy");
+    assert_error(
+        &errs,
+        HCM_PATH,
+        "unsupported filter type envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
+    );
 }
 
 #[test]
@@ -492,14 +496,24 @@ fn rds_on_hcm() {
 
 #[test]
 fn filter_chain_match() {
+    // server_names picks among TLS filter chains only.
     let errs = errors(&with(&[(
         "/static_resources/listeners/0/filter_chains/0/filter_chain_match",
         json!({"server_names": ["a.com"]}),
     )]));
     assert_error(
         &errs,
-        "static_resources.listeners[0].filter_chains[0].filter_chain_match",
-        "unsupported field (meshgate supports: filters)",
+        "static_resources.listeners[0].filter_chains[0].filter_chain_match.server_names",
+        "needs a TLS transport_socket",
+    );
+    let errs = errors(&with(&[(
+        "/static_resources/listeners/0/filter_chains/0/filter_chain_match",
+        json!({"destination_port": 80}),
+    )]));
+    assert_error(
+        &errs,
+        "static_resources.listeners[0].filter_chains[0].filter_chain_match.destination_port",
+        "unsupported field (meshgate supports: server_names)",
     );
 }
 
@@ -623,7 +637,7 @@ fn filter_chain_rules() {
     let chain = doc.pointer("/static_resources/listeners/0/filter_chains/0").unwrap().clone();
     doc.pointer_mut("/static_resources/listeners/0/filter_chains").unwrap().as_array_mut().unwrap().push(chain);
     let errs = errors(&doc);
-    assert_error(&errs, "static_resources.listeners[0].filter_chains[1]", "only one filter chain");
+    assert_error(&errs, "static_resources.listeners[0].filter_chains[1]", "need TLS transport sockets");
 
     let errs = errors(&with(&[("/static_resources/listeners/0/filter_chains", json!([]))]));
     assert_error(&errs, "static_resources.listeners[0].filter_chains", "exactly one filter chain");

@@ -62,6 +62,7 @@ fn subject(ip: IpAddr) -> Subject<'static> {
         source: ip,
         destination: "127.0.0.1:10000".parse().unwrap(),
         headers: &NoHeaders,
+        peer: None,
     }
 }
 
@@ -239,6 +240,7 @@ fn request(c: &mut Criterion) {
                         source: peer.ip(),
                         destination: local,
                         headers: head,
+                        peer: None,
                     };
                     black_box(rbac.check_request(&s, route, &table, host))
                 })

@@ -609,19 +609,26 @@ impl Admin {
             let statuses: Vec<Value> = cfg
                 .listeners
                 .iter()
-                .map(|l| {
+                .map(|l| (&l.name, l.address))
+                .chain(cfg.tcp_listeners.iter().map(|l| (&l.name, l.address)))
+                .map(|(name, address)| {
                     json!({
-                        "name": l.name,
+                        "name": name,
                         "local_address": {"socket_address": {
-                            "address": l.address.ip().to_string(),
-                            "port_value": l.address.port(),
+                            "address": address.ip().to_string(),
+                            "port_value": address.port(),
                         }},
                     })
                 })
                 .collect();
             return Response::json(200, &json!({ "listener_statuses": statuses }));
         }
-        let out: String = cfg.listeners.iter().map(|l| format!("{}::{}\n", l.name, l.address)).collect();
+        let out: String = cfg
+            .listeners
+            .iter()
+            .map(|l| format!("{}::{}\n", l.name, l.address))
+            .chain(cfg.tcp_listeners.iter().map(|l| format!("{}::{}\n", l.name, l.address)))
+            .collect();
         Response::text(200, out)
     }
 

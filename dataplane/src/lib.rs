@@ -22,5 +22,8 @@ pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod stats;
+pub mod tcp_proxy;
+pub mod tls;
 pub mod transport;
+pub mod tunnel;
 pub mod upstream;

@@ -54,12 +54,18 @@ pub struct HttpListener {
     pub rbac: crate::rbac::ListenerRbac,
     /// Local rate limiting and fault injection, for this snapshot.
     pub filters: crate::filters::ListenerFilters,
+    /// `http.<stat_prefix>.downstream_cx_upgrades_*` and friends.
+    pub upgrade_stats: crate::proxy::upgrade::UpgradeStats,
+    /// Downstream TLS, when the listener's filter chains have it.
+    pub tls: Option<Rc<crate::tls::ServerTls>>,
 }
 
 /// One shard's view of one config version.
 pub struct ShardSnapshot {
     pub config: Arc<Config>,
     pub listeners: HashMap<String, Rc<HttpListener>>,
+    /// TCP proxy listeners (`envoy.filters.network.tcp_proxy`).
+    pub tcp_listeners: HashMap<String, Rc<crate::tcp_proxy::TcpProxyListener>>,
     pub clusters: HashMap<String, Rc<ClusterRuntime>>,
 }
 
@@ -367,26 +373,41 @@ fn build_snapshot(
                 limits: Limits::from_hcm(&hcm),
                 rbac: crate::rbac::ListenerRbac::new(l, store, slot),
                 filters: crate::filters::ListenerFilters::new(l, store, slot),
+                upgrade_stats: crate::proxy::upgrade::UpgradeStats::new(store, &hcm.stat_prefix, slot),
+                tls: l.tls.as_ref().map(|t| {
+                    crate::tls::ServerTls::new(t, crate::tls::TlsStats::new(store, &l.address, slot), &l.name)
+                }),
                 hcm,
             }),
         );
     }
-    ShardSnapshot { config: config.clone(), listeners, clusters }
+    let tcp_listeners = config
+        .tcp_listeners
+        .iter()
+        .map(|l| (l.name.clone(), Rc::new(crate::tcp_proxy::TcpProxyListener::new(l.clone(), store, slot))))
+        .collect();
+    ShardSnapshot { config: config.clone(), listeners, tcp_listeners, clusters }
 }
 
 /// Binds every listener of the current snapshot that has no accept task
 /// yet, and stops those that left the config.
 fn bind_listeners(ctx: &Rc<ShardCtx>, tasks: &mut HashMap<String, (SocketAddr, JoinHandle<()>)>) -> io::Result<()> {
     let snapshot = ctx.snapshot();
-    tasks.retain(|name, (addr, _)| snapshot.listeners.get(name).is_some_and(|l| l.config.address == *addr));
-    for (name, listener) in &snapshot.listeners {
+    let addresses = snapshot
+        .listeners
+        .iter()
+        .map(|(name, l)| (name, l.config.address))
+        .chain(snapshot.tcp_listeners.iter().map(|(name, l)| (name, l.config.address)));
+    let wanted: HashMap<&String, SocketAddr> = addresses.collect();
+    tasks.retain(|name, (addr, _)| wanted.get(name) == Some(addr));
+    for (name, address) in wanted {
         if tasks.contains_key(name) {
             continue;
         }
-        let socket = transport::bind(listener.config.address)
-            .map_err(|e| io::Error::new(e.kind(), format!("listener {name} on {}: {e}", listener.config.address)))?;
+        let socket = transport::bind(address)
+            .map_err(|e| io::Error::new(e.kind(), format!("listener {name} on {address}: {e}")))?;
         let task = spawn(accept_loop(ctx.clone(), name.clone(), socket));
-        tasks.insert(name.clone(), (listener.config.address, task));
+        tasks.insert(name.clone(), (address, task));
     }
     Ok(())
 }
@@ -395,8 +416,14 @@ async fn accept_loop(ctx: Rc<ShardCtx>, name: String, socket: transport::Listene
     loop {
         match socket.accept().await {
             Ok((stream, peer)) => {
-                let Some(listener) = ctx.snapshot().listeners.get(&name).cloned() else { return };
-                spawn(crate::proxy::serve_connection(ctx.clone(), listener, stream, peer)).detach();
+                let snapshot = ctx.snapshot();
+                if let Some(listener) = snapshot.listeners.get(&name).cloned() {
+                    spawn(crate::tls::serve_http(ctx.clone(), listener, stream, peer)).detach();
+                } else if let Some(listener) = snapshot.tcp_listeners.get(&name).cloned() {
+                    spawn(crate::tcp_proxy::serve_connection(ctx.clone(), listener, stream, peer)).detach();
+                } else {
+                    return;
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

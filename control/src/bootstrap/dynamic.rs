@@ -657,6 +657,8 @@ pub fn build(
             node: base.node.clone(),
             admin: base.admin.clone(),
             listeners,
+            // TCP proxy listeners come from the bootstrap only (not over LDS yet).
+            tcp_listeners: base.tcp_listeners.clone(),
             clusters,
             bootstrap_json: base.bootstrap_json.clone(),
             last_updated: super::now_rfc3339(),

@@ -6,7 +6,7 @@
 //! port bounds, CIDR validity, and — for the network filter — no header
 //! rules, since a plain connection has no headers.  Policies are sorted by
 //! name here because Envoy evaluates them in that order.  Fields outside
-//! meshgate's subset (`authenticated`, CEL `condition`, the matcher API...)
+//! meshgate's subset (`requested_server_name`, CEL `condition`, the matcher API...)
 //! were already reported by the allowlist walk; this module skips them
 //! quietly, so each problem is reported once.
 
@@ -126,7 +126,7 @@ pub(crate) fn network_filters(
             continue;
         };
         let ty = type_name(&any.type_url);
-        if ty == HCM {
+        if ty == HCM || ty == super::supported::TCP_PROXY {
             seen_terminal = true;
             continue;
         }
@@ -137,7 +137,7 @@ pub(crate) fn network_filters(
         if seen_terminal {
             errors.add(
                 &fpath,
-                "envoy.filters.network.rbac must come before the terminal envoy.filters.network.http_connection_manager",
+                "envoy.filters.network.rbac must come before the terminal filter (http_connection_manager or tcp_proxy)",
             );
             ok = false;
             continue;
@@ -393,6 +393,10 @@ fn principal(p: &rbac::Principal, path: &str, ctx: Context, errors: &mut Errors)
         }
         Some(Identifier::UrlPath(m)) => P::UrlPath(path_matcher(m, &join(path, "url_path"), errors)?),
         Some(Identifier::NotId(inner)) => P::Not(Box::new(principal(inner, &join(path, "not_id"), ctx, errors)?)),
+        Some(Identifier::Authenticated(a)) => P::Authenticated(match &a.principal_name {
+            Some(m) => Some(super::matchers::string_matcher(m, &join(path, "authenticated.principal_name"), errors)?),
+            None => None,
+        }),
         Some(_) => return None, // reported by the allowlist walk
         None => {
             errors.add(path, "needs one identifier (any, direct_remote_ip, remote_ip, source_ip, header, url_path, and_ids, or_ids, not_id)");

@@ -17,6 +17,8 @@ pub(crate) const UPSTREAM_HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.
 pub(crate) const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub(crate) const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub(crate) const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
+pub(crate) const DOWNSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+pub(crate) const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
 pub(crate) const HTTP_LOCAL_RATELIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 pub(crate) const HTTP_FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
@@ -49,7 +51,25 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.Address", &["socket_address"]),
     ("envoy.config.core.v3.SocketAddress", &["protocol", "address", "port_value"]),
     ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "per_connection_buffer_limit_bytes"]),
-    ("envoy.config.listener.v3.FilterChain", &["filters"]),
+    ("envoy.config.listener.v3.FilterChain", &["filters", "filter_chain_match", "transport_socket"]),
+    // Downstream TLS (translate/tls.rs).
+    ("envoy.config.listener.v3.FilterChainMatch", &["server_names"]),
+    ("envoy.config.core.v3.TransportSocket", &["name", "typed_config"]),
+    (DOWNSTREAM_TLS, &["common_tls_context", "require_client_certificate"]),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
+        &["tls_params", "tls_certificates", "alpn_protocols", "validation_context"],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
+        &["tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites"],
+    ),
+    ("envoy.extensions.transport_sockets.tls.v3.TlsCertificate", &["certificate_chain", "private_key"]),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
+        &["trusted_ca", "match_typed_subject_alt_names", "match_subject_alt_names"],
+    ),
+    ("envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", &["san_type", "matcher"]),
     ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
     (
         HCM,
@@ -72,9 +92,27 @@ const FIELDS: &[(&str, &[&str])] = &[
             "generate_request_id",
             "preserve_external_request_id",
             "http_protocol_options",
+            // HTTP/1.1 upgrades (translate/upgrade.rs, dataplane proxy/upgrade.rs).
+            "upgrade_configs",
+            // x-forwarded-client-cert (translate/tls.rs, dataplane tls/xfcc.rs).
+            "forward_client_cert_details",
+            "set_current_client_cert_details",
         ],
     ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails",
+        &["subject", "cert", "chain", "dns", "uri"],
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig",
+        &["upgrade_type", "enabled"],
+    ),
+    ("envoy.config.route.v3.RouteAction.UpgradeConfig", &["upgrade_type", "enabled"]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", &["name", "typed_config"]),
+    // TCP proxy (translate/tcp_proxy.rs).
+    (TCP_PROXY, &["stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "max_connect_attempts"]),
+    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", &["clusters"]),
+    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", &["name", "weight"]),
     (
         "envoy.config.route.v3.RouteConfiguration",
         &[
@@ -140,6 +178,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "hash_policy",
             "request_mirror_policies",
             "rate_limits",
+            "upgrade_configs",
         ],
     ),
     // No runtime layer: `runtime_key_prefix` keys never resolve, so the
@@ -277,7 +316,18 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.rbac.v3.Permission.Set", &["rules"]),
     (
         "envoy.config.rbac.v3.Principal",
-        &["and_ids", "or_ids", "any", "source_ip", "direct_remote_ip", "remote_ip", "header", "url_path", "not_id"],
+        &[
+            "and_ids",
+            "or_ids",
+            "any",
+            "source_ip",
+            "direct_remote_ip",
+            "remote_ip",
+            "header",
+            "url_path",
+            "not_id",
+            "authenticated",
+        ],
     ),
     ("envoy.config.rbac.v3.Principal.Set", &["ids"]),
     // Governance filters (translate/filters.rs).
@@ -349,6 +399,7 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.config.route.v3.RouteAction.RequestMirrorPolicy",
         &["cluster", "cluster_header", "runtime_fraction", "disable_shadow_host_suffix_append"],
     ),
+    ("envoy.config.rbac.v3.Principal.Authenticated", &["principal_name"]),
 ];
 
 /// Messages whose supported subset depends on where they appear, keyed by
@@ -400,8 +451,11 @@ const HINTS: &[(&str, &str)] = &[
         "HTTP/2 not supported yet",
     ),
     ("envoy.config.listener.v3.FilterChain.transport_socket", "TLS not supported yet"),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options",
+        "HTTP/2 not supported yet",
+    ),
     ("envoy.config.cluster.v3.Cluster.transport_socket", "TLS not supported yet"),
-    ("envoy.config.rbac.v3.Principal.authenticated", "requires TLS, not supported yet"),
     ("envoy.config.rbac.v3.Permission.requested_server_name", "requires TLS (SNI), not supported yet"),
     ("envoy.config.rbac.v3.Policy.condition", "CEL conditions are not supported"),
     ("envoy.extensions.filters.http.rbac.v3.RBAC.matcher", "the RBAC matcher API is not supported yet, use rules"),
@@ -435,7 +489,12 @@ const HINTS: &[(&str, &str)] = &[
 
 /// `Any` fields: which packed types each accepts, and what to call them.
 const ANY_TYPES: &[(&str, &str, &[&str])] = &[
-    ("envoy.config.listener.v3.Filter.typed_config", "filter", &[HCM, NETWORK_RBAC, NETWORK_LOCAL_RATELIMIT]),
+    (
+        "envoy.config.listener.v3.Filter.typed_config",
+        "filter",
+        &[HCM, NETWORK_RBAC, NETWORK_LOCAL_RATELIMIT, TCP_PROXY],
+    ),
+    ("envoy.config.core.v3.TransportSocket.typed_config", "transport socket", &[DOWNSTREAM_TLS]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",
         "HTTP filter",

@@ -29,6 +29,10 @@ use crate::model;
 pub(super) mod filters;
 mod lb;
 mod routing;
+mod tcp_proxy;
+mod tls;
+pub use tls::CIPHER_SUITES as TLS12_CIPHER_SUITES;
+mod upgrade;
 
 const KIB: u32 = 1024;
 const MIB: u32 = 1024 * 1024;
@@ -56,10 +60,22 @@ pub(crate) fn translate(
     // their own checks, so one broken cluster is not also N "unknown cluster"s.
     let cluster_names: HashSet<&str> =
         resources.clusters.iter().map(|c| c.name.as_str()).filter(|n| !n.is_empty()).collect();
-    let listeners = listeners(&resources.listeners, &cluster_names, errors);
+    let mut tcp_listeners = Vec::new();
+    let listeners = listeners(&resources.listeners, &cluster_names, &mut tcp_listeners, errors);
 
     let xds = super::dynamic::bootstrap_xds(b, errors).map(Arc::new);
-    model::Config { version: 0, node, admin, listeners, clusters, bootstrap_json, last_updated, xds, dynamic: None }
+    model::Config {
+        version: 0,
+        node,
+        admin,
+        listeners,
+        tcp_listeners,
+        clusters,
+        bootstrap_json,
+        last_updated,
+        xds,
+        dynamic: None,
+    }
 }
 
 // ---------------------------------------------------------------- helpers
@@ -204,7 +220,13 @@ fn admin(a: &bs::Admin, errors: &mut Errors) -> Option<model::Admin> {
 
 // ---------------------------------------------------------------- listeners
 
-fn listeners(list: &[lis::Listener], clusters: &HashSet<&str>, errors: &mut Errors) -> Vec<Arc<model::Listener>> {
+/// HTTP listeners are returned; TCP proxy listeners go to `tcp_out`.
+fn listeners(
+    list: &[lis::Listener],
+    clusters: &HashSet<&str>,
+    tcp_out: &mut Vec<Arc<model::TcpListener>>,
+    errors: &mut Errors,
+) -> Vec<Arc<model::Listener>> {
     let mut out = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
@@ -232,6 +254,23 @@ fn listeners(list: &[lis::Listener], clusters: &HashSet<&str>, errors: &mut Erro
                 );
             }
         }
+        if tcp_proxy::is_tcp_proxy_chain(&l.filter_chains) {
+            let per_connection_buffer_limit_bytes = l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value);
+            let tls = tls::downstream(&l.filter_chains, &path, errors);
+            let proxy = tcp_proxy::filter_chain(&l.filter_chains, &path, clusters, errors);
+            let network_rbac = super::rbac::network_filters(&l.filter_chains, &path, errors);
+            if let (Some(address), Some(proxy), Some(network_rbac), Some(tls)) = (address, proxy, network_rbac, tls) {
+                tcp_out.push(Arc::new(model::TcpListener {
+                    name,
+                    address,
+                    per_connection_buffer_limit_bytes,
+                    network_rbac,
+                    proxy: Arc::new(proxy),
+                    tls,
+                }));
+            }
+            continue;
+        }
         if let Some(l) = listener_body(l, name, address, &path, clusters, errors) {
             out.push(Arc::new(l));
         }
@@ -252,12 +291,14 @@ pub(super) fn listener_body(
     let http = filter_chains(&l.filter_chains, path, clusters, errors);
     let network_rbac = super::rbac::network_filters(&l.filter_chains, path, errors);
     let network_local_ratelimit = filters::network_local_ratelimits(&l.filter_chains, path, errors);
+    let tls = tls::downstream(&l.filter_chains, path, errors);
     Some(model::Listener {
         name,
         address: address?,
         http: Arc::new(http?),
         network_rbac: network_rbac?,
         network_local_ratelimit: network_local_ratelimit?,
+        tls: tls?,
         per_connection_buffer_limit_bytes: l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value),
     })
 }
@@ -268,13 +309,8 @@ fn filter_chains(
     clusters: &HashSet<&str>,
     errors: &mut Errors,
 ) -> Option<model::HttpConnectionManager> {
+    // Several chains are checked (same filters, TLS) by tls::downstream.
     let path = join(listener_path, "filter_chains");
-    if chains.len() > 1 {
-        errors.add(
-            format!("{path}[1]"),
-            format!("only one filter chain per listener is supported for now (found {})", chains.len()),
-        );
-    }
     let Some(chain) = chains.first() else {
         errors.add(path, "exactly one filter chain is required");
         return None;
@@ -443,6 +479,13 @@ fn http_connection_manager(
         accept_http_10: h.http_protocol_options.as_ref().is_some_and(|o| o.accept_http_10),
         enable_trailers: h.http_protocol_options.as_ref().is_some_and(|o| o.enable_trailers),
         http_filters,
+        upgrade_configs: upgrade::hcm_upgrade_configs(&h.upgrade_configs, &p("upgrade_configs"), errors),
+        forward_client_cert: tls::forward_client_cert(
+            h.forward_client_cert_details,
+            &p("forward_client_cert_details"),
+            errors,
+        ),
+        client_cert_details: tls::client_cert_details(h.set_current_client_cert_details.as_ref()),
     })
 }
 

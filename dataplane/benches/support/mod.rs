@@ -330,7 +330,7 @@ pub fn rbac_subjects(ranges: &[CidrRange], hit: bool) -> Vec<Subject<'static>> {
     }
     let destination: SocketAddr = "127.0.0.1:10000".parse().unwrap();
     ips.into_iter()
-        .map(|ip| Subject { remote: ip, direct_remote: ip, source: ip, destination, headers: &NoHeaders })
+        .map(|ip| Subject { remote: ip, direct_remote: ip, source: ip, destination, headers: &NoHeaders, peer: None })
         .collect()
 }
 

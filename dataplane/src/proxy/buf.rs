@@ -3,8 +3,6 @@
 use std::cell::RefCell;
 use std::io;
 
-use crate::transport::Stream;
-
 /// A byte buffer with a consumed prefix (`start`) and a filled end (`end`).
 /// It grows only while a head does not fit (up to a cap), so body streaming
 /// runs in a fixed amount of memory per connection.
@@ -82,7 +80,7 @@ impl RecvBuf {
     }
 
     /// Reads once from `stream`, appending; `Ok(0)` is end of stream.
-    pub async fn fill_from(&mut self, stream: &Stream) -> io::Result<usize> {
+    pub async fn fill_from<S: crate::tunnel::Duplex + ?Sized>(&mut self, stream: &S) -> io::Result<usize> {
         if self.data.is_empty() {
             self.acquire();
         }
@@ -98,7 +96,7 @@ impl RecvBuf {
                 return Err(BUFFER_FULL.into());
             }
         }
-        let n = stream.read(&mut self.data[self.end..]).await?;
+        let n = std::future::poll_fn(|cx| stream.poll_read(cx, &mut self.data[self.end..])).await?;
         self.end += n;
         Ok(n)
     }

@@ -28,6 +28,7 @@
 
 mod buf;
 mod mirror;
+pub mod upgrade;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -54,6 +55,7 @@ use crate::http1::{
 use crate::router::{action as route_action, mutate, Matched};
 use crate::runtime::{now, sleep_until, spawn, timeout, Sleep};
 use crate::shard::{HttpListener, ShardCtx};
+use crate::tls::Conn;
 use crate::transport::Stream;
 use crate::upstream::{lb, ClusterRuntime, ConnectFailure, UpstreamConn};
 
@@ -65,7 +67,7 @@ pub(crate) const UPSTREAM_HEAD_LIMIT: usize = 60 * 1024;
 const DISCARD_BODY_LIMIT: u64 = 64 * 1024;
 
 /// Serves one downstream connection until it closes.
-pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, stream: Stream, peer: SocketAddr) {
+pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, stream: Conn, peer: SocketAddr) {
     let stats = &listener.stats;
     stats.downstream_cx_total.inc();
     stats.downstream_cx_http1_total.inc();
@@ -93,7 +95,7 @@ const PARK_IDLE_AFTER: Duration = Duration::from_millis(100);
 /// A downstream connection between tasks: everything that must survive
 /// parking, and nothing else.
 struct ParkedConn {
-    stream: Stream,
+    stream: Conn,
     peer: SocketAddr,
     opened: Instant,
     rx_bytes: u64,
@@ -207,7 +209,7 @@ enum After {
 
 struct Downstream<'a> {
     ctx: &'a ShardCtx,
-    stream: Stream,
+    stream: Conn,
     peer: SocketAddr,
     buf: RecvBuf,
     head: RequestHead,
@@ -223,10 +225,12 @@ struct Downstream<'a> {
     x_ratelimit: Option<local_ratelimit::XRateLimit>,
     /// Headers the next local reply carries for the filter that sends it.
     filter_reply: Option<crate::filters::FilterReply>,
+    /// The current request's `Upgrade` value when it is an upgrade request.
+    upgrade: Option<Vec<u8>>,
 }
 
 impl<'a> Downstream<'a> {
-    fn new(ctx: &'a ShardCtx, stream: Stream, peer: SocketAddr, listener: &HttpListener) -> Downstream<'a> {
+    fn new(ctx: &'a ShardCtx, stream: Conn, peer: SocketAddr, listener: &HttpListener) -> Downstream<'a> {
         let cap = listener.limits.max_head_bytes + 4096;
         Downstream {
             ctx,
@@ -241,6 +245,7 @@ impl<'a> Downstream<'a> {
             conn_buckets: Default::default(),
             x_ratelimit: None,
             filter_reply: None,
+            upgrade: None,
         }
     }
 
@@ -425,7 +430,9 @@ impl<'a> Downstream<'a> {
             let _ = self.local_reply(listener, 426, b"Upgrade Required", true).await;
             return After::Close;
         }
+        let upgrade_value = upgrade::upgrade_header(&self.head);
         let directives = strip_hop_by_hop(&mut self.head.headers);
+        self.upgrade = upgrade::requested(&mut self.head, upgrade_value, directives.upgrade);
         let client_keeps = directives.persistent(self.head.version);
         let expect_continue = match self.head.headers.get("expect") {
             Some(v) if v.eq_ignore_ascii_case(b"100-continue") => true,
@@ -441,6 +448,13 @@ impl<'a> Downstream<'a> {
         let path = self.head.path_and_query();
         let matched = listener.routes.find(host, path, &self.head);
         let route = matched.map(|m| m.route);
+        // Envoy refuses an upgrade its config does not allow before any filter runs.
+        if let Some(value) = &self.upgrade {
+            if !upgrade::allowed(listener, route, value) {
+                listener.upgrade_stats.downstream_rq_ws_on_non_ws_route.inc();
+                return self.reply_and_settle(listener, body_kind, client_keeps, 403, b"").await;
+            }
+        }
         // RBAC runs after routing (so per-route overrides apply) and before
         // the router's 404 / direct response / forward, as Envoy's filter does.
         if listener.rbac.has_http() && self.rbac_denies(listener, route, host) {
@@ -555,6 +569,9 @@ impl<'a> Downstream<'a> {
             hash_policy: &action.hash_policy,
             set_cookies: Vec::new(),
         };
+        if self.upgrade.is_some() {
+            return self.forward_upgrade(exchange).await;
+        }
         self.forward(exchange).await
     }
 
@@ -728,7 +745,9 @@ impl<'a> Downstream<'a> {
             Fill::Draining => return Some(ConnEnd::Local),
             Fill::Park => unreachable!("no park deadline was given"),
         }
-        match listener.rbac.check_connection(self.peer, self.stream.local_addr()) {
+        let identity = self.stream.tls().map(|t| t.peer());
+        let identity = identity.as_ref().and_then(|p| p.as_ref());
+        match listener.rbac.check_connection_with(self.peer, self.stream.local_addr(), identity) {
             crate::rbac::ConnVerdict::Allowed => None,
             crate::rbac::ConnVerdict::Denied { delay } => {
                 if let Some(d) = delay {
@@ -753,12 +772,14 @@ impl<'a> Downstream<'a> {
         } else {
             peer
         };
+        let identity = self.stream.tls().map(|t| t.peer());
         let subject = crate::rbac::Subject {
             remote,
             direct_remote: peer,
             source: peer,
             destination: self.stream.local_addr(),
             headers: &self.head,
+            peer: identity.as_ref().and_then(|p| p.as_ref()),
         };
         listener.rbac.check_request(&subject, route, &listener.routes, host) == crate::rbac::Verdict::Denied
     }
@@ -1052,6 +1073,7 @@ impl<'a> Downstream<'a> {
         } else if !headers.contains("x-forwarded-proto") {
             headers.append("x-forwarded-proto", b"http");
         }
+        crate::tls::xfcc::apply(headers, hcm.forward_client_cert, hcm.client_cert_details, self.stream.tls());
         if hcm.generate_request_id {
             let external = hcm.use_remote_address && !hcm.preserve_external_request_id;
             if external || !headers.contains("x-request-id") {
@@ -1425,7 +1447,7 @@ enum RelayError {
 /// Forwards the request body, re-framed for the upstream.
 #[allow(clippy::too_many_arguments)]
 async fn pump_request_body(
-    down: &Stream,
+    down: &Conn,
     buf: &mut RecvBuf,
     mut decoder: BodyDecoder,
     up: &Stream,
@@ -1481,7 +1503,7 @@ struct RelayArgs<'a> {
     up: &'a Stream,
     ubuf: &'a mut RecvBuf,
     head: &'a mut ResponseHead,
-    down: &'a Stream,
+    down: &'a Conn,
     method: Method,
     client_version: Version,
     is_head: bool,

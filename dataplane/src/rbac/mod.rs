@@ -78,6 +78,8 @@ pub struct Subject<'a> {
     /// Request headers, pseudo-headers included; [`crate::matcher::NoHeaders`]
     /// for a plain connection.
     pub headers: &'a dyn HeaderSource,
+    /// The TLS peer's verified certificate identity (`authenticated`).
+    pub peer: Option<&'a crate::tls::PeerIdentity>,
 }
 
 impl Subject<'_> {
@@ -115,6 +117,8 @@ enum Node {
         start: u32,
         end: u32,
     },
+    /// `authenticated` (`None`: any verified peer certificate).
+    Authenticated(Option<StringMatcher>),
 }
 
 /// An OR list with its cheap leaves gathered into lookup structures.
@@ -210,7 +214,7 @@ impl Node {
             Node::Or(group) => group.uses(field),
             Node::Not(n) => n.uses(field),
             Node::Ip(f, _) => *f == field,
-            Node::Header(_) | Node::UrlPath(_) | Node::PortRange { .. } => false,
+            Node::Header(_) | Node::UrlPath(_) | Node::PortRange { .. } | Node::Authenticated(_) => false,
         }
     }
 
@@ -229,6 +233,16 @@ impl Node {
                 let p = u32::from(s.destination.port());
                 p >= *start && p < *end
             }
+            // Envoy's AuthenticatedMatcher: URI SANs, then DNS SANs, then the subject.
+            Node::Authenticated(name) => match (s.peer, name) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(p), Some(m)) => {
+                    p.uri_sans.iter().any(|v| m.matches(v.as_bytes()))
+                        || p.dns_sans.iter().any(|v| m.matches(v.as_bytes()))
+                        || m.matches(p.subject.as_bytes())
+                }
+            },
         }
     }
 }
@@ -299,6 +313,7 @@ fn principal_node(p: &RbacPrincipal) -> Node {
         RbacPrincipal::RemoteIp(c) => Node::Ip(IpField::Remote, *c),
         RbacPrincipal::Header(h) => Node::Header(HeaderMatcher::new(h)),
         RbacPrincipal::UrlPath(m) => Node::UrlPath(StringMatcher::new(m)),
+        RbacPrincipal::Authenticated(m) => Node::Authenticated(m.as_ref().map(StringMatcher::new)),
     }
 }
 
@@ -618,6 +633,13 @@ impl ListenerRbac {
         ListenerRbac { http, network, http_uses_remote_ip }
     }
 
+    /// Network filters only: for listeners without an HTTP connection
+    /// manager (TCP proxy).
+    pub fn network_only(filters: &[Arc<NetworkRbac>], store: &StatsStore, slot: usize) -> ListenerRbac {
+        let network = filters.iter().map(|n| NetworkRbacFilter::new(n, store, slot)).collect();
+        ListenerRbac { http: Box::new([]), network, http_uses_remote_ip: false }
+    }
+
     /// Whether requests need [`check_request`](Self::check_request) at all.
     pub fn has_http(&self) -> bool {
         !self.http.is_empty()
@@ -656,12 +678,23 @@ impl ListenerRbac {
 
     /// Runs the network RBAC filters once for a connection.
     pub fn check_connection(&self, peer: SocketAddr, local: SocketAddr) -> ConnVerdict {
+        self.check_connection_with(peer, local, None)
+    }
+
+    /// `check_connection` for a connection whose TLS peer is `identity`.
+    pub fn check_connection_with(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+        identity: Option<&crate::tls::PeerIdentity>,
+    ) -> ConnVerdict {
         let subject = Subject {
             remote: peer.ip(),
             direct_remote: peer.ip(),
             source: peer.ip(),
             destination: local,
             headers: &crate::matcher::NoHeaders,
+            peer: identity,
         };
         for f in self.network.iter() {
             if !f.engines.check(&subject, &f.stats) {

@@ -65,6 +65,7 @@ impl S {
             source: ip(self.direct),
             destination: self.dest.parse().unwrap(),
             headers: &self.req,
+            peer: None,
         }
     }
 }
@@ -446,6 +447,7 @@ impl Fixture {
             source: peer,
             destination: self.listener.address,
             headers: &req,
+            peer: None,
         };
         let route = self.table.route(b"host", path.as_bytes());
         self.rbac.check_request(&subject, route, &self.table, b"host")
@@ -633,6 +635,7 @@ fn connection_subject_has_no_headers() {
         source: ip("127.0.0.1"),
         destination: "127.0.0.1:1".parse().unwrap(),
         headers: &NoHeaders,
+        peer: None,
     };
     assert!(!e.evaluate(&s).allowed);
 }
@@ -669,4 +672,39 @@ fn forwarded_for_finds_every_field_whatever_its_case() {
     let values: Vec<_> = forwarded_for(&head.headers).collect();
     assert_eq!(values, vec![&b"1.1.1.1"[..], &b"2.2.2.2"[..]]);
     assert_eq!(trusted_client_address(ip("9.9.9.9"), false, 0, forwarded_for(&head.headers)), ip("2.2.2.2"));
+}
+
+#[test]
+fn authenticated_principal_matches_uri_then_dns_then_subject() {
+    use control::model::{RbacPolicy, RbacPrincipal, RbacRules, StringMatch, StringPattern};
+    let exact = |v: &str| StringMatch { pattern: StringPattern::Exact(v.to_string()), ignore_case: false };
+    let rules = |p: RbacPrincipal| RbacRules {
+        action: RbacAction::Allow,
+        policies: vec![RbacPolicy { name: "p".into(), permissions: vec![RbacPermission::Any], principals: vec![p] }],
+    };
+    let id = crate::tls::PeerIdentity {
+        uri_sans: vec!["spiffe://mesh/sa/frontend".into()],
+        dns_sans: vec!["frontend.mesh".into()],
+        subject: "CN=frontend,O=mesh".into(),
+        ..Default::default()
+    };
+    let subject = |peer| Subject {
+        remote: ip("127.0.0.1"),
+        direct_remote: ip("127.0.0.1"),
+        source: ip("127.0.0.1"),
+        destination: "127.0.0.1:1".parse().unwrap(),
+        headers: &NoHeaders,
+        peer,
+    };
+    for (name, want) in [
+        (Some("spiffe://mesh/sa/frontend"), true),
+        (Some("frontend.mesh"), true),
+        (Some("CN=frontend,O=mesh"), true),
+        (Some("spiffe://mesh/sa/batch"), false),
+        (None, true),
+    ] {
+        let e = Engine::new(&rules(RbacPrincipal::Authenticated(name.map(exact))));
+        assert_eq!(e.evaluate(&subject(Some(&id))).allowed, want, "{name:?}");
+        assert!(!e.evaluate(&subject(None)).allowed, "{name:?} without TLS");
+    }
 }

@@ -216,6 +216,11 @@ pub(super) fn forward(
         hash_policy,
         request_mirror_policies: Vec::new(),
         rate_limits: Vec::new(),
+        upgrade_configs: super::upgrade::route_upgrade_configs(
+            &a.upgrade_configs,
+            &join(path, "upgrade_configs"),
+            errors,
+        ),
     }))
 }
 

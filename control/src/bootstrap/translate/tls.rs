@@ -1,0 +1,381 @@
+//! Listener `transport_socket` `envoy.transport_sockets.tls`
+//! (`DownstreamTlsContext`) and `filter_chain_match.server_names` →
+//! `model::DownstreamTls`.
+//!
+//! Semantics follow Envoy's `extensions.transport_sockets.tls.v3` reference:
+//! TLS 1.2 is the default minimum and TLS 1.3 the default maximum for
+//! servers; meshgate refuses anything below TLS 1.2.  `cipher_suites` take
+//! BoringSSL names and apply to TLS 1.2 (TLS 1.3 suites are not
+//! configurable, as in Envoy).  Certificates and keys are PEM, from a file
+//! (watched for rotation by the data plane) or inline; they are parsed here
+//! so a broken file is a load error naming its field.
+//!
+//! Multiple filter chains are supported when every chain has a TLS
+//! transport socket and the same network filters: the client's SNI picks
+//! the chain (and so its certificate and validation context), exact names
+//! before `*.` wildcards before a chain without `server_names`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::listener::v3 as lis;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use prost::Message;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::packed_type;
+use crate::bootstrap::matchers;
+use crate::bootstrap::supported::DOWNSTREAM_TLS;
+use crate::bootstrap::{join, Errors};
+use crate::model;
+
+/// TLS 1.2 cipher suites meshgate (rustls) implements, by their BoringSSL
+/// names as Envoy configs spell them.
+pub const CIPHER_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+];
+
+/// The listener's TLS, `Some(None)` for a plain listener, `None` after
+/// reporting errors.
+pub(super) fn downstream(
+    chains: &[lis::FilterChain],
+    listener_path: &str,
+    errors: &mut Errors,
+) -> Option<Option<Arc<model::DownstreamTls>>> {
+    let path = join(listener_path, "filter_chains");
+    let with_tls = chains.iter().filter(|c| c.transport_socket.is_some()).count();
+    if with_tls == 0 {
+        if chains.len() > 1 {
+            errors.add(
+                format!("{path}[1]"),
+                "several filter chains need TLS transport sockets (SNI picks the chain); plain listeners have one",
+            );
+            return None;
+        }
+        if let Some(m) = chains.first().and_then(|c| c.filter_chain_match.as_ref()) {
+            if !m.server_names.is_empty() {
+                errors.add(
+                    format!("{path}[0].filter_chain_match.server_names"),
+                    "server_names needs a TLS transport_socket",
+                );
+                return None;
+            }
+        }
+        return Some(None);
+    }
+    let mut ok = true;
+    let mut out = Vec::with_capacity(chains.len());
+    let mut seen_names: HashMap<String, usize> = HashMap::new();
+    for (i, chain) in chains.iter().enumerate() {
+        let cpath = format!("{path}[{i}]");
+        if i > 0 && chain.filters != chains[0].filters {
+            errors.add(
+                join(&cpath, "filters"),
+                format!("filter chains of one listener must have the same filters as {path}[0] (SNI picks the TLS context only)"),
+            );
+            ok = false;
+        }
+        let server_names: Vec<String> = chain
+            .filter_chain_match
+            .as_ref()
+            .map(|m| m.server_names.iter().map(|n| n.to_ascii_lowercase()).collect())
+            .unwrap_or_default();
+        for (j, n) in server_names.iter().enumerate() {
+            let npath = format!("{cpath}.filter_chain_match.server_names[{j}]");
+            let bare = n.strip_prefix("*.").unwrap_or(n);
+            if bare.is_empty()
+                || bare.contains('*')
+                || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                errors.add(&npath, format!("{n:?} is not a server name or *.suffix wildcard"));
+                ok = false;
+            }
+            if let Some(first) = seen_names.insert(n.clone(), i) {
+                errors.add(&npath, format!("server name {n:?} also matches {path}[{first}]"));
+                ok = false;
+            }
+        }
+        if server_names.is_empty() {
+            if let Some(first) = seen_names.insert(String::new(), i) {
+                errors.add(&cpath, format!("a second filter chain without server_names (also {path}[{first}])"));
+                ok = false;
+            }
+        }
+        let Some(ts) = &chain.transport_socket else {
+            errors.add(join(&cpath, "transport_socket"), "required: every filter chain of a TLS listener uses TLS");
+            ok = false;
+            continue;
+        };
+        let tpath = join(&cpath, "transport_socket");
+        let Some(core::transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+            errors.add(join(&tpath, "typed_config"), "required");
+            ok = false;
+            continue;
+        };
+        if packed_type(any) != DOWNSTREAM_TLS {
+            ok = false; // reported by the allowlist walk
+            continue;
+        }
+        let tpath = join(&tpath, "typed_config");
+        match tls::DownstreamTlsContext::decode(any.value.as_slice()) {
+            Ok(ctx) => match server_context(&ctx, &tpath, errors) {
+                Some(context) => out.push(model::TlsFilterChain { server_names, context: Arc::new(context) }),
+                None => ok = false,
+            },
+            Err(e) => {
+                errors.add(tpath, format!("cannot decode: {e}"));
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| Some(Arc::new(model::DownstreamTls { chains: out })))
+}
+
+fn server_context(t: &tls::DownstreamTlsContext, path: &str, errors: &mut Errors) -> Option<model::TlsServerContext> {
+    let mut ok = true;
+    let empty = tls::CommonTlsContext::default();
+    let common = t.common_tls_context.as_ref().unwrap_or(&empty);
+    let cpath = join(path, "common_tls_context");
+    if common.tls_certificates.is_empty() {
+        errors.add(join(&cpath, "tls_certificates"), "at least one certificate is required for a server");
+        ok = false;
+    }
+    let mut certificates = Vec::new();
+    for (i, c) in common.tls_certificates.iter().enumerate() {
+        let p = format!("{cpath}.tls_certificates[{i}]");
+        let chain = source(c.certificate_chain.as_ref(), &join(&p, "certificate_chain"), errors);
+        let key = source(c.private_key.as_ref(), &join(&p, "private_key"), errors);
+        let (Some(chain), Some(key)) = (chain, key) else {
+            ok = false;
+            continue;
+        };
+        ok &= check_certificates(&chain, &join(&p, "certificate_chain"), errors);
+        ok &= check_key(&key, &join(&p, "private_key"), errors);
+        certificates.push(model::TlsCertificate { certificate_chain: chain, private_key: key });
+    }
+    for (i, a) in common.alpn_protocols.iter().enumerate() {
+        if a.is_empty() || a.len() > 255 {
+            errors.add(format!("{cpath}.alpn_protocols[{i}]"), "must be 1 to 255 bytes");
+            ok = false;
+        }
+    }
+    let (min_version, max_version, cipher_suites) = match &common.tls_params {
+        None => (model::TlsVersion::Tls12, model::TlsVersion::Tls13, Vec::new()),
+        Some(p) => {
+            let ppath = join(&cpath, "tls_params");
+            let min = version(
+                p.tls_minimum_protocol_version,
+                model::TlsVersion::Tls12,
+                &join(&ppath, "tls_minimum_protocol_version"),
+                errors,
+            );
+            let max = version(
+                p.tls_maximum_protocol_version,
+                model::TlsVersion::Tls13,
+                &join(&ppath, "tls_maximum_protocol_version"),
+                errors,
+            );
+            let (Some(min), Some(max)) = (min, max) else { return None };
+            if min > max {
+                errors.add(join(&ppath, "tls_minimum_protocol_version"), "is above tls_maximum_protocol_version");
+                ok = false;
+            }
+            for (i, c) in p.cipher_suites.iter().enumerate() {
+                if !CIPHER_SUITES.contains(&c.as_str()) {
+                    errors.add(
+                        format!("{ppath}.cipher_suites[{i}]"),
+                        format!("unsupported cipher suite {c:?} (meshgate supports: {})", CIPHER_SUITES.join(", ")),
+                    );
+                    ok = false;
+                }
+            }
+            (min, max, p.cipher_suites.clone())
+        }
+    };
+    let validation = match &common.validation_context_type {
+        None => None,
+        Some(tls::common_tls_context::ValidationContextType::ValidationContext(v)) => {
+            validation_context(v, &join(&cpath, "validation_context"), errors)
+        }
+        Some(_) => None, // SDS / combined: reported by the allowlist walk
+    };
+    let require_client_certificate = t.require_client_certificate.is_some_and(|b| b.value);
+    if require_client_certificate && validation.is_none() {
+        errors.add(
+            join(&cpath, "validation_context"),
+            "require_client_certificate needs validation_context.trusted_ca to verify client certificates",
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(model::TlsServerContext {
+        certificates,
+        alpn_protocols: common.alpn_protocols.clone(),
+        min_version,
+        max_version,
+        cipher_suites,
+        validation,
+        require_client_certificate,
+    })
+}
+
+fn version(v: i32, default: model::TlsVersion, path: &str, errors: &mut Errors) -> Option<model::TlsVersion> {
+    use tls::tls_parameters::TlsProtocol as P;
+    match P::try_from(v) {
+        Ok(P::TlsAuto) => Some(default),
+        Ok(P::TlSv12) => Some(model::TlsVersion::Tls12),
+        Ok(P::TlSv13) => Some(model::TlsVersion::Tls13),
+        Ok(other) => {
+            errors.add(path, format!("{} is not supported (meshgate speaks TLSv1_2 and TLSv1_3)", other.as_str_name()));
+            None
+        }
+        Err(_) => {
+            errors.add(path, format!("unknown value {v}"));
+            None
+        }
+    }
+}
+
+fn validation_context(
+    v: &tls::CertificateValidationContext,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<model::TlsValidation> {
+    let trusted_ca = source(v.trusted_ca.as_ref(), &join(path, "trusted_ca"), errors)?;
+    if !check_certificates(&trusted_ca, &join(path, "trusted_ca"), errors) {
+        return None;
+    }
+    let mut subject_alt_names = Vec::new();
+    let mut ok = true;
+    for (i, m) in v.match_typed_subject_alt_names.iter().enumerate() {
+        let mpath = format!("{path}.match_typed_subject_alt_names[{i}]");
+        use tls::subject_alt_name_matcher::SanType as T;
+        let san_type = match T::try_from(m.san_type) {
+            Ok(T::Email) => model::SanType::Email,
+            Ok(T::Dns) => model::SanType::Dns,
+            Ok(T::Uri) => model::SanType::Uri,
+            Ok(T::IpAddress) => model::SanType::IpAddress,
+            _ => {
+                errors.add(join(&mpath, "san_type"), "must be EMAIL, DNS, URI or IP_ADDRESS");
+                ok = false;
+                continue;
+            }
+        };
+        let Some(sm) = &m.matcher else {
+            errors.add(join(&mpath, "matcher"), "required");
+            ok = false;
+            continue;
+        };
+        match matchers::string_matcher(sm, &join(&mpath, "matcher"), errors) {
+            Some(matcher) => subject_alt_names.push(model::SanMatch { san_type: Some(san_type), matcher }),
+            None => ok = false,
+        }
+    }
+    #[allow(deprecated)]
+    for (i, sm) in v.match_subject_alt_names.iter().enumerate() {
+        match matchers::string_matcher(sm, &format!("{path}.match_subject_alt_names[{i}]"), errors) {
+            Some(matcher) => subject_alt_names.push(model::SanMatch { san_type: None, matcher }),
+            None => ok = false,
+        }
+    }
+    ok.then_some(model::TlsValidation { trusted_ca, subject_alt_names })
+}
+
+/// A `DataSource` holding PEM.
+fn source(d: Option<&core::DataSource>, path: &str, errors: &mut Errors) -> Option<model::TlsSource> {
+    use core::data_source::Specifier as S;
+    match d.and_then(|d| d.specifier.as_ref()) {
+        Some(S::Filename(f)) if !f.is_empty() => Some(model::TlsSource::File(f.clone())),
+        Some(S::InlineString(s)) if !s.is_empty() => Some(model::TlsSource::Inline(s.as_bytes().to_vec())),
+        Some(S::InlineBytes(b)) if !b.is_empty() => Some(model::TlsSource::Inline(b.clone())),
+        Some(S::EnvironmentVariable(_)) => {
+            errors.add(path, "environment_variable is not supported (use filename or inline_string)");
+            None
+        }
+        _ => {
+            errors.add(path, "required: filename, inline_string or inline_bytes with PEM data");
+            None
+        }
+    }
+}
+
+/// The PEM text of a source (`path` names the field for errors).
+pub(crate) fn read_source(s: &model::TlsSource, path: &str, errors: &mut Errors) -> Option<Vec<u8>> {
+    match s {
+        model::TlsSource::Inline(b) => Some(b.clone()),
+        model::TlsSource::File(f) => match std::fs::read(f) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                errors.add(join(path, "filename"), format!("cannot read {f}: {e}"));
+                None
+            }
+        },
+    }
+}
+
+fn check_certificates(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
+    let Some(pem) = read_source(s, path, errors) else { return false };
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => true,
+        Ok(_) => {
+            errors.add(path, "no PEM CERTIFICATE found");
+            false
+        }
+        Err(e) => {
+            errors.add(path, format!("invalid PEM certificate: {e}"));
+            false
+        }
+    }
+}
+
+fn check_key(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
+    let Some(pem) = read_source(s, path, errors) else { return false };
+    match PrivateKeyDer::from_pem_slice(&pem) {
+        Ok(_) => true,
+        Err(e) => {
+            errors.add(path, format!("no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"));
+            false
+        }
+    }
+}
+
+/// `forward_client_cert_details`.
+pub(super) fn forward_client_cert(v: i32, path: &str, errors: &mut Errors) -> model::ForwardClientCert {
+    use hcm::http_connection_manager::ForwardClientCertDetails as F;
+    match F::try_from(v) {
+        Ok(F::Sanitize) => model::ForwardClientCert::Sanitize,
+        Ok(F::ForwardOnly) => model::ForwardClientCert::ForwardOnly,
+        Ok(F::AppendForward) => model::ForwardClientCert::AppendForward,
+        Ok(F::SanitizeSet) => model::ForwardClientCert::SanitizeSet,
+        Ok(F::AlwaysForwardOnly) => model::ForwardClientCert::AlwaysForwardOnly,
+        Err(_) => {
+            errors.add(path, format!("unknown value {v}"));
+            model::ForwardClientCert::Sanitize
+        }
+    }
+}
+
+/// `set_current_client_cert_details`.
+pub(super) fn client_cert_details(
+    d: Option<&hcm::http_connection_manager::SetCurrentClientCertDetails>,
+) -> model::ClientCertDetails {
+    let Some(d) = d else { return model::ClientCertDetails::default() };
+    model::ClientCertDetails {
+        subject: d.subject.is_some_and(|b| b.value),
+        cert: d.cert,
+        chain: d.chain,
+        dns: d.dns,
+        uri: d.uri,
+    }
+}

@@ -774,3 +774,23 @@ fn x_forwarded_client_cert_follows_forward_client_cert_details() {
             .unwrap();
     assert!(with_cert.contains(";Cert=\"-----BEGIN%20CERTIFICATE-----%0A"), "{with_cert}");
 }
+
+#[test]
+fn requests_over_tls_are_forwarded_as_https() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_leaf(dir.path(), "ca", "server", "server", &["DNS:server.example.com"]);
+    let up = Upstream::start("up");
+    let hcm = HCM.replace("    stat_prefix: tls_in\n", "    stat_prefix: tls_in\n    use_remote_address: true\n");
+    let gw = Gateway::start(&config(dir.path(), &simple("server"), &hcm), &[up.addr], &[]);
+    let addr = gw.listener_addr;
+    let (ok, out) = curl(&[
+        "--cacert",
+        &p(dir.path(), "ca.pem"),
+        "--resolve",
+        &resolve("server.example.com", addr),
+        &https("server.example.com", addr, "/echo"),
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(echoed_header(&out, "x-forwarded-proto").as_deref(), Some("https"), "{out}");
+}

@@ -612,10 +612,11 @@ impl<'a> Downstream<'a> {
     /// Envoy's redirect URL for this request (`redirect: None`: its own URL).
     fn redirect_location(&self, listener: &HttpListener, redirect: Option<&Redirect>, matched: &PathMatch) -> Vec<u8> {
         // x-forwarded-proto as the connection manager will leave it.
+        let scheme: &[u8] = if self.stream.tls().is_some() { b"https" } else { b"http" };
         let forwarded_proto: &[u8] = if listener.hcm.use_remote_address {
-            b"http"
+            scheme
         } else {
-            self.head.headers.get("x-forwarded-proto").unwrap_or(b"http")
+            self.head.headers.get("x-forwarded-proto").unwrap_or(scheme)
         };
         let input = route_action::RedirectInput {
             host: self.head.host().unwrap_or(b""),
@@ -1051,6 +1052,8 @@ impl<'a> Downstream<'a> {
     /// mutations, host rewrite and path rewrite, in Envoy's order.
     fn build_upstream_head(&mut self, ex: &Exchange<'_>, upstream_host: &crate::upstream::Host) {
         let hcm = &ex.listener.hcm;
+        // The downstream connection's scheme (TLS terminated here → https).
+        let scheme: &[u8] = if self.stream.tls().is_some() { b"https" } else { b"http" };
         let headers = &mut self.head.headers;
         // RFC 9110 §7.6.1 hop-by-hop fields were stripped; now Envoy's
         // forwarding headers.  With use_remote_address the peer is the
@@ -1069,9 +1072,9 @@ impl<'a> Downstream<'a> {
                     headers.append("x-forwarded-for", ip);
                 }
             });
-            headers.set("x-forwarded-proto", b"http");
+            headers.set("x-forwarded-proto", scheme);
         } else if !headers.contains("x-forwarded-proto") {
-            headers.append("x-forwarded-proto", b"http");
+            headers.append("x-forwarded-proto", scheme);
         }
         crate::tls::xfcc::apply(headers, hcm.forward_client_cert, hcm.client_cert_details, self.stream.tls());
         if hcm.generate_request_id {

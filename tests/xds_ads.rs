@@ -366,3 +366,40 @@ fn rbac_whitelist_changed_over_lds_applies_to_the_next_request() {
     }
     assert_eq!(get(addr, "/echo").map(|r| r.status), Some(403));
 }
+
+#[test]
+fn eds_update_keeps_pooled_connections_to_endpoints_that_stay() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let cp = XdsServer::start();
+    let port = free_port();
+    cp.set(CLUSTER, "c1", vec![eds_cluster("backend")]);
+    cp.set(ENDPOINT, "e1", vec![assignment("backend", &[&a])]);
+    cp.set(LISTENER, "l1", vec![listener("main", port, "routes")]);
+    cp.set(ROUTE, "r1", vec![routes("routes", to_cluster("backend"))]);
+    // One shard: one upstream pool to look at.
+    let gw = Gateway::start(&bootstrap(cp.addr(), ""), &[], &["--shards", "1"]);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until("initial sync", &gw, || served_by(addr, "/echo").as_deref() == Some("a"));
+    let first = get(addr, "/echo").unwrap();
+    let conn_a = first.header("x-upstream-conn").unwrap().to_string();
+
+    // b joins; a stays: requests that land on a reuse the pooled connection.
+    cp.set(ENDPOINT, "e2", vec![assignment("backend", &[&a, &b])]);
+    wait_until("b gets traffic", &gw, || served_by(addr, "/echo").as_deref() == Some("b"));
+    let mut reused = false;
+    for _ in 0..20 {
+        let r = get(addr, "/echo").unwrap();
+        if r.header("x-upstream-name") == Some("a") {
+            assert_eq!(
+                r.header("x-upstream-conn"),
+                Some(conn_a.as_str()),
+                "a's pooled connection survived the EDS update"
+            );
+            reused = true;
+            break;
+        }
+    }
+    assert!(reused, "no request reached a");
+    assert_eq!(gw.stat("cluster.backend.upstream_cx_total"), 2, "one connection to a, one to b");
+}

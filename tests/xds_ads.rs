@@ -171,6 +171,15 @@ fn initial_sync_then_route_endpoint_and_cluster_changes() {
     assert!(gw.stat("listener_manager.lds.update_success") >= 1);
     assert!(gw.stat("cluster_manager.cds.update_success") >= 1);
     assert!(gw.stat("rds.update_success") >= 1 && gw.stat("eds.update_success") >= 1);
+    assert_ne!(gw.stat_opt("listener_manager.lds.version"), None);
+    let prom = gw.admin_get("/stats/prometheus").body_str();
+    for name in [
+        "envoy_control_plane_connected_state",
+        "envoy_listener_manager_lds_update_success",
+        "envoy_cluster_manager_cds_update_attempt",
+    ] {
+        assert!(prom.lines().any(|l| l.starts_with(name)), "{name} in /stats/prometheus");
+    }
 
     // /config_dump: static and dynamic resources, with version and time.
     let dump = gw.admin_get("/config_dump").json();

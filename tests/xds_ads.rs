@@ -2,12 +2,13 @@
 //! the world) by the test control plane (`testkit::xds_server`, a tonic
 //! server built from Envoy's protos), in front of real `mg-upstream`s.
 //!
-//! Covered: initial sync (CDS→EDS, LDS→RDS) then traffic; route change; EDS
+//! Covered (state of the world unless said): initial sync (CDS→EDS, LDS→RDS) then traffic; route change; EDS
 //! endpoint change; cluster removed; listener added and removed; an invalid
 //! resource NACKed with a precise detail while traffic carries on; a
 //! control-plane outage (traffic continues, reconnect with back-off,
 //! re-sync); an RBAC whitelist changed over LDS applying to the next request
-//! on an already open connection.
+//! on an already open connection; pooled connections surviving an EDS
+//! update; the delta protocol with `removed_resources`.
 //!
 //! The outage test shortens Envoy's 500 ms / 30 s back-off with
 //! `envoy_grpc.retry_policy.retry_back_off` (100 ms / 1 s) and keeps the
@@ -170,6 +171,15 @@ fn initial_sync_then_route_endpoint_and_cluster_changes() {
     assert!(gw.stat("listener_manager.lds.update_success") >= 1);
     assert!(gw.stat("cluster_manager.cds.update_success") >= 1);
     assert!(gw.stat("rds.update_success") >= 1 && gw.stat("eds.update_success") >= 1);
+    assert_ne!(gw.stat_opt("listener_manager.lds.version"), None);
+    let prom = gw.admin_get("/stats/prometheus").body_str();
+    for name in [
+        "envoy_control_plane_connected_state",
+        "envoy_listener_manager_lds_update_success",
+        "envoy_cluster_manager_cds_update_attempt",
+    ] {
+        assert!(prom.lines().any(|l| l.starts_with(name)), "{name} in /stats/prometheus");
+    }
 
     // /config_dump: static and dynamic resources, with version and time.
     let dump = gw.admin_get("/config_dump").json();
@@ -365,4 +375,104 @@ fn rbac_whitelist_changed_over_lds_applies_to_the_next_request() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(get(addr, "/echo").map(|r| r.status), Some(403));
+}
+
+#[test]
+fn eds_update_keeps_pooled_connections_to_endpoints_that_stay() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let cp = XdsServer::start();
+    let port = free_port();
+    cp.set(CLUSTER, "c1", vec![eds_cluster("backend")]);
+    cp.set(ENDPOINT, "e1", vec![assignment("backend", &[&a])]);
+    cp.set(LISTENER, "l1", vec![listener("main", port, "routes")]);
+    cp.set(ROUTE, "r1", vec![routes("routes", to_cluster("backend"))]);
+    // One shard: one upstream pool to look at.
+    let gw = Gateway::start(&bootstrap(cp.addr(), ""), &[], &["--shards", "1"]);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until("initial sync", &gw, || served_by(addr, "/echo").as_deref() == Some("a"));
+    let first = get(addr, "/echo").unwrap();
+    let conn_a = first.header("x-upstream-conn").unwrap().to_string();
+
+    // b joins; a stays: requests that land on a reuse the pooled connection.
+    cp.set(ENDPOINT, "e2", vec![assignment("backend", &[&a, &b])]);
+    wait_until("b gets traffic", &gw, || served_by(addr, "/echo").as_deref() == Some("b"));
+    let mut reused = false;
+    for _ in 0..20 {
+        let r = get(addr, "/echo").unwrap();
+        if r.header("x-upstream-name") == Some("a") {
+            assert_eq!(
+                r.header("x-upstream-conn"),
+                Some(conn_a.as_str()),
+                "a's pooled connection survived the EDS update"
+            );
+            reused = true;
+            break;
+        }
+    }
+    assert!(reused, "no request reached a");
+    assert_eq!(gw.stat("cluster.backend.upstream_cx_total"), 2, "one connection to a, one to b");
+}
+
+#[test]
+fn delta_protocol_with_removed_resources() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let cp = XdsServer::start();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    cp.set(CLUSTER, "c1", vec![eds_cluster("backend")]);
+    cp.set(ENDPOINT, "e1", vec![assignment("backend", &[&a])]);
+    cp.set(LISTENER, "l1", vec![listener("main", port, "routes")]);
+    cp.set(ROUTE, "r1", vec![routes("routes", to_cluster("backend"))]);
+    let gw = Gateway::start(&bootstrap(cp.addr(), "").replace("api_type: GRPC", "api_type: DELTA_GRPC"), &[], &[]);
+    wait_until("initial delta sync", &gw, || served_by(addr, "/echo").as_deref() == Some("a"));
+    let reqs = cp.delta_requests();
+    assert!(cp.requests().is_empty(), "no state-of-the-world stream");
+    assert_eq!(reqs.iter().filter(|r| r.node.is_some()).count(), 1);
+    assert!(reqs.iter().any(|r| r.type_url == ROUTE && r.resource_names_subscribe == ["routes"]));
+    assert!(reqs.iter().any(|r| r.type_url == LISTENER && !r.response_nonce.is_empty() && r.error_detail.is_none()));
+
+    // Only the changed resource travels; the endpoint moves to b.
+    cp.set(ENDPOINT, "e2", vec![assignment("backend", &[&b])]);
+    wait_until("EDS change over delta", &gw, || served_by(addr, "/echo").as_deref() == Some("b"));
+
+    // A second listener added, then removed with removed_resources.
+    let port2 = free_port();
+    let addr2: SocketAddr = ([127, 0, 0, 1], port2).into();
+    cp.set(LISTENER, "l2", vec![listener("main", port, "routes"), listener("second", port2, "routes")]);
+    wait_until("second listener", &gw, || served_by(addr2, "/echo").as_deref() == Some("b"));
+    cp.set(LISTENER, "l3", vec![listener("main", port, "routes")]);
+    wait_until("second listener removed", &gw, || std::net::TcpStream::connect(addr2).is_err());
+
+    // Cluster removed → its route answers 503; the EDS name is unsubscribed.
+    cp.set(CLUSTER, "c2", vec![]);
+    wait_until("cluster removed → 503", &gw, || get(addr, "/echo").is_some_and(|r| r.status == 503));
+    assert!(cp.delta_requests().iter().any(|r| r.type_url == ENDPOINT && r.resource_names_unsubscribe == ["backend"]));
+
+    // An invalid resource: NACK with the detail; traffic as before.
+    cp.set(
+        ROUTE,
+        "r2",
+        vec![enc(
+            "envoy.config.route.v3.RouteConfiguration",
+            json!({"name": "routes", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": to_cluster("backend"),
+                   "rate_limits": [{"actions": [{"generic_key": {"descriptor_value": "x"}}]}]}]}),
+        )],
+    );
+    let deadline = Instant::now() + WAIT;
+    let nack = loop {
+        if let Some(r) = cp.delta_requests().into_iter().find(|r| r.error_detail.is_some()) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no delta NACK\n{}", gw.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let detail = nack.error_detail.unwrap().message;
+    assert!(
+        detail.starts_with("RouteConfiguration \"routes\": virtual_hosts[0].rate_limits: unsupported field"),
+        "{detail}"
+    );
+    assert_eq!(get(addr, "/echo").map(|r| r.status), Some(503));
+    assert_eq!(gw.stat("rds.update_rejected"), 1);
 }

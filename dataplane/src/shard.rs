@@ -353,7 +353,17 @@ fn build_snapshot(
                 c.set_hosts(store, slot, resolved.as_deref());
                 c.clone()
             }
-            None => Rc::new(ClusterRuntime::new(cluster.clone(), store, slot, resolved.as_deref())),
+            None => {
+                let runtime = ClusterRuntime::new(cluster.clone(), store, slot, resolved.as_deref());
+                // Only the endpoints changed (EDS): endpoints that stay keep
+                // their pooled connections.
+                let same =
+                    previous.and_then(|p| p.clusters.get(name)).filter(|c| same_but_endpoints(&c.config, cluster));
+                if let Some(old) = same {
+                    runtime.adopt_hosts(old, store, slot, resolved.as_deref());
+                }
+                Rc::new(runtime)
+            }
         };
         clusters.insert(name.clone(), runtime);
     }
@@ -387,6 +397,17 @@ fn build_snapshot(
         .map(|l| (l.name.clone(), Rc::new(crate::tcp_proxy::TcpProxyListener::new(l.clone(), store, slot))))
         .collect();
     ShardSnapshot { config: config.clone(), listeners, tcp_listeners, clusters }
+}
+
+/// Whether two versions of a cluster differ in their endpoints only (runs
+/// on config changes, never per request).
+fn same_but_endpoints(a: &control::model::Cluster, b: &control::model::Cluster) -> bool {
+    let strip = |c: &control::model::Cluster| {
+        let mut c = c.clone();
+        c.endpoints.clear();
+        format!("{c:?}")
+    };
+    strip(a) == strip(b)
 }
 
 /// Binds every listener of the current snapshot that has no accept task

@@ -1,5 +1,5 @@
 //! A scriptable xDS management server for end-to-end tests: a real tonic
-//! `AggregatedDiscoveryService` (state of the world) built from the same
+//! `AggregatedDiscoveryService` (state of the world and delta) built from the same
 //! Envoy protos (`envoy-types`) meshgate's client uses, on its own thread
 //! and tokio runtime.
 //!
@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::Resource;
+pub use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 pub use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::{mpsc, watch};
@@ -49,6 +50,7 @@ struct TypeState {
 struct Shared {
     types: HashMap<String, TypeState>,
     requests: Vec<DiscoveryRequest>,
+    delta_requests: Vec<DeltaDiscoveryRequest>,
     streams_opened: usize,
 }
 
@@ -153,11 +155,106 @@ impl AggregatedDiscoveryService for Ads {
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    /// Incremental: per type, what the client holds (name → version, from
+    /// `initial_resource_versions` and what was sent); a change sends the
+    /// resources whose version differs and `removed_resources` for what the
+    /// client holds but the server no longer has.  A resource's version is
+    /// the FNV-1a hash of its bytes.
     async fn delta_aggregated_resources(
         &self,
-        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<tonic::Response<DeltaStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the test control plane speaks state of the world only"))
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<DeltaDiscoveryResponse, tonic::Status>>(64);
+        let shared = self.shared.clone();
+        let mut changes = self.changes.clone();
+        let mut drops = self.drops.clone();
+        drops.mark_unchanged();
+        shared.lock().unwrap().streams_opened += 1;
+        tokio::spawn(async move {
+            struct Sub {
+                wildcard: bool,
+                names: std::collections::BTreeSet<String>,
+                known: HashMap<String, String>,
+            }
+            let mut subs: HashMap<String, Sub> = HashMap::new();
+            let mut nonce = 0u64;
+            loop {
+                tokio::select! {
+                    msg = inbound.next() => {
+                        let Some(Ok(req)) = msg else { return };
+                        shared.lock().unwrap().delta_requests.push(req.clone());
+                        let sub = subs.entry(req.type_url.clone()).or_insert_with(|| Sub {
+                            wildcard: req.resource_names_subscribe.is_empty() || req.resource_names_subscribe.iter().any(|n| n == "*"),
+                            names: Default::default(),
+                            known: req.initial_resource_versions.clone(),
+                        });
+                        for n in &req.resource_names_subscribe {
+                            sub.names.insert(n.clone());
+                        }
+                        for n in &req.resource_names_unsubscribe {
+                            sub.names.remove(n);
+                            sub.known.remove(n);
+                        }
+                    }
+                    r = changes.changed() => { if r.is_err() { return } }
+                    _ = drops.changed() => {
+                        let _ = tx.send(Err(tonic::Status::unavailable("stream dropped by the test control plane"))).await;
+                        return;
+                    }
+                }
+                let mut out = Vec::new();
+                {
+                    let s = shared.lock().unwrap();
+                    for (url, sub) in subs.iter_mut() {
+                        let Some(t) = s.types.get(url) else { continue };
+                        if t.withheld {
+                            continue;
+                        }
+                        let mut resources = Vec::new();
+                        for (name, bytes) in &t.resources {
+                            if !sub.wildcard && !sub.names.contains(name) {
+                                continue;
+                            }
+                            let version = crate::fnv64_hex(bytes);
+                            if sub.known.get(name) != Some(&version) {
+                                sub.known.insert(name.clone(), version.clone());
+                                resources.push(Resource {
+                                    name: name.clone(),
+                                    version,
+                                    resource: Some(Any { type_url: url.clone(), value: bytes.clone() }),
+                                    ..Default::default()
+                                });
+                            }
+                        }
+                        let removed: Vec<String> =
+                            sub.known.keys().filter(|n| !t.resources.contains_key(*n)).cloned().collect();
+                        for n in &removed {
+                            sub.known.remove(n);
+                        }
+                        if resources.is_empty() && removed.is_empty() {
+                            continue;
+                        }
+                        nonce += 1;
+                        out.push(DeltaDiscoveryResponse {
+                            system_version_info: t.version.clone(),
+                            resources,
+                            removed_resources: removed,
+                            type_url: url.clone(),
+                            nonce: nonce.to_string(),
+                            ..Default::default()
+                        });
+                    }
+                }
+                out.sort_by_key(|r| [CLUSTER, ENDPOINT, LISTENER, ROUTE].iter().position(|u| *u == r.type_url));
+                for r in out {
+                    if tx.send(Ok(r)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -231,6 +328,11 @@ impl XdsServer {
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<DiscoveryRequest> {
         self.shared.lock().unwrap().requests.clone()
+    }
+
+    /// Every delta (incremental) request received so far, in order.
+    pub fn delta_requests(&self) -> Vec<DeltaDiscoveryRequest> {
+        self.shared.lock().unwrap().delta_requests.clone()
     }
 
     pub fn streams_opened(&self) -> usize {

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use control::model;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
 use crate::backoff::Backoff;
-use crate::state::{AdsState, Step};
+use crate::state::{AdsState, DeltaStep, Step};
 use crate::{Publisher, XdsStats};
 
 /// HTTP/2 keepalive on the xDS connection: a PING after this much silence,
@@ -87,6 +87,9 @@ async fn stream_once(
         .keep_alive_while_idle(true);
     let channel = endpoint.connect().await.map_err(|e| format!("connecting to {addr}: {e}"))?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    if server.api_type == model::XdsApiType::DeltaGrpc {
+        return delta_stream(state, client, addr, publisher, stats, backoff).await;
+    }
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
     for r in state.stream_started() {
         tx.send(r).await.map_err(|_| "request channel closed".to_string())?;
@@ -114,6 +117,57 @@ async fn stream_once(
                 let step = state.on_tick(Instant::now());
                 apply(step, publisher, stats, Some(&tx)).await;
             }
+        }
+    }
+}
+
+/// `DeltaAggregatedResources`: the same loop with the delta messages.
+async fn delta_stream(
+    state: &mut AdsState,
+    mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
+    addr: SocketAddr,
+    publisher: &Publisher,
+    stats: &XdsStats,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
+    for r in state.delta_stream_started() {
+        tx.send(r).await.map_err(|_| "request channel closed".to_string())?;
+    }
+    let mut inbound = client
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| format!("opening the delta ADS stream on {addr}: {e}"))?
+        .into_inner();
+    stats.connected_state.set(1);
+    tracing::info!(server = %addr, "xDS delta stream established");
+    loop {
+        let deadline = state.next_deadline().map(to_tokio);
+        let step = tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(response)) => {
+                    backoff.reset();
+                    state.on_delta_response(response, Instant::now())
+                }
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(format!("{status}")),
+            },
+            _ = sleep_opt(deadline) => {
+                let tick = state.on_tick(Instant::now());
+                DeltaStep { requests: Vec::new(), publish: tick.publish, events: tick.events }
+            }
+        };
+        for e in &step.events {
+            stats.record(e);
+        }
+        if let Some(cfg) = step.publish {
+            publisher.publish(cfg);
+        }
+        for r in step.requests {
+            if let Some(e) = &r.error_detail {
+                tracing::warn!(type_url = %r.type_url, detail = %e.message, "xDS update rejected (NACK)");
+            }
+            tx.send(r).await.map_err(|_| "request channel closed".to_string())?;
         }
     }
 }

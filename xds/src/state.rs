@@ -45,7 +45,9 @@ use std::time::{Duration, Instant};
 use control::bootstrap::dynamic::{self as dynamic, Accepted, DynamicResources, TranslationCache};
 use control::model;
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status;
 use prost::Message;
 
@@ -108,6 +110,14 @@ pub enum Event {
     Rejected { kind: Kind, detail: String },
     /// The initial fetch did not complete in time.
     InitFetchTimeout { kind: Kind },
+}
+
+/// What the driver must do after one delta input.
+#[derive(Debug, Default)]
+pub struct DeltaStep {
+    pub requests: Vec<DeltaDiscoveryRequest>,
+    pub publish: Option<Arc<model::Config>>,
+    pub events: Vec<Event>,
 }
 
 /// Everything the driver must do after one input.
@@ -259,7 +269,7 @@ impl AdsState {
         };
         self.subs.get_mut(&kind).unwrap().nonce = response.nonce.clone();
         let previous = self.resources.clone();
-        match self.apply(kind, &response, now) {
+        match self.apply(kind, &response) {
             Ok(cfg) => {
                 let s = self.subs.get_mut(&kind).unwrap();
                 s.version_info = response.version_info.clone();
@@ -292,6 +302,127 @@ impl AdsState {
         step
     }
 
+    /// Incremental (delta) xDS: the first request of each active type on a
+    /// new stream — wildcard types subscribe with no names (the protocol's
+    /// legacy wildcard, which every server understands), named types with
+    /// their names; `initial_resource_versions` lists what the client holds
+    /// so the server sends only what changed.
+    pub fn delta_stream_started(&mut self) -> Vec<DeltaDiscoveryRequest> {
+        self.node_sent = false;
+        for s in self.subs.values_mut() {
+            s.nonce.clear();
+        }
+        let active: Vec<Kind> = ALL_KINDS
+            .into_iter()
+            .filter(|k| {
+                let s = &self.subs[k];
+                s.enabled && (k.is_wildcard() || !s.names.is_empty())
+            })
+            .collect();
+        active
+            .into_iter()
+            .map(|k| {
+                let names = if k.is_wildcard() { Vec::new() } else { self.subs[&k].names.iter().cloned().collect() };
+                let mut r = self.delta_request(k, names, Vec::new(), None);
+                r.initial_resource_versions = self.held_versions(k);
+                r
+            })
+            .collect()
+    }
+
+    fn held_versions(&self, kind: Kind) -> HashMap<String, String> {
+        fn versions<T>(m: &BTreeMap<String, Accepted<T>>) -> HashMap<String, String> {
+            m.iter().map(|(n, a)| (n.clone(), a.version_info.clone())).collect()
+        }
+        match kind {
+            Kind::Listener => versions(&self.resources.listeners),
+            Kind::RouteConfiguration => versions(&self.resources.routes),
+            Kind::Cluster => versions(&self.resources.clusters),
+            Kind::ClusterLoadAssignment => versions(&self.resources.endpoints),
+        }
+    }
+
+    /// A `DeltaDiscoveryResponse`: resources upserted with their own
+    /// versions, `removed_resources` removed; ACK / NACK by nonce.
+    pub fn on_delta_response(&mut self, response: DeltaDiscoveryResponse, now: Instant) -> DeltaStep {
+        let mut step = DeltaStep::default();
+        let Some(kind) = Kind::from_type_url(&response.type_url) else {
+            let detail = format!("meshgate does not subscribe to {}", response.type_url);
+            step.requests.push(DeltaDiscoveryRequest {
+                type_url: response.type_url.clone(),
+                response_nonce: response.nonce.clone(),
+                error_detail: Some(Status { code: INVALID_ARGUMENT, message: detail, details: vec![] }),
+                ..Default::default()
+            });
+            return step;
+        };
+        self.subs.get_mut(&kind).unwrap().nonce = response.nonce.clone();
+        let previous = self.resources.clone();
+        let incoming: Vec<(&Any, Option<&str>)> = response
+            .resources
+            .iter()
+            .filter_map(|r| r.resource.as_ref().map(|a| (a, Some(r.version.as_str()))))
+            .collect();
+        match self.apply_resources(kind, &incoming, &response.removed_resources, false, &response.system_version_info) {
+            Ok(cfg) => {
+                let s = self.subs.get_mut(&kind).unwrap();
+                s.version_info = response.system_version_info.clone();
+                s.received = true;
+                step.events.push(Event::Accepted { kind, version_info: response.system_version_info.clone() });
+                step.publish = Some(self.stamp(cfg));
+                let dependent = match kind {
+                    Kind::Listener => Some(Kind::RouteConfiguration),
+                    Kind::Cluster => Some(Kind::ClusterLoadAssignment),
+                    _ => None,
+                };
+                if let Some(d) = dependent {
+                    let before = self.subs[&d].names.clone();
+                    if self.resubscribe(d, now) {
+                        let after = &self.subs[&d].names;
+                        let added = after.difference(&before).cloned().collect();
+                        let gone = before.difference(after).cloned().collect();
+                        step.requests.push(self.delta_request(d, added, gone, None));
+                        if let Ok((cfg, _)) = dynamic::build(&self.base, &self.resources, &mut self.cache) {
+                            step.publish = Some(self.stamp(cfg));
+                        }
+                    }
+                }
+                step.requests.push(self.delta_request(kind, Vec::new(), Vec::new(), None));
+            }
+            Err(detail) => {
+                self.resources = previous;
+                step.events.push(Event::Rejected { kind, detail: detail.clone() });
+                step.requests.push(self.delta_request(kind, Vec::new(), Vec::new(), Some(detail)));
+            }
+        }
+        step
+    }
+
+    fn delta_request(
+        &mut self,
+        kind: Kind,
+        subscribe: Vec<String>,
+        unsubscribe: Vec<String>,
+        nack: Option<String>,
+    ) -> DeltaDiscoveryRequest {
+        let node = if self.node_sent { None } else { Some(self.node.clone()) };
+        self.node_sent = true;
+        DeltaDiscoveryRequest {
+            node,
+            type_url: kind.type_url(),
+            // A nonce marks an ACK / NACK; a subscription change carries none.
+            response_nonce: if subscribe.is_empty() && unsubscribe.is_empty() {
+                self.subs[&kind].nonce.clone()
+            } else {
+                String::new()
+            },
+            resource_names_subscribe: subscribe,
+            resource_names_unsubscribe: unsubscribe,
+            error_detail: nack.map(|message| Status { code: INVALID_ARGUMENT, message, details: vec![] }),
+            ..Default::default()
+        }
+    }
+
     fn stamp(&mut self, mut cfg: model::Config) -> Arc<model::Config> {
         self.published += 1;
         cfg.version = self.base.version + self.published;
@@ -300,15 +431,33 @@ impl AdsState {
 
     /// Decodes the response into the tentative resource set and builds the
     /// whole config; the error string is the NACK detail.
-    fn apply(&mut self, kind: Kind, r: &DiscoveryResponse, now: Instant) -> Result<model::Config, String> {
-        let _ = now;
+    fn apply(&mut self, kind: Kind, r: &DiscoveryResponse) -> Result<model::Config, String> {
+        let incoming: Vec<(&Any, Option<&str>)> = r.resources.iter().map(|a| (a, None)).collect();
+        self.apply_resources(kind, &incoming, &[], kind.is_wildcard(), &r.version_info)
+    }
+
+    /// Applies received resources (with their own version in delta xDS,
+    /// else the response's) and removals; `complete` when the set replaces
+    /// the type's resources (state-of-the-world LDS / CDS).
+    fn apply_resources(
+        &mut self,
+        kind: Kind,
+        incoming: &[(&Any, Option<&str>)],
+        removed: &[String],
+        complete: bool,
+        version_info: &str,
+    ) -> Result<model::Config, String> {
         let stamp = control::bootstrap::now_rfc3339();
         let mut errors: Vec<String> = Vec::new();
         let mut names = BTreeSet::new();
         macro_rules! take {
             ($map:ident, $ty:ty) => {{
-                let mut next = if kind.is_wildcard() { BTreeMap::new() } else { self.resources.$map.clone() };
-                for any in &r.resources {
+                let mut next = if complete { BTreeMap::new() } else { self.resources.$map.clone() };
+                for name in removed {
+                    next.remove(name);
+                }
+                for (any, resource_version) in incoming {
+                    let version = resource_version.unwrap_or(version_info).to_string();
                     if Kind::from_type_url(&any.type_url) != Some(kind) {
                         errors.push(format!("resource of type {} in a {} response", any.type_url, kind.type_url()));
                         continue;
@@ -326,12 +475,12 @@ impl AdsState {
                             let acc = match old {
                                 Some(o) if o.resource.bytes == res.bytes => Accepted {
                                     resource: o.resource.clone(),
-                                    version_info: r.version_info.clone(),
+                                    version_info: version,
                                     last_updated: o.last_updated.clone(),
                                 },
                                 _ => Accepted {
                                     resource: Arc::new(res),
-                                    version_info: r.version_info.clone(),
+                                    version_info: version,
                                     last_updated: stamp.clone(),
                                 },
                             };
@@ -708,5 +857,89 @@ static_resources:
         );
         assert!(step.requests[0].error_detail.is_some());
         assert_eq!(step.requests[0].response_nonce, "z");
+    }
+
+    fn delta(
+        kind: Kind,
+        sys: &str,
+        nonce: &str,
+        resources: Vec<(serde_json::Value, &str)>,
+        removed: &[&str],
+    ) -> DeltaDiscoveryResponse {
+        DeltaDiscoveryResponse {
+            system_version_info: sys.into(),
+            nonce: nonce.into(),
+            type_url: kind.type_url(),
+            resources: resources
+                .into_iter()
+                .map(|(v, ver)| envoy_types::pb::envoy::service::discovery::v3::Resource {
+                    name: v
+                        .get("name")
+                        .or_else(|| v.get("cluster_name"))
+                        .and_then(|n| n.as_str())
+                        .unwrap_or_default()
+                        .into(),
+                    version: ver.into(),
+                    resource: Some(any(kind, v)),
+                    ..Default::default()
+                })
+                .collect(),
+            removed_resources: removed.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn delta_upserts_removes_and_resubscribes() {
+        let t0 = Instant::now();
+        let mut s = new_state(t0);
+        let first = s.delta_stream_started();
+        assert_eq!(first.len(), 2);
+        assert!(first[0].node.is_some() && first[1].node.is_none());
+        assert!(first[0].resource_names_subscribe.is_empty(), "legacy wildcard");
+        let step = s.on_delta_response(
+            delta(Kind::Cluster, "s1", "n1", vec![(eds_cluster("x"), "1"), (eds_cluster("y"), "1")], &[]),
+            t0,
+        );
+        let sub = &step.requests[0];
+        assert_eq!(
+            (sub.resource_names_subscribe.clone(), sub.response_nonce.as_str()),
+            (vec!["x".to_string(), "y".to_string()], "")
+        );
+        assert_eq!(step.requests[1].response_nonce, "n1");
+        s.on_delta_response(
+            delta(
+                Kind::ClusterLoadAssignment,
+                "s1",
+                "n2",
+                vec![(cla("x", &[9001]), "7"), (cla("y", &[9002]), "7")],
+                &[],
+            ),
+            t0,
+        );
+        // Delta responses are not complete: upserting x keeps y; removing y drops it and unsubscribes.
+        let step = s.on_delta_response(delta(Kind::Cluster, "s2", "n3", vec![(eds_cluster("x"), "2")], &["y"]), t0);
+        assert_eq!(step.requests[0].resource_names_unsubscribe, vec!["y".to_string()]);
+        let cfg = step.publish.unwrap();
+        assert!(cfg.clusters.contains_key("x") && !cfg.clusters.contains_key("y"));
+        assert_eq!(cfg.dynamic.as_ref().unwrap().clusters[0].version_info, "2", "per-resource version");
+        // NACK: error detail, nothing changes.
+        let mut bad = eds_cluster("z");
+        bad["circuit_breakers"] = json!({});
+        let step = s.on_delta_response(delta(Kind::Cluster, "s3", "n4", vec![(bad, "3")], &["x"]), t0);
+        assert!(step.publish.is_none());
+        let nack = &step.requests[0];
+        assert_eq!(nack.response_nonce, "n4");
+        assert!(nack
+            .error_detail
+            .as_ref()
+            .unwrap()
+            .message
+            .starts_with("Cluster \"z\": circuit_breakers: unsupported field"));
+        // Reconnect: initial_resource_versions lists what is held.
+        let again = s.delta_stream_started();
+        assert_eq!(again[0].initial_resource_versions.get("x").map(String::as_str), Some("2"));
+        assert_eq!(again[1].resource_names_subscribe, vec!["x".to_string()]);
+        assert_eq!(again[1].initial_resource_versions.get("x").map(String::as_str), Some("7"));
     }
 }

@@ -142,12 +142,13 @@ fn api_config_source<'a>(
     let mut ok = true;
     let api_type = match ApiType::try_from(a.api_type) {
         Ok(ApiType::Grpc) => Some(model::XdsApiType::Grpc),
-        // The model knows DELTA_GRPC and REST; the client does not speak them yet.
-        Ok(ApiType::DeltaGrpc | ApiType::Rest) => {
+        Ok(ApiType::DeltaGrpc) => Some(model::XdsApiType::DeltaGrpc),
+        // The model knows REST; the client does not speak it yet.
+        Ok(ApiType::Rest) => {
             errors.add(
                 p("api_type"),
                 format!(
-                    "{} is not supported yet (meshgate supports: GRPC)",
+                    "{} is not supported yet (meshgate supports: GRPC, DELTA_GRPC)",
                     translate_enum("envoy.config.core.v3.ApiConfigSource.ApiType", a.api_type)
                 ),
             );
@@ -157,7 +158,7 @@ fn api_config_source<'a>(
             errors.add(
                 p("api_type"),
                 format!(
-                    "unsupported value {} (meshgate supports: GRPC)",
+                    "unsupported value {} (meshgate supports: GRPC, DELTA_GRPC)",
                     translate_enum("envoy.config.core.v3.ApiConfigSource.ApiType", a.api_type)
                 ),
             );
@@ -823,8 +824,10 @@ mod tests {
         assert!(e.contains("dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: the xDS server cluster \"nowhere\" must be defined in static_resources.clusters"), "{e}");
         let e = err_text(&bootstrap(&ADS.replace("grpc_services: [{", "refresh_delay: 1s, grpc_services: [{")));
         assert!(e.contains("dynamic_resources.ads_config.refresh_delay: only for api_type REST"), "{e}");
-        let e = err_text(&bootstrap(&ADS.replace("api_type: GRPC", "api_type: DELTA_GRPC")));
-        assert!(e.contains("dynamic_resources.ads_config.api_type: DELTA_GRPC is not supported yet"), "{e}");
+        let e = err_text(&bootstrap(&ADS.replace("api_type: GRPC", "api_type: REST")));
+        assert!(e.contains("dynamic_resources.ads_config.api_type: REST is not supported yet"), "{e}");
+        let cfg = load_str(&bootstrap(&ADS.replace("api_type: GRPC", "api_type: DELTA_GRPC")), Format::Yaml, "b.yaml");
+        assert_eq!(cfg.unwrap().xds.unwrap().ads.as_ref().unwrap().api_type, model::XdsApiType::DeltaGrpc);
         let e = err_text(&bootstrap("  lds_config: { ads: {} }"));
         assert!(e.contains("dynamic_resources.lds_config.ads: `ads` needs dynamic_resources.ads_config"), "{e}");
         let e = err_text(&bootstrap(&ADS.replace(

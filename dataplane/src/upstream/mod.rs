@@ -242,6 +242,20 @@ impl ClusterRuntime {
         self.hosts.borrow().clone()
     }
 
+    /// Takes over the hosts of `previous` (the same cluster before an
+    /// endpoint-only update, e.g. EDS) that this config still lists, with
+    /// their idle pooled connections and passive-health state.
+    pub fn adopt_hosts(
+        &self,
+        previous: &ClusterRuntime,
+        store: &StatsStore,
+        slot: usize,
+        resolved: Option<&[SocketAddr]>,
+    ) {
+        *self.hosts.borrow_mut() = previous.hosts();
+        self.set_hosts(store, slot, resolved);
+    }
+
     /// Aggregate clusters: points at the members' runtimes in `clusters`
     /// (this shard's snapshot).  Called on every snapshot build, so a member
     /// whose runtime was replaced is picked up.

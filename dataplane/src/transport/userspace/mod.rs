@@ -52,7 +52,7 @@ use slab::Slab;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 
 use crate::runtime::{LoopPoller, PollOutcome};
 use device::{classify, Egress, FourTuple, LinkCounters, LinkState, OneFrame, RxFrame};
@@ -514,7 +514,7 @@ impl Inner {
             return Err(io::Error::new(io::ErrorKind::AddrNotAvailable, "no free source port"));
         };
         let mut s = Inner::new_socket();
-        let remote_ep = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::from(*remote.ip())), remote.port());
+        let remote_ep = IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port());
         s.connect(self.iface.context(), remote_ep, IpListenEndpoint { addr: Some(IpAddress::Ipv4(local_ip)), port: p })
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("connect to {remote}: {e}")))?;
         let idx = self.insert_conn(s, Stage::Owned, None);

@@ -36,7 +36,7 @@ fn unavailable() -> Option<String> {
     if !dpdk::AVAILABLE {
         return Some("libdpdk not available".into());
     }
-    for tool in ["ip", "ethtool", "curl"] {
+    for tool in ["ip", "ethtool", "curl", "ping", "python3"] {
         let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status();
         if !found.is_ok_and(|s| s.success()) {
             return Some(format!("{tool} not installed"));

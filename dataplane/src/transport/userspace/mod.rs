@@ -57,7 +57,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpo
 use crate::runtime::{LoopPoller, PollOutcome};
 use device::{classify, Egress, FourTuple, LinkCounters, LinkState, OneFrame, RxFrame};
 
-pub use device::{DpdkLink, Link, MemoryLink};
+pub use device::{DpdkLink, Link, MemoryLink, SharedLink};
 
 /// Receive buffer per connection (also what the advertised window can reach).
 pub const RX_BUFFER: usize = 256 * 1024;
@@ -199,13 +199,23 @@ pub fn install(stack: Rc<Stack>) {
 /// process before the shard thread starts; moved into it).
 pub struct ShardLink {
     pub config: StackConfig,
-    pub link: DpdkLink,
+    pub link: ShardLinkKind,
+}
+
+/// A shard's own queue pair, or its rings to the dispatching shard.
+pub enum ShardLinkKind {
+    Queue(DpdkLink),
+    Shared(SharedLink),
 }
 
 /// Builds the shard's stack on its queue pair and installs it (shard thread);
 /// the loop hook then publishes its counters to `/stats` once a second.
 pub fn install_shard_link(link: ShardLink, stats: std::sync::Arc<crate::stats::StatsStore>, slot: usize) {
-    let stack = Stack::new(link.config, Link::Dpdk(link.link));
+    let link_kind = match link.link {
+        ShardLinkKind::Queue(q) => Link::Dpdk(q),
+        ShardLinkKind::Shared(s) => Link::Shared(s),
+    };
+    let stack = Stack::new(link.config, link_kind);
     *stack.publisher.borrow_mut() = Some(Publisher::new(&stats, slot));
     install(stack);
 }
@@ -221,7 +231,7 @@ struct Publisher {
     active: crate::stats::Gauge,
     shard_active: crate::stats::Gauge,
     last_port: [u64; 8],
-    last_stack: [u64; 9],
+    last_stack: [u64; 10],
     next: Option<Instant>,
 }
 
@@ -240,6 +250,7 @@ impl Publisher {
             "tx_bytes",
             "tx_nombuf",
             "tx_ring_drops",
+            "rx_ring_drops",
             "connections_accepted",
             "connections_opened",
             "connections_reset",
@@ -250,7 +261,7 @@ impl Publisher {
             active: store.gauge(&stack_scope, "connections_active", slot),
             shard_active: store.gauge(&shard_scope, "connections", slot),
             last_port: [0; 8],
-            last_stack: [0; 9],
+            last_stack: [0; 10],
             next: None,
         }
     }
@@ -268,6 +279,7 @@ impl Publisher {
             c.link.tx_bytes,
             c.link.tx_nombuf,
             c.link.tx_ring_drops,
+            c.link.rx_ring_drops,
             c.accepted,
             c.connected,
             c.resets,
@@ -700,14 +712,10 @@ impl Inner {
 /// Toeplitz and our key, and DPDK's default redirection table maps hash `h`
 /// to queue `(h mod reta_size) mod queues`, which is `h mod queues` when the
 /// queue count divides the table size (any power of two up to 128).
+/// (The same function steers frames in software when shards share a queue.)
 fn replies_reach(rss: Option<(u16, u16)>, t: &FourTuple) -> bool {
     let Some((queues, mine)) = rss else { return true };
-    let mut input = [0u8; 12];
-    input[0..4].copy_from_slice(&t.remote_ip.to_be_bytes());
-    input[4..8].copy_from_slice(&t.local_ip.to_be_bytes());
-    input[8..10].copy_from_slice(&t.remote_port.to_be_bytes());
-    input[10..12].copy_from_slice(&t.local_port.to_be_bytes());
-    dpdk::toeplitz_hash(&dpdk::RSS_KEY, &input) % queues as u32 == mine as u32
+    device::flow_shard(t, queues) == mine
 }
 
 impl LoopPoller for Stack {

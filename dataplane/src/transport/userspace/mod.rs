@@ -230,6 +230,7 @@ struct Publisher {
     stack: Vec<crate::stats::Counter>,
     active: crate::stats::Gauge,
     shard_active: crate::stats::Gauge,
+    shard_accepted: crate::stats::Counter,
     last_port: [u64; 8],
     last_stack: [u64; 10],
     next: Option<Instant>,
@@ -260,6 +261,7 @@ impl Publisher {
             stack: stack_names.iter().map(|n| store.counter(&stack_scope, n, slot)).collect(),
             active: store.gauge(&stack_scope, "connections_active", slot),
             shard_active: store.gauge(&shard_scope, "connections", slot),
+            shard_accepted: store.counter(&shard_scope, "connections_accepted", slot),
             last_port: [0; 8],
             last_stack: [0; 10],
             next: None,
@@ -287,6 +289,7 @@ impl Publisher {
         for (i, v) in cur.iter().enumerate() {
             self.stack[i].add(v.saturating_sub(self.last_stack[i]));
         }
+        self.shard_accepted.add(c.accepted.saturating_sub(self.last_stack[7]));
         self.last_stack = cur;
         self.active.set(c.connections as i64);
         self.shard_active.set(c.connections as i64);

@@ -150,7 +150,7 @@ wait_http() { for _ in $(seq 100); do ip netns exec ${P}c curl -sf -m 1 -o /dev/
 } | tee "$OUT/results.md"
 
 # meshgate on DPDK
-$MG -c "$TMP/dpdk.yaml" --mode dpdk --no-pin --dpdk-eal "$(scripts/dpdk-testbed.sh eal $P)" --dpdk-addr 10.77.0.2/24 \
+$MG -c "$TMP/dpdk.yaml" --mode dpdk --shards 1 --no-pin --dpdk-eal "$(scripts/dpdk-testbed.sh eal $P)" --dpdk-addr 10.77.0.2/24 \
     --log-level info 2>"$OUT/meshgate-dpdk.log" &
 MGD=$!; PIDS+=($MGD)
 wait_http http://10.77.0.2:8000/

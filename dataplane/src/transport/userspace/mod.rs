@@ -621,6 +621,10 @@ impl Inner {
                         if let Some(w) = l.waker.take() {
                             w.wake();
                         }
+                    } else {
+                        // The listener went away during the handshake: reset.
+                        conn.socket_mut().abort();
+                        conn.stage = Stage::Orphan;
                     }
                 }
                 State::Closed | State::Listen => self.remove(idx),
@@ -908,7 +912,7 @@ impl Drop for UserspaceListener {
                 inner.touch(idx);
             }
         }
-        // Handshakes still in progress on this port are reset when they complete
-        // (their stage stays Embryonic with no listener to queue them).
+        // Handshakes still in progress on this port are reset when they
+        // complete (after_ingress finds no listener to queue them on).
     }
 }

@@ -18,6 +18,9 @@ APT_PACKAGES=(
     build-essential # gcc/cc: rustc's linker, and C code built by the `cc` crate
     pkg-config      # how -sys crates find system C libraries (dpdk/build.rs finds libdpdk)
     libdpdk-dev     # DPDK 22.11 for the dpdk crate (kernel-bypass data path; optional at build time)
+    iproute2        # scripts/dpdk-testbed.sh: network namespaces, veths, bridge
+    ethtool         # scripts/dpdk-testbed.sh: offloads off on the testbed veths
+    iputils-ping    # tests/dpdk_testbed.rs: ping of the gateway address
     curl            # the demo (`make run`) and the docs' examples
     ca-certificates # TLS roots for apt/cargo on a bare machine
     redis-server    # tests/tcp_proxy.rs: a real protocol carried by the TCP proxy

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use dataplane::transport::userspace::{DpdkLink, ShardLink, StackConfig};
+use dataplane::transport::userspace::{DpdkLink, ShardLink, ShardLinkKind, StackConfig};
 
 /// DPDK options from the command line.
 pub struct DpdkOptions {
@@ -37,7 +37,8 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
 
 /// Starts EAL and the port with up to `shards` queue pairs.  Several queues
 /// are used only when the device does RSS (flows must land on the queue of
-/// the shard that owns them); otherwise one queue pair serves shard 0.
+/// the shard that owns them); otherwise one queue pair is shared: shard 0
+/// polls it and dispatches frames to the other shards over rings.
 pub fn start(opts: &DpdkOptions, shards: usize) -> Result<DpdkDataPath, String> {
     let addr = opts.addr.as_deref().ok_or("--dpdk-addr is required with DPDK (e.g. --dpdk-addr 10.77.0.2/24)")?;
     let (ip, prefix_len) = parse_cidr(addr)?;
@@ -64,21 +65,30 @@ pub fn start(opts: &DpdkOptions, shards: usize) -> Result<DpdkDataPath, String> 
         Ok(l) if !l.up => tracing::warn!(port = opts.port, "DPDK port link is down"),
         _ => {}
     }
-    let links = rx
-        .into_iter()
-        .zip(tx)
-        .enumerate()
-        .map(|(i, (rx, tx))| ShardLink {
-            config: StackConfig {
-                mac,
-                addr: ip,
-                prefix_len,
-                gateway: opts.gateway,
-                seed: 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1) ^ std::process::id() as u64,
-                rss: (queues > 1).then_some((queues as u16, i as u16)),
-            },
-            link: DpdkLink::new(rx, tx, pool),
-        })
-        .collect();
+    let config = |i: usize, of: usize| StackConfig {
+        mac,
+        addr: ip,
+        prefix_len,
+        gateway: opts.gateway,
+        seed: 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1) ^ std::process::id() as u64,
+        rss: (of > 1).then_some((of as u16, i as u16)),
+    };
+    let mut links: Vec<ShardLink> = Vec::new();
+    if queues == 1 && shards > 1 {
+        // One queue pair, several shards: shard 0 dispatches frames to the
+        // others over lock-free rings by the same flow hash RSS would use.
+        let (rx, tx) = (rx.into_iter().next().expect("one rx queue"), tx.into_iter().next().expect("one tx queue"));
+        let mut own = DpdkLink::new(rx, tx, pool);
+        let shared = own.dispatch_to(shards, 4096);
+        links.push(ShardLink { config: config(0, shards), link: ShardLinkKind::Queue(own) });
+        for (i, l) in shared.into_iter().enumerate() {
+            links.push(ShardLink { config: config(i + 1, shards), link: ShardLinkKind::Shared(l) });
+        }
+    } else {
+        for (i, (rx, tx)) in rx.into_iter().zip(tx).enumerate() {
+            links
+                .push(ShardLink { config: config(i, queues), link: ShardLinkKind::Queue(DpdkLink::new(rx, tx, pool)) });
+        }
+    }
     Ok(DpdkDataPath { port, links, driver: info.driver })
 }

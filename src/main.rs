@@ -126,9 +126,9 @@ fn main() -> ExitCode {
         tracing::info!(
             port = d.port.id(),
             driver = %d.driver,
-            queues = d.links.len(),
+            shards = d.links.len(),
             addr = opts.addr.as_deref().unwrap_or(""),
-            "DPDK data path started; shards follow the queue count"
+            "DPDK data path started"
         );
     }
     match run(cli, config, datapath) {
@@ -143,8 +143,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli, config: control::model::Config, datapath: Option<dpdk_setup::DpdkDataPath>) -> Result<(), String> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut shards = cli.shards.unwrap_or(cores.len().max(1)).max(1);
-    // One shard per DPDK queue pair: a shard without a queue could not reach
-    // the userspace stack's address.
+    // One shard per DPDK link (a queue pair, or rings to the dispatching
+    // shard): every shard serves the userspace stack's address.
     let (dpdk_port, mut links) = match datapath {
         Some(d) => {
             shards = d.links.len();

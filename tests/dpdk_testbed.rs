@@ -36,7 +36,7 @@ fn unavailable() -> Option<String> {
     if !dpdk::AVAILABLE {
         return Some("libdpdk not available".into());
     }
-    for tool in ["ip", "ethtool", "curl"] {
+    for tool in ["ip", "ethtool", "curl", "ping", "python3"] {
         let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status();
         if !found.is_ok_and(|s| s.success()) {
             return Some(format!("{tool} not installed"));
@@ -293,6 +293,12 @@ print(ok)
     assert!(out.status.success(), "client failed: {} / {}", String::from_utf8_lossy(&out.stderr), gw.stderr());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
     assert!(gw.stat("http.ingress.downstream_cx_total") >= 1000);
+    // Two shards share the one af_packet queue: shard 0 dispatches by flow
+    // hash, so both accept a good share of the 1,000 connections.
+    for shard in 0..2 {
+        let got = wait_at_least(&gw, &format!("dpdk.shard_{shard}.connections_accepted"), 200);
+        assert!(got >= 200, "shard {shard} accepted {got} of 1,000 connections");
+    }
 }
 
 #[test]

@@ -14,6 +14,9 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
 
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant as SmolInstant;
@@ -34,8 +37,11 @@ pub struct LinkCounters {
     pub tx_bytes: u64,
     /// Frames smoltcp produced that could not get an mbuf (pool exhausted).
     pub tx_nombuf: u64,
-    /// Frames dropped because the transmit ring stayed full.
+    /// Frames dropped because the transmit ring (or the ring to the
+    /// dispatching shard) stayed full.
     pub tx_ring_drops: u64,
+    /// Received frames the dispatcher dropped because a shard's ring was full.
+    pub rx_ring_drops: u64,
 }
 
 /// One received frame.
@@ -60,12 +66,82 @@ pub struct DpdkLink {
     pub pool: &'static dpdk::Mempool,
     out: Vec<dpdk::Mbuf>,
     received: Vec<dpdk::Mbuf>,
+    dispatch: Option<Dispatch>,
 }
 
 impl DpdkLink {
     pub fn new(rx: dpdk::RxQueue, tx: dpdk::TxQueue, pool: &'static dpdk::Mempool) -> DpdkLink {
-        DpdkLink { rx, tx, pool, out: Vec::with_capacity(BURST * 4), received: Vec::with_capacity(BURST) }
+        DpdkLink {
+            rx,
+            tx,
+            pool,
+            out: Vec::with_capacity(BURST * 4),
+            received: Vec::with_capacity(BURST),
+            dispatch: None,
+        }
     }
+
+    /// Makes this link the dispatcher for `shards` shards sharing its one
+    /// queue pair: returns the links of shards 1.. (this link serves shard 0).
+    pub fn dispatch_to(&mut self, shards: usize, ring_capacity: usize) -> Vec<SharedLink> {
+        let inboxes: Vec<_> = (0..shards).map(|_| Arc::new(ArrayQueue::new(ring_capacity))).collect();
+        let outboxes: Vec<_> = (0..shards).map(|_| Arc::new(ArrayQueue::new(ring_capacity))).collect();
+        let links = (1..shards)
+            .map(|i| SharedLink { inbox: inboxes[i].clone(), outbox: outboxes[i].clone(), pool: self.pool })
+            .collect();
+        self.dispatch = Some(Dispatch { inboxes, outboxes });
+        links
+    }
+
+    pub fn is_dispatcher(&self) -> bool {
+        self.dispatch.is_some()
+    }
+}
+
+/// The dispatcher's side of the rings: per shard, frames in and frames out
+/// (lock-free, crossbeam `ArrayQueue`; entry 0 is the dispatcher's own, unused).
+struct Dispatch {
+    inboxes: Vec<Arc<ArrayQueue<dpdk::Mbuf>>>,
+    outboxes: Vec<Arc<ArrayQueue<dpdk::Mbuf>>>,
+}
+
+/// A shard's link when it shares the dispatcher's queue pair: frames
+/// arrive on `inbox` and leave through `outbox`, both drained by the
+/// dispatching shard.
+pub struct SharedLink {
+    inbox: Arc<ArrayQueue<dpdk::Mbuf>>,
+    outbox: Arc<ArrayQueue<dpdk::Mbuf>>,
+    pool: &'static dpdk::Mempool,
+}
+
+/// Which shard a received frame belongs to, when shards share one queue:
+/// TCP by the Toeplitz hash of its 4-tuple (the same function the shards use
+/// to pick source ports, so replies come back to the shard that opened the
+/// connection), ARP to every shard (each keeps a neighbour cache), anything
+/// else (ICMP) to shard 0.
+enum Steer {
+    Shard(usize),
+    All,
+}
+
+fn steer(frame: &[u8], shards: usize) -> Steer {
+    if frame.get(12..14) == Some(&[0x08, 0x06]) {
+        return Steer::All;
+    }
+    match classify(frame) {
+        Some((t, _)) => Steer::Shard(flow_shard(&t, shards as u16) as usize),
+        None => Steer::Shard(0),
+    }
+}
+
+/// The queue/shard (of `n`) that a received packet of connection `t` hashes to.
+pub fn flow_shard(t: &FourTuple, n: u16) -> u16 {
+    let mut input = [0u8; 12];
+    input[0..4].copy_from_slice(&t.remote_ip.to_be_bytes());
+    input[4..8].copy_from_slice(&t.local_ip.to_be_bytes());
+    input[8..10].copy_from_slice(&t.remote_port.to_be_bytes());
+    input[10..12].copy_from_slice(&t.local_port.to_be_bytes());
+    (dpdk::toeplitz_hash(&dpdk::RSS_KEY, &input) % n as u32) as u16
 }
 
 /// One end of an in-process wire: what one end sends, the other receives.
@@ -85,6 +161,7 @@ impl MemoryLink {
 
 pub enum Link {
     Dpdk(DpdkLink),
+    Shared(SharedLink),
     Memory(MemoryLink),
 }
 
@@ -101,17 +178,57 @@ impl LinkState {
 
     /// Busy-polled links (a NIC queue) never let the loop sleep.
     pub fn busy_poll(&self) -> bool {
-        matches!(self.link, Link::Dpdk(_))
+        matches!(self.link, Link::Dpdk(_) | Link::Shared(_))
     }
 
     /// Takes up to a burst of received frames.
     pub fn recv_burst(&mut self, out: &mut Vec<RxFrame>) -> usize {
         let n = match &mut self.link {
             Link::Dpdk(d) => {
-                let n = d.rx.recv(&mut d.received);
+                d.rx.recv(&mut d.received);
+                let mut mine = 0;
                 for m in d.received.drain(..) {
+                    let target = match &d.dispatch {
+                        None => Steer::Shard(0),
+                        Some(disp) => steer(m.data(), disp.inboxes.len()),
+                    };
+                    match (target, &d.dispatch) {
+                        (Steer::Shard(i), Some(disp)) if i != 0 => {
+                            if disp.inboxes[i].push(m).is_err() {
+                                self.counters.rx_ring_drops += 1;
+                            }
+                            continue;
+                        }
+                        (Steer::All, Some(disp)) => {
+                            for inbox in &disp.inboxes[1..] {
+                                let Some(mut copy) = d.pool.alloc() else {
+                                    self.counters.rx_ring_drops += 1;
+                                    continue;
+                                };
+                                match copy.append(m.len()) {
+                                    Some(buf) => buf.copy_from_slice(m.data()),
+                                    None => continue,
+                                }
+                                if inbox.push(copy).is_err() {
+                                    self.counters.rx_ring_drops += 1;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
                     self.counters.rx_bytes += m.len() as u64;
                     out.push(RxFrame::Mbuf(m));
+                    mine += 1;
+                }
+                mine
+            }
+            Link::Shared(l) => {
+                let mut n = 0;
+                while n < BURST {
+                    let Some(m) = l.inbox.pop() else { break };
+                    self.counters.rx_bytes += m.len() as u64;
+                    out.push(RxFrame::Mbuf(m));
+                    n += 1;
                 }
                 n
             }
@@ -133,6 +250,16 @@ impl LinkState {
     /// waiting for ring space.
     pub fn flush(&mut self) -> bool {
         if let Link::Dpdk(d) = &mut self.link {
+            if let Some(disp) = &d.dispatch {
+                for outbox in &disp.outboxes[1..] {
+                    for _ in 0..BURST * 4 {
+                        match outbox.pop() {
+                            Some(m) => d.out.push(m),
+                            None => break,
+                        }
+                    }
+                }
+            }
             if !d.out.is_empty() {
                 d.tx.send(&mut d.out);
                 if d.out.len() > TX_BACKLOG {
@@ -163,6 +290,20 @@ impl LinkState {
                 }
                 // No buffer: smoltcp's token cannot fail, so build the frame
                 // into scratch space and drop it (TCP retransmits).
+                self.counters.tx_nombuf += 1;
+                let mut scratch = vec![0u8; len];
+                f(&mut scratch)
+            }
+            Link::Shared(l) => {
+                if let Some(mut m) = l.pool.alloc() {
+                    if let Some(buf) = m.append(len) {
+                        let r = f(buf);
+                        if l.outbox.push(m).is_err() {
+                            self.counters.tx_ring_drops += 1;
+                        }
+                        return r;
+                    }
+                }
                 self.counters.tx_nombuf += 1;
                 let mut scratch = vec![0u8; len];
                 f(&mut scratch)

@@ -52,12 +52,12 @@ use slab::Slab;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 
 use crate::runtime::{LoopPoller, PollOutcome};
 use device::{classify, Egress, FourTuple, LinkCounters, LinkState, OneFrame, RxFrame};
 
-pub use device::{DpdkLink, Link, MemoryLink};
+pub use device::{DpdkLink, Link, MemoryLink, SharedLink};
 
 /// Receive buffer per connection (also what the advertised window can reach).
 pub const RX_BUFFER: usize = 256 * 1024;
@@ -199,13 +199,23 @@ pub fn install(stack: Rc<Stack>) {
 /// process before the shard thread starts; moved into it).
 pub struct ShardLink {
     pub config: StackConfig,
-    pub link: DpdkLink,
+    pub link: ShardLinkKind,
+}
+
+/// A shard's own queue pair, or its rings to the dispatching shard.
+pub enum ShardLinkKind {
+    Queue(DpdkLink),
+    Shared(SharedLink),
 }
 
 /// Builds the shard's stack on its queue pair and installs it (shard thread);
 /// the loop hook then publishes its counters to `/stats` once a second.
 pub fn install_shard_link(link: ShardLink, stats: std::sync::Arc<crate::stats::StatsStore>, slot: usize) {
-    let stack = Stack::new(link.config, Link::Dpdk(link.link));
+    let link_kind = match link.link {
+        ShardLinkKind::Queue(q) => Link::Dpdk(q),
+        ShardLinkKind::Shared(s) => Link::Shared(s),
+    };
+    let stack = Stack::new(link.config, link_kind);
     *stack.publisher.borrow_mut() = Some(Publisher::new(&stats, slot));
     install(stack);
 }
@@ -220,8 +230,9 @@ struct Publisher {
     stack: Vec<crate::stats::Counter>,
     active: crate::stats::Gauge,
     shard_active: crate::stats::Gauge,
+    shard_accepted: crate::stats::Counter,
     last_port: [u64; 8],
-    last_stack: [u64; 9],
+    last_stack: [u64; 10],
     next: Option<Instant>,
 }
 
@@ -240,6 +251,7 @@ impl Publisher {
             "tx_bytes",
             "tx_nombuf",
             "tx_ring_drops",
+            "rx_ring_drops",
             "connections_accepted",
             "connections_opened",
             "connections_reset",
@@ -249,8 +261,9 @@ impl Publisher {
             stack: stack_names.iter().map(|n| store.counter(&stack_scope, n, slot)).collect(),
             active: store.gauge(&stack_scope, "connections_active", slot),
             shard_active: store.gauge(&shard_scope, "connections", slot),
+            shard_accepted: store.counter(&shard_scope, "connections_accepted", slot),
             last_port: [0; 8],
-            last_stack: [0; 9],
+            last_stack: [0; 10],
             next: None,
         }
     }
@@ -268,6 +281,7 @@ impl Publisher {
             c.link.tx_bytes,
             c.link.tx_nombuf,
             c.link.tx_ring_drops,
+            c.link.rx_ring_drops,
             c.accepted,
             c.connected,
             c.resets,
@@ -275,6 +289,7 @@ impl Publisher {
         for (i, v) in cur.iter().enumerate() {
             self.stack[i].add(v.saturating_sub(self.last_stack[i]));
         }
+        self.shard_accepted.add(c.accepted.saturating_sub(self.last_stack[7]));
         self.last_stack = cur;
         self.active.set(c.connections as i64);
         self.shard_active.set(c.connections as i64);
@@ -514,7 +529,7 @@ impl Inner {
             return Err(io::Error::new(io::ErrorKind::AddrNotAvailable, "no free source port"));
         };
         let mut s = Inner::new_socket();
-        let remote_ep = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::from(*remote.ip())), remote.port());
+        let remote_ep = IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port());
         s.connect(self.iface.context(), remote_ep, IpListenEndpoint { addr: Some(IpAddress::Ipv4(local_ip)), port: p })
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("connect to {remote}: {e}")))?;
         let idx = self.insert_conn(s, Stage::Owned, None);
@@ -606,6 +621,10 @@ impl Inner {
                         if let Some(w) = l.waker.take() {
                             w.wake();
                         }
+                    } else {
+                        // The listener went away during the handshake: reset.
+                        conn.socket_mut().abort();
+                        conn.stage = Stage::Orphan;
                     }
                 }
                 State::Closed | State::Listen => self.remove(idx),
@@ -700,14 +719,10 @@ impl Inner {
 /// Toeplitz and our key, and DPDK's default redirection table maps hash `h`
 /// to queue `(h mod reta_size) mod queues`, which is `h mod queues` when the
 /// queue count divides the table size (any power of two up to 128).
+/// (The same function steers frames in software when shards share a queue.)
 fn replies_reach(rss: Option<(u16, u16)>, t: &FourTuple) -> bool {
     let Some((queues, mine)) = rss else { return true };
-    let mut input = [0u8; 12];
-    input[0..4].copy_from_slice(&t.remote_ip.to_be_bytes());
-    input[4..8].copy_from_slice(&t.local_ip.to_be_bytes());
-    input[8..10].copy_from_slice(&t.remote_port.to_be_bytes());
-    input[10..12].copy_from_slice(&t.local_port.to_be_bytes());
-    dpdk::toeplitz_hash(&dpdk::RSS_KEY, &input) % queues as u32 == mine as u32
+    device::flow_shard(t, queues) == mine
 }
 
 impl LoopPoller for Stack {
@@ -897,7 +912,7 @@ impl Drop for UserspaceListener {
                 inner.touch(idx);
             }
         }
-        // Handshakes still in progress on this port are reset when they complete
-        // (their stage stays Embryonic with no listener to queue them).
+        // Handshakes still in progress on this port are reset when they
+        // complete (after_ingress finds no listener to queue them on).
     }
 }

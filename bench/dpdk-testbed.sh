@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Testbed benchmark of the DPDK data path (run as root; never part of tests).
+#
+# Same topology for every target (scripts/dpdk-testbed.sh): wrk runs in the
+# client namespace (10.77.0.1), the origin is nginx in the upstream namespace
+# (10.77.0.3:8080, fixed 1,668-byte body), and the proxy under test sits on
+# the segment:
+#
+#   meshgate-dpdk    10.77.0.2:8000  --mode dpdk, net_af_packet on veth PREFIXmg, 1 shard
+#   meshgate-kernel  10.77.0.5:8001  --mode kernel --shards 1 on veth PREFIXmg2 (kernel IP)
+#   nginx            10.77.0.5:8002  1 worker, proxy_pass with upstream keepalive
+#
+# Then a connection-scaling run against meshgate-dpdk: 10, 100, 1,000 and
+# 10,000 concurrent keep-alive connections.
+#
+# Output: a markdown table on stdout and bench/results/dpdk-<date>/results.md.
+# CPU per request = (utime+stime of the proxy process during the run) / requests;
+# the DPDK shard busy-polls, so its CPU is one core whatever the load.
+#
+# Usage: bench/dpdk-testbed.sh [--duration S] [--scaling "10 100 1000 10000"]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=10
+SCALING="10 100 1000 10000"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DUR=$2; shift 2 ;;
+        --scaling) SCALING=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "bench/dpdk-testbed.sh: needs root" >&2; exit 77; }
+for t in wrk nginx curl; do command -v $t >/dev/null || apt-get install -y $t >/dev/null; done
+P=mgb
+OUT=bench/results/dpdk-$(date -u +%Y-%m-%d-%H%M)
+mkdir -p "$OUT"
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$TMP/up.pid" ] && kill "$(cat "$TMP/up.pid")" 2>/dev/null || true
+    [ -f "$TMP/px.pid" ] && kill "$(cat "$TMP/px.pid")" 2>/dev/null || true
+    sleep 0.5
+    scripts/dpdk-testbed.sh down $P >/dev/null 2>&1 || true
+    rm -rf "/var/run/dpdk/$P-a" "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+# MESHGATE_BIN=target/debug/meshgate skips the (long) release build.
+if [ -n "${MESHGATE_BIN:-}" ]; then
+    MG=$MESHGATE_BIN
+else
+    cargo build --release --bin meshgate --quiet
+    MG=target/release/meshgate
+fi
+scripts/dpdk-testbed.sh up $P >/dev/null
+ip addr add 10.77.0.5/24 dev ${P}mg2
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# Origin: nginx in the upstream namespace.
+BODY=$(head -c 1668 /dev/zero | tr '\0' 'x')
+cat >"$TMP/up.conf" <<NGINX
+daemon off; worker_processes 1; pid $TMP/up.pid; error_log $TMP/up.err;
+worker_rlimit_nofile 100000;
+events { worker_connections 30000; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 10.77.0.3:8080 backlog=16384; location / { return 200 "$BODY"; } } }
+NGINX
+ip netns exec ${P}u nginx -c "$TMP/up.conf" &
+PIDS+=($!)
+
+config() { # listen_ip port
+    cat <<YAML
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: $3 } } }
+static_resources:
+  listeners:
+  - name: ingress
+    address: { socket_address: { address: $1, port_value: $2 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: up } } ] } ]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: up
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: up
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 10.77.0.3, port_value: 8080 } } } } ] } ]
+YAML
+}
+config 10.77.0.2 8000 19981 >"$TMP/dpdk.yaml"
+config 10.77.0.5 8001 19982 >"$TMP/kernel.yaml"
+cat >"$TMP/px.conf" <<NGINX
+daemon off; worker_processes 1; pid $TMP/px.pid; error_log $TMP/px.err;
+worker_rlimit_nofile 100000;
+events { worker_connections 30000; }
+http { access_log off; keepalive_requests 1000000;
+  upstream up { server 10.77.0.3:8080; keepalive 64; }
+  server { listen 10.77.0.5:8002 backlog=16384; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGINX
+
+# CPU ticks of a process and its children (nginx: master + worker).
+cpu_ticks() {
+    local total=0 p
+    for p in $1 $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{print $14+$15}' "/proc/$p/stat")))
+    done
+    echo $total
+}
+HZ=$(getconf CLK_TCK)
+
+# run NAME PID URL CONNS -> appends a row
+run() {
+    local name=$1 pid=$2 url=$3 conns=$4 threads=2
+    [ "$conns" -lt 2 ] && threads=1
+    local t0; t0=$(cpu_ticks "$pid")
+    ip netns exec ${P}c wrk -t$threads -c"$conns" -d"${DUR}s" --latency --timeout 10s "$url" >"$TMP/wrk.txt" 2>&1 || true
+    local t1; t1=$(cpu_ticks "$pid")
+    local req rps p50 p99 errs
+    req=$(awk '/requests in/ {print $1}' "$TMP/wrk.txt")
+    rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt")
+    p50=$(awk '$1=="50%" {print $2}' "$TMP/wrk.txt")
+    p99=$(awk '$1=="99%" {print $2}' "$TMP/wrk.txt")
+    errs=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' "$TMP/wrk.txt")
+    local cpu_us="n/a"
+    if [ -n "$req" ] && [ "$req" -gt 0 ]; then
+        cpu_us=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v n="$req" 'BEGIN { printf "%.1f", (b-a)/hz*1e6/n }')
+    fi
+    echo "| $name | $conns | ${rps:-0} | ${p50:-n/a} | ${p99:-n/a} | $cpu_us | ${errs:-none} |" | tee -a "$OUT/results.md"
+    cp "$TMP/wrk.txt" "$OUT/wrk-$name-$conns.txt"
+}
+
+wait_http() { for _ in $(seq 100); do ip netns exec ${P}c curl -sf -m 1 -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+
+{
+    echo "# DPDK testbed benchmark, $(date -u +%FT%TZ)"
+    echo
+    echo "wrk from the client namespace, ${DUR}s per row, origin nginx (1,668-byte body). $(nproc) cores. meshgate binary: $MG."
+    echo
+    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | errors |"
+    echo "|---|---|---|---|---|---|---|"
+} | tee "$OUT/results.md"
+
+# meshgate on DPDK
+$MG -c "$TMP/dpdk.yaml" --mode dpdk --shards 1 --no-pin --dpdk-eal "$(scripts/dpdk-testbed.sh eal $P)" --dpdk-addr 10.77.0.2/24 \
+    --log-level info 2>"$OUT/meshgate-dpdk.log" &
+MGD=$!; PIDS+=($MGD)
+wait_http http://10.77.0.2:8000/
+run meshgate-dpdk $MGD http://10.77.0.2:8000/ 50
+
+# meshgate on kernel sockets
+$MG -c "$TMP/kernel.yaml" --mode kernel --shards 1 --no-pin --log-level warn 2>"$OUT/meshgate-kernel.log" &
+MGK=$!; PIDS+=($MGK)
+wait_http http://10.77.0.5:8001/
+run meshgate-kernel $MGK http://10.77.0.5:8001/ 50
+kill $MGK; wait $MGK 2>/dev/null || true
+
+# nginx proxy on kernel sockets
+nginx -c "$TMP/px.conf" &
+PIDS+=($!)
+wait_http http://10.77.0.5:8002/
+run nginx-kernel "$(cat "$TMP/px.pid")" http://10.77.0.5:8002/ 50
+
+{
+    echo
+    echo "## Connection scaling (meshgate-dpdk)"
+    echo
+    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | errors |"
+    echo "|---|---|---|---|---|---|---|"
+} | tee -a "$OUT/results.md"
+for c in $SCALING; do
+    run meshgate-dpdk $MGD http://10.77.0.2:8000/ "$c"
+done
+echo "results in $OUT/results.md"

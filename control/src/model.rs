@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::governance::{CircuitBreakers, RetryBudget, RetryOn, RetryPolicy, RouteRetry, Thresholds, VhostRetry};
+
 /// One complete, validated configuration snapshot.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -148,6 +150,8 @@ pub struct VirtualHost {
     pub request_headers: HeaderMutations,
     /// `response_headers_to_add` / `response_headers_to_remove`.
     pub response_headers: HeaderMutations,
+    /// `retry_policy`, `per_request_buffer_limit_bytes`, attempt-count headers.
+    pub retry: VhostRetry,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +247,8 @@ pub struct ForwardAction {
     /// `hash_policy`, in order: the request hash consistent-hashing load
     /// balancers (RING_HASH, MAGLEV) pick with.  Empty means "no hash".
     pub hash_policy: Vec<HashPolicy>,
+    /// `retry_policy` and the route's `per_request_buffer_limit_bytes`.
+    pub retry: RouteRetry,
 }
 
 /// Which cluster a forwarded request goes to.
@@ -559,6 +565,8 @@ pub struct Cluster {
     pub healthy_panic_threshold: u32,
     /// Aggregate clusters only: the member clusters in failover order.
     pub aggregate_clusters: Vec<String>,
+    /// `circuit_breakers` (Envoy's defaults when unset).
+    pub circuit_breakers: CircuitBreakers,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,7 @@ pub(crate) const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub(crate) const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub(crate) const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
 pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
+pub(crate) const PREVIOUS_HOSTS: &str = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 
 /// Supported fields per message full name.  A message reachable through a
 /// supported field but missing here supports no fields at all.
@@ -80,6 +81,11 @@ const FIELDS: &[(&str, &[&str])] = &[
             "request_headers_to_remove",
             "response_headers_to_add",
             "response_headers_to_remove",
+            // Retries (translate/retry.rs).
+            "retry_policy",
+            "per_request_buffer_limit_bytes",
+            "include_request_attempt_count",
+            "include_attempt_count_in_response",
         ],
     ),
     (
@@ -95,6 +101,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "request_headers_to_remove",
             "response_headers_to_add",
             "response_headers_to_remove",
+            "per_request_buffer_limit_bytes",
         ],
     ),
     (
@@ -117,8 +124,26 @@ const FIELDS: &[(&str, &[&str])] = &[
             "host_rewrite_header",
             "append_x_forwarded_host",
             "hash_policy",
+            "retry_policy",
         ],
     ),
+    // Retries (translate/retry.rs).
+    (
+        "envoy.config.route.v3.RetryPolicy",
+        &[
+            "retry_on",
+            "num_retries",
+            "per_try_timeout",
+            "retry_back_off",
+            "retry_host_predicate",
+            "host_selection_retry_max_attempts",
+            "retriable_status_codes",
+            "retriable_headers",
+        ],
+    ),
+    ("envoy.config.route.v3.RetryPolicy.RetryBackOff", &["base_interval", "max_interval"]),
+    ("envoy.config.route.v3.RetryPolicy.RetryHostPredicate", &["name", "typed_config"]),
+    (PREVIOUS_HOSTS, &[]),
     // No runtime layer: `runtime_key_prefix` keys never resolve, so the
     // configured weights apply, as in an Envoy whose runtime lacks them.
     ("envoy.config.route.v3.WeightedCluster", &["clusters", "total_weight", "runtime_key_prefix", "header_name"]),
@@ -173,8 +198,17 @@ const FIELDS: &[(&str, &[&str])] = &[
             "least_request_lb_config",
             "round_robin_lb_config",
             "common_lb_config",
+            "circuit_breakers",
         ],
     ),
+    // Circuit breakers (translate/cluster_governance.rs).
+    ("envoy.config.cluster.v3.CircuitBreakers", &["thresholds"]),
+    (
+        "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
+        &["priority", "max_connections", "max_pending_requests", "max_requests", "max_retries", "retry_budget"],
+    ),
+    ("envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget", &["budget_percent", "min_retry_concurrency"]),
+    ("envoy.type.v3.Percent", &["value"]),
     // Load balancing (translate/lb.rs).
     ("envoy.config.cluster.v3.Cluster.CustomClusterType", &["name", "typed_config"]),
     (AGGREGATE_CONFIG, &["clusters"]),
@@ -335,6 +369,7 @@ const ANY_TYPES: &[(&str, &str, &[&str])] = &[
     ("envoy.config.route.v3.Route.typed_per_filter_config", "per-filter config", &[RBAC_PER_ROUTE]),
     ("envoy.config.cluster.v3.Cluster.typed_extension_protocol_options", "protocol options", &[UPSTREAM_HTTP_OPTIONS]),
     ("envoy.config.cluster.v3.Cluster.CustomClusterType.typed_config", "cluster type", &[AGGREGATE_CONFIG]),
+    ("envoy.config.route.v3.RetryPolicy.RetryHostPredicate.typed_config", "retry host predicate", &[PREVIOUS_HOSTS]),
 ];
 
 /// Map fields: which keys they accept.

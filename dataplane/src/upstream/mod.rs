@@ -22,9 +22,15 @@
 //! member's priority level over the members' linearized levels, then lets
 //! that member pick the host.
 //!
+//! Traffic governance lives in submodules: `retry` (the retry state
+//! machine), `circuit_breaker` (cluster resource limits shared by all
+//! shards).  `ClusterRuntime` wires them to pools and picks.
+//!
 //! This module must not parse HTTP; it hands out and takes back streams.
 
+pub mod circuit_breaker;
 pub mod lb;
+pub mod retry;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -38,7 +44,9 @@ use control::model::{Cluster, DiscoveryType, EndpointAddress};
 
 use crate::runtime::{now, timeout};
 use crate::stats::{ClusterStats, Counter, HostStats, Scope, StatsStore};
+
 use crate::transport::{self, Stream};
+use circuit_breaker::{ClusterResources, Guard, Resource};
 
 use lb::{Balancer, LbHost, Linearized};
 
@@ -90,6 +98,9 @@ struct IdleConn {
 pub enum ConnectFailure {
     Refused,
     Timeout,
+    /// A circuit breaker (`max_connections` with `max_pending_requests`,
+    /// or `max_requests`) refused the request: 503 with `x-envoy-overloaded`.
+    Overflow,
 }
 
 impl ConnectFailure {
@@ -98,6 +109,7 @@ impl ConnectFailure {
         match self {
             ConnectFailure::Refused => "connection failure",
             ConnectFailure::Timeout => "connection timeout",
+            ConnectFailure::Overflow => "overflow",
         }
     }
 }
@@ -113,6 +125,8 @@ pub struct UpstreamConn {
     pub head: crate::http1::ResponseHead,
     cluster_cx_active: crate::stats::Gauge,
     cluster_cx_destroy: crate::stats::Counter,
+    /// The connection's unit of the cluster's `max_connections`.
+    _cx_guard: Guard,
 }
 
 impl UpstreamConn {
@@ -143,6 +157,10 @@ pub struct ClusterRuntime {
     pub stats: ClusterStats,
     /// `cluster.<name>.lb_healthy_panic`: picks made in a panicking level.
     lb_healthy_panic: Counter,
+    /// Retry and circuit-breaker counters `ClusterStats` lacks.
+    pub retry_stats: GovernanceStats,
+    /// Circuit-breaker resources, shared with every shard.
+    pub resources: Arc<ClusterResources>,
     hosts: RefCell<Vec<Rc<Host>>>,
     lb: RefCell<Balancer>,
     /// Earliest back-off expiry among this shard's down hosts.
@@ -164,10 +182,14 @@ impl ClusterRuntime {
         let lb_healthy_panic = store.counter(&Scope::Cluster(config.name.clone()), "lb_healthy_panic", slot);
         let seed = std::collections::hash_map::RandomState::new().hash_one((&config.name, slot));
         let lb = Balancer::new(&config, Vec::new(), &[], seed);
+        let retry_stats = GovernanceStats::new(store, &config.name, slot);
+        let resources = ClusterResources::shared(&config, store);
         let rt = ClusterRuntime {
             config,
             stats,
             lb_healthy_panic,
+            retry_stats,
+            resources,
             hosts: RefCell::new(Vec::new()),
             lb: RefCell::new(lb),
             next_recovery: Cell::new(None),
@@ -383,12 +405,73 @@ impl ClusterRuntime {
                 self.stats.upstream_cx_destroy_remote.inc();
             }
         }
-        self.connect(host).await
+        if let Some(guard) = self.resources.try_acquire(false, Resource::Connections) {
+            return self.connect_with(host, guard).await;
+        }
+        self.wait_pending(host).await
+    }
+
+    /// `max_connections` is reached: the request waits as a pending request
+    /// (within `max_pending_requests`, else overflow) for an idle connection
+    /// to this host or for room to open one, at most `connect_timeout`.
+    /// Connections are released on any shard, so the wait re-checks on a
+    /// short timer rather than on a wake-up from the releasing shard.
+    async fn wait_pending(&self, host: &Rc<Host>) -> Result<UpstreamConn, ConnectFailure> {
+        self.retry_stats.upstream_cx_overflow.inc();
+        let Some(_pending) = self.resources.try_acquire(false, Resource::PendingRequests) else {
+            self.stats.upstream_rq_pending_overflow.inc();
+            return Err(ConnectFailure::Overflow);
+        };
+        self.stats.upstream_rq_pending_total.inc();
+        self.stats.upstream_rq_pending_active.inc();
+        let give_up = now() + self.config.connect_timeout;
+        let result = loop {
+            if let Some(idle) = host.idle.borrow_mut().pop() {
+                if idle.conn.stream.is_idle_usable() {
+                    break Ok(idle.conn);
+                }
+                continue;
+            }
+            if let Some(guard) = self.resources.try_acquire(false, Resource::Connections) {
+                break self.connect_with(host, guard).await;
+            }
+            let t = now();
+            if t >= give_up {
+                self.stats.upstream_cx_connect_timeout.inc();
+                break Err(ConnectFailure::Timeout);
+            }
+            crate::runtime::sleep_until((t + PENDING_RECHECK).min(give_up)).await;
+        };
+        self.stats.upstream_rq_pending_active.dec();
+        result
+    }
+
+    /// Admits one upstream request against `max_requests`.
+    pub fn admit_request(&self) -> Result<Guard, ConnectFailure> {
+        match self.resources.try_acquire(false, Resource::Requests) {
+            Some(g) => Ok(g),
+            None => {
+                self.stats.upstream_rq_pending_overflow.inc();
+                Err(ConnectFailure::Overflow)
+            }
+        }
+    }
+
+    /// Admits one retry against `max_retries` or the retry budget; the
+    /// guard is held until the retried attempt ends.
+    pub fn admit_retry(&self) -> Option<Guard> {
+        self.resources.try_acquire(false, Resource::Retries)
     }
 
     /// Opens a fresh connection (also used to retry a request whose reused
     /// connection turned out to be closed).
     pub async fn connect(&self, host: &Rc<Host>) -> Result<UpstreamConn, ConnectFailure> {
+        // Replaces a connection that was just dropped: counted, not limited.
+        let guard = self.resources.acquire_unchecked(false, Resource::Connections);
+        self.connect_with(host, guard).await
+    }
+
+    async fn connect_with(&self, host: &Rc<Host>, guard: Guard) -> Result<UpstreamConn, ConnectFailure> {
         self.stats.upstream_cx_total.inc();
         self.stats.upstream_cx_http1_total.inc();
         host.stats.cx_total.inc();
@@ -407,6 +490,7 @@ impl ClusterRuntime {
                     head: crate::http1::ResponseHead::new(),
                     cluster_cx_active: self.stats.upstream_cx_active.clone(),
                     cluster_cx_destroy: self.stats.upstream_cx_destroy.clone(),
+                    _cx_guard: guard,
                 })
             }
             Ok(Err(e)) => {
@@ -461,6 +545,33 @@ impl ClusterRuntime {
 
 #[cfg(test)]
 mod tests;
+
+/// How often a pending request re-checks for a free connection.
+const PENDING_RECHECK: Duration = Duration::from_millis(5);
+
+/// Per-cluster counters of the governance features that the shared
+/// `ClusterStats` group does not have (Envoy's names).
+pub struct GovernanceStats {
+    pub upstream_cx_overflow: Counter,
+    pub upstream_rq_per_try_timeout: Counter,
+    pub upstream_rq_retry_limit_exceeded: Counter,
+    pub upstream_rq_retry_backoff_exponential: Counter,
+    pub retry_or_shadow_abandoned: Counter,
+}
+
+impl GovernanceStats {
+    fn new(store: &StatsStore, cluster: &str, slot: usize) -> GovernanceStats {
+        let scope = Scope::Cluster(cluster.to_string());
+        let c = |leaf: &str| store.counter(&scope, leaf, slot);
+        GovernanceStats {
+            upstream_cx_overflow: c("upstream_cx_overflow"),
+            upstream_rq_per_try_timeout: c("upstream_rq_per_try_timeout"),
+            upstream_rq_retry_limit_exceeded: c("upstream_rq_retry_limit_exceeded"),
+            upstream_rq_retry_backoff_exponential: c("upstream_rq_retry_backoff_exponential"),
+            retry_or_shadow_abandoned: c("retry_or_shadow_abandoned"),
+        }
+    }
+}
 
 /// How often each shard sweeps its idle upstream connections.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);

@@ -214,6 +214,7 @@ pub(super) fn forward(
         host_rewrite,
         append_x_forwarded_host: a.append_x_forwarded_host,
         hash_policy,
+        retry: Default::default(), // filled in by translate::retry
     }))
 }
 

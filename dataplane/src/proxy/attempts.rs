@@ -219,6 +219,8 @@ impl<'a> Downstream<'a> {
         let random = self.ctx.next_random();
         let mut result = {
             let mut check = |status: u16, headers: &Headers| -> bool {
+                // The retry this attempt was (if any) ends with its response.
+                retry.outstanding = None;
                 let Some(state) = retry.state.as_mut() else { return false };
                 match state.on_response(status, headers, random) {
                     Decision::Retry(b) => match cluster.admit_retry() {
@@ -328,6 +330,8 @@ impl<'a> Downstream<'a> {
     /// The retry decision for an attempt without a response; `Some` is the
     /// back-off of an admitted retry.
     fn decide_failure(&self, cluster: &ClusterRuntime, retry: &mut RetrySetup, f: Failure) -> Option<Duration> {
+        // The retry this attempt was (if any) has ended.
+        retry.outstanding = None;
         let state = retry.state.as_mut()?;
         match state.on_failure(f, self.ctx.next_random()) {
             Decision::Retry(b) => match cluster.admit_retry() {

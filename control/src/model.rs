@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::governance::{CircuitBreakers, RetryBudget, RetryOn, RetryPolicy, RouteRetry, Thresholds, VhostRetry};
+pub use crate::governance::{
+    CircuitBreakers, OutlierDetection, RetryBudget, RetryOn, RetryPolicy, RouteRetry, Thresholds, VhostRetry,
+};
 
 /// One complete, validated configuration snapshot.
 #[derive(Debug, Clone)]
@@ -567,6 +569,8 @@ pub struct Cluster {
     pub aggregate_clusters: Vec<String>,
     /// `circuit_breakers` (Envoy's defaults when unset).
     pub circuit_breakers: CircuitBreakers,
+    /// `outlier_detection` (`None`: no outlier detection, as in Envoy).
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

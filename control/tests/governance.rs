@@ -209,3 +209,30 @@ fn circuit_breaker_errors() {
         "{per_host}"
     );
 }
+
+#[test]
+fn outlier_detection_defaults_and_errors() {
+    let c = load(&with(&[(
+        "/static_resources/clusters/0/outlier_detection",
+        json!({"consecutive_5xx": 3, "interval": "2s"}),
+    )]))
+    .unwrap();
+    let o = c.clusters["backend"].outlier_detection.clone().unwrap();
+    assert_eq!(o.consecutive_5xx, 3);
+    assert_eq!(o.interval, Duration::from_secs(2));
+    let d = model::OutlierDetection::default();
+    assert_eq!((o.base_ejection_time, o.max_ejection_time), (Duration::from_secs(30), Duration::from_secs(300)));
+    assert_eq!((o.max_ejection_percent, o.enforcing_consecutive_gateway_failure), (10, 0));
+    assert_eq!(o.success_rate_stdev_factor, d.success_rate_stdev_factor);
+    assert!(load(&with(&[])).unwrap().clusters["backend"].outlier_detection.is_none());
+    let err = load(&with(&[("/static_resources/clusters/0/outlier_detection", json!({"max_ejection_percent": 101}))]))
+        .unwrap_err();
+    assert!(err.contains("outlier_detection.max_ejection_percent"), "{err}");
+    let err =
+        load(&with(&[("/static_resources/clusters/0/outlier_detection", json!({"interval": "0s"}))])).unwrap_err();
+    assert!(err.contains("outlier_detection.interval"), "{err}");
+    let err =
+        load(&with(&[("/static_resources/clusters/0/outlier_detection", json!({"max_ejection_time_jitter": "1s"}))]))
+            .unwrap_err();
+    assert!(err.contains("outlier_detection.max_ejection_time_jitter") && err.contains("unsupported field"), "{err}");
+}

@@ -589,7 +589,8 @@ impl Admin {
                     out.push_str(&format!("{n}::{a}::{name}::{value}\n"));
                 }
                 out.push_str(&format!("{n}::{a}::hostname::{}\n", h.hostname));
-                out.push_str(&format!("{n}::{a}::health_flags::healthy\n"));
+                let flags = crate::upstream::outlier::health_flags(n, a);
+                out.push_str(&format!("{n}::{a}::health_flags::{flags}\n"));
                 out.push_str(&format!("{n}::{a}::weight::{}\n", h.weight));
                 out.push_str(&format!("{n}::{a}::region::\n"));
                 out.push_str(&format!("{n}::{a}::zone::\n"));

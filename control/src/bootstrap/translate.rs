@@ -821,6 +821,7 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
     }
 
     let circuit_breakers = cluster_governance::circuit_breakers(c, path, errors);
+    let outlier_detection = cluster_governance::outlier_detection(c, path, errors);
     if !ok {
         return None;
     }
@@ -843,6 +844,7 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
         healthy_panic_threshold: lb_settings.healthy_panic_threshold,
         aggregate_clusters,
         circuit_breakers: circuit_breakers?,
+        outlier_detection: outlier_detection?,
     })
 }
 

@@ -202,6 +202,7 @@ impl<'a> Downstream<'a> {
             Ok(c) => c,
             Err(f @ ConnectFailure::Overflow) => return AttemptEnd::Done(self.connect_failed(ex, f).await),
             Err(f) => {
+                cluster.host_failure(host);
                 if let Some(b) = self.decide_failure(cluster, retry, Failure::ConnectFailure) {
                     return AttemptEnd::Retry(b);
                 }
@@ -290,6 +291,7 @@ impl<'a> Downstream<'a> {
                 } else {
                     host.stats.rq_success.inc();
                 }
+                cluster.host_result(host, done.status);
                 if done.upstream_reusable {
                     cluster.release(upstream);
                 }
@@ -301,6 +303,7 @@ impl<'a> Downstream<'a> {
                 cluster.stats.upstream_rq_completed.inc();
                 cluster.stats.record_response_code(status);
                 host.stats.rq_error.inc();
+                cluster.host_result(host, status);
                 drop(upstream);
                 retry.outstanding = retry_guard.take();
                 AttemptEnd::Retry(retry_back_off.get().unwrap_or_default())
@@ -318,6 +321,7 @@ impl<'a> Downstream<'a> {
                     _ => None,
                 };
                 if let Some(f) = failure {
+                    cluster.host_failure(host);
                     if let Some(b) = self.decide_failure(cluster, retry, f) {
                         return AttemptEnd::Retry(b);
                     }

@@ -24,12 +24,15 @@
 //!
 //! Traffic governance lives in submodules: `retry` (the retry state
 //! machine), `circuit_breaker` (cluster resource limits shared by all
-//! shards).  `ClusterRuntime` wires them to pools and picks.
+//! shards), `outlier` (outlier detection and the cross-shard host-health
+//! view: a host is in this shard's balancer only if it is neither backed
+//! off here nor ejected / failing health checks everywhere).  `ClusterRuntime` wires them to pools and picks.
 //!
 //! This module must not parse HTTP; it hands out and takes back streams.
 
 pub mod circuit_breaker;
 pub mod lb;
+pub mod outlier;
 pub mod retry;
 
 use std::cell::{Cell, RefCell};
@@ -47,6 +50,7 @@ use crate::stats::{ClusterStats, Counter, HostStats, Scope, StatsStore};
 
 use crate::transport::{self, Stream};
 use circuit_breaker::{ClusterResources, Guard, Resource};
+use outlier::{ClusterHealth, HostHealth, Outcome};
 
 use lb::{Balancer, LbHost, Linearized};
 
@@ -68,6 +72,8 @@ pub struct Host {
     down_until: Cell<Option<Instant>>,
     /// Requests in flight to this host from this shard (LEAST_REQUEST).
     active: Cell<u32>,
+    /// Health shared by every shard (outlier ejection, active checks).
+    pub health: Arc<HostHealth>,
 }
 
 impl Host {
@@ -85,6 +91,12 @@ impl Host {
     /// Whether this shard currently keeps the host out of its balancer.
     pub fn is_down(&self) -> bool {
         self.down_until.get().is_some()
+    }
+
+    /// Whether the balancer may pick the host: not backed off on this
+    /// shard, not ejected nor failing health checks anywhere.
+    fn lb_healthy(&self) -> bool {
+        !self.is_down() && self.health.is_healthy()
     }
 }
 
@@ -161,6 +173,10 @@ pub struct ClusterRuntime {
     pub retry_stats: GovernanceStats,
     /// Circuit-breaker resources, shared with every shard.
     pub resources: Arc<ClusterResources>,
+    /// Outlier detection and host health, shared with every shard.
+    pub health: Arc<ClusterHealth>,
+    /// The health generation this shard's balancer reflects.
+    seen_health: Cell<u64>,
     hosts: RefCell<Vec<Rc<Host>>>,
     lb: RefCell<Balancer>,
     /// Earliest back-off expiry among this shard's down hosts.
@@ -184,7 +200,10 @@ impl ClusterRuntime {
         let lb = Balancer::new(&config, Vec::new(), &[], seed);
         let retry_stats = GovernanceStats::new(store, &config.name, slot);
         let resources = ClusterResources::shared(&config, store);
+        let health = ClusterHealth::shared(&config, store);
         let rt = ClusterRuntime {
+            seen_health: Cell::new(health.generation()),
+            health,
             config,
             stats,
             lb_healthy_panic,
@@ -238,6 +257,7 @@ impl ClusterRuntime {
                 failures: Cell::new(0),
                 down_until: Cell::new(None),
                 active: Cell::new(0),
+                health: self.health.host(addr),
             }));
         }
         let unchanged = old.len() == next.len() && old.iter().zip(&next).all(|(a, b)| Rc::ptr_eq(a, b));
@@ -253,7 +273,7 @@ impl ClusterRuntime {
         }
         let lb_hosts: Vec<LbHost> =
             next.iter().map(|h| LbHost { addr: h.addr, weight: h.weight, priority: h.priority }).collect();
-        let down: Vec<bool> = next.iter().map(|h| h.is_down()).collect();
+        let down: Vec<bool> = next.iter().map(|h| !h.lb_healthy()).collect();
         let seed = self.lb.borrow_mut().random();
         *self.lb.borrow_mut() = Balancer::new(&self.config, lb_hosts, &down, seed);
         self.next_recovery.set(next.iter().filter_map(|h| h.down_until.get()).min());
@@ -297,6 +317,7 @@ impl ClusterRuntime {
             return self.pick_aggregate(t, hash);
         }
         self.recover_due(t);
+        self.sync_health(t);
         let h = if self.config.lb_policy.uses_hash() { hash() } else { None };
         let hosts = self.hosts.borrow();
         let pick = self.lb.borrow_mut().pick(h, &|i| hosts[i as usize].active.get())?;
@@ -310,6 +331,7 @@ impl ClusterRuntime {
         let members = self.members.borrow();
         for m in members.iter() {
             m.recover_due(t);
+            m.sync_health(t);
         }
         let mut lin = self.linearized.borrow_mut();
         if lin.is_stale(members.iter().map(|m| m.lb.borrow().generation())) {
@@ -341,7 +363,7 @@ impl ClusterRuntime {
             match h.down_until.get() {
                 Some(until) if t >= until => {
                     h.down_until.set(None);
-                    lb.set_healthy(h.lb_index.get(), true);
+                    lb.set_healthy(h.lb_index.get(), h.health.is_healthy());
                     tracing::debug!(cluster = %self.config.name, host = %h.addr, "upstream host back in rotation after back-off");
                 }
                 Some(until) => next = Some(next.map_or(until, |n| n.min(until))),
@@ -384,8 +406,45 @@ impl ClusterRuntime {
         host.failures.set(0);
         if host.down_until.take().is_some() {
             if let Some(i) = self.index_of(host) {
-                self.lb.borrow_mut().set_healthy(i, true);
+                self.lb.borrow_mut().set_healthy(i, host.health.is_healthy());
             }
+        }
+    }
+
+    /// Runs the outlier interval if due, and brings this shard's balancer
+    /// in line with the shared health view when it changed.
+    fn sync_health(&self, t: Instant) {
+        if self.config.outlier_detection.is_some() {
+            let random = self.lb.borrow_mut().random();
+            self.health.tick(t, random);
+        }
+        let g = self.health.generation();
+        if g == self.seen_health.get() {
+            return;
+        }
+        self.seen_health.set(g);
+        let hosts = self.hosts.borrow();
+        let mut lb = self.lb.borrow_mut();
+        for (i, h) in hosts.iter().enumerate() {
+            lb.set_healthy(i, h.lb_healthy());
+        }
+        let healthy = hosts.iter().filter(|h| h.health.is_healthy()).count();
+        self.stats.membership_healthy.set(healthy as i64);
+    }
+
+    /// Feeds outlier detection with an attempt's response status.
+    pub fn host_result(&self, host: &Host, status: u16) {
+        if self.config.outlier_detection.is_some() {
+            let random = self.lb.borrow_mut().random();
+            self.health.report(&host.health, Outcome::Response(status), now(), random);
+        }
+    }
+
+    /// Feeds outlier detection with an attempt that got no response.
+    pub fn host_failure(&self, host: &Host) {
+        if self.config.outlier_detection.is_some() {
+            let random = self.lb.borrow_mut().random();
+            self.health.report(&host.health, Outcome::LocalFailure, now(), random);
         }
     }
 

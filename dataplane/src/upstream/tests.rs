@@ -42,6 +42,7 @@ fn cluster(name: &str, policy: LbPolicy, endpoints: &[(u16, u32)]) -> Arc<Cluste
         healthy_panic_threshold: 50,
         aggregate_clusters: Vec::new(),
         circuit_breakers: Default::default(),
+        outlier_detection: None,
     })
 }
 

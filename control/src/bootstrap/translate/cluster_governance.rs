@@ -8,6 +8,8 @@
 //! and `retry_budget.budget_interval` are refused by the allowlist walk.
 
 use envoy_types::pb::envoy::config::cluster::v3 as cl;
+use std::time::Duration;
+
 use envoy_types::pb::envoy::config::core::v3 as core;
 
 use super::super::{join, Errors};
@@ -60,4 +62,117 @@ pub(super) fn circuit_breakers(c: &cl::Cluster, path: &str, errors: &mut Errors)
         out.thresholds[index] = th;
     }
     ok.then_some(out)
+}
+
+/// `Cluster.outlier_detection`; `path` names the cluster.  Percentages
+/// must be within 0..=100 (protoc-gen-validate `lte: 100`); durations
+/// positive; `max_ejection_time_jitter`, `monitors`,
+/// `successful_active_health_check_uneject_host` and `detect_degraded_hosts`
+/// are refused by the allowlist walk.
+pub(super) fn outlier_detection(
+    c: &cl::Cluster,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<Option<model::OutlierDetection>> {
+    let Some(o) = &c.outlier_detection else { return Some(None) };
+    let op = join(path, "outlier_detection");
+    let mut ok = true;
+    let d = model::OutlierDetection::default();
+    let mut pct = |v: Option<u32>, default: u32, field: &str| -> u32 {
+        match v {
+            None => default,
+            Some(v) if v <= 100 => v,
+            Some(v) => {
+                errors.add(join(&op, field), format!("{v} is above 100"));
+                ok = false;
+                default
+            }
+        }
+    };
+    let max_ejection_percent =
+        pct(o.max_ejection_percent.map(|v| v.value), d.max_ejection_percent, "max_ejection_percent");
+    let enforcing_consecutive_5xx =
+        pct(o.enforcing_consecutive_5xx.map(|v| v.value), d.enforcing_consecutive_5xx, "enforcing_consecutive_5xx");
+    let enforcing_consecutive_gateway_failure = pct(
+        o.enforcing_consecutive_gateway_failure.map(|v| v.value),
+        d.enforcing_consecutive_gateway_failure,
+        "enforcing_consecutive_gateway_failure",
+    );
+    let enforcing_consecutive_local_origin_failure = pct(
+        o.enforcing_consecutive_local_origin_failure.map(|v| v.value),
+        d.enforcing_consecutive_local_origin_failure,
+        "enforcing_consecutive_local_origin_failure",
+    );
+    let enforcing_success_rate =
+        pct(o.enforcing_success_rate.map(|v| v.value), d.enforcing_success_rate, "enforcing_success_rate");
+    let enforcing_local_origin_success_rate = pct(
+        o.enforcing_local_origin_success_rate.map(|v| v.value),
+        d.enforcing_local_origin_success_rate,
+        "enforcing_local_origin_success_rate",
+    );
+    let failure_percentage_threshold = pct(
+        o.failure_percentage_threshold.map(|v| v.value),
+        d.failure_percentage_threshold,
+        "failure_percentage_threshold",
+    );
+    let enforcing_failure_percentage = pct(
+        o.enforcing_failure_percentage.map(|v| v.value),
+        d.enforcing_failure_percentage,
+        "enforcing_failure_percentage",
+    );
+    let enforcing_failure_percentage_local_origin = pct(
+        o.enforcing_failure_percentage_local_origin.map(|v| v.value),
+        d.enforcing_failure_percentage_local_origin,
+        "enforcing_failure_percentage_local_origin",
+    );
+    let mut dur =
+        |v: Option<&envoy_types::pb::google::protobuf::Duration>, default: Duration, field: &str| -> Duration {
+            match v {
+                None => default,
+                Some(p) if p.seconds < 0 || p.nanos < 0 || (p.seconds == 0 && p.nanos == 0) => {
+                    errors.add(join(&op, field), "must be greater than 0s");
+                    ok = false;
+                    default
+                }
+                Some(p) => Duration::new(p.seconds as u64, p.nanos as u32),
+            }
+        };
+    let interval = dur(o.interval.as_ref(), d.interval, "interval");
+    let base_ejection_time = dur(o.base_ejection_time.as_ref(), d.base_ejection_time, "base_ejection_time");
+    let max_ejection_time = dur(o.max_ejection_time.as_ref(), d.max_ejection_time, "max_ejection_time");
+    let v = |x: Option<u32>, default: u32| x.unwrap_or(default);
+    let out = model::OutlierDetection {
+        consecutive_5xx: v(o.consecutive_5xx.map(|x| x.value), d.consecutive_5xx),
+        consecutive_gateway_failure: v(o.consecutive_gateway_failure.map(|x| x.value), d.consecutive_gateway_failure),
+        consecutive_local_origin_failure: v(
+            o.consecutive_local_origin_failure.map(|x| x.value),
+            d.consecutive_local_origin_failure,
+        ),
+        split_external_local_origin_errors: o.split_external_local_origin_errors,
+        interval,
+        base_ejection_time,
+        max_ejection_time,
+        max_ejection_percent,
+        enforcing_consecutive_5xx,
+        enforcing_consecutive_gateway_failure,
+        enforcing_consecutive_local_origin_failure,
+        enforcing_success_rate,
+        enforcing_local_origin_success_rate,
+        success_rate_minimum_hosts: v(o.success_rate_minimum_hosts.map(|x| x.value), d.success_rate_minimum_hosts),
+        success_rate_request_volume: v(o.success_rate_request_volume.map(|x| x.value), d.success_rate_request_volume),
+        success_rate_stdev_factor: v(o.success_rate_stdev_factor.map(|x| x.value), d.success_rate_stdev_factor),
+        failure_percentage_threshold,
+        enforcing_failure_percentage,
+        enforcing_failure_percentage_local_origin,
+        failure_percentage_minimum_hosts: v(
+            o.failure_percentage_minimum_hosts.map(|x| x.value),
+            d.failure_percentage_minimum_hosts,
+        ),
+        failure_percentage_request_volume: v(
+            o.failure_percentage_request_volume.map(|x| x.value),
+            d.failure_percentage_request_volume,
+        ),
+        always_eject_one_host: o.always_eject_one_host.is_some_and(|b| b.value),
+    };
+    ok.then_some(Some(out))
 }

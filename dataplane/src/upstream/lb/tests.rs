@@ -30,6 +30,7 @@ fn cluster(policy: LbPolicy) -> Cluster {
         healthy_panic_threshold: 50,
         aggregate_clusters: Vec::new(),
         circuit_breakers: Default::default(),
+        outlier_detection: None,
     }
 }
 

@@ -1,0 +1,127 @@
+//! Outlier detection end to end, through a real `meshgate` (two shards) in
+//! front of real `mg-upstream` processes: an endpoint that starts returning
+//! 5xx is ejected after `consecutive_5xx` failures counted across shards,
+//! shows `/failed_outlier_check` in `/clusters`, gets no traffic while
+//! ejected, and comes back after `base_ejection_time`; the ejection stats
+//! show in `/stats` and `/stats/prometheus`.
+//!
+//! Active health checking is not implemented (the loader rejects
+//! `health_checks`); see docs/configuration-governance.md.
+
+use std::time::{Duration, Instant};
+
+use testkit::{Client, Gateway, Upstream};
+
+fn config(outlier: &str) -> String {
+    let indent = |text: &str, k: usize| -> String {
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("{}{l}\n", " ".repeat(k))).collect()
+    };
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: backend }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    outlier_detection:
+{outlier}    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
+        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_2}}}}", port_value: {{{{UPSTREAM_2_PORT}}}} }} }} }}
+"#,
+        outlier = indent(outlier, 6),
+    )
+}
+
+fn fail(u: &Upstream, mode: &str) {
+    assert_eq!(Client::connect(u.addr).get(&format!("/__fail/{mode}")).status, 200);
+}
+
+fn flags(gw: &Gateway, u: &Upstream) -> String {
+    let text = gw.admin_get("/clusters").body_str();
+    let key = format!("backend::{}::health_flags::", u.addr);
+    text.lines().find_map(|l| l.strip_prefix(&key)).unwrap_or("?").to_string()
+}
+
+#[test]
+fn five_xx_endpoint_is_ejected_and_comes_back() {
+    let bad = Upstream::start("bad");
+    let good = Upstream::start("good");
+    let od = "consecutive_5xx: 3\ninterval: 0.2s\nbase_ejection_time: 1.5s\nmax_ejection_percent: 50";
+    let gw = Gateway::start(&config(od), &[bad.addr, good.addr], &[]);
+    fail(&bad, "status/500");
+    // New connections spread over both shards: the three 5xx are counted
+    // together, so the bad endpoint is out after exactly three of them.
+    let mut five_xx = 0;
+    for i in 0..30 {
+        let r = Client::connect(gw.listener_addr).get(&format!("/a{i}"));
+        if r.status == 500 {
+            five_xx += 1;
+        } else {
+            assert_eq!(r.status, 200);
+        }
+    }
+    assert_eq!(five_xx, 3, "ejected after consecutive_5xx = 3, across shards");
+    assert_eq!(gw.stat("cluster.backend.outlier_detection.ejections_enforced_consecutive_5xx"), 1);
+    assert_eq!(gw.stat("cluster.backend.outlier_detection.ejections_active"), 1);
+    assert_eq!(flags(&gw, &bad), "/failed_outlier_check");
+    assert_eq!(flags(&gw, &good), "healthy");
+    // It recovers upstream; after the ejection time it gets traffic again.
+    fail(&bad, "off");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = Client::connect(gw.listener_addr).get("/b");
+        assert_eq!(r.status, 200);
+        if r.header("x-upstream-name") == Some("bad") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ejected endpoint never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(gw.stat("cluster.backend.outlier_detection.ejections_active"), 0);
+    assert_eq!(flags(&gw, &bad), "healthy");
+    let prom = gw.admin_get("/stats/prometheus").body_str();
+    for leaf in [
+        "outlier_detection_ejections_enforced_total",
+        "outlier_detection_ejections_active",
+        "outlier_detection_ejections_detected_consecutive_5xx",
+        "outlier_detection_ejections_overflow",
+    ] {
+        assert!(prom.contains(&format!("envoy_cluster_{leaf}{{envoy_cluster_name=\"backend\"}}")), "{leaf}");
+    }
+}
+
+#[test]
+fn health_checks_are_rejected_until_implemented() {
+    let cfg = config("consecutive_5xx: 3").replace(
+        "    outlier_detection:\n",
+        "    health_checks:\n    - timeout: 1s\n      interval: 1s\n      unhealthy_threshold: 2\n      healthy_threshold: 1\n      tcp_health_check: {}\n    outlier_detection:\n",
+    );
+    let out = testkit::validate_config(&cfg, &[testkit::closed_addr(), testkit::closed_addr()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("static_resources.clusters[0].health_checks") && err.contains("unsupported field"), "{err}");
+}

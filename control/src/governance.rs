@@ -248,3 +248,35 @@ impl Default for OutlierDetection {
         }
     }
 }
+
+/// `config.core.v3.HealthCheck` (active health checking), defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub timeout: Duration,
+    pub interval: Duration,
+    /// `interval_jitter`: uniform extra wait in [0, jitter).
+    pub interval_jitter: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    /// `no_traffic_interval` (default 60 s): used while the cluster has seen
+    /// no traffic.
+    pub no_traffic_interval: Duration,
+    /// `unhealthy_interval` (default `interval`).
+    pub unhealthy_interval: Duration,
+    /// `unhealthy_edge_interval` (default `unhealthy_interval`).
+    pub unhealthy_edge_interval: Duration,
+    /// `healthy_edge_interval` (default `interval`).
+    pub healthy_edge_interval: Duration,
+    pub kind: HealthCheckKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthCheckKind {
+    /// `http_health_check`: GET `path` with `Host: host` (default the
+    /// cluster name); healthy if the status is in `expected_statuses`
+    /// (half-open ranges, default `[200, 201)`).
+    Http { path: String, host: String, expected_statuses: Vec<(u16, u16)> },
+    /// `tcp_health_check`: connect, send `send`, and expect every `receive`
+    /// payload, in order, in what comes back (connect only when both are empty).
+    Tcp { send: Vec<u8>, receive: Vec<Vec<u8>> },
+}

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::governance::{
-    CircuitBreakers, OutlierDetection, RetryBudget, RetryOn, RetryPolicy, RouteRetry, Thresholds, VhostRetry,
+    CircuitBreakers, HealthCheck, HealthCheckKind, OutlierDetection, RetryBudget, RetryOn, RetryPolicy, RouteRetry,
+    Thresholds, VhostRetry,
 };
 
 /// One complete, validated configuration snapshot.
@@ -571,6 +572,8 @@ pub struct Cluster {
     pub circuit_breakers: CircuitBreakers,
     /// `outlier_detection` (`None`: no outlier detection, as in Envoy).
     pub outlier_detection: Option<OutlierDetection>,
+    /// `health_checks` (at most one; HTTP and TCP).
+    pub health_checks: Vec<HealthCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -200,8 +200,29 @@ const FIELDS: &[(&str, &[&str])] = &[
             "common_lb_config",
             "circuit_breakers",
             "outlier_detection",
+            "health_checks",
         ],
     ),
+    // Active health checks (translate/cluster_governance.rs).
+    (
+        "envoy.config.core.v3.HealthCheck",
+        &[
+            "timeout",
+            "interval",
+            "interval_jitter",
+            "unhealthy_threshold",
+            "healthy_threshold",
+            "http_health_check",
+            "tcp_health_check",
+            "no_traffic_interval",
+            "unhealthy_interval",
+            "unhealthy_edge_interval",
+            "healthy_edge_interval",
+        ],
+    ),
+    ("envoy.config.core.v3.HealthCheck.HttpHealthCheck", &["host", "path", "expected_statuses"]),
+    ("envoy.config.core.v3.HealthCheck.TcpHealthCheck", &["send", "receive"]),
+    ("envoy.config.core.v3.HealthCheck.Payload", &["text", "binary"]),
     // Outlier detection (translate/cluster_governance.rs).
     (
         "envoy.config.cluster.v3.OutlierDetection",

@@ -822,6 +822,7 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
 
     let circuit_breakers = cluster_governance::circuit_breakers(c, path, errors);
     let outlier_detection = cluster_governance::outlier_detection(c, path, errors);
+    let health_checks = cluster_governance::health_checks(c, path, errors);
     if !ok {
         return None;
     }
@@ -845,6 +846,7 @@ fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<model::Cl
         aggregate_clusters,
         circuit_breakers: circuit_breakers?,
         outlier_detection: outlier_detection?,
+        health_checks: health_checks?,
     })
 }
 

@@ -26,11 +26,13 @@
 //! machine), `circuit_breaker` (cluster resource limits shared by all
 //! shards), `outlier` (outlier detection and the cross-shard host-health
 //! view: a host is in this shard's balancer only if it is neither backed
-//! off here nor ejected / failing health checks everywhere).  `ClusterRuntime` wires them to pools and picks.
+//! off here nor ejected / failing health checks everywhere), `health_check`
+//! (active HTTP/TCP checks on a side thread, feeding that view).  `ClusterRuntime` wires them to pools and picks.
 //!
 //! This module must not parse HTTP; it hands out and takes back streams.
 
 pub mod circuit_breaker;
+pub mod health_check;
 pub mod lb;
 pub mod outlier;
 pub mod retry;
@@ -414,6 +416,9 @@ impl ClusterRuntime {
     /// Runs the outlier interval if due, and brings this shard's balancer
     /// in line with the shared health view when it changed.
     fn sync_health(&self, t: Instant) {
+        if !self.config.health_checks.is_empty() {
+            self.health.note_traffic();
+        }
         if self.config.outlier_detection.is_some() {
             let random = self.lb.borrow_mut().random();
             self.health.tick(t, random);

@@ -163,6 +163,8 @@ pub struct ClusterHealth {
     generation: AtomicU64,
     next_interval: AtomicU64,
     stats: Option<OutlierStats>,
+    /// Whether any request was routed to the cluster (`no_traffic_interval`).
+    traffic: AtomicBool,
 }
 
 impl ClusterHealth {
@@ -176,6 +178,7 @@ impl ClusterHealth {
             generation: AtomicU64::new(0),
             next_interval: AtomicU64::new(0),
             stats,
+            traffic: AtomicBool::new(false),
         }
     }
 
@@ -193,7 +196,25 @@ impl ClusterHealth {
         let h = Arc::new(ClusterHealth::new(cluster.outlier_detection.clone(), store, &cluster.name));
         map.insert(key, Arc::downgrade(&h));
         by_name(&cluster.name, &h);
+        super::health_check::start(&h, &cluster.health_checks, store, &cluster.name);
         h
+    }
+
+    /// Every registered host (the health checker's list).
+    pub fn host_list(&self) -> Vec<(SocketAddr, Arc<HostHealth>)> {
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.iter().map(|(a, h)| (*a, h.clone())).collect()
+    }
+
+    /// Records that the cluster serves traffic (a load and, the first time, a store).
+    pub fn note_traffic(&self) {
+        if !self.traffic.load(Relaxed) {
+            self.traffic.store(true, Relaxed);
+        }
+    }
+
+    pub fn saw_traffic(&self) -> bool {
+        self.traffic.load(Relaxed)
     }
 
     /// The host's shared health (registered on first sight; snapshot builds only).

@@ -43,6 +43,7 @@ fn cluster(name: &str, policy: LbPolicy, endpoints: &[(u16, u32)]) -> Arc<Cluste
         aggregate_clusters: Vec::new(),
         circuit_breakers: Default::default(),
         outlier_detection: None,
+        health_checks: Vec::new(),
     })
 }
 

@@ -176,3 +176,153 @@ pub(super) fn outlier_detection(
     };
     ok.then_some(Some(out))
 }
+
+/// `Cluster.health_checks`: at most one entry (HTTP or TCP); required
+/// fields and Envoy's rules (`timeout`, `interval` > 0, thresholds set,
+/// HTTP `path` non-empty, statuses within 100..=599, hex payloads valid).
+/// `grpc_health_check`, `custom_health_check` and the other fields are
+/// refused by the allowlist walk.
+pub(super) fn health_checks(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<Vec<model::HealthCheck>> {
+    use core::health_check::HealthChecker;
+    let mut out = Vec::new();
+    let mut ok = true;
+    if c.health_checks.len() > 1 {
+        errors.add(format!("{}[1]", join(path, "health_checks")), "meshgate runs at most one health check per cluster");
+        return None;
+    }
+    for (i, h) in c.health_checks.iter().enumerate() {
+        let hp = format!("{}[{i}]", join(path, "health_checks"));
+        let mut required = |d: Option<&envoy_types::pb::google::protobuf::Duration>, field: &str| -> Duration {
+            match d {
+                Some(p) if p.seconds > 0 || (p.seconds == 0 && p.nanos > 0) => {
+                    Duration::new(p.seconds as u64, p.nanos.max(0) as u32)
+                }
+                Some(_) => {
+                    errors.add(join(&hp, field), "must be greater than 0s");
+                    ok = false;
+                    Duration::from_secs(1)
+                }
+                None => {
+                    errors.add(join(&hp, field), "required");
+                    ok = false;
+                    Duration::from_secs(1)
+                }
+            }
+        };
+        let timeout = required(h.timeout.as_ref(), "timeout");
+        let interval = required(h.interval.as_ref(), "interval");
+        let mut optional =
+            |d: Option<&envoy_types::pb::google::protobuf::Duration>, field: &str, default: Duration| match d {
+                None => default,
+                Some(p) if p.seconds < 0 || p.nanos < 0 => {
+                    errors.add(join(&hp, field), "must not be negative");
+                    ok = false;
+                    default
+                }
+                Some(p) => Duration::new(p.seconds as u64, p.nanos as u32),
+            };
+        let interval_jitter = optional(h.interval_jitter.as_ref(), "interval_jitter", Duration::ZERO);
+        let no_traffic_interval =
+            optional(h.no_traffic_interval.as_ref(), "no_traffic_interval", Duration::from_secs(60));
+        let unhealthy_interval = optional(h.unhealthy_interval.as_ref(), "unhealthy_interval", interval);
+        let unhealthy_edge_interval =
+            optional(h.unhealthy_edge_interval.as_ref(), "unhealthy_edge_interval", unhealthy_interval);
+        let healthy_edge_interval = optional(h.healthy_edge_interval.as_ref(), "healthy_edge_interval", interval);
+        let mut threshold = |v: Option<u32>, field: &str| -> u32 {
+            match v {
+                Some(n) => n.max(1),
+                None => {
+                    errors.add(join(&hp, field), "required");
+                    ok = false;
+                    1
+                }
+            }
+        };
+        let unhealthy_threshold = threshold(h.unhealthy_threshold.map(|v| v.value), "unhealthy_threshold");
+        let healthy_threshold = threshold(h.healthy_threshold.map(|v| v.value), "healthy_threshold");
+        let kind = match &h.health_checker {
+            Some(HealthChecker::HttpHealthCheck(hh)) => {
+                if hh.path.is_empty() {
+                    errors.add(join(&join(&hp, "http_health_check"), "path"), "required");
+                    ok = false;
+                }
+                let mut expected = Vec::new();
+                for (j, r) in hh.expected_statuses.iter().enumerate() {
+                    if !(100..=600).contains(&r.start) || !(100..=600).contains(&r.end) || r.start >= r.end {
+                        errors.add(
+                            format!("{}[{j}]", join(&join(&hp, "http_health_check"), "expected_statuses")),
+                            format!("[{}, {}) is not a range of HTTP statuses within [100, 600)", r.start, r.end),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    expected.push((r.start as u16, r.end as u16));
+                }
+                if expected.is_empty() {
+                    expected.push((200, 201));
+                }
+                let host = if hh.host.is_empty() { c.name.clone() } else { hh.host.clone() };
+                Some(model::HealthCheckKind::Http { path: hh.path.clone(), host, expected_statuses: expected })
+            }
+            Some(HealthChecker::TcpHealthCheck(t)) => {
+                let tp = join(&hp, "tcp_health_check");
+                let send =
+                    t.send.as_ref().and_then(|p| payload(p, &join(&tp, "send"), errors, &mut ok)).unwrap_or_default();
+                let receive = t
+                    .receive
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, p)| payload(p, &format!("{}[{j}]", join(&tp, "receive")), errors, &mut ok))
+                    .collect();
+                Some(model::HealthCheckKind::Tcp { send, receive })
+            }
+            Some(_) => None, // grpc/redis/custom: reported by the allowlist walk
+            None => {
+                errors.add(&hp, "needs http_health_check or tcp_health_check");
+                ok = false;
+                None
+            }
+        };
+        if let Some(kind) = kind {
+            out.push(model::HealthCheck {
+                timeout,
+                interval,
+                interval_jitter,
+                unhealthy_threshold,
+                healthy_threshold,
+                no_traffic_interval,
+                unhealthy_interval,
+                unhealthy_edge_interval,
+                healthy_edge_interval,
+                kind,
+            });
+        } else {
+            ok = false;
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `HealthCheck.Payload`: `text` is hex, `binary` raw bytes.
+fn payload(p: &core::health_check::Payload, path: &str, errors: &mut Errors, ok: &mut bool) -> Option<Vec<u8>> {
+    use core::health_check::payload::Payload as P;
+    match &p.payload {
+        Some(P::Binary(b)) => Some(b.clone()),
+        Some(P::Text(t)) => {
+            let t = t.trim();
+            let bytes: Option<Vec<u8>> = (t.len() % 2 == 0)
+                .then(|| (0..t.len()).step_by(2).map(|i| u8::from_str_radix(&t[i..i + 2], 16).ok()).collect())
+                .flatten();
+            if bytes.is_none() {
+                errors.add(join(path, "text"), "not a hex string");
+                *ok = false;
+            }
+            bytes
+        }
+        None => {
+            errors.add(path, "needs text or binary");
+            *ok = false;
+            None
+        }
+    }
+}

@@ -31,6 +31,7 @@ fn cluster(policy: LbPolicy) -> Cluster {
         aggregate_clusters: Vec::new(),
         circuit_breakers: Default::default(),
         outlier_detection: None,
+        health_checks: Vec::new(),
     }
 }
 

@@ -110,10 +110,14 @@ impl<'a> Downstream<'a> {
                     .reply_and_settle_with(listener, ex.body_kind, ex.client_keeps, 503, b"no healthy upstream", extras)
                     .await;
             };
-            tried.push(picked.host.addr);
+            if retry.state.is_some() {
+                tried.push(picked.host.addr);
+            }
             if first {
                 self.build_upstream_head(&ex, &picked.host);
-                base_head = self.out[..self.out.len() - 2].to_vec();
+                if retry.attempt_count_upstream {
+                    base_head = self.out[..self.out.len() - 2].to_vec();
+                }
                 first = false;
             }
             if retry.attempt_count_upstream {

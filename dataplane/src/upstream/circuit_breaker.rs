@@ -104,8 +104,12 @@ impl PriorityResources {
     }
 
     fn refresh(&self, r: Resource) {
-        let open = self.count(r) >= self.limit(r);
-        self.open[r.index()].set(i64::from(open));
+        let open = i64::from(self.count(r) >= self.limit(r));
+        let gauge = &self.open[r.index()];
+        // Read first: the shared line is written only when the state flips.
+        if gauge.slot_value() != open {
+            gauge.set(open);
+        }
     }
 }
 

@@ -45,13 +45,16 @@ pub(super) struct RetrySetup {
     pub outstanding: Option<Guard>,
 }
 
+/// The retry policy's look at a response head (status, headers).
+pub(super) type RetryCheck<'b> = dyn FnMut(u16, &Headers) -> bool + 'b;
+
 /// What one attempt's exchange is told beyond the `Exchange`.
 pub(super) struct AttemptCtl<'b> {
     /// The request body, buffered for replay (written after the head).
     pub body: Option<&'b [u8]>,
     /// Judges a response head before it is relayed: `true` means "drop it,
     /// this request will be retried".
-    pub retry_check: Option<&'b mut dyn FnMut(u16, &Headers) -> bool>,
+    pub retry_check: Option<&'b mut RetryCheck<'b>>,
     /// `x-envoy-attempt-count` for the response.
     pub attempt_count: Option<u32>,
     pub per_try_timeout: Option<Duration>,
@@ -368,10 +371,11 @@ impl<'a> Downstream<'a> {
     /// Reads a request body of `length` bytes into memory (sending
     /// `100 Continue` first when the client waits for it).
     async fn buffer_body(&mut self, ex: &Exchange<'_>, length: u64) -> Result<Vec<u8>, After> {
-        if ex.expect_continue && self.head.version == crate::http1::Version::Http11 {
-            if self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-                return Err(After::Close);
-            }
+        if ex.expect_continue
+            && self.head.version == crate::http1::Version::Http11
+            && self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+        {
+            return Err(After::Close);
         }
         let mut body = Vec::with_capacity(length as usize);
         let idle = ex.idle_timeout;

@@ -903,7 +903,7 @@ impl<'a> Downstream<'a> {
             activity: &activity,
             set_cookies: &ex.set_cookies,
             retry_check: match ctl.retry_check {
-                Some(c) => Some(c as &mut dyn FnMut(u16, &http1::Headers) -> bool),
+                Some(c) => Some(c as &mut attempts::RetryCheck<'_>),
                 None => None,
             },
             attempt_count: ctl.attempt_count,
@@ -1255,7 +1255,7 @@ struct RelayArgs<'a> {
     mutations: Option<(&'a mutate::Levels<'a>, mutate::Vars, &'a RequestHead)>,
     scratch: &'a mut mutate::Scratch,
     /// The retry policy's look at the response head before it is relayed.
-    retry_check: Option<&'a mut dyn FnMut(u16, &http1::Headers) -> bool>,
+    retry_check: Option<&'a mut attempts::RetryCheck<'a>>,
     /// `x-envoy-attempt-count` to add to the response.
     attempt_count: Option<u32>,
 }

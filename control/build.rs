@@ -16,6 +16,7 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/clusters/aggregate/v3/cluster.proto",
+    "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",
     "envoy/service/discovery/v3/ads.proto",
     "envoy/service/listener/v3/lds.proto",
     "envoy/service/route/v3/rds.proto",
@@ -30,5 +31,9 @@ fn main() {
     println!("cargo:rerun-if-changed=proto");
     let set = protox::compile(ROOTS, ["proto"]).expect("compiling vendored Envoy protos");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("envoy_descriptor_set.bin");
-    std::fs::write(out, set.encode_to_vec()).unwrap();
+    // Write-then-rename: a target dir seeded with hard links must not have
+    // another checkout's build rewrite this file in place.
+    let tmp = out.with_extension("bin.tmp");
+    std::fs::write(&tmp, set.encode_to_vec()).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
 }

@@ -112,15 +112,14 @@ fn validate_accepts_a_valid_config() {
 #[test]
 fn validate_rejects_unsupported_field_with_its_path() {
     let cluster_extra = "
-circuit_breakers:
-  thresholds:
-  - max_connections: 100
+upstream_connection_options:
+  tcp_keepalive: {}
 ";
     let out = validate_config(&basic_config("", "", cluster_extra), &[closed_addr()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(
-        stderr.contains("static_resources.clusters[0].circuit_breakers"),
+        stderr.contains("static_resources.clusters[0].upstream_connection_options"),
         "field path missing from stderr: {stderr}"
     );
 }

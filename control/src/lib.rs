@@ -9,6 +9,7 @@
 
 pub mod bootstrap;
 pub mod error;
+pub mod governance;
 pub mod model;
 pub mod re2;
 

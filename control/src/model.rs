@@ -12,6 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod filters;
+pub use crate::governance::{
+    CircuitBreakers, HealthCheck, HealthCheckKind, OutlierDetection, RetryBudget, RetryOn, RetryPolicy, RouteRetry,
+    Thresholds, VhostRetry,
+};
 pub use filters::*;
 
 /// One complete, validated configuration snapshot.
@@ -263,6 +267,8 @@ pub struct VirtualHost {
     pub request_headers: HeaderMutations,
     /// `response_headers_to_add` / `response_headers_to_remove`.
     pub response_headers: HeaderMutations,
+    /// `retry_policy`, `per_request_buffer_limit_bytes`, attempt-count headers.
+    pub retry: VhostRetry,
 }
 
 #[derive(Debug, Clone)]
@@ -364,6 +370,8 @@ pub struct ForwardAction {
     pub rate_limits: Vec<RateLimitPolicy>,
     /// `upgrade_configs`: per-route overrides of the HCM's upgrade configs.
     pub upgrade_configs: Vec<UpgradeConfig>,
+    /// `retry_policy` and the route's `per_request_buffer_limit_bytes`.
+    pub retry: RouteRetry,
 }
 
 /// One `upgrade_configs` entry (HCM or route): whether HTTP/1.1 upgrades
@@ -690,6 +698,12 @@ pub struct Cluster {
     pub healthy_panic_threshold: u32,
     /// Aggregate clusters only: the member clusters in failover order.
     pub aggregate_clusters: Vec<String>,
+    /// `circuit_breakers` (Envoy's defaults when unset).
+    pub circuit_breakers: CircuitBreakers,
+    /// `outlier_detection` (`None`: no outlier detection, as in Envoy).
+    pub outlier_detection: Option<OutlierDetection>,
+    /// `health_checks` (at most one; HTTP and TCP).
+    pub health_checks: Vec<HealthCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -469,17 +469,18 @@ fn unknown_http_filter_type() {
 
 #[test]
 fn circuit_breakers_on_cluster() {
+    // Supported (see tests/circuit_breakers.rs); a field meshgate lacks in
+    // the message is still an error naming its path.
     let errs = errors(&with(&[(
         "/static_resources/clusters/0/circuit_breakers",
-        json!({"thresholds": [{"max_connections": 10}]}),
+        json!({"thresholds": [{"max_connections": 10, "track_remaining": true}]}),
     )]));
-    assert_error(&errs, "static_resources.clusters[0].circuit_breakers", "unsupported field");
-    assert_error(&errs, "static_resources.clusters[0].circuit_breakers", "meshgate supports: name, type");
-    assert_eq!(errs.len(), 1, "{errs}");
-    assert_eq!(
-        errs.to_string(),
-        format!("test.json: static_resources.clusters[0].circuit_breakers: {}", errs.first().message)
+    assert_error(
+        &errs,
+        "static_resources.clusters[0].circuit_breakers.thresholds[0].track_remaining",
+        "unsupported field",
     );
+    assert_eq!(errs.len(), 1, "{errs}");
 }
 
 #[test]
@@ -677,7 +678,7 @@ fn hcm_value_rules() {
 #[test]
 fn all_errors_are_collected() {
     let errs = errors(&with(&[
-        ("/static_resources/clusters/0/circuit_breakers", json!({})),
+        ("/static_resources/clusters/0/upstream_connection_options", json!({})),
         ("/static_resources/clusters/0/connect_timeout", json!("0s")),
         (&format!("{HCM}/route_config/virtual_hosts/0/routes/0/route/cluster"), json!("nope")),
         (

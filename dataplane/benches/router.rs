@@ -89,6 +89,7 @@ fn table(routes: Vec<Route>) -> RouteTable {
             typed_per_filter_config: Default::default(),
             request_headers: HeaderMutations::default(),
             response_headers: HeaderMutations::default(),
+            retry: Default::default(),
         }],
         typed_per_filter_config: Default::default(),
         request_headers: HeaderMutations::default(),

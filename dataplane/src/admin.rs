@@ -577,8 +577,14 @@ impl Admin {
         for c in cfg.clusters.values() {
             let n = &c.name;
             out.push_str(&format!("{n}::observability_name::{n}\n"));
-            for prio in ["default_priority", "high_priority"] {
-                for (k, v) in CIRCUIT_BREAKER_DEFAULTS {
+            for (prio, t) in ["default_priority", "high_priority"].iter().zip(&c.circuit_breakers.thresholds) {
+                let limits = [
+                    ("max_connections", t.max_connections),
+                    ("max_pending_requests", t.max_pending_requests),
+                    ("max_requests", t.max_requests),
+                    ("max_retries", t.max_retries),
+                ];
+                for (k, v) in limits {
                     out.push_str(&format!("{n}::{prio}::{k}::{v}\n"));
                 }
             }
@@ -589,7 +595,8 @@ impl Admin {
                     out.push_str(&format!("{n}::{a}::{name}::{value}\n"));
                 }
                 out.push_str(&format!("{n}::{a}::hostname::{}\n", h.hostname));
-                out.push_str(&format!("{n}::{a}::health_flags::healthy\n"));
+                let flags = crate::upstream::outlier::health_flags(n, a);
+                out.push_str(&format!("{n}::{a}::health_flags::{flags}\n"));
                 out.push_str(&format!("{n}::{a}::weight::{}\n", h.weight));
                 out.push_str(&format!("{n}::{a}::region::\n"));
                 out.push_str(&format!("{n}::{a}::zone::\n"));

@@ -23,6 +23,7 @@ pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v
 pub(crate) const HTTP_LOCAL_RATELIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 pub(crate) const HTTP_FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 pub(crate) const NETWORK_LOCAL_RATELIMIT: &str = "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
+pub(crate) const PREVIOUS_HOSTS: &str = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 
 /// Supported fields per message full name.  A message reachable through a
 /// supported field but missing here supports no fields at all.
@@ -139,6 +140,11 @@ const FIELDS: &[(&str, &[&str])] = &[
             "request_headers_to_remove",
             "response_headers_to_add",
             "response_headers_to_remove",
+            // Retries (translate/retry.rs).
+            "retry_policy",
+            "per_request_buffer_limit_bytes",
+            "include_request_attempt_count",
+            "include_attempt_count_in_response",
         ],
     ),
     (
@@ -154,6 +160,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "request_headers_to_remove",
             "response_headers_to_add",
             "response_headers_to_remove",
+            "per_request_buffer_limit_bytes",
         ],
     ),
     (
@@ -179,8 +186,26 @@ const FIELDS: &[(&str, &[&str])] = &[
             "request_mirror_policies",
             "rate_limits",
             "upgrade_configs",
+            "retry_policy",
         ],
     ),
+    // Retries (translate/retry.rs).
+    (
+        "envoy.config.route.v3.RetryPolicy",
+        &[
+            "retry_on",
+            "num_retries",
+            "per_try_timeout",
+            "retry_back_off",
+            "retry_host_predicate",
+            "host_selection_retry_max_attempts",
+            "retriable_status_codes",
+            "retriable_headers",
+        ],
+    ),
+    ("envoy.config.route.v3.RetryPolicy.RetryBackOff", &["base_interval", "max_interval"]),
+    ("envoy.config.route.v3.RetryPolicy.RetryHostPredicate", &["name", "typed_config"]),
+    (PREVIOUS_HOSTS, &[]),
     // No runtime layer: `runtime_key_prefix` keys never resolve, so the
     // configured weights apply, as in an Envoy whose runtime lacks them.
     ("envoy.config.route.v3.WeightedCluster", &["clusters", "total_weight", "runtime_key_prefix", "header_name"]),
@@ -238,8 +263,65 @@ const FIELDS: &[(&str, &[&str])] = &[
             "eds_cluster_config",
             // Only for the xDS cluster (gRPC needs HTTP/2); rejected elsewhere.
             "http2_protocol_options",
+            "circuit_breakers",
+            "outlier_detection",
+            "health_checks",
         ],
     ),
+    // Active health checks (translate/cluster_governance.rs).
+    (
+        "envoy.config.core.v3.HealthCheck",
+        &[
+            "timeout",
+            "interval",
+            "interval_jitter",
+            "unhealthy_threshold",
+            "healthy_threshold",
+            "http_health_check",
+            "tcp_health_check",
+            "no_traffic_interval",
+            "unhealthy_interval",
+            "unhealthy_edge_interval",
+            "healthy_edge_interval",
+        ],
+    ),
+    ("envoy.config.core.v3.HealthCheck.HttpHealthCheck", &["host", "path", "expected_statuses"]),
+    ("envoy.config.core.v3.HealthCheck.TcpHealthCheck", &["send", "receive"]),
+    ("envoy.config.core.v3.HealthCheck.Payload", &["text", "binary"]),
+    // Outlier detection (translate/cluster_governance.rs).
+    (
+        "envoy.config.cluster.v3.OutlierDetection",
+        &[
+            "consecutive_5xx",
+            "interval",
+            "base_ejection_time",
+            "max_ejection_percent",
+            "enforcing_consecutive_5xx",
+            "enforcing_success_rate",
+            "success_rate_minimum_hosts",
+            "success_rate_request_volume",
+            "success_rate_stdev_factor",
+            "consecutive_gateway_failure",
+            "enforcing_consecutive_gateway_failure",
+            "split_external_local_origin_errors",
+            "consecutive_local_origin_failure",
+            "enforcing_consecutive_local_origin_failure",
+            "failure_percentage_threshold",
+            "enforcing_failure_percentage",
+            "failure_percentage_minimum_hosts",
+            "failure_percentage_request_volume",
+            "max_ejection_time",
+            "always_eject_one_host",
+        ],
+    ),
+    // Circuit breakers (translate/cluster_governance.rs).
+    ("envoy.config.cluster.v3.CircuitBreakers", &["thresholds"]),
+    (
+        "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
+        &["priority", "max_connections", "max_pending_requests", "max_requests", "max_retries", "retry_budget"],
+    ),
+    ("envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget", &["budget_percent", "min_retry_concurrency"]),
+    ("envoy.type.v3.Percent", &["value"]),
     // Load balancing (translate/lb.rs).
     ("envoy.config.cluster.v3.Cluster.CustomClusterType", &["name", "typed_config"]),
     (AGGREGATE_CONFIG, &["clusters"]),
@@ -517,6 +599,7 @@ const ANY_TYPES: &[(&str, &str, &[&str])] = &[
     ),
     ("envoy.config.cluster.v3.Cluster.typed_extension_protocol_options", "protocol options", &[UPSTREAM_HTTP_OPTIONS]),
     ("envoy.config.cluster.v3.Cluster.CustomClusterType.typed_config", "cluster type", &[AGGREGATE_CONFIG]),
+    ("envoy.config.route.v3.RetryPolicy.RetryHostPredicate.typed_config", "retry host predicate", &[PREVIOUS_HOSTS]),
 ];
 
 /// Map fields: which keys they accept.

@@ -26,8 +26,10 @@ use super::supported::{HCM, HTTP_FAULT, HTTP_LOCAL_RATELIMIT, HTTP_RBAC, ROUTER,
 use super::{descriptor_pool, join, type_name, Errors};
 use crate::model;
 
+mod cluster_governance;
 pub(super) mod filters;
 mod lb;
+mod retry;
 mod routing;
 mod tcp_proxy;
 mod tls;
@@ -639,6 +641,8 @@ pub(super) fn route_config(
             errors,
         );
         ok &= vh_request.is_some() && vh_response.is_some();
+        let vh_retry = retry::vhost_retry(vh, &vpath, errors);
+        ok &= vh_retry.is_some();
         virtual_hosts.push(model::VirtualHost {
             name: vh.name.clone(),
             domains,
@@ -649,6 +653,7 @@ pub(super) fn route_config(
             }),
             request_headers: vh_request.unwrap_or_default(),
             response_headers: vh_response.unwrap_or_default(),
+            retry: vh_retry.unwrap_or_default(),
         });
     }
     let rc_filters =
@@ -714,7 +719,15 @@ fn route(r: &rt::Route, path: &str, clusters: &HashSet<&str>, errors: &mut Error
         Some(m) => routing::route_match(m, &join(path, "match"), errors),
     };
     let action = match &r.action {
-        Some(rt::route::Action::Route(a)) => forward(a, &join(path, "route"), clusters, errors),
+        Some(rt::route::Action::Route(a)) => {
+            let retry = retry::route_retry(r, a, path, errors);
+            match (forward(a, &join(path, "route"), clusters, errors), retry) {
+                (Some(model::RouteAction::Forward(f)), Some(retry)) => {
+                    Some(model::RouteAction::Forward(model::ForwardAction { retry, ..f }))
+                }
+                _ => None,
+            }
+        }
         Some(rt::route::Action::Redirect(d)) => routing::redirect(d, &join(path, "redirect"), errors),
         Some(rt::route::Action::DirectResponse(d)) => direct_response(d, &join(path, "direct_response"), errors),
         Some(_) => None,
@@ -891,6 +904,9 @@ pub(super) fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Optio
         max_requests = Some(v.value).filter(|n| *n != 0);
     }
 
+    let circuit_breakers = cluster_governance::circuit_breakers(c, path, errors);
+    let outlier_detection = cluster_governance::outlier_detection(c, path, errors);
+    let health_checks = cluster_governance::health_checks(c, path, errors);
     if !ok {
         return None;
     }
@@ -912,6 +928,9 @@ pub(super) fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Optio
         weighted_priority_health,
         healthy_panic_threshold: lb_settings.healthy_panic_threshold,
         aggregate_clusters,
+        circuit_breakers: circuit_breakers?,
+        outlier_detection: outlier_detection?,
+        health_checks: health_checks?,
     })
 }
 

@@ -212,6 +212,7 @@ pub fn route_table(n: usize) -> RouteTable {
             typed_per_filter_config: Default::default(),
             request_headers: HeaderMutations::default(),
             response_headers: HeaderMutations::default(),
+            retry: Default::default(),
         }],
         typed_per_filter_config: Default::default(),
         request_headers: HeaderMutations::default(),

@@ -26,6 +26,7 @@
 //! task, polled together, so an upstream that answers before reading the
 //! whole request body cannot deadlock the exchange.
 
+mod attempts;
 mod buf;
 mod mirror;
 pub mod upgrade;
@@ -57,7 +58,10 @@ use crate::runtime::{now, sleep_until, spawn, timeout, Sleep};
 use crate::shard::{HttpListener, ShardCtx};
 use crate::tls::Conn;
 use crate::transport::Stream;
-use crate::upstream::{lb, ClusterRuntime, ConnectFailure, UpstreamConn};
+use crate::upstream::retry::{self as upstream_retry, HeaderOverrides, RetryState};
+use crate::upstream::{ClusterRuntime, ConnectFailure, UpstreamConn};
+
+use attempts::{AttemptCtl, RetrySetup};
 
 const INITIAL_BUF: usize = 16 * 1024;
 /// Largest upstream response head accepted (Envoy's 60 KiB default).
@@ -499,14 +503,15 @@ impl<'a> Downstream<'a> {
                 let location = (*status == 201 || (300..400).contains(status))
                     .then(|| self.redirect_location(listener, None, &route.matcher.path));
                 let body: &[u8] = body.as_deref().unwrap_or(b"");
-                let extras = ReplyExtras { location: location.as_deref(), route: headers.as_ref() };
+                let extras =
+                    ReplyExtras { location: location.as_deref(), route: headers.as_ref(), ..Default::default() };
                 return self.reply_and_settle_with(listener, body_kind, client_keeps, *status, body, extras).await;
             }
             RouteAction::Redirect(r) => {
                 listener.stats.rq_redirect.inc();
                 let headers = self.route_reply_headers(listener, m, None);
                 let location = self.redirect_location(listener, Some(r), &route.matcher.path);
-                let extras = ReplyExtras { location: Some(&location), route: headers.as_ref() };
+                let extras = ReplyExtras { location: Some(&location), route: headers.as_ref(), ..Default::default() };
                 return self
                     .reply_and_settle_with(listener, body_kind, client_keeps, r.response_code, b"", extras)
                     .await;
@@ -529,7 +534,7 @@ impl<'a> Downstream<'a> {
         let Some(cluster) = cluster else {
             listener.stats.no_cluster.inc();
             let headers = self.route_reply_headers(listener, m, weighted);
-            let extras = ReplyExtras { location: None, route: headers.as_ref() };
+            let extras = ReplyExtras { location: None, route: headers.as_ref(), ..Default::default() };
             let status = action.cluster_not_found_response_code;
             return self.reply_and_settle_with(listener, body_kind, client_keeps, status, b"", extras).await;
         };
@@ -548,13 +553,15 @@ impl<'a> Downstream<'a> {
         let request = mutate::Levels::new(m.config, m.vhost, route, weighted, false);
         let response = mutate::Levels::new(m.config, m.vhost, route, weighted, true);
         let vars = (!request.is_empty() || !response.is_empty()).then(|| self.mutation_vars(listener));
+        let (retry, route_timeout) = self.retry_setup(listener, m.vhost, action);
         let exchange = Exchange {
             listener,
             cluster: &cluster,
             body_kind,
             client_keeps,
             expect_continue: framing.expect_continue,
-            route_timeout: action.timeout,
+            route_timeout,
+            global_deadline: Cell::new(None),
             // A route's idle_timeout replaces the HCM's stream_idle_timeout
             // (`0s`: none at all), as Envoy's does.
             idle_timeout: action.idle_timeout.unwrap_or(listener.hcm.stream_idle_timeout),
@@ -572,7 +579,46 @@ impl<'a> Downstream<'a> {
         if self.upgrade.is_some() {
             return self.forward_upgrade(exchange).await;
         }
-        self.forward(exchange).await
+        self.forward(exchange, retry).await
+    }
+
+    /// The router's retry and timeout setup for a forwarded request: the
+    /// route's retry policy (or else its virtual host's, never merged), and
+    /// an internal request's `x-envoy-*` overrides.  Those headers are
+    /// consumed here, and an external request's are ignored: with
+    /// `use_remote_address` a request from a non-internal address is an
+    /// edge request, whose `x-envoy-*` headers Envoy strips.
+    fn retry_setup(
+        &mut self,
+        listener: &HttpListener,
+        vhost: &control::model::VirtualHost,
+        action: &ForwardAction,
+    ) -> (RetrySetup, Option<Duration>) {
+        let trusted = !listener.hcm.use_remote_address || upstream_retry::is_internal(self.peer.ip());
+        let overrides = if trusted && upstream_retry::has_overrides(&self.head.headers) {
+            HeaderOverrides::read(&self.head.headers)
+        } else {
+            HeaderOverrides::default()
+        };
+        upstream_retry::strip_consumed(&mut self.head.headers);
+        let policy = action.retry.policy.as_ref().or(vhost.retry.policy.as_ref());
+        let state = RetryState::new(policy.map(upstream_retry::compile), &overrides);
+        let per_try_timeout = overrides.per_try_timeout.or_else(|| policy.and_then(|p| p.per_try_timeout));
+        let buffer_limit = action
+            .retry
+            .per_request_buffer_limit_bytes
+            .or(vhost.retry.per_request_buffer_limit_bytes)
+            .unwrap_or(listener.config.per_connection_buffer_limit_bytes);
+        let route_timeout = overrides.timeout.unwrap_or(action.timeout);
+        let setup = RetrySetup {
+            state,
+            buffer_limit: u64::from(buffer_limit),
+            attempt_count_upstream: vhost.retry.include_request_attempt_count,
+            attempt_count_downstream: vhost.retry.include_attempt_count_in_response,
+            per_try_timeout,
+            outstanding: None,
+        };
+        (setup, route_timeout)
     }
 
     /// The values route header formats read (`%DOWNSTREAM_REMOTE_ADDRESS%`
@@ -687,7 +733,7 @@ impl<'a> Downstream<'a> {
                                 levels: mutate::Levels::single(response_headers),
                                 vars: self.mutation_vars(listener),
                             });
-                            let extras = ReplyExtras { location: None, route: route.as_ref() };
+                            let extras = ReplyExtras { location: None, route: route.as_ref(), overloaded: false };
                             self.filter_reply = Some(crate::filters::FilterReply::RateLimited);
                             let body = local_ratelimit::LIMITED_BODY;
                             return Err(self
@@ -862,6 +908,9 @@ impl<'a> Downstream<'a> {
         if let Some(reply) = self.filter_reply.take() {
             reply.append_to(&mut headers);
         }
+        if extras.overloaded {
+            headers.append("x-envoy-overloaded", b"true");
+        }
         if let Some(route) = extras.route {
             mutate::apply_to_response(&route.levels, &mut headers, &self.head, &route.vars, &mut self.mutations);
             // The gateway frames and dates its own replies, whatever a
@@ -892,100 +941,17 @@ impl<'a> Downstream<'a> {
         self.stream.write_all_vectored(&[&self.out, body]).await
     }
 
-    async fn forward(&mut self, ex: Exchange<'_>) -> After {
-        let routed = ex.cluster;
-        let listener = ex.listener;
-        let mut set_cookies = Vec::new();
-        let picked = {
-            // The hash is computed lazily: only a consistent-hashing cluster
-            // asks, so a cookie is generated only when it decides the pick.
-            let input = lb::HashInput { head: &self.head, peer: self.peer, local: self.stream.local_addr() };
-            let mut hashed: Option<Option<u64>> = None;
-            routed
-                .pick(&mut || *hashed.get_or_insert_with(|| lb::request_hash(ex.hash_policy, &input, &mut set_cookies)))
-        };
-        let Some(picked) = picked else {
-            routed.stats.upstream_cx_none_healthy.inc();
-            let route = ex.routing.reply_headers();
-            let extras = ReplyExtras { location: None, route: route.as_ref() };
-            return self
-                .reply_and_settle_with(listener, ex.body_kind, ex.client_keeps, 503, b"no healthy upstream", extras)
-                .await;
-        };
-        // From here on the cluster that owns the host (an aggregate's member)
-        // serves the request: its pool, timeouts and codec options.
-        let ex = Exchange { cluster: &picked.cluster, set_cookies, ..ex };
-        let cluster = ex.cluster;
-        let host = &picked.host;
-        let upstream = match cluster.checkout(host).await {
-            Ok(c) => c,
-            Err(f) => return self.connect_failed(&ex, f).await,
-        };
-        self.build_upstream_head(&ex, host);
-        cluster.stats.upstream_rq_total.inc();
-        cluster.stats.upstream_rq_active.inc();
-        host.stats.rq_total.inc();
-        host.request_started();
-        let started = Instant::now();
-        let mut upstream = upstream;
-        let mut result = self.exchange(&ex, &mut upstream).await;
-        // A pooled connection the upstream closed just before we used it
-        // fails before any response byte.  Nothing reached the client and no
-        // body was consumed, so one retry on a fresh connection is safe.
-        if matches!(result, Err(ExchangeError::UpstreamReset { response_started: false, body_consumed: false }))
-            && upstream.reused()
-        {
-            drop(upstream);
-            upstream = match cluster.connect(host).await {
-                Ok(c) => c,
-                Err(f) => {
-                    cluster.stats.upstream_rq_active.dec();
-                    host.request_finished();
-                    return self.connect_failed(&ex, f).await;
-                }
-            };
-            result = self.exchange(&ex, &mut upstream).await;
-        }
-        cluster.stats.upstream_rq_active.dec();
-        host.request_finished();
-        match result {
-            Ok(done) => {
-                cluster.stats.upstream_rq_completed.inc();
-                cluster.stats.record_response_code(done.status);
-                cluster.stats.upstream_rq_time.record(started.elapsed());
-                listener.stats.record_response_code(done.status);
-                if done.status >= 500 {
-                    host.stats.rq_error.inc();
-                } else {
-                    host.stats.rq_success.inc();
-                }
-                if done.upstream_reusable {
-                    cluster.release(upstream);
-                }
-                if done.downstream_keeps {
-                    After::KeepAlive
-                } else {
-                    After::Close
-                }
-            }
-            Err(err) => {
-                host.stats.rq_error.inc();
-                drop(upstream);
-                self.exchange_failed(&ex, err).await
-            }
-        }
-    }
-
     async fn connect_failed(&mut self, ex: &Exchange<'_>, failure: ConnectFailure) -> After {
         let body =
             format!("upstream connect error or disconnect/reset before headers. reset reason: {}", failure.reason());
         let route = ex.routing.reply_headers();
-        let extras = ReplyExtras { location: None, route: route.as_ref() };
+        let overloaded = failure == ConnectFailure::Overflow;
+        let extras = ReplyExtras { location: None, route: route.as_ref(), overloaded };
         self.reply_and_settle_with(ex.listener, ex.body_kind, ex.client_keeps, 503, body.as_bytes(), extras).await
     }
 
-    async fn exchange_failed(&mut self, ex: &Exchange<'_>, err: ExchangeError) -> After {
-        let stats = &ex.cluster.stats;
+    async fn exchange_failed(&mut self, ex: &Exchange<'_>, cluster: &ClusterRuntime, err: ExchangeError) -> After {
+        let stats = &cluster.stats;
         let (status, body): (u16, String) = match err {
             ExchangeError::ResponseCut => return After::Close,
             ExchangeError::Downstream => {
@@ -997,7 +963,18 @@ impl<'a> Downstream<'a> {
                 ex.listener.stats.downstream_cx_protocol_error.inc();
                 (e.status(), error_body(&e))
             }
-            ExchangeError::Timeout { response_started } => {
+            // A per-try timeout that is not retried is answered as Envoy's
+            // router does: 504, counted by `upstream_rq_per_try_timeout`.
+            ExchangeError::Timeout { response_started, per_try: true } => {
+                if response_started {
+                    return After::Close;
+                }
+                (504, "upstream request timeout".to_string())
+            }
+            ExchangeError::RetryResponse { .. } => {
+                unreachable!("a retriable response is either retried or relayed by the attempt loop")
+            }
+            ExchangeError::Timeout { response_started, per_try: false } => {
                 stats.upstream_rq_timeout.inc();
                 ex.listener.stats.downstream_rq_timeout.inc();
                 if response_started {
@@ -1042,7 +1019,7 @@ impl<'a> Downstream<'a> {
         // The router's own replies (502/503/504) carry the route's response
         // header mutations; the connection manager's (400/408) do not.
         let route = ex.routing.reply_headers().filter(|_| matches!(status, 502..=504));
-        let extras = ReplyExtras { location: None, route: route.as_ref() };
+        let extras = ReplyExtras { location: None, route: route.as_ref(), overloaded: false };
         let _ = self.local_reply_with(ex.listener, status, body.as_bytes(), true, extras).await;
         After::Close
     }
@@ -1157,15 +1134,29 @@ impl<'a> Downstream<'a> {
     }
 
     /// Sends the request upstream and the response downstream, concurrently.
-    async fn exchange(&mut self, ex: &Exchange<'_>, upstream: &mut UpstreamConn) -> Result<Done, ExchangeError> {
+    async fn exchange(
+        &mut self,
+        ex: &Exchange<'_>,
+        cluster: &ClusterRuntime,
+        upstream: &mut UpstreamConn,
+        ctl: AttemptCtl<'_>,
+    ) -> Result<Done, ExchangeError> {
         let UpstreamConn { stream: up, buf: ubuf, head: uhead, .. } = upstream;
         let up = &*up;
-        let cluster = ex.cluster;
-        if let Err(_e) = up.write_all(&self.out).await {
-            return Err(ExchangeError::UpstreamReset { response_started: false, body_consumed: false });
+        let buffered = ctl.body;
+        let written = match buffered {
+            Some(body) => up.write_all_vectored(&[&self.out, body]).await.map(|_| self.out.len() + body.len()),
+            None => up.write_all(&self.out).await.map(|_| self.out.len()),
+        };
+        match written {
+            Ok(n) => cluster.stats.upstream_cx_tx_bytes_total.add(n as u64),
+            Err(_) => return Err(ExchangeError::UpstreamReset { response_started: false, body_consumed: false }),
         }
-        cluster.stats.upstream_cx_tx_bytes_total.add(self.out.len() as u64);
-        if ex.expect_continue && ex.body_kind != BodyKind::Empty && self.head.version == Version::Http11 {
+        if buffered.is_none()
+            && ex.expect_continue
+            && ex.body_kind != BodyKind::Empty
+            && self.head.version == Version::Http11
+        {
             // proxy_100_continue is off: the gateway answers 100 itself.
             if self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
                 return Err(ExchangeError::Downstream);
@@ -1212,6 +1203,11 @@ impl<'a> Downstream<'a> {
             forward_trailers,
             activity: &activity,
             set_cookies: &ex.set_cookies,
+            retry_check: match ctl.retry_check {
+                Some(c) => Some(c as &mut attempts::RetryCheck<'_>),
+                None => None,
+            },
+            attempt_count: ctl.attempt_count,
             mutations: ex
                 .routing
                 .vars
@@ -1222,10 +1218,32 @@ impl<'a> Downstream<'a> {
         });
         let mut request = pin!(request);
         let mut response = pin!(response);
-        let mut request_done = ex.body_kind == BodyKind::Empty || ex.body_kind == BodyKind::Length(0);
-        let mut deadline: Option<Sleep> = None;
+        let mut request_done =
+            buffered.is_some() || ex.body_kind == BodyKind::Empty || ex.body_kind == BodyKind::Length(0);
+        // The route timeout runs from the end of the request across every
+        // attempt; the per-try timeout from the end of this attempt's
+        // request.  `per_try` says which of the two the deadline is.
+        let arm = || -> Option<(Sleep, bool)> {
+            let t = now();
+            let global = match ex.global_deadline.get() {
+                Some(d) => Some(d),
+                None => {
+                    let d = ex.route_timeout.map(|r| t + r);
+                    ex.global_deadline.set(d);
+                    d
+                }
+            };
+            let per_try = ctl.per_try_timeout.map(|p| t + p);
+            match (global, per_try) {
+                (Some(g), Some(p)) if p < g => Some((sleep_until(p), true)),
+                (Some(g), _) => Some((sleep_until(g), false)),
+                (None, Some(p)) => Some((sleep_until(p), true)),
+                (None, None) => None,
+            }
+        };
+        let mut deadline: Option<(Sleep, bool)> = None;
         if request_done {
-            deadline = ex.route_timeout.map(|t| sleep_until(now() + t));
+            deadline = arm();
         }
         let hcm = &ex.listener.hcm;
         // request_timeout: the whole request must arrive (or the response
@@ -1239,7 +1257,7 @@ impl<'a> Downstream<'a> {
                 match request.as_mut().poll(cx) {
                     Poll::Ready(Ok(())) => {
                         request_done = true;
-                        deadline = ex.route_timeout.map(|t| sleep_until(now() + t));
+                        deadline = arm();
                     }
                     Poll::Ready(Err(e)) => {
                         return Poll::Ready(Err(match e {
@@ -1272,14 +1290,16 @@ impl<'a> Downstream<'a> {
                         body_consumed: body_consumed.get(),
                     }),
                     Err(RelayError::Downstream) => Err(ExchangeError::Downstream),
+                    Err(RelayError::Retry(status)) => Err(ExchangeError::RetryResponse { status }),
                     Err(RelayError::Bad(e)) => {
                         Err(ExchangeError::BadResponse { response_started: response_started.get(), _error: e })
                     }
                 });
             }
-            if let Some(d) = deadline.as_mut() {
+            if let Some((d, per_try)) = deadline.as_mut() {
                 if Pin::new(d).poll(cx).is_ready() {
-                    return Poll::Ready(Err(ExchangeError::Timeout { response_started: response_started.get() }));
+                    let response_started = response_started.get();
+                    return Poll::Ready(Err(ExchangeError::Timeout { response_started, per_try: *per_try }));
                 }
             }
             if request_done || response_started.get() {
@@ -1317,6 +1337,9 @@ struct Exchange<'a> {
     client_keeps: bool,
     expect_continue: bool,
     route_timeout: Option<Duration>,
+    /// When the route timeout expires: set when the request has been
+    /// received in full, shared by every attempt.
+    global_deadline: Cell<Option<Instant>>,
     /// `stream_idle_timeout`, or the route's `idle_timeout` instead.
     idle_timeout: Option<Duration>,
     /// What the matched route does to the request and response heads.
@@ -1368,6 +1391,8 @@ struct ReplyExtras<'a> {
     /// `location` (redirects, 201/3xx direct responses).
     location: Option<&'a [u8]>,
     route: Option<&'a RouteHeaders<'a>>,
+    /// `x-envoy-overloaded: true` (circuit-breaker overflow).
+    overloaded: bool,
 }
 
 /// `append_x_forwarded_host`: the replaced Host joins `x-forwarded-host`
@@ -1425,6 +1450,12 @@ enum ExchangeError {
     },
     Timeout {
         response_started: bool,
+        /// The attempt's `per_try_timeout` (else the route timeout).
+        per_try: bool,
+    },
+    /// The response head was judged retriable and dropped unread.
+    RetryResponse {
+        status: u16,
     },
     /// `request_timeout` or `stream_idle_timeout` (Envoy answers both 408).
     RequestTimeout {
@@ -1442,6 +1473,8 @@ enum BodyError {
 }
 
 enum RelayError {
+    /// The retry check claimed the response: nothing was written.
+    Retry(u16),
     Upstream,
     Downstream,
     Bad(H1Error),
@@ -1527,6 +1560,10 @@ struct RelayArgs<'a> {
     scratch: &'a mut mutate::Scratch,
     /// `x-ratelimit-*` from the local rate limit filter.
     x_ratelimit: Option<local_ratelimit::XRateLimit>,
+    /// The retry policy's look at the response head before it is relayed.
+    retry_check: Option<&'a mut attempts::RetryCheck<'a>>,
+    /// `x-envoy-attempt-count` to add to the response.
+    attempt_count: Option<u32>,
 }
 
 /// Reads the upstream response and streams it to the client.
@@ -1562,6 +1599,11 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
             Err(_) => return Err(RelayError::Upstream),
         }
     };
+    if let Some(check) = a.retry_check {
+        if check(head.status, &head.headers) {
+            return Err(RelayError::Retry(head.status));
+        }
+    }
     ubuf.consume(consumed);
     let kind = response_body_kind_for(a.method, head).map_err(RelayError::Bad)?;
     let upstream_directives = strip_hop_by_hop(&mut head.headers);
@@ -1620,6 +1662,9 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     }
     if let Some(x) = a.x_ratelimit {
         x.append_to(h);
+    }
+    if let Some(n) = a.attempt_count {
+        h.set("x-envoy-attempt-count", itoa::Buffer::new().format(n).as_bytes());
     }
     if !downstream_keeps {
         h.append("connection", b"close");

@@ -26,6 +26,7 @@ use control::model::{Route, RouteAction, ServerHeaderTransformation, UpgradeConf
 use super::*;
 use crate::stats::{Counter, Gauge, Scope, StatsStore};
 use crate::tunnel::{splice, TunnelEnd, TunnelObserver};
+use crate::upstream::lb;
 
 /// Per-direction tunnel buffer of an upgraded connection.
 const TUNNEL_BUFFER: usize = 16 * 1024;
@@ -137,7 +138,7 @@ impl Downstream<'_> {
         let Some(picked) = picked else {
             routed.stats.upstream_cx_none_healthy.inc();
             let route = ex.routing.reply_headers();
-            let extras = ReplyExtras { location: None, route: route.as_ref() };
+            let extras = ReplyExtras { location: None, route: route.as_ref(), overloaded: false };
             return self
                 .reply_and_settle_with(listener, ex.body_kind, false, 503, b"no healthy upstream", extras)
                 .await;
@@ -174,7 +175,11 @@ impl Downstream<'_> {
         if up.write_all(&self.out).await.is_err() {
             host.stats.rq_error.inc();
             return self
-                .exchange_failed(ex, ExchangeError::UpstreamReset { response_started: false, body_consumed: false })
+                .exchange_failed(
+                    ex,
+                    ex.cluster,
+                    ExchangeError::UpstreamReset { response_started: false, body_consumed: false },
+                )
                 .await;
         }
         cluster.stats.upstream_cx_tx_bytes_total.add(self.out.len() as u64);
@@ -205,11 +210,13 @@ impl Downstream<'_> {
                 } else {
                     ExchangeError::UpstreamReset { response_started: false, body_consumed: false }
                 };
-                return self.exchange_failed(ex, err).await;
+                return self.exchange_failed(ex, ex.cluster, err).await;
             }
             Err(_) => {
                 host.stats.rq_error.inc();
-                return self.exchange_failed(ex, ExchangeError::Timeout { response_started: false }).await;
+                return self
+                    .exchange_failed(ex, ex.cluster, ExchangeError::Timeout { response_started: false, per_try: false })
+                    .await;
             }
         };
         if status != 101 {
@@ -316,6 +323,8 @@ impl Downstream<'_> {
                 .map(|v| (&ex.routing.response, v, &self.head)),
             scratch: &mut self.mutations,
             x_ratelimit: self.x_ratelimit,
+            retry_check: None,
+            attempt_count: None,
         });
         let result = timeout(ex.idle_timeout, relay).await;
         match result {
@@ -326,16 +335,23 @@ impl Downstream<'_> {
                 After::Close
             }
             Ok(Err(_)) | Err(_) if started.get() => After::Close,
-            Ok(Err(RelayError::Downstream)) => After::Close,
+            // No retry check is installed for a refused upgrade's response.
+            Ok(Err(RelayError::Downstream | RelayError::Retry(_))) => After::Close,
             Ok(Err(RelayError::Bad(e))) => {
-                self.exchange_failed(ex, ExchangeError::BadResponse { response_started: false, _error: e }).await
+                self.exchange_failed(ex, ex.cluster, ExchangeError::BadResponse { response_started: false, _error: e })
+                    .await
             }
             Ok(Err(RelayError::Upstream)) => {
                 let err = ExchangeError::UpstreamReset { response_started: false, body_consumed: true };
-                self.exchange_failed(ex, err).await
+                self.exchange_failed(ex, ex.cluster, err).await
             }
             Err(_) => {
-                self.exchange_failed(ex, ExchangeError::RequestTimeout { response_started: false, idle: true }).await
+                self.exchange_failed(
+                    ex,
+                    ex.cluster,
+                    ExchangeError::RequestTimeout { response_started: false, idle: true },
+                )
+                .await
             }
         }
     }

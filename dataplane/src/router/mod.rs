@@ -361,6 +361,7 @@ mod tests {
             typed_per_filter_config: Default::default(),
             request_headers: HeaderMutations::default(),
             response_headers: HeaderMutations::default(),
+            retry: Default::default(),
         }
     }
 

@@ -481,6 +481,7 @@ mod tests {
             typed_per_filter_config: Default::default(),
             request_headers: lvl("vhost"),
             response_headers: HeaderMutations::default(),
+            retry: Default::default(),
         };
         let route = Route {
             name: "r".into(),

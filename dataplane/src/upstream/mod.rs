@@ -22,9 +22,20 @@
 //! member's priority level over the members' linearized levels, then lets
 //! that member pick the host.
 //!
+//! Traffic governance lives in submodules: `retry` (the retry state
+//! machine), `circuit_breaker` (cluster resource limits shared by all
+//! shards), `outlier` (outlier detection and the cross-shard host-health
+//! view: a host is in this shard's balancer only if it is neither backed
+//! off here nor ejected / failing health checks everywhere), `health_check`
+//! (active HTTP/TCP checks on a side thread, feeding that view).  `ClusterRuntime` wires them to pools and picks.
+//!
 //! This module must not parse HTTP; it hands out and takes back streams.
 
+pub mod circuit_breaker;
+pub mod health_check;
 pub mod lb;
+pub mod outlier;
+pub mod retry;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -38,7 +49,10 @@ use control::model::{Cluster, DiscoveryType, EndpointAddress};
 
 use crate::runtime::{now, timeout};
 use crate::stats::{ClusterStats, Counter, HostStats, Scope, StatsStore};
+
 use crate::transport::{self, Stream};
+use circuit_breaker::{ClusterResources, Guard, Resource};
+use outlier::{ClusterHealth, HostHealth, Outcome};
 
 use lb::{Balancer, LbHost, Linearized};
 
@@ -60,6 +74,8 @@ pub struct Host {
     down_until: Cell<Option<Instant>>,
     /// Requests in flight to this host from this shard (LEAST_REQUEST).
     active: Cell<u32>,
+    /// Health shared by every shard (outlier ejection, active checks).
+    pub health: Arc<HostHealth>,
 }
 
 impl Host {
@@ -78,6 +94,12 @@ impl Host {
     pub fn is_down(&self) -> bool {
         self.down_until.get().is_some()
     }
+
+    /// Whether the balancer may pick the host: not backed off on this
+    /// shard, not ejected nor failing health checks anywhere.
+    fn lb_healthy(&self) -> bool {
+        !self.is_down() && self.health.is_healthy()
+    }
 }
 
 struct IdleConn {
@@ -90,6 +112,9 @@ struct IdleConn {
 pub enum ConnectFailure {
     Refused,
     Timeout,
+    /// A circuit breaker (`max_connections` with `max_pending_requests`,
+    /// or `max_requests`) refused the request: 503 with `x-envoy-overloaded`.
+    Overflow,
 }
 
 impl ConnectFailure {
@@ -98,6 +123,7 @@ impl ConnectFailure {
         match self {
             ConnectFailure::Refused => "connection failure",
             ConnectFailure::Timeout => "connection timeout",
+            ConnectFailure::Overflow => "overflow",
         }
     }
 }
@@ -113,6 +139,8 @@ pub struct UpstreamConn {
     pub head: crate::http1::ResponseHead,
     cluster_cx_active: crate::stats::Gauge,
     cluster_cx_destroy: crate::stats::Counter,
+    /// The connection's unit of the cluster's `max_connections`.
+    _cx_guard: Guard,
 }
 
 impl UpstreamConn {
@@ -143,6 +171,14 @@ pub struct ClusterRuntime {
     pub stats: ClusterStats,
     /// `cluster.<name>.lb_healthy_panic`: picks made in a panicking level.
     lb_healthy_panic: Counter,
+    /// Retry and circuit-breaker counters `ClusterStats` lacks.
+    pub retry_stats: GovernanceStats,
+    /// Circuit-breaker resources, shared with every shard.
+    pub resources: Arc<ClusterResources>,
+    /// Outlier detection and host health, shared with every shard.
+    pub health: Arc<ClusterHealth>,
+    /// The health generation this shard's balancer reflects.
+    seen_health: Cell<u64>,
     hosts: RefCell<Vec<Rc<Host>>>,
     lb: RefCell<Balancer>,
     /// Earliest back-off expiry among this shard's down hosts.
@@ -164,10 +200,17 @@ impl ClusterRuntime {
         let lb_healthy_panic = store.counter(&Scope::Cluster(config.name.clone()), "lb_healthy_panic", slot);
         let seed = std::collections::hash_map::RandomState::new().hash_one((&config.name, slot));
         let lb = Balancer::new(&config, Vec::new(), &[], seed);
+        let retry_stats = GovernanceStats::new(store, &config.name, slot);
+        let resources = ClusterResources::shared(&config, store);
+        let health = ClusterHealth::shared(&config, store);
         let rt = ClusterRuntime {
+            seen_health: Cell::new(health.generation()),
+            health,
             config,
             stats,
             lb_healthy_panic,
+            retry_stats,
+            resources,
             hosts: RefCell::new(Vec::new()),
             lb: RefCell::new(lb),
             next_recovery: Cell::new(None),
@@ -216,6 +259,7 @@ impl ClusterRuntime {
                 failures: Cell::new(0),
                 down_until: Cell::new(None),
                 active: Cell::new(0),
+                health: self.health.host(addr),
             }));
         }
         let unchanged = old.len() == next.len() && old.iter().zip(&next).all(|(a, b)| Rc::ptr_eq(a, b));
@@ -231,7 +275,7 @@ impl ClusterRuntime {
         }
         let lb_hosts: Vec<LbHost> =
             next.iter().map(|h| LbHost { addr: h.addr, weight: h.weight, priority: h.priority }).collect();
-        let down: Vec<bool> = next.iter().map(|h| h.is_down()).collect();
+        let down: Vec<bool> = next.iter().map(|h| !h.lb_healthy()).collect();
         let seed = self.lb.borrow_mut().random();
         *self.lb.borrow_mut() = Balancer::new(&self.config, lb_hosts, &down, seed);
         self.next_recovery.set(next.iter().filter_map(|h| h.down_until.get()).min());
@@ -289,6 +333,7 @@ impl ClusterRuntime {
             return self.pick_aggregate(t, hash);
         }
         self.recover_due(t);
+        self.sync_health(t);
         let h = if self.config.lb_policy.uses_hash() { hash() } else { None };
         let hosts = self.hosts.borrow();
         let pick = self.lb.borrow_mut().pick(h, &|i| hosts[i as usize].active.get())?;
@@ -302,6 +347,7 @@ impl ClusterRuntime {
         let members = self.members.borrow();
         for m in members.iter() {
             m.recover_due(t);
+            m.sync_health(t);
         }
         let mut lin = self.linearized.borrow_mut();
         if lin.is_stale(members.iter().map(|m| m.lb.borrow().generation())) {
@@ -333,7 +379,7 @@ impl ClusterRuntime {
             match h.down_until.get() {
                 Some(until) if t >= until => {
                     h.down_until.set(None);
-                    lb.set_healthy(h.lb_index.get(), true);
+                    lb.set_healthy(h.lb_index.get(), h.health.is_healthy());
                     tracing::debug!(cluster = %self.config.name, host = %h.addr, "upstream host back in rotation after back-off");
                 }
                 Some(until) => next = Some(next.map_or(until, |n| n.min(until))),
@@ -376,8 +422,48 @@ impl ClusterRuntime {
         host.failures.set(0);
         if host.down_until.take().is_some() {
             if let Some(i) = self.index_of(host) {
-                self.lb.borrow_mut().set_healthy(i, true);
+                self.lb.borrow_mut().set_healthy(i, host.health.is_healthy());
             }
+        }
+    }
+
+    /// Runs the outlier interval if due, and brings this shard's balancer
+    /// in line with the shared health view when it changed.
+    fn sync_health(&self, t: Instant) {
+        if !self.config.health_checks.is_empty() {
+            self.health.note_traffic();
+        }
+        if self.config.outlier_detection.is_some() {
+            let random = self.lb.borrow_mut().random();
+            self.health.tick(t, random);
+        }
+        let g = self.health.generation();
+        if g == self.seen_health.get() {
+            return;
+        }
+        self.seen_health.set(g);
+        let hosts = self.hosts.borrow();
+        let mut lb = self.lb.borrow_mut();
+        for (i, h) in hosts.iter().enumerate() {
+            lb.set_healthy(i, h.lb_healthy());
+        }
+        let healthy = hosts.iter().filter(|h| h.health.is_healthy()).count();
+        self.stats.membership_healthy.set(healthy as i64);
+    }
+
+    /// Feeds outlier detection with an attempt's response status.
+    pub fn host_result(&self, host: &Host, status: u16) {
+        if self.config.outlier_detection.is_some() {
+            let random = self.lb.borrow_mut().random();
+            self.health.report(&host.health, Outcome::Response(status), now(), random);
+        }
+    }
+
+    /// Feeds outlier detection with an attempt that got no response.
+    pub fn host_failure(&self, host: &Host) {
+        if self.config.outlier_detection.is_some() {
+            let random = self.lb.borrow_mut().random();
+            self.health.report(&host.health, Outcome::LocalFailure, now(), random);
         }
     }
 
@@ -397,12 +483,73 @@ impl ClusterRuntime {
                 self.stats.upstream_cx_destroy_remote.inc();
             }
         }
-        self.connect(host).await
+        if let Some(guard) = self.resources.try_acquire(false, Resource::Connections) {
+            return self.connect_with(host, guard).await;
+        }
+        self.wait_pending(host).await
+    }
+
+    /// `max_connections` is reached: the request waits as a pending request
+    /// (within `max_pending_requests`, else overflow) for an idle connection
+    /// to this host or for room to open one, at most `connect_timeout`.
+    /// Connections are released on any shard, so the wait re-checks on a
+    /// short timer rather than on a wake-up from the releasing shard.
+    async fn wait_pending(&self, host: &Rc<Host>) -> Result<UpstreamConn, ConnectFailure> {
+        self.retry_stats.upstream_cx_overflow.inc();
+        let Some(_pending) = self.resources.try_acquire(false, Resource::PendingRequests) else {
+            self.stats.upstream_rq_pending_overflow.inc();
+            return Err(ConnectFailure::Overflow);
+        };
+        self.stats.upstream_rq_pending_total.inc();
+        self.stats.upstream_rq_pending_active.inc();
+        let give_up = now() + self.config.connect_timeout;
+        let result = loop {
+            if let Some(idle) = host.idle.borrow_mut().pop() {
+                if idle.conn.stream.is_idle_usable() {
+                    break Ok(idle.conn);
+                }
+                continue;
+            }
+            if let Some(guard) = self.resources.try_acquire(false, Resource::Connections) {
+                break self.connect_with(host, guard).await;
+            }
+            let t = now();
+            if t >= give_up {
+                self.stats.upstream_cx_connect_timeout.inc();
+                break Err(ConnectFailure::Timeout);
+            }
+            crate::runtime::sleep_until((t + PENDING_RECHECK).min(give_up)).await;
+        };
+        self.stats.upstream_rq_pending_active.dec();
+        result
+    }
+
+    /// Admits one upstream request against `max_requests`.
+    pub fn admit_request(&self) -> Result<Guard, ConnectFailure> {
+        match self.resources.try_acquire(false, Resource::Requests) {
+            Some(g) => Ok(g),
+            None => {
+                self.stats.upstream_rq_pending_overflow.inc();
+                Err(ConnectFailure::Overflow)
+            }
+        }
+    }
+
+    /// Admits one retry against `max_retries` or the retry budget; the
+    /// guard is held until the retried attempt ends.
+    pub fn admit_retry(&self) -> Option<Guard> {
+        self.resources.try_acquire(false, Resource::Retries)
     }
 
     /// Opens a fresh connection (also used to retry a request whose reused
     /// connection turned out to be closed).
     pub async fn connect(&self, host: &Rc<Host>) -> Result<UpstreamConn, ConnectFailure> {
+        // Replaces a connection that was just dropped: counted, not limited.
+        let guard = self.resources.acquire_unchecked(false, Resource::Connections);
+        self.connect_with(host, guard).await
+    }
+
+    async fn connect_with(&self, host: &Rc<Host>, guard: Guard) -> Result<UpstreamConn, ConnectFailure> {
         self.stats.upstream_cx_total.inc();
         self.stats.upstream_cx_http1_total.inc();
         host.stats.cx_total.inc();
@@ -421,6 +568,7 @@ impl ClusterRuntime {
                     head: crate::http1::ResponseHead::new(),
                     cluster_cx_active: self.stats.upstream_cx_active.clone(),
                     cluster_cx_destroy: self.stats.upstream_cx_destroy.clone(),
+                    _cx_guard: guard,
                 })
             }
             Ok(Err(e)) => {
@@ -475,6 +623,33 @@ impl ClusterRuntime {
 
 #[cfg(test)]
 mod tests;
+
+/// How often a pending request re-checks for a free connection.
+const PENDING_RECHECK: Duration = Duration::from_millis(5);
+
+/// Per-cluster counters of the governance features that the shared
+/// `ClusterStats` group does not have (Envoy's names).
+pub struct GovernanceStats {
+    pub upstream_cx_overflow: Counter,
+    pub upstream_rq_per_try_timeout: Counter,
+    pub upstream_rq_retry_limit_exceeded: Counter,
+    pub upstream_rq_retry_backoff_exponential: Counter,
+    pub retry_or_shadow_abandoned: Counter,
+}
+
+impl GovernanceStats {
+    fn new(store: &StatsStore, cluster: &str, slot: usize) -> GovernanceStats {
+        let scope = Scope::Cluster(cluster.to_string());
+        let c = |leaf: &str| store.counter(&scope, leaf, slot);
+        GovernanceStats {
+            upstream_cx_overflow: c("upstream_cx_overflow"),
+            upstream_rq_per_try_timeout: c("upstream_rq_per_try_timeout"),
+            upstream_rq_retry_limit_exceeded: c("upstream_rq_retry_limit_exceeded"),
+            upstream_rq_retry_backoff_exponential: c("upstream_rq_retry_backoff_exponential"),
+            retry_or_shadow_abandoned: c("retry_or_shadow_abandoned"),
+        }
+    }
+}
 
 /// How often each shard sweeps its idle upstream connections.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);

@@ -41,7 +41,15 @@ fn cluster(name: &str, policy: LbPolicy, endpoints: &[(u16, u32)]) -> Arc<Cluste
         weighted_priority_health: false,
         healthy_panic_threshold: 50,
         aggregate_clusters: Vec::new(),
+        circuit_breakers: Default::default(),
+        outlier_detection: None,
+        health_checks: Vec::new(),
     })
+}
+
+/// A one-endpoint STATIC cluster for other modules' tests.
+pub(crate) fn cluster_for_tests(name: &str) -> Cluster {
+    (*cluster(name, LbPolicy::RoundRobin, &[(1, 0)])).clone()
 }
 
 fn runtime(config: Arc<Cluster>) -> (Rc<ClusterRuntime>, Arc<StatsStore>) {

@@ -10,6 +10,12 @@
 //! number of the connection, from 1) and `x-upstream-conn-requests` (n-th request
 //! on that connection, from 1). What each path does is listed in [`handle`].
 //!
+//! Failure on command (for governance tests): `/__fail/MODE[?n=N]` makes the
+//! next N requests (all, without `n`) fail with MODE — `status/NNN` (that
+//! status), `reset` (close without answering), `hang` (never answer) —
+//! `/__fail/off` ends it, and `/__count` answers how many requests other than
+//! these control paths this process has served.
+//!
 //! It deliberately does NOT send a `date` header (so tests can see the gateway
 //! add one) and sends `server: mg-upstream` (so tests can see it overwritten).
 #![forbid(unsafe_code)]
@@ -17,7 +23,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use testkit::{Fnv64, PatternGen};
@@ -28,6 +34,31 @@ const MAX_HEAD: usize = 1024 * 1024;
 const MAX_HEADERS: usize = 512;
 /// Write size for streamed bodies.
 const WRITE_CHUNK: usize = 64 * 1024;
+
+/// How requests fail while a `/__fail/...` mode is on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FailMode {
+    Status(u16),
+    Reset,
+    Hang,
+}
+
+/// The failure mode and how many more requests it applies to (`None`: all).
+static FAILING: Mutex<Option<(FailMode, Option<u64>)>> = Mutex::new(None);
+/// Requests served, control paths excluded.
+static SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// Takes one request's failure, if a mode is on.
+fn take_failure() -> Option<FailMode> {
+    let mut f = FAILING.lock().unwrap_or_else(|e| e.into_inner());
+    let (mode, left) = (*f)?;
+    match left {
+        None => {}
+        Some(1) => *f = None,
+        Some(n) => *f = Some((mode, Some(n - 1))),
+    }
+    Some(mode)
+}
 
 fn main() {
     let mut listen = String::from("127.0.0.1:0");
@@ -468,6 +499,40 @@ impl Conn {
     fn handle(&mut self, req: &Head, body: &BodyInfo) -> io::Result<bool> {
         let path = req.path().to_owned();
         let (first, rest) = split_path(&path);
+        match first {
+            "__fail" => {
+                let mode = rest;
+                let query = req.target.split_once('?').map_or("", |(_, q)| q);
+                let n = query.strip_prefix("n=").and_then(|n| n.parse::<u64>().ok());
+                let parsed = match mode.split_once('/') {
+                    Some(("status", code)) => code.parse().ok().map(FailMode::Status),
+                    None if mode == "reset" => Some(FailMode::Reset),
+                    None if mode == "hang" => Some(FailMode::Hang),
+                    None if mode == "off" => None,
+                    _ => return self.respond(req, 400, &[], "text/plain", b"bad fail mode\n"),
+                };
+                *FAILING.lock().unwrap_or_else(|e| e.into_inner()) = parsed.map(|m| (m, n));
+                return self.respond(req, 200, &[], "text/plain", b"ok\n");
+            }
+            "__count" => {
+                let b = format!("{}\n", SERVED.load(Ordering::SeqCst));
+                return self.respond(req, 200, &[], "text/plain", b.as_bytes());
+            }
+            _ => {}
+        }
+        SERVED.fetch_add(1, Ordering::SeqCst);
+        match take_failure() {
+            Some(FailMode::Status(code)) => {
+                let b = format!("failing with {code}\n");
+                return self.respond(req, code, &[], "text/plain", b.as_bytes());
+            }
+            Some(FailMode::Reset) => return Ok(false),
+            Some(FailMode::Hang) => {
+                std::thread::sleep(Duration::from_secs(3600));
+                return Ok(false);
+            }
+            None => {}
+        }
         match first {
             "echo" | "expect" => {
                 let json = echo_json(req, body, true);

@@ -221,6 +221,7 @@ pub(super) fn forward(
             &join(path, "upgrade_configs"),
             errors,
         ),
+        retry: Default::default(), // filled in by translate::retry
     }))
 }
 

@@ -15,10 +15,10 @@
 //! is a few integer operations, one heap pop/push (weighted), a binary
 //! search (ring) or an index (Maglev), and allocates nothing.
 //!
-//! Health here is *passive*: a host whose connect fails is unhealthy for a
-//! jittered, doubling back-off, then eligible again.  Active health
-//! checking and outlier detection belong to another issue and will feed
-//! the same `set_healthy`.
+//! Health comes from outside through `set_healthy`: the shard's passive
+//! connect-failure back-off (a jittered, doubling back-off), and the
+//! cross-shard view of outlier ejection and active health checks
+//! (`upstream::outlier`, `upstream::health_check`).
 
 mod edf;
 mod hash;

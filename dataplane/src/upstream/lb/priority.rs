@@ -8,8 +8,9 @@
 //! recalculatePerPriorityState` / `recalculatePerPriorityPanic` /
 //! `recalculateLoadInTotalPanic` / `choosePriority`, integer rounding
 //! included, so a config spills over at exactly the points Envoy's does.
-//! Degraded hosts do not exist here (no active health checking yet), so
-//! the degraded half of Envoy's computation is always zero and left out.
+//! Degraded hosts do not exist here (health checks report healthy or
+//! unhealthy only), so the degraded half of Envoy's computation is always
+//! zero and left out.
 
 /// What the computation needs to know about one priority level.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -29,6 +29,9 @@ fn cluster(policy: LbPolicy) -> Cluster {
         weighted_priority_health: false,
         healthy_panic_threshold: 50,
         aggregate_clusters: Vec::new(),
+        circuit_breakers: Default::default(),
+        outlier_detection: None,
+        health_checks: Vec::new(),
     }
 }
 

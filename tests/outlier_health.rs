@@ -1,0 +1,220 @@
+//! Outlier detection end to end, through a real `meshgate` (two shards) in
+//! front of real `mg-upstream` processes: an endpoint that starts returning
+//! 5xx is ejected after `consecutive_5xx` failures counted across shards,
+//! shows `/failed_outlier_check` in `/clusters`, gets no traffic while
+//! ejected, and comes back after `base_ejection_time`; the ejection stats
+//! show in `/stats` and `/stats/prometheus`.
+//!
+//!
+//! Active health checks: a killed priority-0 endpoint is marked
+//! `/failed_active_hc` within about interval × unhealthy_threshold, and
+//! traffic spills to the priority-1 backup with no failed request (the
+//! route retries connect failures until detection).  gRPC health checks
+//! are rejected.
+
+use std::time::{Duration, Instant};
+
+use testkit::{Client, Gateway, Upstream};
+
+fn config(outlier: &str) -> String {
+    let indent = |text: &str, k: usize| -> String {
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("{}{l}\n", " ".repeat(k))).collect()
+    };
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: backend }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    outlier_detection:
+{outlier}    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
+        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_2}}}}", port_value: {{{{UPSTREAM_2_PORT}}}} }} }} }}
+"#,
+        outlier = indent(outlier, 6),
+    )
+}
+
+fn fail(u: &Upstream, mode: &str) {
+    assert_eq!(Client::connect(u.addr).get(&format!("/__fail/{mode}")).status, 200);
+}
+
+fn flags(gw: &Gateway, u: &Upstream) -> String {
+    let text = gw.admin_get("/clusters").body_str();
+    let key = format!("backend::{}::health_flags::", u.addr);
+    text.lines().find_map(|l| l.strip_prefix(&key)).unwrap_or("?").to_string()
+}
+
+#[test]
+fn five_xx_endpoint_is_ejected_and_comes_back() {
+    let bad = Upstream::start("bad");
+    let good = Upstream::start("good");
+    let od = "consecutive_5xx: 3\ninterval: 0.2s\nbase_ejection_time: 1.5s\nmax_ejection_percent: 50";
+    let gw = Gateway::start(&config(od), &[bad.addr, good.addr], &[]);
+    fail(&bad, "status/500");
+    // New connections spread over both shards: the three 5xx are counted
+    // together, so the bad endpoint is out after exactly three of them.
+    let mut five_xx = 0;
+    for i in 0..30 {
+        let r = Client::connect(gw.listener_addr).get(&format!("/a{i}"));
+        if r.status == 500 {
+            five_xx += 1;
+        } else {
+            assert_eq!(r.status, 200);
+        }
+    }
+    assert_eq!(five_xx, 3, "ejected after consecutive_5xx = 3, across shards");
+    assert_eq!(gw.stat("cluster.backend.outlier_detection.ejections_enforced_consecutive_5xx"), 1);
+    assert_eq!(gw.stat("cluster.backend.outlier_detection.ejections_active"), 1);
+    assert_eq!(flags(&gw, &bad), "/failed_outlier_check");
+    assert_eq!(flags(&gw, &good), "healthy");
+    // It recovers upstream; after the ejection time it gets traffic again.
+    fail(&bad, "off");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = Client::connect(gw.listener_addr).get("/b");
+        assert_eq!(r.status, 200);
+        if r.header("x-upstream-name") == Some("bad") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ejected endpoint never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(gw.stat("cluster.backend.outlier_detection.ejections_active"), 0);
+    assert_eq!(flags(&gw, &bad), "healthy");
+    let prom = gw.admin_get("/stats/prometheus").body_str();
+    for leaf in [
+        "outlier_detection_ejections_enforced_total",
+        "outlier_detection_ejections_active",
+        "outlier_detection_ejections_detected_consecutive_5xx",
+        "outlier_detection_ejections_overflow",
+    ] {
+        assert!(prom.contains(&format!("envoy_cluster_{leaf}{{envoy_cluster_name=\"backend\"}}")), "{leaf}");
+    }
+}
+
+/// Priority 0 `primary`, priority 1 `backup`, HTTP health checks every
+/// 0.2 s (2 failures → unhealthy), connect-failure retries on the route.
+fn failover_config() -> String {
+    r#"admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: {{ADMIN_PORT}} } }
+static_resources:
+  listeners:
+  - name: ingress
+    address: { socket_address: { address: 127.0.0.1, port_value: {{LISTEN_PORT}} } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route:
+                  cluster: backend
+                  retry_policy: { retry_on: "connect-failure,reset", num_retries: 2 }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    health_checks:
+    - timeout: 0.2s
+      interval: 0.2s
+      no_traffic_interval: 0.2s
+      unhealthy_threshold: 2
+      healthy_threshold: 1
+      http_health_check: { path: /hc }
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - priority: 0
+        lb_endpoints:
+        - endpoint: { address: { socket_address: { address: "{{UPSTREAM_1}}", port_value: {{UPSTREAM_1_PORT}} } } }
+      - priority: 1
+        lb_endpoints:
+        - endpoint: { address: { socket_address: { address: "{{UPSTREAM_2}}", port_value: {{UPSTREAM_2_PORT}} } } }
+"#
+    .to_string()
+}
+
+#[test]
+fn killed_endpoint_is_found_by_health_checks_and_traffic_spills_to_backup() {
+    let mut primary = Upstream::start("primary");
+    let backup = Upstream::start("backup");
+    let gw = Gateway::start(&failover_config(), &[primary.addr, backup.addr], &[]);
+    for i in 0..10 {
+        let r = Client::connect(gw.listener_addr).get(&format!("/p{i}"));
+        assert_eq!((r.status, r.header("x-upstream-name")), (200, Some("primary")));
+    }
+    assert!(gw.wait_stat("cluster.backend.health_check.success", 2, Duration::from_secs(10)) >= 2);
+    assert_eq!(flags(&gw, &primary), "healthy");
+    let killed = Instant::now();
+    primary.kill();
+    // Keep traffic flowing: with connect-failure retries no request fails,
+    // before or after detection.
+    let mut detected = None;
+    let deadline = killed + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let r = Client::connect(gw.listener_addr).get("/k");
+        assert_eq!(r.status, 200, "no failed request once the primary is gone: {}", r.body_str());
+        assert_eq!(r.header("x-upstream-name"), Some("backup"));
+        if detected.is_none() && flags(&gw, &primary) == "/failed_active_hc" {
+            detected = Some(killed.elapsed());
+        }
+        if detected.is_some_and(|d| killed.elapsed() > d + Duration::from_secs(1)) {
+            break;
+        }
+    }
+    let detected = detected.expect("the health checker never marked the killed primary");
+    // interval × unhealthy_threshold = 0.4 s (plus timeouts and a loaded machine).
+    assert!(detected < Duration::from_secs(3), "detected after {detected:?}");
+    assert!(gw.stat("cluster.backend.health_check.network_failure") >= 2);
+    assert_eq!(gw.stat("cluster.backend.health_check.healthy"), 1);
+    let prom = gw.admin_get("/stats/prometheus").body_str();
+    for leaf in ["attempt", "success", "failure", "network_failure", "healthy"] {
+        let name = format!("envoy_cluster_health_check_{leaf}{{envoy_cluster_name=\"backend\"}}");
+        assert!(prom.contains(&name), "{name}");
+    }
+}
+
+#[test]
+fn grpc_health_checks_are_rejected() {
+    let cfg = failover_config().replace("http_health_check: { path: /hc }", "grpc_health_check: {}");
+    let out = testkit::validate_config(&cfg, &[testkit::closed_addr(), testkit::closed_addr()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("health_checks[0].grpc_health_check") && err.contains("unsupported field"), "{err}");
+}

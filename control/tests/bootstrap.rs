@@ -431,14 +431,10 @@ fn direct_response_errors() {
 fn unknown_network_filter_type() {
     let errs = errors(&with(&[(
         "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config",
-        json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
-               "stat_prefix": "rl"}),
+        // An HTTP filter where a network filter belongs: a known type, not a network filter.
+        json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}),
     )]));
-    assert_error(
-        &errs,
-        HCM_PATH,
-        "unsupported filter type envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
-    );
+    assert_error(&errs, HCM_PATH, "unsupported filter type envoy.extensions.filters.http.router.v3.Router");
 }
 
 #[test]

@@ -925,7 +925,7 @@ static_resources:
         assert_eq!(cfg.dynamic.as_ref().unwrap().clusters[0].version_info, "2", "per-resource version");
         // NACK: error detail, nothing changes.
         let mut bad = eds_cluster("z");
-        bad["circuit_breakers"] = json!({});
+        bad["lb_subset_config"] = json!({});
         let step = s.on_delta_response(delta(Kind::Cluster, "s3", "n4", vec![(bad, "3")], &["x"]), t0);
         assert!(step.publish.is_none());
         let nack = &step.requests[0];
@@ -935,7 +935,7 @@ static_resources:
             .as_ref()
             .unwrap()
             .message
-            .starts_with("Cluster \"z\": circuit_breakers: unsupported field"));
+            .starts_with("Cluster \"z\": lb_subset_config: unsupported field"));
         // Reconnect: initial_resource_versions lists what is held.
         let again = s.delta_stream_started();
         assert_eq!(again[0].initial_resource_versions.get("x").map(String::as_str), Some("2"));

@@ -923,9 +923,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_resource_and_the_path() {
-        let bytes = encode_json(CLUSTER, &json!({"name": "c1", "type": "STATIC", "circuit_breakers": {}})).unwrap();
+        let bytes = encode_json(CLUSTER, &json!({"name": "c1", "type": "STATIC", "lb_subset_config": {}})).unwrap();
         let e = decode::<cl::Cluster>(CLUSTER, &bytes).unwrap_err().to_string();
-        assert!(e.starts_with("Cluster \"c1\": circuit_breakers: unsupported field"), "{e}");
+        assert!(e.starts_with("Cluster \"c1\": lb_subset_config: unsupported field"), "{e}");
 
         let base = base();
         let mut d = DynamicResources::default();

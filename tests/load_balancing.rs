@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use testkit::{closed_addr, Client, Gateway, Response, Upstream};
+use testkit::{closed_addr, closed_port, Client, Gateway, Response, Upstream};
 
 /// The listener (route `/` → cluster `backend`, `route_extra` added to the
 /// route action) and the given clusters, as Envoy YAML.
@@ -130,7 +130,8 @@ fn assert_fails_back(c: &mut Client, primary: &str) {
 
 #[test]
 fn priority_fallback_moves_to_backup_and_back() {
-    let primary_addr = closed_addr();
+    let primary = closed_port();
+    let primary_addr = primary.addr;
     let backup = Upstream::start("backup");
     let gw = Gateway::start(
         &config("", &cluster("backend", "", &[(1, 0, 1), (2, 1, 1)])),
@@ -146,6 +147,7 @@ fn priority_fallback_moves_to_backup_and_back() {
     let mut c2 = Client::connect(gw.listener_addr);
     assert_fails_over(&mut c2, "backup", false);
 
+    drop(primary);
     let _primary = Upstream::start_on(primary_addr, "primary");
     assert_fails_back(&mut c, "primary");
     assert_fails_back(&mut c2, "primary");
@@ -198,7 +200,8 @@ const AGGREGATE: &str = r#"- name: backend
 
 #[test]
 fn aggregate_cluster_moves_to_its_next_cluster_and_back() {
-    let primary_addr = closed_addr();
+    let primary = closed_port();
+    let primary_addr = primary.addr;
     let backup = Upstream::start("out-of-cloud");
     let clusters = format!(
         "{AGGREGATE}{}{}",
@@ -212,6 +215,7 @@ fn aggregate_cluster_moves_to_its_next_cluster_and_back() {
     assert!(gw.stat("cluster.in_cloud.upstream_cx_connect_fail") >= 1);
     assert!(gw.stat("cluster.out_of_cloud.upstream_rq_total") >= 20);
 
+    drop(primary);
     let _primary = Upstream::start_on(primary_addr, "in-cloud");
     assert_fails_back(&mut c, "in-cloud");
     assert!(gw.stat("cluster.in_cloud.upstream_rq_total") >= 20);

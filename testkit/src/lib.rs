@@ -221,9 +221,33 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
 }
 
-/// An address on 127.0.0.1 where nothing listens (for "connection refused" tests).
+/// A port on 127.0.0.1 where nothing listens and nothing else can start
+/// listening while this value lives: a socket is bound to it but never
+/// listens, so connecting is refused (RST).  A port that was merely free a
+/// moment ago could be handed out again, e.g. as the gateway's admin port,
+/// and a "refused" upstream would then answer.
+pub struct ClosedPort {
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+}
+
+/// See [`ClosedPort`]; drop it to let something listen there later.
+pub fn closed_port() -> ClosedPort {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind 127.0.0.1:0");
+    let addr = socket.local_addr().ok().and_then(|a| a.as_socket()).expect("bound address");
+    ClosedPort { addr, _socket: socket }
+}
+
+/// An address on 127.0.0.1 where nothing listens, for the life of the test
+/// process (for "connection refused" tests; see [`ClosedPort`]).
 pub fn closed_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
+    static HELD: std::sync::Mutex<Vec<ClosedPort>> = std::sync::Mutex::new(Vec::new());
+    let port = closed_port();
+    let addr = port.addr;
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(port);
+    addr
 }
 
 // ---------------------------------------------------------------------------

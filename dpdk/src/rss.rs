@@ -40,7 +40,8 @@ mod tests {
     /// Verification vectors from Microsoft's RSS specification (IPv4 with TCP ports).
     #[test]
     fn matches_the_specification_vectors() {
-        let cases: [([u8; 4], [u8; 4], u16, u16, u32); 3] = [
+        type Case = ([u8; 4], [u8; 4], u16, u16, u32);
+        let cases: [Case; 3] = [
             ([66, 9, 149, 187], [161, 142, 100, 80], 2794, 1766, 0x51cc_c178),
             ([199, 92, 111, 2], [65, 69, 140, 83], 14230, 4739, 0xc626_b0ea),
             ([24, 19, 198, 95], [12, 22, 207, 184], 12898, 38024, 0x5c2b_394a),

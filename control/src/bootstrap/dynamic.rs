@@ -485,10 +485,15 @@ pub struct DynamicResources {
 /// the cluster's runtime and pooled connections across updates.
 #[derive(Default)]
 pub struct TranslationCache {
-    clusters: HashMap<String, (Vec<u8>, Option<Vec<u8>>, Arc<model::Cluster>)>,
+    clusters: HashMap<String, CachedCluster>,
     routes: HashMap<String, Vec<u8>>,
-    listeners: HashMap<String, (Vec<u8>, Vec<Vec<u8>>, Arc<model::Listener>)>,
+    listeners: HashMap<String, CachedListener>,
 }
+
+/// Cluster bytes, its ClusterLoadAssignment's bytes (EDS), and the result.
+type CachedCluster = (Vec<u8>, Option<Vec<u8>>, Arc<model::Cluster>);
+/// Listener bytes, the bytes of the route configurations it uses, and the result.
+type CachedListener = (Vec<u8>, Vec<Vec<u8>>, Arc<model::Listener>);
 
 /// What [`build`] left out because a dependency has not arrived yet.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

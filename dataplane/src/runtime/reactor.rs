@@ -105,8 +105,12 @@ impl Reactor {
         let state = self.0.ios.borrow_mut().try_remove(token.0);
         // Wake anyone still parked on the source so they observe its end.
         if let Some(state) = state {
-            state.read_waker.map(Waker::wake);
-            state.write_waker.map(Waker::wake);
+            if let Some(w) = state.read_waker {
+                w.wake();
+            }
+            if let Some(w) = state.write_waker {
+                w.wake();
+            }
         }
     }
 

@@ -367,7 +367,7 @@ impl ServerTls {
     fn pick(&self, sni: Option<&str>) -> Option<&ServerChain> {
         if let Some(name) = sni {
             let name = name.to_ascii_lowercase();
-            if let Some(c) = self.chains.iter().find(|c| c.server_names.iter().any(|n| *n == name)) {
+            if let Some(c) = self.chains.iter().find(|c| c.server_names.contains(&name)) {
                 return Some(c);
             }
             let mut best: Option<(&ServerChain, usize)> = None;

@@ -9,12 +9,15 @@ use crate::runtime::{spawn, Runtime};
 use std::future::Future;
 use std::rc::Rc;
 
+/// What a backend's `connect` returns.
+type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Stream>>>>;
+
 /// How a contract case reaches a backend.
 pub(crate) struct Backend {
     /// Address to listen on (port 0: any).
     pub listen_addr: SocketAddr,
     pub bind: Box<dyn Fn(SocketAddr) -> io::Result<Listener>>,
-    pub connect: Box<dyn Fn(SocketAddr) -> Pin<Box<dyn Future<Output = io::Result<Stream>>>>>,
+    pub connect: Box<dyn Fn(SocketAddr) -> ConnectFuture>,
     /// An address where nothing listens.
     pub closed_addr: Box<dyn Fn() -> SocketAddr>,
 }

@@ -78,7 +78,7 @@ impl PriorityLoads {
                 if first_available.is_none() && health > 0 {
                     first_available = Some(i);
                 }
-                let share = (health * 100 / total).min(remaining);
+                let share = (health * 100).checked_div(total).unwrap_or(0).min(remaining);
                 self.load[i] = share;
                 remaining -= share;
             }

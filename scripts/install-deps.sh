@@ -83,11 +83,13 @@ install_system_packages
 # tests/websocket.rs drives real WebSocket peers written with the PyPI package
 # `websockets`; it lives in a venv under target/ so the system Python stays
 # untouched.  The tests look for target/test-venv/bin/python3.
+# tests/grpc_health.rs runs a real grpc.health.v1 server (`grpcio` +
+# `grpcio-health-checking`) for the gRPC active health checker.
 VENV="$(cd "$(dirname "$0")/.." && pwd)/target/test-venv"
-PY_PACKAGES=('websockets>=12,<16')
-if [ -x "$VENV/bin/python3" ] && "$VENV/bin/python3" -c 'import websockets' 2>/dev/null; then
+PY_PACKAGES=('websockets>=12,<16' 'grpcio>=1.60' 'grpcio-health-checking>=1.60')
+if [ -x "$VENV/bin/python3" ] && "$VENV/bin/python3" -c 'import websockets, grpc, grpc_health.v1' 2>/dev/null; then
     note "python test venv ready ($VENV)"
-elif command -v python3 >/dev/null 2>&1 && python3 -m venv "$VENV" 2>/dev/null; then
+elif command -v python3 >/dev/null 2>&1 && { [ -x "$VENV/bin/python3" ] || python3 -m venv "$VENV" 2>/dev/null; }; then
     note "installing into $VENV: ${PY_PACKAGES[*]}"
     "$VENV/bin/pip" install --quiet "${PY_PACKAGES[@]}"
 else

@@ -9,8 +9,7 @@
 //!
 //! Both in one route table, as operators combine them.  Moving the share
 //! (10% → 50% → 100%) is a config change; switching a running gateway
-//! without a failed request needs a live config source (xDS), which is not
-//! part of this test — see docs/configuration-filters.md, "Gray release".
+//! over xDS without a failed request is tests/gray_release_xds.rs.
 
 use testkit::{Client, Gateway, Upstream};
 

@@ -9,8 +9,8 @@
 //! Active health checks: a killed priority-0 endpoint is marked
 //! `/failed_active_hc` within about interval × unhealthy_threshold, and
 //! traffic spills to the priority-1 backup with no failed request (the
-//! route retries connect failures until detection).  gRPC health checks
-//! are rejected.
+//! route retries connect failures until detection).  gRPC health checks:
+//! tests/grpc_health.rs.
 
 use std::time::{Duration, Instant};
 
@@ -208,13 +208,4 @@ fn killed_endpoint_is_found_by_health_checks_and_traffic_spills_to_backup() {
         let name = format!("envoy_cluster_health_check_{leaf}{{envoy_cluster_name=\"backend\"}}");
         assert!(prom.contains(&name), "{name}");
     }
-}
-
-#[test]
-fn grpc_health_checks_are_rejected() {
-    let cfg = failover_config().replace("http_health_check: { path: /hc }", "grpc_health_check: {}");
-    let out = testkit::validate_config(&cfg, &[testkit::closed_addr(), testkit::closed_addr()]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("health_checks[0].grpc_health_check") && err.contains("unsupported field"), "{err}");
 }

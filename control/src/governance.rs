@@ -279,4 +279,8 @@ pub enum HealthCheckKind {
     /// `tcp_health_check`: connect, send `send`, and expect every `receive`
     /// payload, in order, in what comes back (connect only when both are empty).
     Tcp { send: Vec<u8>, receive: Vec<Vec<u8>> },
+    /// `grpc_health_check`: `grpc.health.v1.Health/Check` over HTTP/2
+    /// (h2c) with `service: service_name`, `:authority` = `authority`
+    /// (default the cluster name); healthy only on `SERVING`.
+    Grpc { service_name: String, authority: String },
 }

@@ -279,6 +279,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "healthy_threshold",
             "http_health_check",
             "tcp_health_check",
+            "grpc_health_check",
             "no_traffic_interval",
             "unhealthy_interval",
             "unhealthy_edge_interval",
@@ -287,6 +288,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     ("envoy.config.core.v3.HealthCheck.HttpHealthCheck", &["host", "path", "expected_statuses"]),
     ("envoy.config.core.v3.HealthCheck.TcpHealthCheck", &["send", "receive"]),
+    ("envoy.config.core.v3.HealthCheck.GrpcHealthCheck", &["service_name", "authority"]),
     ("envoy.config.core.v3.HealthCheck.Payload", &["text", "binary"]),
     // Outlier detection (translate/cluster_governance.rs).
     (

@@ -1,4 +1,5 @@
-//! Active health checking (`config.core.v3.HealthCheck`, HTTP and TCP).
+//! Active health checking (`config.core.v3.HealthCheck`, HTTP, TCP and
+//! gRPC — the gRPC protocol lives in `grpc_health.rs`).
 //!
 //! One side thread per cluster config with `health_checks` probes every
 //! host the shards registered in the cluster's shared `ClusterHealth`, with
@@ -156,6 +157,9 @@ fn run(weak: Weak<ClusterHealth>, cfg: HealthCheck, stats: HcStats) {
 
 /// One check: `Ok(passed)`, or `Err` for a network failure.
 fn probe(addr: SocketAddr, cfg: &HealthCheck) -> Result<bool, ()> {
+    if let HealthCheckKind::Grpc { service_name, authority } = &cfg.kind {
+        return super::grpc_health::probe(addr, service_name, authority, cfg.timeout);
+    }
     let deadline = Instant::now() + cfg.timeout;
     let mut s = TcpStream::connect_timeout(&addr, cfg.timeout).map_err(|_| ())?;
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
@@ -208,6 +212,7 @@ fn probe(addr: SocketAddr, cfg: &HealthCheck) -> Result<bool, ()> {
                 }
             }
         }
+        HealthCheckKind::Grpc { .. } => unreachable!("gRPC checks return above"),
     }
 }
 

@@ -32,6 +32,7 @@
 //! This module must not parse HTTP; it hands out and takes back streams.
 
 pub mod circuit_breaker;
+pub mod grpc_health;
 pub mod health_check;
 pub mod lb;
 pub mod outlier;

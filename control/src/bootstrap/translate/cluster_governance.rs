@@ -177,11 +177,11 @@ pub(super) fn outlier_detection(
     ok.then_some(Some(out))
 }
 
-/// `Cluster.health_checks`: at most one entry (HTTP or TCP); required
+/// `Cluster.health_checks`: at most one entry (HTTP, TCP or gRPC); required
 /// fields and Envoy's rules (`timeout`, `interval` > 0, thresholds set,
 /// HTTP `path` non-empty, statuses within 100..=599, hex payloads valid).
-/// `grpc_health_check`, `custom_health_check` and the other fields are
-/// refused by the allowlist walk.
+/// `custom_health_check` and the other fields are refused by the allowlist
+/// walk.
 pub(super) fn health_checks(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Option<Vec<model::HealthCheck>> {
     use core::health_check::HealthChecker;
     let mut out = Vec::new();
@@ -276,9 +276,14 @@ pub(super) fn health_checks(c: &cl::Cluster, path: &str, errors: &mut Errors) ->
                     .collect();
                 Some(model::HealthCheckKind::Tcp { send, receive })
             }
-            Some(_) => None, // grpc/redis/custom: reported by the allowlist walk
+            Some(HealthChecker::GrpcHealthCheck(g)) => {
+                // h2c: upstream TLS (cluster transport_socket) is refused by the allowlist.
+                let authority = if g.authority.is_empty() { c.name.clone() } else { g.authority.clone() };
+                Some(model::HealthCheckKind::Grpc { service_name: g.service_name.clone(), authority })
+            }
+            Some(_) => None, // redis/custom: reported by the allowlist walk
             None => {
-                errors.add(&hp, "needs http_health_check or tcp_health_check");
+                errors.add(&hp, "needs http_health_check, tcp_health_check or grpc_health_check");
                 ok = false;
                 None
             }

@@ -705,7 +705,7 @@ pub struct Cluster {
     pub circuit_breakers: CircuitBreakers,
     /// `outlier_detection` (`None`: no outlier detection, as in Envoy).
     pub outlier_detection: Option<OutlierDetection>,
-    /// `health_checks` (at most one; HTTP and TCP).
+    /// `health_checks` (at most one; HTTP, TCP or gRPC).
     pub health_checks: Vec<HealthCheck>,
 }
 

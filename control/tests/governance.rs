@@ -236,3 +236,33 @@ fn outlier_detection_defaults_and_errors() {
             .unwrap_err();
     assert!(err.contains("outlier_detection.max_ejection_time_jitter") && err.contains("unsupported field"), "{err}");
 }
+
+#[test]
+fn grpc_health_check_translates_with_envoy_defaults() {
+    let hc = |grpc: Value| {
+        json!([{"timeout": "1s", "interval": "2s", "unhealthy_threshold": 2, "healthy_threshold": 1,
+                "grpc_health_check": grpc}])
+    };
+    let c = load(&with(&[("/static_resources/clusters/0/health_checks", hc(json!({})))])).unwrap();
+    let h = &c.clusters["backend"].health_checks[0];
+    assert_eq!(h.kind, model::HealthCheckKind::Grpc { service_name: String::new(), authority: "backend".into() });
+    assert_eq!((h.interval, h.unhealthy_threshold), (Duration::from_secs(2), 2));
+    let c = load(&with(&[(
+        "/static_resources/clusters/0/health_checks",
+        hc(json!({"service_name": "shop.Cart", "authority": "cart.internal"})),
+    )]))
+    .unwrap();
+    assert_eq!(
+        c.clusters["backend"].health_checks[0].kind,
+        model::HealthCheckKind::Grpc { service_name: "shop.Cart".into(), authority: "cart.internal".into() }
+    );
+    let err = load(&with(&[(
+        "/static_resources/clusters/0/health_checks",
+        hc(json!({"initial_metadata": [{"header": {"key": "x", "value": "y"}}]})),
+    )]))
+    .unwrap_err();
+    assert!(
+        err.contains("health_checks[0].grpc_health_check.initial_metadata") && err.contains("unsupported"),
+        "{err}"
+    );
+}

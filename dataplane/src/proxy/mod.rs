@@ -1114,23 +1114,33 @@ impl<'a> Downstream<'a> {
         if let Some(h) = routing.weighted_host {
             self.head.headers.set("host", h.as_bytes());
         }
-        let new_host: Option<Vec<u8>> = match &routing.action.host_rewrite {
-            None => None,
-            Some(HostRewrite::Literal(h)) => Some(h.as_bytes().to_vec()),
+        // Both values are copied into shard scratch (not fresh `Vec`s): the
+        // header map is edited while they are read.
+        let mut new_host = REWRITE_SCRATCH.take();
+        new_host.clear();
+        match &routing.action.host_rewrite {
+            None => {}
+            Some(HostRewrite::Literal(h)) => new_host.extend_from_slice(h.as_bytes()),
             Some(HostRewrite::Header(name)) => {
-                route_action::first_header(&self.head, name).filter(|v| !v.is_empty()).map(<[u8]>::to_vec)
+                new_host.extend_from_slice(route_action::first_header(&self.head, name).unwrap_or(b""))
             }
-            Some(HostRewrite::Auto) => Some(upstream_host.hostname.as_bytes().to_vec()).filter(|h| !h.is_empty()),
-        };
-        let Some(new_host) = new_host else { return };
-        let headers = &mut self.head.headers;
-        if let Some(old) = headers.get("host").filter(|h| !h.is_empty()).map(<[u8]>::to_vec) {
-            headers.set("x-envoy-original-host", &old);
-            if routing.action.append_x_forwarded_host {
-                append_forwarded_host(headers, &old);
-            }
+            Some(HostRewrite::Auto) => new_host.extend_from_slice(upstream_host.hostname.as_bytes()),
         }
-        headers.set("host", &new_host);
+        if !new_host.is_empty() {
+            let headers = &mut self.head.headers;
+            let mut old = HEAD_SCRATCH.take();
+            old.clear();
+            old.extend_from_slice(headers.get("host").unwrap_or(b""));
+            if !old.is_empty() {
+                headers.set("x-envoy-original-host", &old);
+                if routing.action.append_x_forwarded_host {
+                    append_forwarded_host(headers, &old);
+                }
+            }
+            headers.set("host", &new_host);
+            HEAD_SCRATCH.set(old);
+        }
+        REWRITE_SCRATCH.set(new_host);
     }
 
     /// Sends the request upstream and the response downstream, concurrently.

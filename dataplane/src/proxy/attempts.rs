@@ -92,6 +92,9 @@ impl<'a> Downstream<'a> {
             // The request is complete: the route timeout starts now.
             ex.global_deadline.set(ex.route_timeout.map(|t| now() + t));
         }
+        // Only the previous_hosts predicate reads it, so only then is it kept
+        // (a push would allocate on every request with a retry policy).
+        let avoid_previous = retry.state.as_ref().and_then(|s| s.policy()).is_some_and(|p| p.previous_hosts);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut hashed: Option<Option<u64>> = None;
         let mut first = true;
@@ -113,7 +116,7 @@ impl<'a> Downstream<'a> {
                     .reply_and_settle_with(listener, ex.body_kind, ex.client_keeps, 503, b"no healthy upstream", extras)
                     .await;
             };
-            if retry.state.is_some() {
+            if avoid_previous {
                 tried.push(picked.host.addr);
             }
             if first {

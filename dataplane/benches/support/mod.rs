@@ -15,7 +15,6 @@
 //! calls the same `http1` functions in the same order.
 #![allow(dead_code)] // each bench binary uses a part of it
 
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -28,6 +27,7 @@ use dataplane::http1::{
     encode_request_head, parse_request_head, request_body_kind, strip_hop_by_hop, Limits, RequestHead,
 };
 use dataplane::matcher::NoHeaders;
+use dataplane::proxy::{ip_text, IP_TEXT_MAX};
 use dataplane::rbac::{Engine, Subject};
 use dataplane::router::RouteTable;
 use dataplane::upstream::lb::{Balancer, LbHost};
@@ -47,9 +47,6 @@ Cookie: session=8f14e45fceea167a5a36dedd4bea2543; theme=dark\r\n\
 Connection: keep-alive\r\n\
 X-Forwarded-For: 203.0.113.7\r\n\
 \r\n";
-
-/// Longest textual IPv6 address, as in `proxy/mod.rs`.
-const IP_TEXT_MAX: usize = 48;
 
 /// One downstream connection's reusable state: the parsed head, the
 /// upstream head being encoded, the XFF join scratch and the request-id
@@ -118,21 +115,6 @@ impl Forwarder {
         encode_request_head(self.head.method_str(), self.head.path_and_query(), &self.head.headers, &mut self.out);
         &self.out
     }
-}
-
-/// `proxy::ip_text`: an address as `x-forwarded-for` carries it, without allocating.
-fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let written = match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => write!(cursor, "{v4}"),
-            None => write!(cursor, "{v6}"),
-        },
-        IpAddr::V4(v4) => write!(cursor, "{v4}"),
-    };
-    debug_assert!(written.is_ok());
-    let len = cursor.position() as usize;
-    &buf[..len]
 }
 
 /// `ShardCtx::request_id`: a UUIDv4 from two SplitMix64 draws.

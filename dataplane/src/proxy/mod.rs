@@ -1749,7 +1749,7 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
 }
 
 /// Longest textual IPv6 address ("ffff:...:255.255.255.255" is 45 bytes).
-const IP_TEXT_MAX: usize = 48;
+pub const IP_TEXT_MAX: usize = 48;
 
 thread_local! {
     /// Shard-wide scratch for synchronous head edits (an `x-forwarded-for`
@@ -1764,7 +1764,7 @@ thread_local! {
 
 /// An address as `x-forwarded-for` carries it (IPv4-mapped IPv6 shown as
 /// IPv4), formatted into `buf` without allocating.
-fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
+pub fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
     use std::io::Write as _;
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     let written = match ip {

@@ -140,7 +140,7 @@ thread_local! {
 }
 
 /// One check: `Ok(passed)`, or `Err` for a network failure or timeout.
-pub fn probe(addr: SocketAddr, service: &str, authority: &str, timeout: Duration) -> Result<bool, ()> {
+pub(super) fn probe(addr: SocketAddr, service: &str, authority: &str, timeout: Duration) -> Result<bool, ()> {
     RUNTIME.with(|cell| {
         let rt = cell.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().ok());
         let Some(rt) = rt else { return Err(()) };

@@ -128,6 +128,74 @@ pub struct Step {
     pub events: Vec<Event>,
 }
 
+/// The names a dependent type (RDS / EDS) subscribes to changed.
+struct NamesChanged {
+    kind: Kind,
+    added: Vec<String>,
+    removed: Vec<String>,
+}
+
+/// One response's resources of one type, applied to that type's map.
+struct Batch<'a> {
+    kind: Kind,
+    incoming: &'a [(&'a Any, Option<&'a str>)],
+    removed: &'a [String],
+    /// The set replaces the type's resources (state-of-the-world LDS / CDS).
+    complete: bool,
+    version_info: &'a str,
+    subscribed: &'a BTreeSet<String>,
+    stamp: String,
+}
+
+impl Batch<'_> {
+    /// Decodes every resource into a copy of `map` and stores the copy;
+    /// problems go to `errors` (the caller restores the previous resources
+    /// when there are any), the names seen to `names`.
+    fn apply<T: Message + Default + Clone>(
+        &self,
+        map: &mut BTreeMap<String, Accepted<T>>,
+        names: &mut BTreeSet<String>,
+        errors: &mut Vec<String>,
+    ) {
+        let kind = self.kind;
+        let mut next = if self.complete { BTreeMap::new() } else { map.clone() };
+        for name in self.removed {
+            next.remove(name);
+        }
+        for (any, resource_version) in self.incoming {
+            let version = resource_version.unwrap_or(self.version_info).to_string();
+            if Kind::from_type_url(&any.type_url) != Some(kind) {
+                errors.push(format!("resource of type {} in a {} response", any.type_url, kind.type_url()));
+                continue;
+            }
+            let res = match dynamic::decode::<T>(kind.full_name(), &any.value) {
+                Ok(res) => res,
+                Err(e) => {
+                    errors.extend(e.iter().map(|e| e.to_string()));
+                    continue;
+                }
+            };
+            if !names.insert(res.name.clone()) {
+                errors.push(format!("duplicate resource name {:?} in one response", res.name));
+                continue;
+            }
+            if !kind.is_wildcard() && !self.subscribed.contains(&res.name) {
+                continue; // not (or no longer) subscribed: ignored, as Envoy does
+            }
+            let acc = match map.get(&res.name) {
+                Some(o) if o.resource.bytes == res.bytes => Accepted {
+                    resource: o.resource.clone(),
+                    version_info: version,
+                    last_updated: o.last_updated.clone(),
+                },
+                _ => Accepted { resource: Arc::new(res), version_info: version, last_updated: self.stamp.clone() },
+            };
+            next.insert(acc.resource.name.clone(), acc);
+        }
+        *map = next;
+    }
+}
+
 #[derive(Debug, Default)]
 struct Subscription {
     enabled: bool,
@@ -149,7 +217,10 @@ pub struct AdsState {
     subs: BTreeMap<Kind, Subscription>,
     resources: DynamicResources,
     cache: TranslationCache,
-    node_sent: bool,
+    /// Per stream (named by the first kind it carries): the node was sent.
+    node_sent: BTreeSet<Kind>,
+    /// Which stream carries each kind (all one ADS stream by default).
+    stream_of: BTreeMap<Kind, Kind>,
     published: u64,
     lds_timeout: Option<Duration>,
     cds_timeout: Option<Duration>,
@@ -184,28 +255,52 @@ impl AdsState {
             subs,
             resources: DynamicResources::default(),
             cache: TranslationCache::default(),
-            node_sent: false,
+            node_sent: BTreeSet::new(),
+            stream_of: BTreeMap::new(),
             published: 0,
             lds_timeout,
             cds_timeout,
         }
     }
 
-    /// A new stream: the first request of each active subscription, CDS
+    /// A new ADS stream: the first request of each active subscription, CDS
     /// first (clusters before the listeners that route to them).
     pub fn stream_started(&mut self) -> Vec<DiscoveryRequest> {
-        self.node_sent = false;
-        for s in self.subs.values_mut() {
-            s.nonce.clear();
+        self.stream_started_for(&ALL_KINDS)
+    }
+
+    /// A new stream carrying `kinds` (all of them for ADS, one for a
+    /// per-type service such as `ListenerDiscoveryService`): the node goes
+    /// on its first request, nonces of the previous stream are forgotten.
+    pub fn stream_started_for(&mut self, kinds: &[Kind]) -> Vec<DiscoveryRequest> {
+        let active = self.reset_stream(kinds);
+        active.into_iter().map(|k| self.request(k, None)).collect()
+    }
+
+    /// Marks `kinds` as one stream (see [`Self::stream_started_for`]) and
+    /// returns those with something to ask for, in subscription order.
+    fn reset_stream(&mut self, kinds: &[Kind]) -> Vec<Kind> {
+        let Some(&first) = kinds.iter().min() else { return Vec::new() };
+        self.node_sent.remove(&first);
+        for &k in kinds {
+            self.stream_of.insert(k, first);
+            self.subs.get_mut(&k).unwrap().nonce.clear();
         }
-        let active: Vec<Kind> = ALL_KINDS
+        ALL_KINDS
             .into_iter()
+            .filter(|k| kinds.contains(k))
             .filter(|k| {
                 let s = &self.subs[k];
                 s.enabled && (k.is_wildcard() || !s.names.is_empty())
             })
-            .collect();
-        active.into_iter().map(|k| self.request(k, None)).collect()
+            .collect()
+    }
+
+    /// Takes the node for a request of `kind` when it is the first request
+    /// of its stream.
+    fn node_for(&mut self, kind: Kind) -> Option<Node> {
+        let stream = self.stream_of.get(&kind).copied().unwrap_or(Kind::Cluster);
+        self.node_sent.insert(stream).then(|| self.node.clone())
     }
 
     /// The earliest time `on_tick` has something to do.
@@ -271,25 +366,11 @@ impl AdsState {
         let previous = self.resources.clone();
         match self.apply(kind, &response) {
             Ok(cfg) => {
-                let s = self.subs.get_mut(&kind).unwrap();
-                s.version_info = response.version_info.clone();
-                s.received = true;
-                step.events.push(Event::Accepted { kind, version_info: response.version_info.clone() });
-                step.publish = Some(self.stamp(cfg));
+                let (publish, follow_up) = self.accepted(kind, &response.version_info, cfg, now, &mut step.events);
+                step.publish = Some(publish);
                 // Follow-ups first: new RDS / EDS names, then the ACK.
-                let dependent = match kind {
-                    Kind::Listener => Some(Kind::RouteConfiguration),
-                    Kind::Cluster => Some(Kind::ClusterLoadAssignment),
-                    _ => None,
-                };
-                if let Some(d) = dependent {
-                    if self.resubscribe(d, now) {
-                        step.requests.push(self.request(d, None));
-                        // Dropping names may have removed resources.
-                        if let Ok((cfg, _)) = dynamic::build(&self.base, &self.resources, &mut self.cache) {
-                            step.publish = Some(self.stamp(cfg));
-                        }
-                    }
+                if let Some(NamesChanged { kind: d, .. }) = follow_up {
+                    step.requests.push(self.request(d, None));
                 }
                 step.requests.push(self.request(kind, None));
             }
@@ -302,24 +383,57 @@ impl AdsState {
         step
     }
 
+    /// After a response of `kind` was accepted (its resources already in
+    /// place): records the version, and re-derives the names the dependent
+    /// type (RDS for LDS, EDS for CDS) must subscribe to.  Returns the config
+    /// to publish and, when those names changed, what changed.
+    fn accepted(
+        &mut self,
+        kind: Kind,
+        version_info: &str,
+        cfg: model::Config,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> (Arc<model::Config>, Option<NamesChanged>) {
+        let s = self.subs.get_mut(&kind).unwrap();
+        s.version_info = version_info.to_string();
+        s.received = true;
+        events.push(Event::Accepted { kind, version_info: version_info.to_string() });
+        let mut publish = self.stamp(cfg);
+        let dependent = match kind {
+            Kind::Listener => Kind::RouteConfiguration,
+            Kind::Cluster => Kind::ClusterLoadAssignment,
+            _ => return (publish, None),
+        };
+        let before = self.subs[&dependent].names.clone();
+        if !self.resubscribe(dependent, now) {
+            return (publish, None);
+        }
+        // Dropping names may have removed resources.
+        if let Ok((cfg, _)) = dynamic::build(&self.base, &self.resources, &mut self.cache) {
+            publish = self.stamp(cfg);
+        }
+        let after = &self.subs[&dependent].names;
+        let change = NamesChanged {
+            kind: dependent,
+            added: after.difference(&before).cloned().collect(),
+            removed: before.difference(after).cloned().collect(),
+        };
+        (publish, Some(change))
+    }
+
     /// Incremental (delta) xDS: the first request of each active type on a
     /// new stream — wildcard types subscribe with no names (the protocol's
     /// legacy wildcard, which every server understands), named types with
     /// their names; `initial_resource_versions` lists what the client holds
     /// so the server sends only what changed.
     pub fn delta_stream_started(&mut self) -> Vec<DeltaDiscoveryRequest> {
-        self.node_sent = false;
-        for s in self.subs.values_mut() {
-            s.nonce.clear();
-        }
-        let active: Vec<Kind> = ALL_KINDS
-            .into_iter()
-            .filter(|k| {
-                let s = &self.subs[k];
-                s.enabled && (k.is_wildcard() || !s.names.is_empty())
-            })
-            .collect();
-        active
+        self.delta_stream_started_for(&ALL_KINDS)
+    }
+
+    /// [`Self::delta_stream_started`] for a stream carrying only `kinds`.
+    pub fn delta_stream_started_for(&mut self, kinds: &[Kind]) -> Vec<DeltaDiscoveryRequest> {
+        self.reset_stream(kinds)
             .into_iter()
             .map(|k| {
                 let names = if k.is_wildcard() { Vec::new() } else { self.subs[&k].names.iter().cloned().collect() };
@@ -334,11 +448,12 @@ impl AdsState {
         fn versions<T>(m: &BTreeMap<String, Accepted<T>>) -> HashMap<String, String> {
             m.iter().map(|(n, a)| (n.clone(), a.version_info.clone())).collect()
         }
+        let r = &self.resources;
         match kind {
-            Kind::Listener => versions(&self.resources.listeners),
-            Kind::RouteConfiguration => versions(&self.resources.routes),
-            Kind::Cluster => versions(&self.resources.clusters),
-            Kind::ClusterLoadAssignment => versions(&self.resources.endpoints),
+            Kind::Listener => versions(&r.listeners),
+            Kind::RouteConfiguration => versions(&r.routes),
+            Kind::Cluster => versions(&r.clusters),
+            Kind::ClusterLoadAssignment => versions(&r.endpoints),
         }
     }
 
@@ -365,27 +480,11 @@ impl AdsState {
             .collect();
         match self.apply_resources(kind, &incoming, &response.removed_resources, false, &response.system_version_info) {
             Ok(cfg) => {
-                let s = self.subs.get_mut(&kind).unwrap();
-                s.version_info = response.system_version_info.clone();
-                s.received = true;
-                step.events.push(Event::Accepted { kind, version_info: response.system_version_info.clone() });
-                step.publish = Some(self.stamp(cfg));
-                let dependent = match kind {
-                    Kind::Listener => Some(Kind::RouteConfiguration),
-                    Kind::Cluster => Some(Kind::ClusterLoadAssignment),
-                    _ => None,
-                };
-                if let Some(d) = dependent {
-                    let before = self.subs[&d].names.clone();
-                    if self.resubscribe(d, now) {
-                        let after = &self.subs[&d].names;
-                        let added = after.difference(&before).cloned().collect();
-                        let gone = before.difference(after).cloned().collect();
-                        step.requests.push(self.delta_request(d, added, gone, None));
-                        if let Ok((cfg, _)) = dynamic::build(&self.base, &self.resources, &mut self.cache) {
-                            step.publish = Some(self.stamp(cfg));
-                        }
-                    }
+                let (publish, follow_up) =
+                    self.accepted(kind, &response.system_version_info, cfg, now, &mut step.events);
+                step.publish = Some(publish);
+                if let Some(c) = follow_up {
+                    step.requests.push(self.delta_request(c.kind, c.added, c.removed, None));
                 }
                 step.requests.push(self.delta_request(kind, Vec::new(), Vec::new(), None));
             }
@@ -405,8 +504,7 @@ impl AdsState {
         unsubscribe: Vec<String>,
         nack: Option<String>,
     ) -> DeltaDiscoveryRequest {
-        let node = if self.node_sent { None } else { Some(self.node.clone()) };
-        self.node_sent = true;
+        let node = self.node_for(kind);
         DeltaDiscoveryRequest {
             node,
             type_url: kind.type_url(),
@@ -447,58 +545,23 @@ impl AdsState {
         complete: bool,
         version_info: &str,
     ) -> Result<model::Config, String> {
-        let stamp = control::bootstrap::now_rfc3339();
+        let batch = Batch {
+            kind,
+            incoming,
+            removed,
+            complete,
+            version_info,
+            subscribed: &self.subs[&kind].names,
+            stamp: control::bootstrap::now_rfc3339(),
+        };
         let mut errors: Vec<String> = Vec::new();
         let mut names = BTreeSet::new();
-        macro_rules! take {
-            ($map:ident, $ty:ty) => {{
-                let mut next = if complete { BTreeMap::new() } else { self.resources.$map.clone() };
-                for name in removed {
-                    next.remove(name);
-                }
-                for (any, resource_version) in incoming {
-                    let version = resource_version.unwrap_or(version_info).to_string();
-                    if Kind::from_type_url(&any.type_url) != Some(kind) {
-                        errors.push(format!("resource of type {} in a {} response", any.type_url, kind.type_url()));
-                        continue;
-                    }
-                    match dynamic::decode::<$ty>(kind.full_name(), &any.value) {
-                        Ok(res) => {
-                            if !names.insert(res.name.clone()) {
-                                errors.push(format!("duplicate resource name {:?} in one response", res.name));
-                                continue;
-                            }
-                            if !kind.is_wildcard() && !self.subs[&kind].names.contains(&res.name) {
-                                continue; // not (or no longer) subscribed: ignored, as Envoy does
-                            }
-                            let old = self.resources.$map.get(&res.name);
-                            let acc = match old {
-                                Some(o) if o.resource.bytes == res.bytes => Accepted {
-                                    resource: o.resource.clone(),
-                                    version_info: version,
-                                    last_updated: o.last_updated.clone(),
-                                },
-                                _ => Accepted {
-                                    resource: Arc::new(res),
-                                    version_info: version,
-                                    last_updated: stamp.clone(),
-                                },
-                            };
-                            next.insert(acc.resource.name.clone(), acc);
-                        }
-                        Err(e) => errors.extend(e.iter().map(|e| e.to_string())),
-                    }
-                }
-                self.resources.$map = next;
-            }};
-        }
+        let r = &mut self.resources;
         match kind {
-            Kind::Listener => take!(listeners, envoy_types::pb::envoy::config::listener::v3::Listener),
-            Kind::RouteConfiguration => take!(routes, envoy_types::pb::envoy::config::route::v3::RouteConfiguration),
-            Kind::Cluster => take!(clusters, envoy_types::pb::envoy::config::cluster::v3::Cluster),
-            Kind::ClusterLoadAssignment => {
-                take!(endpoints, envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment)
-            }
+            Kind::Listener => batch.apply(&mut r.listeners, &mut names, &mut errors),
+            Kind::RouteConfiguration => batch.apply(&mut r.routes, &mut names, &mut errors),
+            Kind::Cluster => batch.apply(&mut r.clusters, &mut names, &mut errors),
+            Kind::ClusterLoadAssignment => batch.apply(&mut r.endpoints, &mut names, &mut errors),
         }
         if !errors.is_empty() {
             return Err(errors.join("\n"));
@@ -563,9 +626,8 @@ impl AdsState {
     }
 
     fn request(&mut self, kind: Kind, nack: Option<String>) -> DiscoveryRequest {
+        let node = self.node_for(kind);
         let s = &self.subs[&kind];
-        let node = if self.node_sent { None } else { Some(self.node.clone()) };
-        self.node_sent = true;
         DiscoveryRequest {
             version_info: s.version_info.clone(),
             node,

@@ -11,7 +11,8 @@
 //!   admin/stats access, signals, RSS), and a small, strict HTTP/1.1 client
 //!   ([`Client`], [`read_response`], [`raw_exchange`], [`parse_responses`])
 //!   that lets tests see exactly what went over the wire;
-//! * a scriptable xDS management server ([`xds_server`]) for the xDS tests.
+//! * a scriptable xDS management server ([`xds_server`]) for the xDS tests,
+//!   and a REST-JSON one ([`xds_rest_server`]).
 //!
 //! It must not depend on meshgate's crates: the tests drive the gateway only
 //! through its binary, its config file, its sockets and its admin endpoint.
@@ -19,6 +20,7 @@
 //! parallel, and every socket read has a timeout.
 #![forbid(unsafe_code)]
 
+pub mod xds_rest_server;
 pub mod xds_server;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

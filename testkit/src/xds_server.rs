@@ -1,5 +1,8 @@
 //! A scriptable xDS management server for end-to-end tests: a real tonic
-//! `AggregatedDiscoveryService` (state of the world and delta) built from the same
+//! `AggregatedDiscoveryService` (state of the world and delta), and the
+//! per-type `ListenerDiscoveryService`, `RouteDiscoveryService`,
+//! `ClusterDiscoveryService` and `EndpointDiscoveryService` (one type per
+//! stream, same semantics, same resources), built from the same
 //! Envoy protos (`envoy-types`) meshgate's client uses, on its own thread
 //! and tokio runtime.
 //!
@@ -22,6 +25,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use envoy_types::pb::envoy::service as svc;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -32,6 +36,7 @@ use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use tonic::codegen::{http, BoxFuture, Service};
 
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
@@ -52,6 +57,9 @@ struct Shared {
     requests: Vec<DiscoveryRequest>,
     delta_requests: Vec<DeltaDiscoveryRequest>,
     streams_opened: usize,
+    /// Streams opened per gRPC service (`AggregatedDiscoveryService`,
+    /// `ListenerDiscoveryService`, ...).
+    streams_by_service: HashMap<&'static str, usize>,
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
@@ -68,6 +76,7 @@ pub struct XdsServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+#[derive(Clone)]
 struct Ads {
     shared: SharedRef,
     changes: watch::Receiver<u64>,
@@ -86,13 +95,34 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
     ) -> Result<tonic::Response<ResponseStream>, tonic::Status> {
-        let mut inbound = request.into_inner();
+        Ok(self.sotw("AggregatedDiscoveryService", request.into_inner()))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<tonic::Response<DeltaStream>, tonic::Status> {
+        Ok(self.delta("AggregatedDiscoveryService", request.into_inner()))
+    }
+}
+
+impl Ads {
+    /// A state-of-the-world stream (ADS or one of the per-type services).
+    fn sotw(
+        &self,
+        service: &'static str,
+        mut inbound: tonic::Streaming<DiscoveryRequest>,
+    ) -> tonic::Response<ResponseStream> {
         let (tx, rx) = mpsc::channel::<Result<DiscoveryResponse, tonic::Status>>(64);
         let shared = self.shared.clone();
         let mut changes = self.changes.clone();
         let mut drops = self.drops.clone();
         drops.mark_unchanged();
-        shared.lock().unwrap().streams_opened += 1;
+        {
+            let mut s = shared.lock().unwrap();
+            s.streams_opened += 1;
+            *s.streams_by_service.entry(service).or_default() += 1;
+        }
         tokio::spawn(async move {
             // Per type: the names subscribed and the version last sent.
             let mut subscribed: HashMap<String, Vec<String>> = HashMap::new();
@@ -152,7 +182,7 @@ impl AggregatedDiscoveryService for Ads {
                 }
             }
         });
-        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+        tonic::Response::new(Box::pin(ReceiverStream::new(rx)))
     }
 
     /// Incremental: per type, what the client holds (name → version, from
@@ -160,17 +190,21 @@ impl AggregatedDiscoveryService for Ads {
     /// resources whose version differs and `removed_resources` for what the
     /// client holds but the server no longer has.  A resource's version is
     /// the FNV-1a hash of its bytes.
-    async fn delta_aggregated_resources(
+    fn delta(
         &self,
-        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<tonic::Response<DeltaStream>, tonic::Status> {
-        let mut inbound = request.into_inner();
+        service: &'static str,
+        mut inbound: tonic::Streaming<DeltaDiscoveryRequest>,
+    ) -> tonic::Response<DeltaStream> {
         let (tx, rx) = mpsc::channel::<Result<DeltaDiscoveryResponse, tonic::Status>>(64);
         let shared = self.shared.clone();
         let mut changes = self.changes.clone();
         let mut drops = self.drops.clone();
         drops.mark_unchanged();
-        shared.lock().unwrap().streams_opened += 1;
+        {
+            let mut s = shared.lock().unwrap();
+            s.streams_opened += 1;
+            *s.streams_by_service.entry(service).or_default() += 1;
+        }
         tokio::spawn(async move {
             struct Sub {
                 wildcard: bool,
@@ -254,7 +288,131 @@ impl AggregatedDiscoveryService for Ads {
                 }
             }
         });
-        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+        tonic::Response::new(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// The per-type services (`api_config_source` with GRPC / DELTA_GRPC): the
+/// same streams as ADS, one type per stream.  The unary `Fetch*` methods
+/// are not served (meshgate does not use them).
+macro_rules! per_type_service {
+    ($module:ident, $server:ident :: $trait:ident, $name:literal, $stream:ident, $stream_ty:ident, $delta:ident, $delta_ty:ident, $fetch:ident) => {
+        #[tonic::async_trait]
+        impl envoy_types::pb::envoy::service::$module::v3::$server::$trait for Ads {
+            type $stream_ty = ResponseStream;
+            type $delta_ty = DeltaStream;
+
+            async fn $stream(
+                &self,
+                request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+            ) -> Result<tonic::Response<ResponseStream>, tonic::Status> {
+                Ok(self.sotw($name, request.into_inner()))
+            }
+
+            async fn $delta(
+                &self,
+                request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+            ) -> Result<tonic::Response<DeltaStream>, tonic::Status> {
+                Ok(self.delta($name, request.into_inner()))
+            }
+
+            async fn $fetch(
+                &self,
+                _request: tonic::Request<DiscoveryRequest>,
+            ) -> Result<tonic::Response<DiscoveryResponse>, tonic::Status> {
+                Err(tonic::Status::unimplemented("the test control plane serves streams only"))
+            }
+        }
+    };
+}
+
+per_type_service!(
+    listener,
+    listener_discovery_service_server::ListenerDiscoveryService,
+    "ListenerDiscoveryService",
+    stream_listeners,
+    StreamListenersStream,
+    delta_listeners,
+    DeltaListenersStream,
+    fetch_listeners
+);
+per_type_service!(
+    route,
+    route_discovery_service_server::RouteDiscoveryService,
+    "RouteDiscoveryService",
+    stream_routes,
+    StreamRoutesStream,
+    delta_routes,
+    DeltaRoutesStream,
+    fetch_routes
+);
+per_type_service!(
+    cluster,
+    cluster_discovery_service_server::ClusterDiscoveryService,
+    "ClusterDiscoveryService",
+    stream_clusters,
+    StreamClustersStream,
+    delta_clusters,
+    DeltaClustersStream,
+    fetch_clusters
+);
+per_type_service!(
+    endpoint,
+    endpoint_discovery_service_server::EndpointDiscoveryService,
+    "EndpointDiscoveryService",
+    stream_endpoints,
+    StreamEndpointsStream,
+    delta_endpoints,
+    DeltaEndpointsStream,
+    fetch_endpoints
+);
+
+/// Routes each call to its service by path (tonic's multi-service router
+/// needs its `router` feature, i.e. axum, which this test server avoids).
+#[derive(Clone)]
+struct Dispatch {
+    ads: AggregatedDiscoveryServiceServer<Ads>,
+    lds: svc::listener::v3::listener_discovery_service_server::ListenerDiscoveryServiceServer<Ads>,
+    rds: svc::route::v3::route_discovery_service_server::RouteDiscoveryServiceServer<Ads>,
+    cds: svc::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryServiceServer<Ads>,
+    eds: svc::endpoint::v3::endpoint_discovery_service_server::EndpointDiscoveryServiceServer<Ads>,
+}
+
+impl Dispatch {
+    fn new(ads: Ads) -> Dispatch {
+        Dispatch {
+            lds: svc::listener::v3::listener_discovery_service_server::ListenerDiscoveryServiceServer::new(ads.clone()),
+            rds: svc::route::v3::route_discovery_service_server::RouteDiscoveryServiceServer::new(ads.clone()),
+            cds: svc::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryServiceServer::new(ads.clone()),
+            eds: svc::endpoint::v3::endpoint_discovery_service_server::EndpointDiscoveryServiceServer::new(ads.clone()),
+            ads: AggregatedDiscoveryServiceServer::new(ads),
+        }
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for Dispatch {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        // Every generated service is always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let path = req.uri().path();
+        if path.starts_with("/envoy.service.listener.v3.") {
+            self.lds.call(req)
+        } else if path.starts_with("/envoy.service.route.v3.") {
+            self.rds.call(req)
+        } else if path.starts_with("/envoy.service.cluster.v3.") {
+            self.cds.call(req)
+        } else if path.starts_with("/envoy.service.endpoint.v3.") {
+            self.eds.call(req)
+        } else {
+            self.ads.call(req)
+        }
     }
 }
 
@@ -288,7 +446,7 @@ impl XdsServer {
                 ready_tx.send(listener.local_addr().unwrap()).unwrap();
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let _ = tonic::transport::Server::builder()
-                    .serve_with_incoming_shutdown(AggregatedDiscoveryServiceServer::new(ads), incoming, async {
+                    .serve_with_incoming_shutdown(Dispatch::new(ads), incoming, async {
                         let _ = stop_rx.await;
                     })
                     .await;
@@ -337,6 +495,13 @@ impl XdsServer {
 
     pub fn streams_opened(&self) -> usize {
         self.shared.lock().unwrap().streams_opened
+    }
+
+    /// Streams opened on one service (`"AggregatedDiscoveryService"`,
+    /// `"ListenerDiscoveryService"`, `"RouteDiscoveryService"`,
+    /// `"ClusterDiscoveryService"`, `"EndpointDiscoveryService"`).
+    pub fn streams_opened_on(&self, service: &str) -> usize {
+        self.shared.lock().unwrap().streams_by_service.get(service).copied().unwrap_or(0)
     }
 
     /// Waits until a received request satisfies `pred`; returns it.

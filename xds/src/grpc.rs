@@ -1,78 +1,108 @@
-//! The ADS gRPC driver: one `StreamAggregatedResources` stream at a time
-//! over a tonic channel (HTTP/2 on a kernel socket, with HTTP/2 keepalive
-//! PINGs), feeding responses to [`AdsState`] and sending what it says.
-//! Reconnects with jittered exponential back-off (`backoff.rs`), resetting
-//! it once a stream delivered a response; the published config stays as it
-//! is while disconnected.  It holds no protocol logic of its own.
+//! gRPC transports: one bidirectional stream at a time over a tonic channel
+//! (HTTP/2 on a kernel socket, with HTTP/2 keepalive PINGs), either the
+//! aggregated one (`AggregatedDiscoveryService`, every ADS type on one
+//! stream) or a per-type service (`ListenerDiscoveryService`,
+//! `RouteDiscoveryService`, `ClusterDiscoveryService`,
+//! `EndpointDiscoveryService`: one stream per type, as Envoy opens them when
+//! `api_config_source` names `GRPC` / `DELTA_GRPC`), in the state-of-the-world
+//! or the incremental variant.
+//!
+//! A transport only moves messages: it tells the driver (`driver.rs`) when
+//! a stream is up (and hands it the sender for that stream's requests),
+//! forwards every response, reports failures, and reconnects with jittered
+//! exponential back-off (`backoff.rs`), reset once a stream delivered a
+//! response.  The protocol lives in the state machine.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use control::model;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::Backoff;
-use crate::state::{AdsState, DeltaStep, Step};
-use crate::{Publisher, XdsStats};
+use crate::driver::{Inbound, Requests, TransportId};
+use crate::state::Kind;
 
 /// HTTP/2 keepalive on the xDS connection: a PING after this much silence,
 /// and the connection is dropped if the answer takes longer than the timeout.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) async fn run(
-    mut state: AdsState,
-    server: model::XdsServer,
-    base: Arc<model::Config>,
-    publisher: Publisher,
-    stats: XdsStats,
-) {
-    let mut backoff = Backoff::new(server.backoff_base, server.backoff_max);
-    let mut attempt: usize = 0;
-    let mut rng = seed();
-    loop {
-        let result = stream_once(&mut state, &server, &base, &publisher, &stats, &mut backoff, attempt).await;
-        stats.connected_state.set(0);
-        attempt = attempt.wrapping_add(1);
-        rng = splitmix(rng);
-        let wait = backoff.next(rng);
-        match result {
-            Ok(()) => tracing::warn!(retry_in_ms = wait.as_millis() as u64, "xDS stream closed by the server"),
-            Err(e) => tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "xDS stream failed"),
-        }
-        for k in crate::state::ALL_KINDS {
-            stats.kind(k).update_failure.inc();
-        }
-        // Initial fetch timeouts keep running while disconnected.
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            let next = state.next_deadline().map(to_tokio).filter(|d| *d < until);
-            match next {
-                Some(d) => {
-                    tokio::time::sleep_until(d).await;
-                    let step = state.on_tick(Instant::now());
-                    apply(step, &publisher, &stats, None).await;
-                }
-                None => {
-                    tokio::time::sleep_until(until).await;
-                    break;
-                }
-            }
+/// Which gRPC service a transport calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Service {
+    Aggregated,
+    PerType(Kind),
+}
+
+impl Service {
+    /// The method paths (state of the world, incremental), from the
+    /// `envoy.service.*.v3` service definitions.
+    fn paths(self) -> (&'static str, &'static str) {
+        match self {
+            Service::Aggregated => (
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
+            ),
+            Service::PerType(Kind::Listener) => (
+                "/envoy.service.listener.v3.ListenerDiscoveryService/StreamListeners",
+                "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners",
+            ),
+            Service::PerType(Kind::RouteConfiguration) => (
+                "/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
+                "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes",
+            ),
+            Service::PerType(Kind::Cluster) => (
+                "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters",
+                "/envoy.service.cluster.v3.ClusterDiscoveryService/DeltaClusters",
+            ),
+            Service::PerType(Kind::ClusterLoadAssignment) => (
+                "/envoy.service.endpoint.v3.EndpointDiscoveryService/StreamEndpoints",
+                "/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints",
+            ),
         }
     }
 }
 
+/// Runs one gRPC transport forever (until the driver goes away).
+pub(crate) async fn run(
+    id: TransportId,
+    service: Service,
+    server: model::XdsServer,
+    base: std::sync::Arc<model::Config>,
+    inbound: mpsc::UnboundedSender<Inbound>,
+) {
+    let mut backoff = Backoff::new(server.backoff_base, server.backoff_max);
+    let mut attempt: usize = 0;
+    let mut rng = crate::seed() ^ (id as u64);
+    loop {
+        let result = stream_once(id, service, &server, &base, &inbound, &mut backoff, attempt).await;
+        attempt = attempt.wrapping_add(1);
+        rng = crate::splitmix(rng);
+        let wait = backoff.next(rng);
+        let error = match result {
+            Ok(()) => "stream closed by the server".to_string(),
+            Err(e) => e,
+        };
+        tracing::warn!(?service, error = %error, retry_in_ms = wait.as_millis() as u64, "xDS stream failed");
+        if inbound.send(Inbound::Failed { transport: id, error }).is_err() {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
 async fn stream_once(
-    state: &mut AdsState,
+    id: TransportId,
+    service: Service,
     server: &model::XdsServer,
     base: &model::Config,
-    publisher: &Publisher,
-    stats: &XdsStats,
+    inbound: &mpsc::UnboundedSender<Inbound>,
     backoff: &mut Backoff,
     attempt: usize,
 ) -> Result<(), String> {
@@ -86,126 +116,66 @@ async fn stream_once(
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
     let channel = endpoint.connect().await.map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX);
+    grpc.ready().await.map_err(|e| format!("{addr}: {e}"))?;
+    let (sotw_path, delta_path) = service.paths();
+    // The requests channel goes to the driver before the call is opened:
+    // some servers send no headers until they have a first request.
     if server.api_type == model::XdsApiType::DeltaGrpc {
-        return delta_stream(state, client, addr, publisher, stats, backoff).await;
-    }
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
-    for r in state.stream_started() {
-        tx.send(r).await.map_err(|_| "request channel closed".to_string())?;
-    }
-    let mut inbound = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|e| format!("opening the ADS stream on {addr}: {e}"))?
-        .into_inner();
-    stats.connected_state.set(1);
-    tracing::info!(server = %addr, "xDS stream established");
-    loop {
-        let deadline = state.next_deadline().map(to_tokio);
-        tokio::select! {
-            msg = inbound.message() => match msg {
+        let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
+        inbound.send(Inbound::Connected { transport: id, requests: Requests::Delta(tx) }).map_err(|_| "driver gone")?;
+        let mut responses =
+            open::<DeltaDiscoveryRequest, DeltaDiscoveryResponse>(&mut grpc, delta_path, rx, addr).await?;
+        inbound.send(Inbound::Up { transport: id }).map_err(|_| "driver gone")?;
+        loop {
+            match responses.message().await {
                 Ok(Some(response)) => {
                     backoff.reset();
-                    let step = state.on_response(response, Instant::now());
-                    apply(step, publisher, stats, Some(&tx)).await;
+                    inbound.send(Inbound::Delta { transport: id, response }).map_err(|_| "driver gone")?;
                 }
                 Ok(None) => return Ok(()),
                 Err(status) => return Err(format!("{status}")),
-            },
-            _ = sleep_opt(deadline) => {
-                let step = state.on_tick(Instant::now());
-                apply(step, publisher, stats, Some(&tx)).await;
+            }
+        }
+    } else {
+        let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
+        inbound.send(Inbound::Connected { transport: id, requests: Requests::Sotw(tx) }).map_err(|_| "driver gone")?;
+        let mut responses = open::<DiscoveryRequest, DiscoveryResponse>(&mut grpc, sotw_path, rx, addr).await?;
+        inbound.send(Inbound::Up { transport: id }).map_err(|_| "driver gone")?;
+        loop {
+            match responses.message().await {
+                Ok(Some(response)) => {
+                    backoff.reset();
+                    inbound.send(Inbound::Response { transport: id, response }).map_err(|_| "driver gone")?;
+                }
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(format!("{status}")),
             }
         }
     }
 }
 
-/// `DeltaAggregatedResources`: the same loop with the delta messages.
-async fn delta_stream(
-    state: &mut AdsState,
-    mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
+async fn open<Req, Resp>(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    path: &'static str,
+    requests: mpsc::UnboundedReceiver<Req>,
     addr: SocketAddr,
-    publisher: &Publisher,
-    stats: &XdsStats,
-    backoff: &mut Backoff,
-) -> Result<(), String> {
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
-    for r in state.delta_stream_started() {
-        tx.send(r).await.map_err(|_| "request channel closed".to_string())?;
-    }
-    let mut inbound = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
+) -> Result<tonic::Streaming<Resp>, String>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let request = tonic::Request::new(UnboundedReceiverStream::new(requests));
+    grpc.streaming(request, PathAndQuery::from_static(path), codec)
         .await
-        .map_err(|e| format!("opening the delta ADS stream on {addr}: {e}"))?
-        .into_inner();
-    stats.connected_state.set(1);
-    tracing::info!(server = %addr, "xDS delta stream established");
-    loop {
-        let deadline = state.next_deadline().map(to_tokio);
-        let step = tokio::select! {
-            msg = inbound.message() => match msg {
-                Ok(Some(response)) => {
-                    backoff.reset();
-                    state.on_delta_response(response, Instant::now())
-                }
-                Ok(None) => return Ok(()),
-                Err(status) => return Err(format!("{status}")),
-            },
-            _ = sleep_opt(deadline) => {
-                let tick = state.on_tick(Instant::now());
-                DeltaStep { requests: Vec::new(), publish: tick.publish, events: tick.events }
-            }
-        };
-        for e in &step.events {
-            stats.record(e);
-        }
-        if let Some(cfg) = step.publish {
-            publisher.publish(cfg);
-        }
-        for r in step.requests {
-            if let Some(e) = &r.error_detail {
-                tracing::warn!(type_url = %r.type_url, detail = %e.message, "xDS update rejected (NACK)");
-            }
-            tx.send(r).await.map_err(|_| "request channel closed".to_string())?;
-        }
-    }
-}
-
-async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn to_tokio(i: Instant) -> tokio::time::Instant {
-    tokio::time::Instant::from_std(i)
-}
-
-/// Publishes, counts, and sends the requests (ACK / NACK / subscriptions).
-async fn apply(step: Step, publisher: &Publisher, stats: &XdsStats, tx: Option<&mpsc::Sender<DiscoveryRequest>>) {
-    for e in &step.events {
-        stats.record(e);
-    }
-    if let Some(cfg) = step.publish {
-        publisher.publish(cfg);
-    }
-    if let Some(tx) = tx {
-        for r in step.requests {
-            if let Some(e) = &r.error_detail {
-                tracing::warn!(type_url = %r.type_url, detail = %e.message, "xDS update rejected (NACK)");
-            }
-            if tx.send(r).await.is_err() {
-                return;
-            }
-        }
-    }
+        .map(tonic::Response::into_inner)
+        .map_err(|e| format!("opening {path} on {addr}: {e}"))
 }
 
 /// The management server's address: an endpoint of the static xDS
 /// cluster, a different one on each attempt; host names are resolved here.
-async fn target(base: &model::Config, cluster: &str, attempt: usize) -> Result<SocketAddr, String> {
+pub(crate) async fn target(base: &model::Config, cluster: &str, attempt: usize) -> Result<SocketAddr, String> {
     let c = base.clusters.get(cluster).ok_or_else(|| format!("xDS cluster {cluster:?} is not defined"))?;
     if c.endpoints.is_empty() {
         return Err(format!("xDS cluster {cluster:?} has no endpoints"));
@@ -218,17 +188,4 @@ async fn target(base: &model::Config, cluster: &str, attempt: usize) -> Result<S
             .next()
             .ok_or_else(|| format!("{host} resolved to no address")),
     }
-}
-
-fn seed() -> u64 {
-    let t =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    splitmix(t ^ u64::from(std::process::id()))
-}
-
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

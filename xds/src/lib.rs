@@ -12,10 +12,12 @@
 //! * The protocol, as a sans-IO state machine ([`state::AdsState`]): per-type
 //!   subscriptions, versions, nonces, ACK/NACK, wildcard and named
 //!   subscriptions, removal, warming, initial fetch timeouts.  It is unit
-//!   tested with a virtual clock and no sockets.  The gRPC driver
-//!   (`grpc.rs`) only moves messages and reconnects with jittered
-//!   exponential back-off (`backoff.rs`: Envoy's 500 ms base, 30 s cap unless
-//!   `retry_back_off` says otherwise).
+//!   tested with a virtual clock and no sockets.  The transports only move
+//!   messages: the ADS stream or per-type gRPC streams (`grpc.rs`, with
+//!   jittered exponential back-off, `backoff.rs`: Envoy's 500 ms base, 30 s
+//!   cap unless `retry_back_off` says otherwise) and REST-JSON pollers
+//!   (`rest.rs`); `driver.rs` feeds them all into the one state machine and
+//!   routes its requests to the transport carrying each type.
 //! * Publication: every accepted update yields a whole new validated
 //!   `model::Config` (built by `control::bootstrap::dynamic`), stored into
 //!   the `ArcSwap<Config>` the shards already watch, then the shards are
@@ -43,7 +45,9 @@ use control::model;
 use dataplane::stats::{Counter, Gauge, Scope, StatsStore};
 
 pub mod backoff;
+mod driver;
 mod grpc;
+pub mod rest;
 pub mod state;
 
 use state::{Event, Kind};
@@ -144,22 +148,40 @@ impl XdsStats {
 }
 
 /// Starts the xDS control thread when the bootstrap has `dynamic_resources`
-/// with an ADS server; `None` for static configs.  `base` is the config the
-/// bootstrap produced (static resources only).
+/// naming a management server (ADS, per-type gRPC or REST); `None` for
+/// static configs.  `base` is the config the bootstrap produced (static
+/// resources only).
 pub fn spawn(
     base: Arc<model::Config>,
     publisher: Publisher,
     stats: &StatsStore,
 ) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
-    let Some(server) = base.xds.as_ref().and_then(|x| x.ads.clone()) else {
+    let Some(xds) = base.xds.clone() else {
         return Ok(None);
     };
+    let plan = driver::plan(&xds);
+    if plan.is_empty() {
+        return Ok(None);
+    }
     let stats = XdsStats::new(stats);
     let node = state::node_from_bootstrap(&base.bootstrap_json);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let thread = std::thread::Builder::new().name("meshgate-xds".into()).spawn(move || {
-        let state = state::AdsState::new(base.clone(), node, Instant::now());
-        runtime.block_on(grpc::run(state, server, base, publisher, stats));
+        let state = state::AdsState::new(base.clone(), node.clone(), Instant::now());
+        runtime.block_on(driver::start(state, plan, base, node, publisher, stats));
     })?;
     Ok(Some(thread))
+}
+
+fn seed() -> u64 {
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    splitmix(t ^ u64::from(std::process::id()))
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -72,20 +72,23 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// `dynamic_resources` → model; also polices the bootstrap fields that only
 /// make sense with xDS (HTTP/2 on the xDS cluster, `eds_cluster_config`).
-pub(super) fn bootstrap_xds(b: &bs::Bootstrap, errors: &mut Errors) -> Option<model::Xds> {
+pub(super) fn bootstrap_xds<'a>(b: &'a bs::Bootstrap, errors: &mut Errors) -> Option<model::Xds> {
     let statics: &[cl::Cluster] = b.static_resources.as_ref().map_or(&[], |s| &s.clusters);
-    let mut xds_clusters: HashSet<&str> = HashSet::new();
+    let mut xds_clusters: HashSet<&'a str> = HashSet::new();
     let result = b.dynamic_resources.as_ref().and_then(|d| {
         let path = "dynamic_resources";
         let ads = d
             .ads_config
             .as_ref()
-            .and_then(|a| api_config_source(a, &join(path, "ads_config"), statics, &mut xds_clusters, errors));
+            .and_then(|a| api_config_source(a, true, &join(path, "ads_config"), statics, &mut xds_clusters, errors));
         let ads_ok = d.ads_config.is_none() || ads.is_some();
         let mut ok = ads_ok;
-        let source = |cs: &Option<core::ConfigSource>, field: &str, errors: &mut Errors| match cs {
+        let mut source = |cs: &'a Option<core::ConfigSource>, field: &str, errors: &mut Errors| match cs {
             None => Some(None),
-            Some(cs) => config_source(cs, &join(path, field), d.ads_config.is_some(), errors).map(Some),
+            Some(cs) => {
+                config_source(cs, &join(path, field), d.ads_config.is_some(), statics, &mut xds_clusters, errors)
+                    .map(Some)
+            }
         };
         let lds = source(&d.lds_config, "lds_config", errors);
         let cds = source(&d.cds_config, "cds_config", errors);
@@ -132,6 +135,7 @@ pub(super) fn bootstrap_xds(b: &bs::Bootstrap, errors: &mut Errors) -> Option<mo
 
 fn api_config_source<'a>(
     a: &'a core::ApiConfigSource,
+    aggregated: bool,
     path: &str,
     statics: &[cl::Cluster],
     xds_clusters: &mut HashSet<&'a str>,
@@ -143,17 +147,12 @@ fn api_config_source<'a>(
     let api_type = match ApiType::try_from(a.api_type) {
         Ok(ApiType::Grpc) => Some(model::XdsApiType::Grpc),
         Ok(ApiType::DeltaGrpc) => Some(model::XdsApiType::DeltaGrpc),
-        // The model knows REST; the client does not speak it yet.
-        Ok(ApiType::Rest) => {
-            errors.add(
-                p("api_type"),
-                format!(
-                    "{} is not supported yet (meshgate supports: GRPC, DELTA_GRPC)",
-                    translate_enum("envoy.config.core.v3.ApiConfigSource.ApiType", a.api_type)
-                ),
-            );
+        // REST polls one type per request; an aggregated stream cannot be REST.
+        Ok(ApiType::Rest) if aggregated => {
+            errors.add(p("api_type"), "REST cannot carry ADS (use it in lds_config / cds_config api_config_source)");
             None
         }
+        Ok(ApiType::Rest) => Some(model::XdsApiType::Rest),
         _ => {
             errors.add(
                 p("api_type"),
@@ -342,7 +341,14 @@ fn translate_enum(name: &str, number: i32) -> String {
 }
 
 /// A `ConfigSource` naming where LDS / CDS come from.
-fn config_source(cs: &core::ConfigSource, path: &str, have_ads: bool, errors: &mut Errors) -> Option<model::XdsSource> {
+fn config_source<'a>(
+    cs: &'a core::ConfigSource,
+    path: &str,
+    have_ads: bool,
+    statics: &[cl::Cluster],
+    xds_clusters: &mut HashSet<&'a str>,
+    errors: &mut Errors,
+) -> Option<model::XdsSource> {
     use core::config_source::ConfigSourceSpecifier;
     let mut ok = api_version(cs.resource_api_version, &join(path, "resource_api_version"), errors);
     let initial_fetch_timeout = match &cs.initial_fetch_timeout {
@@ -364,17 +370,14 @@ fn config_source(cs: &core::ConfigSource, path: &str, have_ads: bool, errors: &m
             }
             None
         }
-        Some(ConfigSourceSpecifier::ApiConfigSource(_)) => {
-            errors.add(
-                join(path, "api_config_source"),
-                "a per-type management server is not supported yet (meshgate supports: ads)",
-            );
-            ok = false;
-            None
+        Some(ConfigSourceSpecifier::ApiConfigSource(a)) => {
+            let server = api_config_source(a, false, &join(path, "api_config_source"), statics, xds_clusters, errors);
+            ok &= server.is_some();
+            server
         }
         Some(_) => None, // path / self: refused by the allowlist
         None => {
-            errors.add(path, "needs `ads: {}`");
+            errors.add(path, "needs `ads: {}` or `api_config_source`");
             ok = false;
             None
         }
@@ -533,7 +536,8 @@ pub fn build(
         let assignment = eds.as_ref().and_then(|n| dynamic.endpoints.get(n));
         if let Some(eds) = &eds {
             let source = c.eds_cluster_config.as_ref().and_then(|e| e.eds_config.as_ref());
-            check_ads_source(source, "eds_cluster_config.eds_config", &mut errors);
+            let cds = base.xds.as_ref().and_then(|x| x.cds.as_ref()).and_then(|s| s.server.as_ref());
+            check_source(source, cds, "cds_config", "eds_cluster_config.eds_config", &mut errors);
             if assignment.is_none() && !dynamic.eds_given_up.contains(eds) {
                 warming.clusters.push(name.clone());
                 absorb(errors, &mut all);
@@ -637,7 +641,8 @@ pub fn build(
         }
         // Check the listener on its own even while it waits for RDS, so a
         // bad listener is NACKed when it arrives, not when its routes do.
-        let (resolved, referenced) = resolve_rds(l, dynamic, &mut errors);
+        let lds = base.xds.as_ref().and_then(|x| x.lds.as_ref()).and_then(|s| s.server.as_ref());
+        let (resolved, referenced) = resolve_rds(l, lds, dynamic, &mut errors);
         let mut set = cluster_names.clone();
         set.extend(referenced.iter().map(String::as_str));
         let before = errors.len();
@@ -675,20 +680,57 @@ pub fn build(
     ))
 }
 
-/// meshgate fetches every type over the ADS stream.
-fn check_ads_source(source: Option<&core::ConfigSource>, path: &str, errors: &mut Errors) {
+/// meshgate fetches RDS from where LDS comes from, and EDS from where CDS
+/// comes from (ADS, or the same `api_config_source` server and api_type):
+/// a listener's `rds.config_source` / a cluster's `eds_config` must say so.
+fn check_source(
+    source: Option<&core::ConfigSource>,
+    parent: Option<&model::XdsServer>,
+    parent_field: &str,
+    path: &str,
+    errors: &mut Errors,
+) {
+    use core::api_config_source::ApiType;
     use core::config_source::ConfigSourceSpecifier;
-    match source.and_then(|s| s.config_source_specifier.as_ref()) {
-        Some(ConfigSourceSpecifier::Ads(_)) => {}
-        Some(_) => errors.add(path, "meshgate fetches RDS and EDS over ADS only (use `ads: {}`)"),
-        None => errors.add(path, "required (`ads: {}`)"),
+    let same_server = |a: &core::ApiConfigSource, s: &model::XdsServer| {
+        let api_type = match s.api_type {
+            model::XdsApiType::Grpc => ApiType::Grpc,
+            model::XdsApiType::DeltaGrpc => ApiType::DeltaGrpc,
+            model::XdsApiType::Rest => ApiType::Rest,
+        };
+        let cluster = match a.grpc_services.first().and_then(|g| g.target_specifier.as_ref()) {
+            Some(core::grpc_service::TargetSpecifier::EnvoyGrpc(g)) => Some(g.cluster_name.as_str()),
+            _ => a.cluster_names.first().map(String::as_str),
+        };
+        a.api_type == api_type as i32 && cluster == Some(s.cluster.as_str())
+    };
+    match (source.and_then(|s| s.config_source_specifier.as_ref()), parent) {
+        (Some(ConfigSourceSpecifier::Ads(_)), None) => {}
+        (Some(ConfigSourceSpecifier::ApiConfigSource(a)), Some(s)) if same_server(a, s) => {}
+        (None, _) => errors.add(path, "required"),
+        (_, None) => errors.add(
+            path,
+            format!("must be `ads: {{}}`: meshgate fetches it from where dynamic_resources.{parent_field} points (ADS)"),
+        ),
+        (_, Some(s)) => errors.add(
+            path,
+            format!(
+                "must be an api_config_source with the api_type and cluster of dynamic_resources.{parent_field} ({:?} on {:?}): meshgate fetches it from the same server",
+                s.api_type, s.cluster
+            ),
+        ),
     }
 }
 
 /// The listener with every `rds` replaced by the RouteConfiguration it
 /// names (an empty one while it has not arrived), and the clusters those
 /// route configurations name.
-fn resolve_rds(l: &lis::Listener, dynamic: &DynamicResources, errors: &mut Errors) -> (lis::Listener, Vec<String>) {
+fn resolve_rds(
+    l: &lis::Listener,
+    lds: Option<&model::XdsServer>,
+    dynamic: &DynamicResources,
+    errors: &mut Errors,
+) -> (lis::Listener, Vec<String>) {
     let mut out = l.clone();
     let mut referenced = Vec::new();
     for (i, chain) in out.filter_chains.iter_mut().enumerate() {
@@ -696,7 +738,7 @@ fn resolve_rds(l: &lis::Listener, dynamic: &DynamicResources, errors: &mut Error
             let Some(mut h) = decode_hcm(f) else { continue };
             let Some(hcm::http_connection_manager::RouteSpecifier::Rds(r)) = &h.route_specifier else { continue };
             let path = format!("filter_chains[{i}].filters[{j}].typed_config.rds");
-            check_ads_source(r.config_source.as_ref(), &join(&path, "config_source"), errors);
+            check_source(r.config_source.as_ref(), lds, "lds_config", &join(&path, "config_source"), errors);
             if r.route_config_name.is_empty() {
                 errors.add(join(&path, "route_config_name"), "required");
             }
@@ -761,6 +803,26 @@ pub fn encode_json(full_name: &str, json: &serde_json::Value) -> Result<Vec<u8>,
     Ok(message.encode_to_vec())
 }
 
+/// A message's canonical proto3 JSON (lowerCamelCase names, `Any` with
+/// `@type`): what the REST-JSON xDS transport sends (`DiscoveryRequest`).
+pub fn to_canonical_json(full_name: &str, bytes: &[u8]) -> Result<String, String> {
+    let message = DynamicMessage::decode(super::message_descriptor(full_name), bytes).map_err(|e| e.to_string())?;
+    serde_json::to_string(&message).map_err(|e| e.to_string())
+}
+
+/// Parses proto3 JSON (either field-name style) into the message's binary
+/// encoding; fields this build does not know are skipped, as the proto3
+/// JSON mapping allows for messages from a newer peer (REST-JSON xDS
+/// `DiscoveryResponse`s).
+pub fn from_proto3_json(full_name: &str, text: &str) -> Result<Vec<u8>, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(false);
+    let message = DynamicMessage::deserialize_with_options(super::message_descriptor(full_name), &mut de, &options)
+        .map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(message.encode_to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,11 +878,13 @@ mod tests {
 
     #[test]
     fn unsupported_variants_name_their_path() {
-        let e = err_text(&bootstrap(&ADS.replace("lds_config: { ads: {}", "lds_config: { api_config_source: { api_type: GRPC, grpc_services: [{ envoy_grpc: { cluster_name: xds_cluster }}] }")));
+        let e = err_text(&bootstrap(&ADS.replace("lds_config: { ads: {}", "lds_config: { api_config_source: { api_type: REST, refresh_delay: 0s, grpc_services: [{ envoy_grpc: { cluster_name: xds_cluster }}] }")));
         assert!(
-            e.contains(
-                "dynamic_resources.lds_config.api_config_source: a per-type management server is not supported yet"
-            ),
+            e.contains("dynamic_resources.lds_config.api_config_source.grpc_services: not used with api_type REST"),
+            "{e}"
+        );
+        assert!(
+            e.contains("dynamic_resources.lds_config.api_config_source.refresh_delay: must be greater than 0s"),
             "{e}"
         );
         let e = err_text(&bootstrap(&ADS.replace("transport_api_version: V3", "transport_api_version: V2")));
@@ -830,7 +894,7 @@ mod tests {
         let e = err_text(&bootstrap(&ADS.replace("grpc_services: [{", "refresh_delay: 1s, grpc_services: [{")));
         assert!(e.contains("dynamic_resources.ads_config.refresh_delay: only for api_type REST"), "{e}");
         let e = err_text(&bootstrap(&ADS.replace("api_type: GRPC", "api_type: REST")));
-        assert!(e.contains("dynamic_resources.ads_config.api_type: REST is not supported yet"), "{e}");
+        assert!(e.contains("dynamic_resources.ads_config.api_type: REST cannot carry ADS"), "{e}");
         let cfg = load_str(&bootstrap(&ADS.replace("api_type: GRPC", "api_type: DELTA_GRPC")), Format::Yaml, "b.yaml");
         assert_eq!(cfg.unwrap().xds.unwrap().ads.as_ref().unwrap().api_type, model::XdsApiType::DeltaGrpc);
         let e = err_text(&bootstrap("  lds_config: { ads: {} }"));
@@ -840,6 +904,46 @@ mod tests {
             "grpc_services: [{ google_grpc: { target_uri: x, stat_prefix: y }}]",
         )));
         assert!(e.contains("dynamic_resources.ads_config.grpc_services[0].google_grpc: unsupported field"), "{e}");
+    }
+
+    const PER_TYPE: &str = "  lds_config: { api_config_source: { api_type: REST, cluster_names: [xds_cluster], refresh_delay: 0.2s, request_timeout: 2s } }\n  cds_config: { api_config_source: { api_type: DELTA_GRPC, grpc_services: [{ envoy_grpc: { cluster_name: xds_cluster }}] } }";
+
+    #[test]
+    fn per_type_servers_and_their_rds_eds_sources() {
+        let base = load_str(&bootstrap(PER_TYPE), Format::Yaml, "b.yaml").unwrap();
+        let xds = base.xds.as_deref().unwrap();
+        assert!(xds.ads.is_none());
+        let lds = xds.lds.as_ref().unwrap().server.clone().unwrap();
+        assert_eq!(
+            (lds.api_type, lds.cluster.as_str(), lds.refresh_delay, lds.request_timeout),
+            (model::XdsApiType::Rest, "xds_cluster", Duration::from_millis(200), Duration::from_secs(2))
+        );
+        assert_eq!(xds.cds.as_ref().unwrap().server.as_ref().unwrap().api_type, model::XdsApiType::DeltaGrpc);
+
+        // RDS must come from the LDS server, EDS from the CDS server.
+        let rest = json!({"api_config_source": {"api_type": "REST", "cluster_names": ["xds_cluster"]}});
+        let delta = json!({"api_config_source": {"api_type": "DELTA_GRPC", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]}});
+        let with_source = |mut l: serde_json::Value, cs: &serde_json::Value| {
+            l["filter_chains"][0]["filters"][0]["typed_config"]["rds"]["config_source"] = cs.clone();
+            l
+        };
+        let mut d = DynamicResources::default();
+        d.listeners.insert("l1".into(), accepted(LISTENER, with_source(listener("l1", 10001, "r1"), &rest), "1"));
+        let mut c1 = eds_cluster("c1");
+        c1["eds_cluster_config"]["eds_config"] = delta.clone();
+        d.clusters.insert("c1".into(), accepted(CLUSTER, c1, "1"));
+        build(&base, &d, &mut TranslationCache::default()).unwrap();
+
+        d.listeners.insert("l1".into(), accepted(LISTENER, with_source(listener("l1", 10001, "r1"), &delta), "1"));
+        d.clusters.insert("c1".into(), accepted(CLUSTER, eds_cluster("c1"), "1"));
+        let e = build(&base, &d, &mut TranslationCache::default()).unwrap_err().to_string();
+        assert!(e.contains("Listener \"l1\": filter_chains[0].filters[0].typed_config.rds.config_source: must be an api_config_source with the api_type and cluster of dynamic_resources.lds_config"), "{e}");
+        assert!(e.contains("Cluster \"c1\": eds_cluster_config.eds_config: must be an api_config_source"), "{e}");
+        // And with ADS, `ads: {}` is what they must say.
+        let mut d = DynamicResources::default();
+        d.listeners.insert("l1".into(), accepted(LISTENER, with_source(listener("l1", 10001, "r1"), &rest), "1"));
+        let e = build(&self::base(), &d, &mut TranslationCache::default()).unwrap_err().to_string();
+        assert!(e.contains("rds.config_source: must be `ads: {}`"), "{e}");
     }
 
     #[test]

@@ -292,6 +292,12 @@ fn run_shard(
     drop(ready);
     spawn(sweep_idle_connections(ctx.clone())).detach();
 
+    // `server.worker_<i>.config_generation`: the config version this shard
+    // serves, set once its snapshot is rebuilt (xds measures publication
+    // with it: update received → every shard serving it).
+    let generation =
+        shared.stats.gauge(&crate::stats::Scope::Named(format!("server.worker_{index}")), "config_generation", index);
+    generation.set(config.version as i64);
     let mut seen_config = config;
     let mut seen_dns = dns_version;
     let mut drain_deadline: Option<Instant> = None;
@@ -322,6 +328,7 @@ fn run_shard(
             let previous = ctx.snapshot();
             let next = build_snapshot(&seen_config, &shared, index, Some(&previous));
             *ctx.snapshot.borrow_mut() = Rc::new(next);
+            generation.set(seen_config.version as i64);
             if let Err(e) = bind_listeners(&ctx, &mut accept_tasks) {
                 tracing::error!(shard = index, error = %e, "binding a new listener failed");
             }

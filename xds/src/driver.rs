@@ -92,7 +92,7 @@ pub(crate) async fn run(
                 let step = state.on_tick(Instant::now());
                 record(&step.events, &stats);
                 if let Some(cfg) = step.publish {
-                    publisher.publish(cfg);
+                    publish(cfg, &publisher, &stats);
                 }
                 continue;
             }
@@ -137,7 +137,7 @@ pub(crate) async fn run(
                 let step = state.on_response(response, Instant::now());
                 record(&step.events, &stats);
                 if let Some(cfg) = step.publish {
-                    publisher.publish(cfg);
+                    publish(cfg, &publisher, &stats);
                 }
                 for r in step.requests {
                     if let Some(e) = &r.error_detail {
@@ -153,7 +153,7 @@ pub(crate) async fn run(
                 let step = state.on_delta_response(response, Instant::now());
                 record(&step.events, &stats);
                 if let Some(cfg) = step.publish {
-                    publisher.publish(cfg);
+                    publish(cfg, &publisher, &stats);
                 }
                 for r in step.requests {
                     if let Some(e) = &r.error_detail {
@@ -167,6 +167,11 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+fn publish(cfg: Arc<model::Config>, publisher: &Publisher, stats: &XdsStats) {
+    stats.config_generation.set(cfg.version as i64);
+    publisher.publish(cfg);
 }
 
 fn route_of(routes: &[Route], type_url: &str) -> Option<TransportId> {

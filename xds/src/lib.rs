@@ -84,6 +84,10 @@ pub struct KindStats {
 /// The client's stats, all on the store's control slot.
 pub struct XdsStats {
     pub connected_state: Gauge,
+    /// `control_plane.config_generation`: the version of the last config
+    /// published (compare `server.worker_<i>.config_generation`, what each
+    /// shard serves).
+    pub config_generation: Gauge,
     kinds: Vec<(Kind, KindStats)>,
 }
 
@@ -120,6 +124,7 @@ impl XdsStats {
             .collect();
         XdsStats {
             connected_state: store.gauge(&Scope::Named("control_plane".to_string()), "connected_state", slot),
+            config_generation: store.gauge(&Scope::Named("control_plane".to_string()), "config_generation", slot),
             kinds,
         }
     }

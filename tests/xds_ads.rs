@@ -228,12 +228,12 @@ fn initial_sync_then_route_endpoint_and_cluster_changes() {
     // CDS: the cluster goes away; its route answers 503 (no cluster).
     cp.set(CLUSTER, "c2", vec![]);
     wait_until("cluster removed → 503", &gw, || get(addr, "/echo").is_some_and(|r| r.status == 503));
-    assert!(acked(&cp, CLUSTER, "c2"));
+    // (ACKs may reach the server just after the shards switched.)
+    wait_until("c2 ACKed", &gw, || acked(&cp, CLUSTER, "c2"));
     // The EDS subscription was dropped with it.
-    assert!(cp
-        .requests()
-        .iter()
-        .any(|r| r.type_url == ENDPOINT && r.resource_names.is_empty() && r.version_info == "e3"));
+    wait_until("EDS unsubscribed", &gw, || {
+        cp.requests().iter().any(|r| r.type_url == ENDPOINT && r.resource_names.is_empty() && r.version_info == "e3")
+    });
     drop(gw);
 }
 
@@ -289,6 +289,15 @@ fn invalid_resource_is_nacked_with_detail_and_traffic_is_unaffected() {
     assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"));
 }
 
+/// The peer closed the connection (EOF or reset), as opposed to a read timeout.
+fn closed(c: &mut Client) -> bool {
+    match c.try_read_response() {
+        Ok(None) => true,
+        Ok(Some(_)) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
 #[test]
 fn listeners_added_and_removed() {
     let (cp, gw, _a, b, addr) = start("");
@@ -301,15 +310,24 @@ fn listeners_added_and_removed() {
     wait_until("the added listener serves", &gw, || served_by(addr2, "/echo").as_deref() == Some("b"));
     assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"));
 
-    // A keep-alive connection on the listener about to go.
-    let mut open = Client::connect(addr2);
-    assert_eq!(open.get("/echo").status, 200);
+    // On the listener about to go: an idle keep-alive connection, and one
+    // with a request in flight (the upstream answers after 3 s).
+    let mut idle = Client::connect(addr2);
+    assert_eq!(idle.get("/echo").status, 200);
+    let mut busy = Client::connect(addr2);
+    busy.set_read_timeout(Duration::from_secs(15));
+    busy.send(&testkit::build_request("GET", "/delay/3000", &[("host", "x")], b""));
+    std::thread::sleep(Duration::from_millis(300));
     cp.set(LISTENER, "l3", vec![listener("main", addr.port(), "routes")]);
     wait_until("the removed listener refuses connections", &gw, || std::net::TcpStream::connect(addr2).is_err());
-    // Its open connection is served once more, then closed (drained).
-    let r = open.get("/echo");
+    // The idle connection is closed at once (not at its idle timeout, 1 h by default).
+    idle.set_read_timeout(Duration::from_secs(10));
+    assert!(closed(&mut idle), "idle connection closed by the drain");
+    // The request in flight completes, with `Connection: close`, and the connection ends.
+    let r = busy.try_read_response().expect("the in-flight response").expect("a response");
     assert_eq!(r.status, 200);
-    assert!(matches!(open.try_read_response(), Ok(None) | Err(_)), "closed after the request");
+    assert_eq!(r.header("connection"), Some("close"), "the last response says close");
+    assert!(closed(&mut busy), "closed after the response");
     assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"));
 }
 
@@ -448,7 +466,10 @@ fn delta_protocol_with_removed_resources() {
     // Cluster removed → its route answers 503; the EDS name is unsubscribed.
     cp.set(CLUSTER, "c2", vec![]);
     wait_until("cluster removed → 503", &gw, || get(addr, "/echo").is_some_and(|r| r.status == 503));
-    assert!(cp.delta_requests().iter().any(|r| r.type_url == ENDPOINT && r.resource_names_unsubscribe == ["backend"]));
+    // (The unsubscribe may reach the server just after the shards switched.)
+    wait_until("the EDS name unsubscribed", &gw, || {
+        cp.delta_requests().iter().any(|r| r.type_url == ENDPOINT && r.resource_names_unsubscribe == ["backend"])
+    });
 
     // An invalid resource: NACK with the detail; traffic as before.
     cp.set(

@@ -75,6 +75,8 @@ pub struct ShardCtx {
     snapshot: RefCell<Rc<ShardSnapshot>>,
     draining: Cell<bool>,
     drain_waiters: RefCell<Slab<Waker>>,
+    /// A config update has removed an HTTP listener on this shard.
+    listeners_removed: Cell<bool>,
     date: RefCell<(u64, [u8; 29])>,
     rng: Cell<u64>,
 }
@@ -90,7 +92,29 @@ impl ShardCtx {
 
     /// Resolves once the shard starts draining.
     pub fn drain_signal(&self) -> DrainSignal<'_> {
-        DrainSignal { ctx: self, key: None }
+        DrainSignal { ctx: self, key: None, listener: None }
+    }
+
+    /// Resolves once the shard starts draining or HTTP listener `name` is
+    /// no longer in the snapshot (removed by a config update): an idle
+    /// connection of a removed listener closes at once.
+    pub fn listener_drain_signal<'a>(&'a self, name: &'a str) -> DrainSignal<'a> {
+        DrainSignal { ctx: self, key: None, listener: Some(name) }
+    }
+
+    /// HTTP listener `name` is not in the snapshot in force.  Free until a
+    /// listener has ever been removed on this shard (then one map lookup).
+    #[inline]
+    pub fn listener_removed(&self, name: &str) -> bool {
+        self.listeners_removed.get() && !self.snapshot.borrow().listeners.contains_key(name)
+    }
+
+    /// Wakes every drain waiter so each re-checks its listener.  The
+    /// entries stay: each waiter owns its key until it is dropped.
+    fn wake_drain_waiters(&self) {
+        for (_, w) in self.drain_waiters.borrow().iter() {
+            w.wake_by_ref();
+        }
     }
 
     fn start_draining(&self) {
@@ -141,12 +165,13 @@ impl ShardCtx {
 pub struct DrainSignal<'a> {
     ctx: &'a ShardCtx,
     key: Option<usize>,
+    listener: Option<&'a str>,
 }
 
 impl Future for DrainSignal<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.ctx.draining.get() {
+        if self.ctx.draining.get() || self.listener.is_some_and(|n| self.ctx.listener_removed(n)) {
             return Poll::Ready(());
         }
         let mut waiters = self.ctx.drain_waiters.borrow_mut();
@@ -280,6 +305,7 @@ fn run_shard(
         snapshot: RefCell::new(Rc::new(snapshot)),
         draining: Cell::new(false),
         drain_waiters: RefCell::new(Slab::new()),
+        listeners_removed: Cell::new(false),
         date: RefCell::new((0, [b' '; 29])),
         rng: Cell::new(seed(index)),
     });
@@ -327,8 +353,13 @@ fn run_shard(
             seen_dns = dns_now;
             let previous = ctx.snapshot();
             let next = build_snapshot(&seen_config, &shared, index, Some(&previous));
+            let listener_removed = previous.listeners.keys().any(|n| !next.listeners.contains_key(n));
             *ctx.snapshot.borrow_mut() = Rc::new(next);
             generation.set(seen_config.version as i64);
+            if listener_removed {
+                ctx.listeners_removed.set(true);
+                ctx.wake_drain_waiters();
+            }
             if let Err(e) = bind_listeners(&ctx, &mut accept_tasks) {
                 tracing::error!(shard = index, error = %e, "binding a new listener failed");
             }

@@ -17,6 +17,11 @@
 //! the case is held (the control thread's resources, caches and the
 //! published config; an upper bound, allocator slack included).
 //!
+//! A third part measures publication end to end with real shards
+//! (`dataplane::shard`, two of them): from the moment a `DiscoveryResponse`
+//! is handed to the state machine to the moment every shard reports
+//! (`server.worker_<i>.config_generation`) that it serves the new config.
+//!
 //! Run: `cargo bench -p xds --bench xds_scale` (release profile).
 
 use std::sync::Arc;
@@ -107,7 +112,116 @@ fn median(runs: usize, mut f: impl FnMut(usize) -> Duration) -> Duration {
     v[v.len() / 2]
 }
 
+/// Two real shards serving `config`; returns them with the store their
+/// `server.worker_<i>.config_generation` gauges live in.
+fn shards(config: &Arc<arc_swap::ArcSwap<model::Config>>) -> (Arc<StatsStore>, Running) {
+    let stats = StatsStore::new(SHARDS);
+    let server = dataplane::server::ServerState::new();
+    let shared = Arc::new(dataplane::shard::Shared {
+        config: config.clone(),
+        stats: stats.clone(),
+        server: server.clone(),
+        dns: Arc::new(dataplane::dns::DnsResults::default()),
+    });
+    let handles = (0..SHARDS)
+        .map(|i| dataplane::shard::spawn_shard(i, None, shared.clone(), Duration::from_secs(1)).unwrap())
+        .collect();
+    (stats, Running { server, handles })
+}
+
+struct Running {
+    server: Arc<dataplane::server::ServerState>,
+    handles: Vec<dataplane::shard::ShardHandle>,
+}
+
+impl Running {
+    fn stop(self) {
+        self.server.start_draining();
+        self.handles.iter().for_each(|h| h.wake());
+        self.handles.into_iter().for_each(|h| h.join());
+    }
+}
+
+const SHARDS: usize = 2;
+
+/// Hands `response` to the state machine, publishes, wakes the shards, and
+/// waits until every shard serves the new generation: the elapsed time.
+fn until_every_shard_serves(
+    s: &mut AdsState,
+    response: DiscoveryResponse,
+    config: &arc_swap::ArcSwap<model::Config>,
+    stats: &StatsStore,
+    shards: &[dataplane::shard::ShardHandle],
+) -> Duration {
+    let t = Instant::now();
+    let step = s.on_response(response, Instant::now());
+    assert!(step.requests.iter().all(|r| r.error_detail.is_none()));
+    let cfg = step.publish.expect("accepted");
+    let version = cfg.version as i64;
+    config.store(cfg);
+    shards.iter().for_each(|h| h.wake());
+    let names: Vec<String> = (0..SHARDS).map(|i| format!("server.worker_{i}.config_generation")).collect();
+    while !names.iter().all(|n| stats.gauge_value(n) == Some(version)) {
+        std::thread::yield_now();
+    }
+    t.elapsed()
+}
+
+fn publication_to_shards() {
+    println!();
+    println!("| case | update received → every shard ({SHARDS}) serving it (ms, median of 5) | process RSS growth (MiB, shards included) |");
+    println!("|---|---|---|");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut l = listener();
+    l["address"]["socket_address"]["port_value"] = json!(port);
+    for n in [10usize, 1_000, 10_000] {
+        let config = Arc::new(arc_swap::ArcSwap::new(base()));
+        let (stats, running) = shards(&config);
+        let rss0 = rss_kib();
+        let mut s = AdsState::new(base(), Default::default(), Instant::now());
+        s.stream_started();
+        s.on_response(response(Kind::Listener, "l1", vec![l.clone()]), Instant::now());
+        let d = median(5, |i| {
+            let r = response(Kind::RouteConfiguration, &format!("r{i}"), vec![routes(n, i)]);
+            until_every_shard_serves(&mut s, r, &config, &stats, &running.handles)
+        });
+        let rss = rss_kib().saturating_sub(rss0) as f64 / 1024.0;
+        println!("| RDS, {n} routes | {} | {rss:.1} |", ms(d));
+        running.stop();
+    }
+    let config = Arc::new(arc_swap::ArcSwap::new(base()));
+    let (stats, running) = shards(&config);
+    let rss0 = rss_kib();
+    let mut s = AdsState::new(base(), Default::default(), Instant::now());
+    s.stream_started();
+    let clusters: Vec<_> = (0..1000)
+        .map(|i| json!({"name": format!("c{i}"), "type": "EDS", "eds_cluster_config": {"eds_config": {"ads": {}}}}))
+        .collect();
+    s.on_response(response(Kind::Cluster, "c1", clusters), Instant::now());
+    let full = median(5, |i| {
+        let all = response(
+            Kind::ClusterLoadAssignment,
+            &format!("e{i}"),
+            (0..1000).map(|c| cla(&format!("c{c}"), i)).collect(),
+        );
+        until_every_shard_serves(&mut s, all, &config, &stats, &running.handles)
+    });
+    let rss = rss_kib().saturating_sub(rss0) as f64 / 1024.0;
+    println!("| EDS, 1,000 clusters × 10 endpoints, every assignment changes | {} | {rss:.1} |", ms(full));
+    let one = median(5, |i| {
+        let r = response(Kind::ClusterLoadAssignment, &format!("e1-{i}"), vec![cla("c7", 100 + i)]);
+        until_every_shard_serves(&mut s, r, &config, &stats, &running.handles)
+    });
+    println!("| EDS, 1 of 1,000 clusters changes | {} | |", ms(one));
+    running.stop();
+}
+
 fn main() {
+    run_parts();
+    publication_to_shards();
+}
+
+fn run_parts() {
     let store = StatsStore::new(1);
     println!("| case | control thread: response → published config (ms) | shard: rebuild (ms) | RSS growth (MiB) |");
     println!("|---|---|---|---|");

@@ -151,7 +151,7 @@ async fn wait_parked(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, parked: Park
     }
     let woke = {
         let mut sleep = parked.idle_deadline.map(sleep_until);
-        let mut drain = pin!(ctx.drain_signal());
+        let mut drain = pin!(ctx.listener_drain_signal(&listener.config.name));
         let stream = &parked.stream;
         std::future::poll_fn(|cx| {
             if stream.poll_read_ready(cx).is_ready() {
@@ -286,7 +286,7 @@ impl<'a> Downstream<'a> {
             listener.stats.downstream_rq_total.inc();
             listener.stats.downstream_rq_http1_total.inc();
             listener.stats.downstream_rq_active.inc();
-            let after = self.handle_request(&snapshot, &listener).await;
+            let after = self.handle_request(&snapshot, &listener, removed).await;
             let after = if removed { After::Close } else { after };
             listener.stats.downstream_rq_active.dec();
             listener.stats.downstream_rq_completed.inc();
@@ -321,12 +321,12 @@ impl<'a> Downstream<'a> {
                 }
             }
             let waiting_for_first_byte = self.buf.is_empty();
-            if waiting_for_first_byte && self.ctx.draining() {
+            if waiting_for_first_byte && (self.ctx.draining() || self.ctx.listener_removed(&listener.config.name)) {
                 return HeadOutcome::Idle;
             }
             let deadline = if waiting_for_first_byte { hcm.idle_timeout.map(|t| now() + t) } else { header_deadline };
             let park = waiting_for_first_byte.then(|| now() + PARK_IDLE_AFTER);
-            let read = self.fill_or_drain(deadline, waiting_for_first_byte, park).await;
+            let read = self.fill_or_drain(deadline, waiting_for_first_byte, park, &listener.config.name).await;
             match read {
                 Fill::Read(0) => {
                     return if self.buf.is_empty() {
@@ -359,12 +359,18 @@ impl<'a> Downstream<'a> {
     }
 
     /// One read into the buffer, bounded by `deadline`, abandoned when the
-    /// shard starts draining if `idle` (no request in progress), or at `park`
-    /// if nothing arrived by then.
-    async fn fill_or_drain(&mut self, deadline: Option<Instant>, idle: bool, park: Option<Instant>) -> Fill {
+    /// shard starts draining or `listener` is removed if `idle` (no request
+    /// in progress), or at `park` if nothing arrived by then.
+    async fn fill_or_drain(
+        &mut self,
+        deadline: Option<Instant>,
+        idle: bool,
+        park: Option<Instant>,
+        listener: &str,
+    ) -> Fill {
         let mut sleep = deadline.map(sleep_until);
         let mut park = park.map(sleep_until);
-        let mut drain = pin!(self.ctx.drain_signal());
+        let mut drain = pin!(self.ctx.listener_drain_signal(listener));
         if idle {
             // Between requests the connection waits without a buffer, which
             // keeps an idle keep-alive connection to a few hundred bytes.
@@ -420,7 +426,14 @@ impl<'a> Downstream<'a> {
         .await
     }
 
-    async fn handle_request(&mut self, snapshot: &crate::shard::ShardSnapshot, listener: &Rc<HttpListener>) -> After {
+    /// `listener_removed`: the listener is gone from the config; this is
+    /// the connection's last request, answered with `Connection: close`.
+    async fn handle_request(
+        &mut self,
+        snapshot: &crate::shard::ShardSnapshot,
+        listener: &Rc<HttpListener>,
+        listener_removed: bool,
+    ) -> After {
         let hcm = &listener.hcm;
         let body_kind = match request_body_kind(&self.head) {
             Ok(k) => k,
@@ -437,7 +450,7 @@ impl<'a> Downstream<'a> {
         let upgrade_value = upgrade::upgrade_header(&self.head);
         let directives = strip_hop_by_hop(&mut self.head.headers);
         self.upgrade = upgrade::requested(&mut self.head, upgrade_value, directives.upgrade);
-        let client_keeps = directives.persistent(self.head.version);
+        let client_keeps = directives.persistent(self.head.version) && !listener_removed;
         let expect_continue = match self.head.headers.get("expect") {
             Some(v) if v.eq_ignore_ascii_case(b"100-continue") => true,
             Some(_) => {
@@ -782,7 +795,7 @@ impl<'a> Downstream<'a> {
             return None;
         }
         let deadline = listener.hcm.idle_timeout.map(|t| now() + t);
-        match self.fill_or_drain(deadline, true, None).await {
+        match self.fill_or_drain(deadline, true, None, &listener.config.name).await {
             Fill::Read(0) | Fill::Error => return Some(ConnEnd::Remote),
             Fill::Read(_) | Fill::Full => {}
             Fill::TimedOut => {
@@ -860,7 +873,8 @@ impl<'a> Downstream<'a> {
             BodyKind::Length(n) => n <= DISCARD_BODY_LIMIT,
             _ => false,
         };
-        let keep = client_keeps && skippable && !self.ctx.draining();
+        let keep =
+            client_keeps && skippable && !self.ctx.draining() && !self.ctx.listener_removed(&listener.config.name);
         if self.local_reply_with(listener, status, body, !keep, extras).await.is_err() {
             return After::Close;
         }
@@ -1650,7 +1664,9 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
         // An HTTP/1.0 client cannot read chunked: delimit by close instead.
         downstream_keeps = false;
     }
-    if a.ctx.draining() {
+    // Draining, or the listener was removed while this request was in
+    // flight: `Connection: close` on this response, then the connection ends.
+    if a.ctx.draining() || a.ctx.listener_removed(&a.listener.config.name) {
         downstream_keeps = false;
     }
     let h = &mut head.headers;

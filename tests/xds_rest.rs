@@ -233,3 +233,22 @@ fn each_update_reaches_every_shard() {
     assert!(next > published, "a new generation per accepted update");
     wait_until("both shards serve the new generation", &gw, || all_serve(next));
 }
+
+/// A TCP proxy listener (`envoy.filters.network.tcp_proxy`) delivered over
+/// LDS carries bytes to its (EDS) cluster, and goes away with LDS.
+#[test]
+fn tcp_proxy_listener_over_lds() {
+    let (cp, gw, _a, _b, addr) = start();
+    let tcp_port = free_port();
+    let tcp_addr: SocketAddr = ([127, 0, 0, 1], tcp_port).into();
+    let tcp = json!({"@type": LISTENER, "name": "tcp", "address": {"socket_address": {"address": "127.0.0.1", "port_value": tcp_port}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": "tcp", "cluster": "backend"}}]}]});
+    cp.set(LISTENER, "l2", vec![listener("main", addr.port(), "routes", json!({})), tcp]);
+    // Raw bytes through the TCP proxy reach upstream a (an HTTP request, so mg-upstream answers).
+    wait_until("the TCP proxy listener forwards", &gw, || served_by(tcp_addr, "/echo").as_deref() == Some("a"));
+    assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"), "the HTTP listener is unaffected");
+    cp.set(LISTENER, "l3", vec![listener("main", addr.port(), "routes", json!({}))]);
+    wait_until("the TCP proxy listener removed", &gw, || std::net::TcpStream::connect(tcp_addr).is_err());
+}

@@ -606,12 +606,18 @@ pub fn build(
     // ---- listeners (LDS, with RDS folded in)
     let cluster_names: HashSet<&str> = clusters.keys().map(String::as_str).collect();
     let mut listeners = base.listeners.clone();
-    let mut addresses: HashMap<SocketAddr, String> =
-        base.listeners.iter().map(|l| (l.address, format!("static listener {:?}", l.name))).collect();
+    let mut tcp_listeners = base.tcp_listeners.clone();
+    let mut addresses: HashMap<SocketAddr, String> = base
+        .listeners
+        .iter()
+        .map(|l| (l.address, &l.name))
+        .chain(base.tcp_listeners.iter().map(|l| (l.address, &l.name)))
+        .map(|(a, n)| (a, format!("static listener {n:?}")))
+        .collect();
     for (name, acc) in &dynamic.listeners {
         let l = &acc.resource.message;
         let mut errors = Errors::new(&label(LISTENER, name));
-        if base.listeners.iter().any(|s| &s.name == name) {
+        if base.listeners.iter().any(|s| &s.name == name) || base.tcp_listeners.iter().any(|s| &s.name == name) {
             errors.add("name", "a static listener already has this name");
             absorb(errors, &mut all);
             continue;
@@ -621,6 +627,15 @@ pub fn build(
             if let Some(other) = addresses.insert(a, format!("listener {name:?}")) {
                 errors.add("address", format!("{a} is already used by {other}"));
             }
+        }
+        // TCP proxy listeners: no RDS, nothing to wait for; translated each
+        // build (they are small).
+        if translate::is_tcp_proxy_listener(l) {
+            if let Some(t) = translate::tcp_listener_body(l, name.clone(), address, "", &cluster_names, &mut errors) {
+                tcp_listeners.push(Arc::new(t));
+            }
+            absorb(errors, &mut all);
+            continue;
         }
         let names = rds_names(l);
         let mut route_bytes = Vec::new();
@@ -668,8 +683,7 @@ pub fn build(
             node: base.node.clone(),
             admin: base.admin.clone(),
             listeners,
-            // TCP proxy listeners come from the bootstrap only (not over LDS yet).
-            tcp_listeners: base.tcp_listeners.clone(),
+            tcp_listeners,
             clusters,
             bootstrap_json: base.bootstrap_json.clone(),
             last_updated: super::now_rfc3339(),

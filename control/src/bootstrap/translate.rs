@@ -257,19 +257,8 @@ fn listeners(
             }
         }
         if tcp_proxy::is_tcp_proxy_chain(&l.filter_chains) {
-            let per_connection_buffer_limit_bytes = l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value);
-            let tls = tls::downstream(&l.filter_chains, &path, errors);
-            let proxy = tcp_proxy::filter_chain(&l.filter_chains, &path, clusters, errors);
-            let network_rbac = super::rbac::network_filters(&l.filter_chains, &path, errors);
-            if let (Some(address), Some(proxy), Some(network_rbac), Some(tls)) = (address, proxy, network_rbac, tls) {
-                tcp_out.push(Arc::new(model::TcpListener {
-                    name,
-                    address,
-                    per_connection_buffer_limit_bytes,
-                    network_rbac,
-                    proxy: Arc::new(proxy),
-                    tls,
-                }));
+            if let Some(t) = tcp_listener_body(l, name, address, &path, clusters, errors) {
+                tcp_out.push(Arc::new(t));
             }
             continue;
         }
@@ -278,6 +267,35 @@ fn listeners(
         }
     }
     out
+}
+
+/// A listener whose filter chain is `envoy.filters.network.tcp_proxy`.
+pub(super) fn is_tcp_proxy_listener(l: &lis::Listener) -> bool {
+    tcp_proxy::is_tcp_proxy_chain(&l.filter_chains)
+}
+
+/// A TCP proxy listener, its name and address already read (xDS listeners
+/// come through here too, from bootstrap/dynamic.rs).
+pub(super) fn tcp_listener_body(
+    l: &lis::Listener,
+    name: String,
+    address: Option<SocketAddr>,
+    path: &str,
+    clusters: &HashSet<&str>,
+    errors: &mut Errors,
+) -> Option<model::TcpListener> {
+    let per_connection_buffer_limit_bytes = l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value);
+    let tls = tls::downstream(&l.filter_chains, path, errors);
+    let proxy = tcp_proxy::filter_chain(&l.filter_chains, path, clusters, errors);
+    let network_rbac = super::rbac::network_filters(&l.filter_chains, path, errors);
+    Some(model::TcpListener {
+        name,
+        address: address?,
+        per_connection_buffer_limit_bytes,
+        network_rbac: network_rbac?,
+        proxy: Arc::new(proxy?),
+        tls: tls?,
+    })
 }
 
 /// One listener's filter chains and limits, its name and address already

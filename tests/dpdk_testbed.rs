@@ -251,6 +251,10 @@ fn curl_and_ping_through(vdev: Vdev) {
     }
     let driver = format!("driver=net_{}", vdev.name());
     assert!(gw.stderr().contains(&driver), "{}", gw.stderr());
+    // A device just attached to the bridge (tap) or an XDP program just
+    // loaded (af_xdp) may take a moment to pass frames.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bed.exec("c", &["ping", "-c", "1", "-W", "1", "10.77.0.2"]).status.success() && Instant::now() < deadline {}
     let ping = bed.exec("c", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.2"]);
     assert!(ping.status.success(), "ping 10.77.0.2 failed: {}", String::from_utf8_lossy(&ping.stdout));
     let (code, body) = bed.curl(&["http://10.77.0.2:8000/echo"]);

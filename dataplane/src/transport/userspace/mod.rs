@@ -660,8 +660,16 @@ impl Inner {
         let Inner { iface, link, conns, timers, .. } = self;
         let Some(conn) = conns.get_mut(idx) else { return };
         conn.dirty = false;
+        let before = conn.socket().state();
         iface.poll_egress(ts, &mut Egress { link }, &mut conn.set);
         let state = conn.socket().state();
+        // smoltcp closes a connection whose user timeout expired: a reset
+        // for the reader, not a clean end of stream (an unanswered SYN stays
+        // a connect timeout).
+        if state == State::Closed && !matches!(before, State::Closed | State::TimeWait | State::SynSent) {
+            conn.reset = true;
+            self.resets += 1;
+        }
         if conn.stage == Stage::Orphan && matches!(state, State::Closed | State::TimeWait) {
             self.remove(idx);
             return;

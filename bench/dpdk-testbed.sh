@@ -91,6 +91,8 @@ static_resources:
   - name: up
     type: STATIC
     connect_timeout: 2s
+    # Envoy's default thresholds (1,024) would answer 503 in the 10,000-connection run.
+    circuit_breakers: { thresholds: [ { max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 } ] }
     load_assignment:
       cluster_name: up
       endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 10.77.0.3, port_value: 8080 } } } } ] } ]
@@ -117,13 +119,18 @@ cpu_ticks() {
 }
 HZ=$(getconf CLK_TCK)
 
-# run NAME PID URL CONNS -> appends a row
+# A counter from a meshgate admin port (0 when absent).
+stat() { curl -s "http://127.0.0.1:$1/stats" | awk -v n="$2:" '$1==n {print $2; f=1} END {if (!f) print 0}'; }
+
+# run NAME PID URL CONNS [ADMIN_PORT] -> appends a row
 run() {
-    local name=$1 pid=$2 url=$3 conns=$4 threads=2
+    local name=$1 pid=$2 url=$3 conns=$4 admin=${5:-} threads=2
     [ "$conns" -lt 2 ] && threads=1
+    local cx0=0; [ -n "$admin" ] && cx0=$(stat "$admin" cluster.up.upstream_cx_total)
     local t0; t0=$(cpu_ticks "$pid")
     ip netns exec ${P}c wrk -t$threads -c"$conns" -d"${DUR}s" --latency --timeout 10s "$url" >"$TMP/wrk.txt" 2>&1 || true
     local t1; t1=$(cpu_ticks "$pid")
+    local cx_per_req="n/a"
     local req rps p50 p99 errs
     req=$(awk '/requests in/ {print $1}' "$TMP/wrk.txt")
     rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt")
@@ -133,8 +140,12 @@ run() {
     local cpu_us="n/a"
     if [ -n "$req" ] && [ "$req" -gt 0 ]; then
         cpu_us=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v n="$req" 'BEGIN { printf "%.1f", (b-a)/hz*1e6/n }')
+        if [ -n "$admin" ]; then
+            sleep 1.2  # stats are published once a second
+            cx_per_req=$(awk -v a="$cx0" -v b="$(stat "$admin" cluster.up.upstream_cx_total)" -v n="$req" 'BEGIN { printf "%.3f", (b-a)/n }')
+        fi
     fi
-    echo "| $name | $conns | ${rps:-0} | ${p50:-n/a} | ${p99:-n/a} | $cpu_us | ${errs:-none} |" | tee -a "$OUT/results.md"
+    echo "| $name | $conns | ${rps:-0} | ${p50:-n/a} | ${p99:-n/a} | $cpu_us | $cx_per_req | ${errs:-none} |" | tee -a "$OUT/results.md"
     cp "$TMP/wrk.txt" "$OUT/wrk-$name-$conns.txt"
 }
 
@@ -143,10 +154,11 @@ wait_http() { for _ in $(seq 100); do ip netns exec ${P}c curl -sf -m 1 -o /dev/
 {
     echo "# DPDK testbed benchmark, $(date -u +%FT%TZ)"
     echo
-    echo "wrk from the client namespace, ${DUR}s per row, origin nginx (1,668-byte body). $(nproc) cores. meshgate binary: $MG."
+    echo "wrk from the client namespace, ${DUR}s per row, origin nginx (1,668-byte body). $(nproc) cores. meshgate binary: $MG ($(git rev-parse --short HEAD))."
+    echo "Load average at start: $(cut -d' ' -f1-3 /proc/loadavg) — wall-clock figures depend on what else runs on the machine."
     echo
-    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | errors |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | upstream connects/req | errors |"
+    echo "|---|---|---|---|---|---|---|---|"
 } | tee "$OUT/results.md"
 
 # meshgate on DPDK
@@ -154,13 +166,13 @@ $MG -c "$TMP/dpdk.yaml" --mode dpdk --shards 1 --no-pin --dpdk-eal "$(scripts/dp
     --log-level info 2>"$OUT/meshgate-dpdk.log" &
 MGD=$!; PIDS+=($MGD)
 wait_http http://10.77.0.2:8000/
-run meshgate-dpdk $MGD http://10.77.0.2:8000/ 50
+run meshgate-dpdk $MGD http://10.77.0.2:8000/ 50 19981
 
 # meshgate on kernel sockets
 $MG -c "$TMP/kernel.yaml" --mode kernel --shards 1 --no-pin --log-level warn 2>"$OUT/meshgate-kernel.log" &
 MGK=$!; PIDS+=($MGK)
 wait_http http://10.77.0.5:8001/
-run meshgate-kernel $MGK http://10.77.0.5:8001/ 50
+run meshgate-kernel $MGK http://10.77.0.5:8001/ 50 19982
 kill $MGK; wait $MGK 2>/dev/null || true
 
 # nginx proxy on kernel sockets
@@ -173,10 +185,10 @@ run nginx-kernel "$(cat "$TMP/px.pid")" http://10.77.0.5:8002/ 50
     echo
     echo "## Connection scaling (meshgate-dpdk)"
     echo
-    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | errors |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | upstream connects/req | errors |"
+    echo "|---|---|---|---|---|---|---|---|"
 } | tee -a "$OUT/results.md"
 for c in $SCALING; do
-    run meshgate-dpdk $MGD http://10.77.0.2:8000/ "$c"
+    run meshgate-dpdk $MGD http://10.77.0.2:8000/ "$c" 19981
 done
 echo "results in $OUT/results.md"

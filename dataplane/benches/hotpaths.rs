@@ -22,10 +22,13 @@
 //! * `router/<routes>/<probe>`: `RouteTable::find`, 10 / 1,000 / 10,000 routes;
 //! * `rbac/<cidrs>/<hit|miss>`: `rbac::Engine::evaluate` over a CIDR whitelist;
 //! * `lb/<policy>/<hosts>`: `Balancer::pick`, 10 / 1,000 hosts;
-//! * `tcp/userspace`: RESERVED for the userspace (DPDK + smoltcp) TCP path,
-//!   being built on the DPDK branch; it is listed so the driver and the
-//!   report carry its row, and exits with status 2 ("not available") until
-//!   an operation is wired in here.
+//! * `tcp/userspace/<idle>`: one HTTP-sized request/response exchange over
+//!   the userspace TCP stack (smoltcp, `transport::userspace`) between two
+//!   stacks joined by the in-memory wire, with `<idle>` (10 / 100 / 1,000 /
+//!   10,000) other established connections open on both stacks: client
+//!   write → both stacks polled (segments out, in, ACK/timer bookkeeping) →
+//!   server read + write → both polled → client read.  Per-connection cost
+//!   must not grow with the idle count (see `UserspaceExchange`).
 
 mod support;
 
@@ -34,10 +37,12 @@ use std::process::ExitCode;
 
 use dataplane::http1::{parse_request_head, Limits, RequestHead};
 use support::*;
+use userspace_exchange::UserspaceExchange;
 
 const ROUTE_SIZES: [usize; 3] = [10, 1_000, 10_000];
 const CIDR_SIZES: [usize; 3] = [10, 1_000, 10_000];
 const LB_SIZES: [usize; 2] = [10, 1_000];
+const IDLE_CONNECTIONS: [usize; 4] = [10, 100, 1_000, 10_000];
 
 /// Exit status for a path that has no operation yet (the driver reports it as pending).
 const NOT_AVAILABLE: u8 = 2;
@@ -59,7 +64,9 @@ fn paths() -> Vec<String> {
             p.push(format!("lb/{policy}/{n}"));
         }
     }
-    p.push("tcp/userspace".to_string());
+    for n in IDLE_CONNECTIONS {
+        p.push(format!("tcp/userspace/{n}"));
+    }
     p
 }
 
@@ -134,12 +141,12 @@ fn run(path: &str, iterations: u64) -> Result<(), u8> {
                 black_box(lb_pick(&mut b, black_box(h), &active));
             });
         }
-        ["tcp", "userspace"] => {
-            // RESERVED: the userspace TCP path (dpdk crate, smoltcp) is being
-            // built on the DPDK branch.  Wire one segment in + one segment out
-            // through its stack here (no NIC: a loopback device), then drop
-            // this early return.
-            return Err(NOT_AVAILABLE);
+        ["tcp", "userspace", n] => {
+            let n: usize = n.parse().map_err(|_| 1u8)?;
+            let mut ex = UserspaceExchange::new(n);
+            ex.exchange();
+            measured(iterations, &mut |_| ex.exchange());
+            ex.check_untouched_idle();
         }
         _ => return Err(1),
     }
@@ -176,6 +183,11 @@ fn main() -> ExitCode {
         // builds, answers correctly and runs.
         [] => {
             for p in paths() {
+                // Opening 10,000 connections takes seconds in a test build;
+                // 1,000 exercises the same code.
+                if p == "tcp/userspace/10000" {
+                    continue;
+                }
                 match run(&p, 300) {
                     Ok(()) | Err(NOT_AVAILABLE) => {}
                     Err(_) => {
@@ -189,6 +201,184 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("usage: hotpaths <path> <iterations> | --list");
             ExitCode::from(1)
+        }
+    }
+}
+
+mod userspace_exchange {
+    //! The `tcp/userspace/<idle>` fixture: two userspace stacks on an
+    //! in-memory wire, `idle` + 1 established connections between them, and
+    //! one of them doing request/response exchanges.  The stacks are polled
+    //! directly (not by a shard loop), set-up included, with a virtual clock
+    //! that advances a fixed 100 µs per poll, so the run is deterministic:
+    //! the same segments, timers and ACK decisions every time (the idle
+    //! connections' keep-alive probes are 20 s of virtual time away).
+
+    use std::collections::HashMap;
+    use std::future::Future;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::rc::Rc;
+    use std::task::{Context, Poll, Waker};
+    use std::time::{Duration, Instant};
+
+    use dataplane::runtime::{LoopPoller, Runtime};
+    use dataplane::transport::userspace::{Link, MemoryLink, Stack, StackConfig, UserspaceListener, UserspaceStream};
+
+    use super::support::REQUEST;
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    /// Size of the response (head + the testbed benchmark's 1,668-byte body).
+    const RESPONSE_BODY: usize = 1668;
+
+    pub struct UserspaceExchange {
+        client: Rc<Stack>,
+        server: Rc<Stack>,
+        _listener: UserspaceListener,
+        active: (UserspaceStream, UserspaceStream),
+        idle: Vec<(UserspaceStream, UserspaceStream)>,
+        response: Vec<u8>,
+        buf: Vec<u8>,
+        now: Instant,
+        /// Last: streams read the runtime's clock when they are dropped.
+        _rt: Runtime,
+    }
+
+    fn config(addr: Ipv4Addr, last: u8, seed: u64) -> StackConfig {
+        StackConfig { mac: [0x02, 0, 0, 0, 0, last], addr, prefix_len: 24, gateway: None, seed, rss: None }
+    }
+
+    impl UserspaceExchange {
+        pub fn new(idle: usize) -> UserspaceExchange {
+            // Streams read the shard clock when dropped: a runtime must exist.
+            let rt = Runtime::new().expect("runtime");
+            let (a, b) = MemoryLink::pair();
+            let client = Stack::new(config(CLIENT, 1, 7), Link::Memory(a));
+            let server = Stack::new(config(SERVER, 2, 11), Link::Memory(b));
+            let listener = server.bind(SocketAddr::new(SERVER.into(), 80)).expect("bind");
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut now = Instant::now();
+            let mut clients = Vec::with_capacity(idle + 1);
+            let mut servers = HashMap::with_capacity(idle + 1);
+            // Set-up on the same virtual clock, in batches of 500 handshakes.
+            while clients.len() < idle + 1 {
+                let batch = (idle + 1 - clients.len()).min(500);
+                let mut pending: Vec<_> =
+                    (0..batch).map(|_| Box::pin(client.connect(SocketAddr::new(SERVER.into(), 80)))).collect();
+                let mut polls = 0;
+                while !pending.is_empty() {
+                    pending.retain_mut(|f| match f.as_mut().poll(&mut cx) {
+                        Poll::Ready(r) => {
+                            clients.push(r.expect("connect"));
+                            false
+                        }
+                        Poll::Pending => true,
+                    });
+                    now += Duration::from_micros(100);
+                    client.poll(now);
+                    server.poll(now);
+                    while let Poll::Ready(r) = listener.poll_accept(&mut cx) {
+                        let (s, peer) = r.expect("accept");
+                        servers.insert(peer.port(), s);
+                    }
+                    polls += 1;
+                    assert!(polls < 10_000, "handshakes do not complete");
+                }
+            }
+            for _ in 0..10 {
+                now += Duration::from_micros(100);
+                client.poll(now);
+                server.poll(now);
+                while let Poll::Ready(r) = listener.poll_accept(&mut cx) {
+                    let (s, peer) = r.expect("accept");
+                    servers.insert(peer.port(), s);
+                }
+            }
+            // Pair each client stream with the server stream of the same connection.
+            let mut pairs: Vec<_> = clients
+                .into_iter()
+                .map(|c| {
+                    let s = servers.remove(&c.local_addr().port()).expect("accepted");
+                    (c, s)
+                })
+                .collect();
+            let active = pairs.pop().expect("one active connection");
+            let mut response =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {RESPONSE_BODY}\r\n\r\n")
+                    .into_bytes();
+            response.resize(response.len() + RESPONSE_BODY, b'x');
+            UserspaceExchange {
+                _rt: rt,
+                client,
+                server,
+                _listener: listener,
+                active,
+                idle: pairs,
+                response,
+                buf: vec![0; 64 * 1024],
+                now,
+            }
+        }
+
+        fn pump(&mut self) {
+            self.now += Duration::from_micros(100);
+            self.client.poll(self.now);
+            self.server.poll(self.now);
+        }
+
+        /// Reads exactly `want` bytes from `s`, polling the stacks between tries.
+        fn read(&mut self, client_side: bool, want: usize) {
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut got = 0;
+            let mut tries = 0;
+            while got < want {
+                let s = if client_side { &self.active.0 } else { &self.active.1 };
+                match s.poll_read(&mut cx, &mut self.buf[got..want]) {
+                    Poll::Ready(Ok(0)) => panic!("connection closed"),
+                    Poll::Ready(Ok(n)) => got += n,
+                    Poll::Ready(Err(e)) => panic!("read: {e}"),
+                    Poll::Pending => {
+                        tries += 1;
+                        assert!(tries < 100, "no data after 100 polls");
+                        self.pump();
+                    }
+                }
+            }
+        }
+
+        fn write(&mut self, client_side: bool, data: &[u8]) {
+            let mut cx = Context::from_waker(Waker::noop());
+            let s = if client_side { &self.active.0 } else { &self.active.1 };
+            match s.poll_write(&mut cx, data) {
+                Poll::Ready(Ok(n)) => assert_eq!(n, data.len(), "short write into an empty send buffer"),
+                other => panic!("write: {other:?}"),
+            }
+        }
+
+        /// One request/response exchange on the active connection.
+        pub fn exchange(&mut self) {
+            self.write(true, REQUEST);
+            self.pump();
+            self.read(false, REQUEST.len());
+            assert_eq!(&self.buf[..REQUEST.len()], REQUEST);
+            let response = std::mem::take(&mut self.response);
+            self.write(false, &response);
+            self.pump();
+            self.read(true, response.len());
+            assert_eq!(&self.buf[..response.len()], &response[..]);
+            self.response = response;
+        }
+
+        /// The idle connections were neither used nor disturbed: still
+        /// established, nothing to read.
+        pub fn check_untouched_idle(&self) {
+            let stats = (self.client.counters(), self.server.counters());
+            assert_eq!(stats.0.connections as usize, self.idle.len() + 1);
+            assert_eq!(stats.1.connections as usize, self.idle.len() + 1);
+            assert_eq!(stats.0.resets + stats.1.resets, 0);
+            for (c, s) in &self.idle {
+                assert!(c.is_idle_usable() && s.is_idle_usable());
+            }
         }
     }
 }

@@ -29,10 +29,12 @@
 //! MTU 1500 − 40 = 1460 (RFC 9293 §3.7.1), Nagle off (like `TCP_NODELAY` on
 //! the kernel path), delayed ACK 10 ms (smoltcp's default), CUBIC congestion
 //! control (RFC 9438), retransmission by smoltcp's RTT estimator (RFC 6298,
-//! RTO floor 10 ms in smoltcp), SACK not implemented by smoltcp.  A
-//! connection that makes no progress for [`IDLE_TIMEOUT`] is reset
-//! (smoltcp's user timeout), and a dropped stream lingers at most [`LINGER`]
-//! to finish its FIN handshake before it is aborted.
+//! RTO floor 10 ms in smoltcp), SACK not implemented by smoltcp.  A quiet
+//! connection sends a keep-alive probe every [`KEEP_ALIVE`] (RFC 9293
+//! §3.8.4); one whose peer sends nothing, not even the answer to a probe,
+//! for [`IDLE_TIMEOUT`] is reset (smoltcp's user timeout), and a dropped
+//! stream lingers at most [`LINGER`] to finish its FIN handshake before it
+//! is aborted.
 
 pub mod device;
 
@@ -63,8 +65,17 @@ pub use device::{DpdkLink, Link, MemoryLink, SharedLink};
 pub const RX_BUFFER: usize = 256 * 1024;
 /// Send buffer per connection.
 pub const TX_BUFFER: usize = 256 * 1024;
-/// A connection with unacknowledged data and no progress for this long is reset.
+/// A connection whose peer sends nothing for this long is reset (no
+/// answer to data, to the handshake or to [`KEEP_ALIVE`] probes).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A quiet connection sends a keep-alive probe this often.  smoltcp's user
+/// timeout counts from the last segment received even when no data is
+/// outstanding, so without probes every connection idle for
+/// [`IDLE_TIMEOUT`] — a pooled upstream connection, a client between
+/// requests — would be reset; the kernel path keeps those open (their idle
+/// limits are the proxy's `idle_timeout`s).  With probes a live peer's ACKs
+/// keep it open and a vanished peer is noticed within [`IDLE_TIMEOUT`].
+pub const KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// How long a dropped stream may take to finish closing before it is aborted.
 pub const LINGER: Duration = Duration::from_secs(30);
 /// Source ports for connections this stack opens.
@@ -448,6 +459,14 @@ impl Stack {
 }
 
 impl Inner {
+    /// Drops every frame waiting on a memory link (tests: a peer vanishes).
+    #[cfg(test)]
+    fn link_inbox_clear(&mut self) {
+        if let Link::Memory(m) = &self.link.link {
+            m.inbox.borrow_mut().clear();
+        }
+    }
+
     fn touch(&mut self, idx: usize) {
         if let Some(c) = self.conns.get_mut(idx) {
             if !c.dirty {
@@ -462,6 +481,7 @@ impl Inner {
             tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUFFER]), tcp::SocketBuffer::new(vec![0; TX_BUFFER]));
         s.set_nagle_enabled(false);
         s.set_timeout(Some(SmolDuration::from_micros(IDLE_TIMEOUT.as_micros() as u64)));
+        s.set_keep_alive(Some(SmolDuration::from_micros(KEEP_ALIVE.as_micros() as u64)));
         s.set_congestion_control(tcp::CongestionControl::Cubic);
         s
     }
@@ -640,8 +660,16 @@ impl Inner {
         let Inner { iface, link, conns, timers, .. } = self;
         let Some(conn) = conns.get_mut(idx) else { return };
         conn.dirty = false;
+        let before = conn.socket().state();
         iface.poll_egress(ts, &mut Egress { link }, &mut conn.set);
         let state = conn.socket().state();
+        // smoltcp closes a connection whose user timeout expired: a reset
+        // for the reader, not a clean end of stream (an unanswered SYN stays
+        // a connect timeout).
+        if state == State::Closed && !matches!(before, State::Closed | State::TimeWait | State::SynSent) {
+            conn.reset = true;
+            self.resets += 1;
+        }
         if conn.stage == Stage::Orphan && matches!(state, State::Closed | State::TimeWait) {
             self.remove(idx);
             return;

@@ -7,6 +7,8 @@ use super::*;
 use crate::runtime::{add_loop_poller, spawn, Runtime};
 use crate::transport::tests::*;
 use crate::transport::{Listener, Stream};
+use std::future::Future;
+use std::task::Waker;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -272,4 +274,71 @@ fn source_ports_steer_replies_to_the_owning_queue() {
         }
         assert_eq!(seen, 50);
     });
+}
+
+/// Two stacks polled by hand with a virtual clock (not by a shard loop), and
+/// one connection between them, established.
+fn hand_polled_pair() -> (Rc<Stack>, Rc<Stack>, UserspaceStream, UserspaceStream, Instant) {
+    let (a, b) = MemoryLink::pair();
+    let cfg = |addr: Ipv4Addr, last: u8, seed| StackConfig {
+        mac: [0x02, 0, 0, 0, 0, last],
+        addr,
+        prefix_len: 24,
+        gateway: None,
+        seed,
+        rss: None,
+    };
+    let client = Stack::new(cfg(CLIENT, 1, 7), Link::Memory(a));
+    let server = Stack::new(cfg(SERVER, 2, 11), Link::Memory(b));
+    let listener = server.bind(SocketAddr::new(SERVER.into(), 80)).unwrap();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut connect = Box::pin(client.connect(SocketAddr::new(SERVER.into(), 80)));
+    let mut now = Instant::now();
+    let c = loop {
+        if let Poll::Ready(r) = connect.as_mut().poll(&mut cx) {
+            break r.unwrap();
+        }
+        now += Duration::from_millis(1);
+        client.poll(now);
+        server.poll(now);
+    };
+    drop(connect);
+    now += Duration::from_millis(1);
+    client.poll(now);
+    server.poll(now);
+    let Poll::Ready(Ok((s, _))) = listener.poll_accept(&mut cx) else { panic!("not accepted") };
+    (client, server, c, s, now)
+}
+
+/// smoltcp's user timeout also fires on a connection that is merely quiet;
+/// keep-alive probes keep a live one open (as the kernel path does), and a
+/// peer that vanished is still detected.
+#[test]
+fn quiet_connection_stays_open_and_a_vanished_peer_is_reset() {
+    let _rt = Runtime::new().unwrap();
+    let (client, server, c, s, mut now) = hand_polled_pair();
+    // Five quiet minutes, polled once a second.
+    for _ in 0..300 {
+        now += Duration::from_secs(1);
+        client.poll(now);
+        server.poll(now);
+    }
+    assert!(c.is_idle_usable() && s.is_idle_usable());
+    assert_eq!(client.counters().resets + server.counters().resets, 0);
+    // The server disappears: its frames are no longer delivered or answered.
+    let started = now;
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut buf = [0u8; 8];
+    let reset_after = loop {
+        now += Duration::from_secs(1);
+        server.inner.borrow_mut().link_inbox_clear();
+        client.poll(now);
+        if let Poll::Ready(r) = c.poll_read(&mut cx, &mut buf) {
+            assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+            break now - started;
+        }
+        assert!(now - started < Duration::from_secs(600), "vanished peer never detected");
+    };
+    assert!(reset_after <= IDLE_TIMEOUT + Duration::from_secs(1), "{reset_after:?}");
+    assert!(reset_after >= IDLE_TIMEOUT - KEEP_ALIVE, "{reset_after:?}");
 }

@@ -102,6 +102,10 @@ pub(super) fn bootstrap_xds(b: &bs::Bootstrap, errors: &mut Errors) -> Option<mo
             );
         }
         if xds_clusters.contains(c.name.as_str()) {
+            // The xDS client (tonic) connects in plaintext.
+            if c.transport_socket.is_some() {
+                errors.add(join(&path, "transport_socket"), "TLS to the xDS server is not supported yet");
+            }
             continue;
         }
         #[allow(deprecated)]

@@ -33,6 +33,7 @@ mod retry;
 mod routing;
 mod tcp_proxy;
 mod tls;
+mod upstream_tls;
 pub use tls::CIPHER_SUITES as TLS12_CIPHER_SUITES;
 mod upgrade;
 
@@ -907,6 +908,16 @@ pub(super) fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Optio
     let circuit_breakers = cluster_governance::circuit_breakers(c, path, errors);
     let outlier_detection = cluster_governance::outlier_detection(c, path, errors);
     let health_checks = cluster_governance::health_checks(c, path, errors);
+    let tls = upstream_tls::upstream(c, path, errors);
+    if let (Some(Some(_)), Some(checks)) = (&tls, &health_checks) {
+        if let Some(i) = checks.iter().position(|h| matches!(h.kind, model::HealthCheckKind::Grpc { .. })) {
+            errors.add(
+                format!("{path}.health_checks[{i}].grpc_health_check"),
+                "gRPC health checks to a TLS cluster are not supported yet (HTTP and TCP checks use the cluster's TLS)",
+            );
+            ok = false;
+        }
+    }
     if !ok {
         return None;
     }
@@ -931,6 +942,7 @@ pub(super) fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Optio
         circuit_breakers: circuit_breakers?,
         outlier_detection: outlier_detection?,
         health_checks: health_checks?,
+        tls: tls?,
     })
 }
 

@@ -17,6 +17,7 @@
 //! CommonTlsContext, TlsParameters, CertificateValidationContext); listener
 //! `filter_chain_match.server_names`; stats `listener.<address>.ssl.*`.
 
+pub mod client;
 pub mod stream;
 pub mod xfcc;
 

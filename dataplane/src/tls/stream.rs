@@ -246,8 +246,22 @@ impl TlsStream {
         self.stream.local_addr()
     }
 
+    /// An idle pooled connection is usable while the peer has sent nothing
+    /// but TLS housekeeping: TLS 1.3 session tickets and key updates arrive
+    /// on idle connections and are consumed here; plaintext, close_notify,
+    /// EOF or an error mean the connection must not be reused.
     pub fn is_idle_usable(&self) -> bool {
-        self.stream.is_idle_usable()
+        if self.stream.is_idle_usable() {
+            return true;
+        }
+        if self.read_eof.get() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_fill(&mut cx) {
+            Poll::Pending => !self.read_eof.get(),
+            Poll::Ready(_) => false,
+        }
     }
 }
 

@@ -121,7 +121,13 @@ pub(super) fn downstream(
             continue;
         };
         if packed_type(any) != DOWNSTREAM_TLS {
-            ok = false; // reported by the allowlist walk
+            if packed_type(any) == crate::bootstrap::supported::UPSTREAM_TLS {
+                errors.add(
+                    join(&tpath, "typed_config"),
+                    "a listener needs a DownstreamTlsContext, not an UpstreamTlsContext",
+                );
+            }
+            ok = false; // other types: reported by the allowlist walk
             continue;
         }
         let tpath = join(&tpath, "typed_config");
@@ -229,7 +235,12 @@ fn server_context(t: &tls::DownstreamTlsContext, path: &str, errors: &mut Errors
     })
 }
 
-fn version(v: i32, default: model::TlsVersion, path: &str, errors: &mut Errors) -> Option<model::TlsVersion> {
+pub(super) fn version(
+    v: i32,
+    default: model::TlsVersion,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<model::TlsVersion> {
     use tls::tls_parameters::TlsProtocol as P;
     match P::try_from(v) {
         Ok(P::TlsAuto) => Some(default),
@@ -246,7 +257,7 @@ fn version(v: i32, default: model::TlsVersion, path: &str, errors: &mut Errors) 
     }
 }
 
-fn validation_context(
+pub(super) fn validation_context(
     v: &tls::CertificateValidationContext,
     path: &str,
     errors: &mut Errors,
@@ -292,7 +303,7 @@ fn validation_context(
 }
 
 /// A `DataSource` holding PEM.
-fn source(d: Option<&core::DataSource>, path: &str, errors: &mut Errors) -> Option<model::TlsSource> {
+pub(super) fn source(d: Option<&core::DataSource>, path: &str, errors: &mut Errors) -> Option<model::TlsSource> {
     use core::data_source::Specifier as S;
     match d.and_then(|d| d.specifier.as_ref()) {
         Some(S::Filename(f)) if !f.is_empty() => Some(model::TlsSource::File(f.clone())),
@@ -323,7 +334,7 @@ pub(crate) fn read_source(s: &model::TlsSource, path: &str, errors: &mut Errors)
     }
 }
 
-fn check_certificates(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
+pub(super) fn check_certificates(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
     let Some(pem) = read_source(s, path, errors) else { return false };
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
     match certs {
@@ -339,7 +350,7 @@ fn check_certificates(s: &model::TlsSource, path: &str, errors: &mut Errors) -> 
     }
 }
 
-fn check_key(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
+pub(super) fn check_key(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
     let Some(pem) = read_source(s, path, errors) else { return false };
     match PrivateKeyDer::from_pem_slice(&pem) {
         Ok(_) => true,

@@ -19,6 +19,7 @@
 //! parallel, and every socket read has a timeout.
 #![forbid(unsafe_code)]
 
+pub mod certs;
 pub mod xds_server;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -999,6 +999,11 @@ pub enum TcpProxyTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownstreamTls {
     pub chains: Vec<TlsFilterChain>,
+    /// `listener_filters` has `envoy.filters.listener.tls_inspector`: the
+    /// first bytes tell TLS from plaintext (`transport_protocol`), and
+    /// chains may be plaintext (`context: None`).  Without it every
+    /// connection is TLS and every chain has a context.
+    pub inspector: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1006,7 +1011,14 @@ pub struct TlsFilterChain {
     /// `filter_chain_match.server_names`, lower-cased; `*.example.com`
     /// wildcards kept as written.  Empty: any (or no) SNI.
     pub server_names: Vec<String>,
-    pub context: Arc<TlsServerContext>,
+    /// `filter_chain_match.transport_protocol`: `tls`, `raw_buffer`, or
+    /// `None` (any).
+    pub transport_protocol: Option<String>,
+    /// `filter_chain_match.application_protocols` (ALPN offered by the
+    /// client); empty: any.
+    pub application_protocols: Vec<String>,
+    /// `None`: a plaintext chain (no `transport_socket`; needs the inspector).
+    pub context: Option<Arc<TlsServerContext>>,
 }
 
 /// `envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`.

@@ -18,6 +18,7 @@ pub(crate) const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub(crate) const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub(crate) const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
 pub(crate) const DOWNSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+pub(crate) const TLS_INSPECTOR: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 pub(crate) const UPSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 pub(crate) const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
@@ -52,10 +53,16 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.bootstrap.v3.Admin", &["address", "access_log_path"]),
     ("envoy.config.core.v3.Address", &["socket_address"]),
     ("envoy.config.core.v3.SocketAddress", &["protocol", "address", "port_value"]),
-    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "per_connection_buffer_limit_bytes"]),
+    (
+        "envoy.config.listener.v3.Listener",
+        &["name", "address", "filter_chains", "per_connection_buffer_limit_bytes", "listener_filters"],
+    ),
+    // tls_inspector (translate/tls.rs, dataplane tls/mod.rs).
+    ("envoy.config.listener.v3.ListenerFilter", &["name", "typed_config"]),
+    (TLS_INSPECTOR, &[]),
     ("envoy.config.listener.v3.FilterChain", &["filters", "filter_chain_match", "transport_socket"]),
     // Downstream TLS (translate/tls.rs).
-    ("envoy.config.listener.v3.FilterChainMatch", &["server_names"]),
+    ("envoy.config.listener.v3.FilterChainMatch", &["server_names", "transport_protocol", "application_protocols"]),
     ("envoy.config.core.v3.TransportSocket", &["name", "typed_config"]),
     (DOWNSTREAM_TLS, &["common_tls_context", "require_client_certificate"]),
     // Upstream TLS (translate/upstream_tls.rs, dataplane tls/client.rs).
@@ -582,6 +589,7 @@ const ANY_TYPES: &[(&str, &str, &[&str])] = &[
         "filter",
         &[HCM, NETWORK_RBAC, NETWORK_LOCAL_RATELIMIT, TCP_PROXY],
     ),
+    ("envoy.config.listener.v3.ListenerFilter.typed_config", "listener filter", &[TLS_INSPECTOR]),
     ("envoy.config.core.v3.TransportSocket.typed_config", "transport socket", &[DOWNSTREAM_TLS, UPSTREAM_TLS]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",

@@ -259,7 +259,7 @@ fn listeners(
         }
         if tcp_proxy::is_tcp_proxy_chain(&l.filter_chains) {
             let per_connection_buffer_limit_bytes = l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value);
-            let tls = tls::downstream(&l.filter_chains, &path, errors);
+            let tls = tls::downstream(&l.filter_chains, &l.listener_filters, &path, errors);
             let proxy = tcp_proxy::filter_chain(&l.filter_chains, &path, clusters, errors);
             let network_rbac = super::rbac::network_filters(&l.filter_chains, &path, errors);
             if let (Some(address), Some(proxy), Some(network_rbac), Some(tls)) = (address, proxy, network_rbac, tls) {
@@ -294,7 +294,7 @@ pub(super) fn listener_body(
     let http = filter_chains(&l.filter_chains, path, clusters, errors);
     let network_rbac = super::rbac::network_filters(&l.filter_chains, path, errors);
     let network_local_ratelimit = filters::network_local_ratelimits(&l.filter_chains, path, errors);
-    let tls = tls::downstream(&l.filter_chains, path, errors);
+    let tls = tls::downstream(&l.filter_chains, &l.listener_filters, path, errors);
     Some(model::Listener {
         name,
         address: address?,

@@ -183,6 +183,9 @@ fn files(ctx: &UpstreamTls) -> Vec<String> {
     out
 }
 
+/// A client config per offered ALPN list.
+type ConfigsByAlpn = Vec<(Vec<Vec<u8>>, Arc<ClientConfig>)>;
+
 /// Why an upstream TLS handshake failed (already counted in `ssl.*`).
 #[derive(Debug)]
 pub struct HandshakeFailed(pub io::Error);
@@ -193,7 +196,7 @@ pub struct ClientTls {
     configured_alpn: Vec<Vec<u8>>,
     /// Configs by offered ALPN list (the configured list first); emptied
     /// when the files change.  They share one session cache.
-    configs: RefCell<Vec<(Vec<Vec<u8>>, Arc<ClientConfig>)>>,
+    configs: RefCell<ConfigsByAlpn>,
     sni: Option<ServerName<'static>>,
     files: Vec<String>,
     seen: RefCell<Vec<Option<SystemTime>>>,

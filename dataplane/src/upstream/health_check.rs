@@ -333,9 +333,9 @@ mod tests {
             kind: HealthCheckKind::Http { path: "/hc".into(), host: "c".into(), expected_statuses: expected },
             ..cfg()
         };
-        assert_eq!(probe(addr, &http(vec![(200, 201)])), Ok(false));
-        assert_eq!(probe(addr, &http(vec![(500, 600)])), Ok(true));
+        assert_eq!(probe(addr, &http(vec![(200, 201)]), None), Ok(false));
+        assert_eq!(probe(addr, &http(vec![(500, 600)]), None), Ok(true));
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        assert_eq!(probe(closed, &cfg()), Err(()), "refused: a network failure");
+        assert_eq!(probe(closed, &cfg(), None), Err(()), "refused: a network failure");
     }
 }

@@ -14,6 +14,7 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/filters/network/local_ratelimit/v3/local_rate_limit.proto",
     "envoy/extensions/filters/http/fault/v3/fault.proto",
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+    "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/clusters/aggregate/v3/cluster.proto",
     "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",

@@ -26,6 +26,7 @@ APT_PACKAGES=(
     redis-server    # tests/tcp_proxy.rs: a real protocol carried by the TCP proxy
     redis-tools     # tests/tcp_proxy.rs: redis-benchmark and redis-cli as clients
     openssl         # tests/tls_downstream.rs: test certificates and `openssl s_client`
+    nginx-light     # tests/tls_upstream.rs: a TLS (and mTLS) upstream server
     python3         # tests/websocket.rs: the WebSocket client and server (Python `websockets`)
     python3-venv    # the test venv below
 )

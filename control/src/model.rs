@@ -707,6 +707,9 @@ pub struct Cluster {
     pub outlier_detection: Option<OutlierDetection>,
     /// `health_checks` (at most one; HTTP, TCP or gRPC).
     pub health_checks: Vec<HealthCheck>,
+    /// `transport_socket` `envoy.transport_sockets.tls` (`UpstreamTlsContext`):
+    /// TLS to every endpoint.  `None`: plaintext.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -996,6 +999,11 @@ pub enum TcpProxyTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownstreamTls {
     pub chains: Vec<TlsFilterChain>,
+    /// `listener_filters` has `envoy.filters.listener.tls_inspector`: the
+    /// first bytes tell TLS from plaintext (`transport_protocol`), and
+    /// chains may be plaintext (`context: None`).  Without it every
+    /// connection is TLS and every chain has a context.
+    pub inspector: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1003,7 +1011,14 @@ pub struct TlsFilterChain {
     /// `filter_chain_match.server_names`, lower-cased; `*.example.com`
     /// wildcards kept as written.  Empty: any (or no) SNI.
     pub server_names: Vec<String>,
-    pub context: Arc<TlsServerContext>,
+    /// `filter_chain_match.transport_protocol`: `tls`, `raw_buffer`, or
+    /// `None` (any).
+    pub transport_protocol: Option<String>,
+    /// `filter_chain_match.application_protocols` (ALPN offered by the
+    /// client); empty: any.
+    pub application_protocols: Vec<String>,
+    /// `None`: a plaintext chain (no `transport_socket`; needs the inspector).
+    pub context: Option<Arc<TlsServerContext>>,
 }
 
 /// `envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext`.
@@ -1024,6 +1039,31 @@ pub struct TlsServerContext {
     pub validation: Option<TlsValidation>,
     /// `require_client_certificate` (default false).
     pub require_client_certificate: bool,
+}
+
+/// `envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`: TLS
+/// origination to a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// `sni`: the server name sent in the ClientHello (none when empty).
+    pub sni: Option<String>,
+    /// `common_tls_context.tls_certificates[0]`: the client certificate
+    /// presented when the upstream asks for one (mTLS).
+    pub client_certificate: Option<TlsCertificate>,
+    /// `common_tls_context.alpn_protocols`, offered in order.
+    pub alpn_protocols: Vec<String>,
+    /// `tls_params.tls_minimum_protocol_version` (default TLS 1.2).
+    pub min_version: TlsVersion,
+    /// `tls_params.tls_maximum_protocol_version` (default TLS 1.2 for
+    /// clients, as in Envoy).
+    pub max_version: TlsVersion,
+    /// `tls_params.cipher_suites` (TLS 1.2 suites, BoringSSL names).
+    pub cipher_suites: Vec<String>,
+    /// `validation_context`: the server certificate's chain and SANs.
+    /// `None`: the server certificate is not verified (Envoy's behaviour).
+    pub validation: Option<TlsValidation>,
+    /// `max_session_keys` (default 1; 0 disables session resumption).
+    pub max_session_keys: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -20,6 +20,7 @@
 //! parallel, and every socket read has a timeout.
 #![forbid(unsafe_code)]
 
+pub mod certs;
 pub mod xds_rest_server;
 pub mod xds_server;
 

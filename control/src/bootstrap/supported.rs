@@ -18,6 +18,8 @@ pub(crate) const HTTP_RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub(crate) const RBAC_PER_ROUTE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub(crate) const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
 pub(crate) const DOWNSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+pub(crate) const TLS_INSPECTOR: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+pub(crate) const UPSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 pub(crate) const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 pub(crate) const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
 pub(crate) const HTTP_LOCAL_RATELIMIT: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
@@ -51,12 +53,20 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.bootstrap.v3.Admin", &["address", "access_log_path"]),
     ("envoy.config.core.v3.Address", &["socket_address"]),
     ("envoy.config.core.v3.SocketAddress", &["protocol", "address", "port_value"]),
-    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains", "per_connection_buffer_limit_bytes"]),
+    (
+        "envoy.config.listener.v3.Listener",
+        &["name", "address", "filter_chains", "per_connection_buffer_limit_bytes", "listener_filters"],
+    ),
+    // tls_inspector (translate/tls.rs, dataplane tls/mod.rs).
+    ("envoy.config.listener.v3.ListenerFilter", &["name", "typed_config"]),
+    (TLS_INSPECTOR, &[]),
     ("envoy.config.listener.v3.FilterChain", &["filters", "filter_chain_match", "transport_socket"]),
     // Downstream TLS (translate/tls.rs).
-    ("envoy.config.listener.v3.FilterChainMatch", &["server_names"]),
+    ("envoy.config.listener.v3.FilterChainMatch", &["server_names", "transport_protocol", "application_protocols"]),
     ("envoy.config.core.v3.TransportSocket", &["name", "typed_config"]),
     (DOWNSTREAM_TLS, &["common_tls_context", "require_client_certificate"]),
+    // Upstream TLS (translate/upstream_tls.rs, dataplane tls/client.rs).
+    (UPSTREAM_TLS, &["common_tls_context", "sni", "allow_renegotiation", "max_session_keys"]),
     (
         "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
         &["tls_params", "tls_certificates", "alpn_protocols", "validation_context"],
@@ -266,6 +276,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             "circuit_breakers",
             "outlier_detection",
             "health_checks",
+            // Upstream TLS (translate/upstream_tls.rs).
+            "transport_socket",
         ],
     ),
     // Active health checks (translate/cluster_governance.rs).
@@ -539,7 +551,6 @@ const HINTS: &[(&str, &str)] = &[
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options",
         "HTTP/2 not supported yet",
     ),
-    ("envoy.config.cluster.v3.Cluster.transport_socket", "TLS not supported yet"),
     ("envoy.config.rbac.v3.Permission.requested_server_name", "requires TLS (SNI), not supported yet"),
     ("envoy.config.rbac.v3.Policy.condition", "CEL conditions are not supported"),
     ("envoy.extensions.filters.http.rbac.v3.RBAC.matcher", "the RBAC matcher API is not supported yet, use rules"),
@@ -578,7 +589,8 @@ const ANY_TYPES: &[(&str, &str, &[&str])] = &[
         "filter",
         &[HCM, NETWORK_RBAC, NETWORK_LOCAL_RATELIMIT, TCP_PROXY],
     ),
-    ("envoy.config.core.v3.TransportSocket.typed_config", "transport socket", &[DOWNSTREAM_TLS]),
+    ("envoy.config.listener.v3.ListenerFilter.typed_config", "listener filter", &[TLS_INSPECTOR]),
+    ("envoy.config.core.v3.TransportSocket.typed_config", "transport socket", &[DOWNSTREAM_TLS, UPSTREAM_TLS]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",
         "HTTP filter",

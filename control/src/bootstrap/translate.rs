@@ -33,6 +33,7 @@ mod retry;
 mod routing;
 mod tcp_proxy;
 mod tls;
+mod upstream_tls;
 pub use tls::CIPHER_SUITES as TLS12_CIPHER_SUITES;
 mod upgrade;
 
@@ -285,7 +286,7 @@ pub(super) fn tcp_listener_body(
     errors: &mut Errors,
 ) -> Option<model::TcpListener> {
     let per_connection_buffer_limit_bytes = l.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value);
-    let tls = tls::downstream(&l.filter_chains, path, errors);
+    let tls = tls::downstream(&l.filter_chains, &l.listener_filters, path, errors);
     let proxy = tcp_proxy::filter_chain(&l.filter_chains, path, clusters, errors);
     let network_rbac = super::rbac::network_filters(&l.filter_chains, path, errors);
     Some(model::TcpListener {
@@ -311,7 +312,7 @@ pub(super) fn listener_body(
     let http = filter_chains(&l.filter_chains, path, clusters, errors);
     let network_rbac = super::rbac::network_filters(&l.filter_chains, path, errors);
     let network_local_ratelimit = filters::network_local_ratelimits(&l.filter_chains, path, errors);
-    let tls = tls::downstream(&l.filter_chains, path, errors);
+    let tls = tls::downstream(&l.filter_chains, &l.listener_filters, path, errors);
     Some(model::Listener {
         name,
         address: address?,
@@ -925,6 +926,16 @@ pub(super) fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Optio
     let circuit_breakers = cluster_governance::circuit_breakers(c, path, errors);
     let outlier_detection = cluster_governance::outlier_detection(c, path, errors);
     let health_checks = cluster_governance::health_checks(c, path, errors);
+    let tls = upstream_tls::upstream(c, path, errors);
+    if let (Some(Some(_)), Some(checks)) = (&tls, &health_checks) {
+        if let Some(i) = checks.iter().position(|h| matches!(h.kind, model::HealthCheckKind::Grpc { .. })) {
+            errors.add(
+                format!("{path}.health_checks[{i}].grpc_health_check"),
+                "gRPC health checks to a TLS cluster are not supported yet (HTTP and TCP checks use the cluster's TLS)",
+            );
+            ok = false;
+        }
+    }
     if !ok {
         return None;
     }
@@ -949,6 +960,7 @@ pub(super) fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Optio
         circuit_breakers: circuit_breakers?,
         outlier_detection: outlier_detection?,
         health_checks: health_checks?,
+        tls: tls?,
     })
 }
 

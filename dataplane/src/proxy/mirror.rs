@@ -181,7 +181,7 @@ async fn exchange(conn: &mut UpstreamConn, request: &[u8], method: Method) -> Op
 }
 
 async fn read_head(
-    stream: &crate::transport::Stream,
+    stream: &crate::tls::Conn,
     buf: &mut RecvBuf,
     head: &mut ResponseHead,
     limits: &http1::Limits,

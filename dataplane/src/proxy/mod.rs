@@ -57,7 +57,6 @@ use crate::router::{action as route_action, mutate, Matched};
 use crate::runtime::{now, sleep_until, spawn, timeout, Sleep};
 use crate::shard::{HttpListener, ShardCtx};
 use crate::tls::Conn;
-use crate::transport::Stream;
 use crate::upstream::retry::{self as upstream_retry, HeaderOverrides, RetryState};
 use crate::upstream::{ClusterRuntime, ConnectFailure, UpstreamConn};
 
@@ -1510,7 +1509,7 @@ async fn pump_request_body(
     down: &Conn,
     buf: &mut RecvBuf,
     mut decoder: BodyDecoder,
-    up: &Stream,
+    up: &Conn,
     chunked: bool,
     forward_trailers: bool,
     consumed: &Cell<bool>,
@@ -1560,7 +1559,7 @@ async fn pump_request_body(
 }
 
 struct RelayArgs<'a> {
-    up: &'a Stream,
+    up: &'a Conn,
     ubuf: &'a mut RecvBuf,
     head: &'a mut ResponseHead,
     down: &'a Conn,

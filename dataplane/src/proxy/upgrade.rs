@@ -293,7 +293,7 @@ impl Downstream<'_> {
     async fn relay_refused_upgrade(
         &mut self,
         ex: &Exchange<'_>,
-        up: &Stream,
+        up: &Conn,
         ubuf: &mut RecvBuf,
         uhead: &mut ResponseHead,
     ) -> After {

@@ -17,6 +17,7 @@
 //! CommonTlsContext, TlsParameters, CertificateValidationContext); listener
 //! `filter_chain_match.server_names`; stats `listener.<address>.ssl.*`.
 
+pub mod client;
 pub mod stream;
 pub mod xfcc;
 
@@ -35,7 +36,7 @@ use rustls::server::{Acceptor, ClientHello, ResolvesServerCert, WebPkiClientVeri
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 
-pub use stream::{Conn, TlsStream};
+pub use stream::{Conn, ReplayStream, TlsStream};
 
 use crate::matcher::StringMatcher;
 use crate::runtime::now;
@@ -278,7 +279,10 @@ struct ServerChain {
     /// URI SANs of this chain's (first) certificate: XFCC's `By`.
     local_uri_sans: RefCell<Rc<[String]>>,
     server_names: Vec<String>,
-    context: Arc<TlsServerContext>,
+    transport_protocol: Option<String>,
+    application_protocols: Vec<Vec<u8>>,
+    /// `None`: a plaintext chain (tls_inspector listeners only).
+    context: Option<Arc<TlsServerContext>>,
     config: RefCell<Option<Arc<ServerConfig>>>,
     files: Vec<String>,
     seen: RefCell<Vec<Option<SystemTime>>>,
@@ -287,6 +291,9 @@ struct ServerChain {
 /// A listener's TLS on one shard.
 pub struct ServerTls {
     chains: Vec<ServerChain>,
+    /// tls_inspector: the first byte tells TLS (a handshake record) from
+    /// plaintext, and plaintext chains exist.
+    inspect: bool,
     pub stats: TlsStats,
     listener: String,
     last_check: Cell<Instant>,
@@ -308,18 +315,23 @@ impl ServerTls {
             .chains
             .iter()
             .map(|c| {
-                let files = files(&c.context);
+                let files = c.context.as_deref().map(files).unwrap_or_default();
                 let seen = mtimes(&files);
-                let config = match server_config(&c.context) {
-                    Ok(cfg) => Some(cfg),
-                    Err(e) => {
+                let config = match c.context.as_deref().map(server_config) {
+                    Some(Ok(cfg)) => Some(cfg),
+                    Some(Err(e)) => {
                         tracing::error!(listener, error = %e, "TLS context failed to load; its connections are refused");
                         None
                     }
+                    None => None,
                 };
                 ServerChain {
-                    local_uri_sans: RefCell::new(local_uri_sans(&c.context)),
+                    local_uri_sans: RefCell::new(
+                        c.context.as_deref().map(local_uri_sans).unwrap_or_else(|| Rc::from([])),
+                    ),
                     server_names: c.server_names.clone(),
+                    transport_protocol: c.transport_protocol.clone(),
+                    application_protocols: c.application_protocols.iter().map(|a| a.as_bytes().to_vec()).collect(),
                     context: c.context.clone(),
                     config: RefCell::new(config),
                     files,
@@ -327,7 +339,13 @@ impl ServerTls {
                 }
             })
             .collect();
-        Rc::new(ServerTls { chains, stats, listener: listener.to_string(), last_check: Cell::new(now()) })
+        Rc::new(ServerTls {
+            chains,
+            inspect: model.inspector,
+            stats,
+            listener: listener.to_string(),
+            last_check: Cell::new(now()),
+        })
     }
 
     /// Reloads every chain whose files changed since last seen, at most
@@ -340,6 +358,7 @@ impl ServerTls {
         self.last_check.set(t);
         let listener = self.listener.as_str();
         for chain in &self.chains {
+            let Some(context) = &chain.context else { continue };
             if chain.files.is_empty() {
                 continue;
             }
@@ -347,10 +366,10 @@ impl ServerTls {
             if *chain.seen.borrow() == now_seen {
                 continue;
             }
-            match server_config(&chain.context) {
+            match server_config(context) {
                 Ok(cfg) => {
                     *chain.config.borrow_mut() = Some(cfg);
-                    *chain.local_uri_sans.borrow_mut() = local_uri_sans(&chain.context);
+                    *chain.local_uri_sans.borrow_mut() = local_uri_sans(context);
                     *chain.seen.borrow_mut() = now_seen;
                     tracing::info!(listener, files = ?chain.files, "TLS certificates reloaded");
                 }
@@ -362,39 +381,56 @@ impl ServerTls {
         }
     }
 
-    /// The chain for `sni`: exact name, then the longest `*.` wildcard
-    /// suffix, then a chain without server names.
-    fn pick(&self, sni: Option<&str>) -> Option<&ServerChain> {
+    /// The filter chain for a connection, in Envoy's order: `server_names`
+    /// (exact name, then the longest `*.` wildcard suffix, then chains
+    /// without names), then `transport_protocol` (`tls` / `raw_buffer`,
+    /// then chains without one), then `application_protocols` (any ALPN
+    /// the client offers, then chains without them).
+    fn pick(&self, sni: Option<&str>, tls: bool, alpn: &[&[u8]]) -> Option<&ServerChain> {
+        let mut candidates: Vec<&ServerChain> = Vec::new();
         if let Some(name) = sni {
             let name = name.to_ascii_lowercase();
-            if let Some(c) = self.chains.iter().find(|c| c.server_names.contains(&name)) {
-                return Some(c);
-            }
-            let mut best: Option<(&ServerChain, usize)> = None;
-            for c in &self.chains {
-                for n in &c.server_names {
-                    if let Some(suffix) = n.strip_prefix('*') {
-                        if name.len() > suffix.len()
-                            && name.ends_with(suffix)
-                            && best.is_none_or(|(_, l)| suffix.len() > l)
-                        {
-                            best = Some((c, suffix.len()));
+            candidates = self.chains.iter().filter(|c| c.server_names.contains(&name)).collect();
+            if candidates.is_empty() {
+                let mut best = 0;
+                for c in &self.chains {
+                    for n in &c.server_names {
+                        if let Some(suffix) = n.strip_prefix('*') {
+                            if name.len() > suffix.len() && name.ends_with(suffix) && suffix.len() >= best {
+                                if suffix.len() > best {
+                                    candidates.clear();
+                                    best = suffix.len();
+                                }
+                                candidates.push(c);
+                            }
                         }
                     }
                 }
             }
-            if let Some((c, _)) = best {
-                return Some(c);
-            }
         }
-        self.chains.iter().find(|c| c.server_names.is_empty())
+        if candidates.is_empty() {
+            candidates = self.chains.iter().filter(|c| c.server_names.is_empty()).collect();
+        }
+        let transport = if tls { "tls" } else { "raw_buffer" };
+        let exact: Vec<&ServerChain> =
+            candidates.iter().copied().filter(|c| c.transport_protocol.as_deref() == Some(transport)).collect();
+        let candidates = if exact.is_empty() {
+            candidates.into_iter().filter(|c| c.transport_protocol.is_none()).collect()
+        } else {
+            exact
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|c| c.application_protocols.iter().any(|p| alpn.contains(&p.as_slice())))
+            .or_else(|| candidates.iter().copied().find(|c| c.application_protocols.is_empty()))
     }
 
     /// Accepts a TLS connection: reads the ClientHello, picks the chain by
     /// SNI, handshakes, checks `match_subject_alt_names`, counts `ssl.*`.
-    pub async fn accept(&self, stream: Stream) -> Result<TlsStream, HandshakeError> {
+    pub async fn accept(&self, stream: Stream) -> Result<Conn, HandshakeError> {
         self.reload_if_due();
-        match crate::runtime::timeout(Some(HANDSHAKE_TIMEOUT), self.handshake(stream)).await {
+        match crate::runtime::timeout(Some(HANDSHAKE_TIMEOUT), self.inspect_and_handshake(stream)).await {
             Ok(r) => r,
             Err(_) => {
                 self.stats.connection_error.inc();
@@ -403,9 +439,61 @@ impl ServerTls {
         }
     }
 
-    async fn handshake(&self, stream: Stream) -> Result<TlsStream, HandshakeError> {
+    /// tls_inspector: the first byte read tells a TLS handshake record
+    /// (0x16) from plaintext; a plaintext connection goes to its chain with
+    /// the bytes read so far replayed.  Without the inspector every
+    /// connection is TLS.
+    async fn inspect_and_handshake(&self, stream: Stream) -> Result<Conn, HandshakeError> {
+        if !self.inspect {
+            return self.handshake(stream, Vec::new()).await.map(|s| Conn::Tls(Box::new(s)));
+        }
+        let mut first = vec![0u8; 512];
+        let n = match stream.read(&mut first).await {
+            Ok(0) => return Err(HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => n,
+            Err(e) => return Err(HandshakeError::Failed(e)),
+        };
+        first.truncate(n);
+        if first[0] == 0x16 {
+            return self.handshake(stream, first).await.map(|s| Conn::Tls(Box::new(s)));
+        }
+        match self.pick(None, false, &[]) {
+            Some(chain) if chain.context.is_none() => Ok(Conn::Replay(Box::new(ReplayStream::new(stream, first)))),
+            // The matching chain terminates TLS: this is not a TLS client.
+            Some(_) => {
+                self.stats.connection_error.inc();
+                Err(HandshakeError::Failed(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "plaintext on a TLS filter chain",
+                )))
+            }
+            None => {
+                self.stats.no_filter_chain_match.inc();
+                Err(HandshakeError::NoFilterChain)
+            }
+        }
+    }
+
+    async fn handshake(&self, stream: Stream, prefix: Vec<u8>) -> Result<TlsStream, HandshakeError> {
         let mut acceptor = Acceptor::default();
+        let mut prefix: &[u8] = &prefix;
         let accepted = loop {
+            if !prefix.is_empty() {
+                // Bytes the inspector already read go first.
+                if let Err(e) = acceptor.read_tls(&mut prefix) {
+                    self.stats.connection_error.inc();
+                    return Err(HandshakeError::Failed(e));
+                }
+                match acceptor.accept() {
+                    Ok(Some(a)) => break a,
+                    Ok(None) => continue,
+                    Err((e, mut alert)) => {
+                        let _ = alert.write(&mut std::io::sink());
+                        self.stats.connection_error.inc();
+                        return Err(HandshakeError::Failed(io::Error::new(io::ErrorKind::InvalidData, e)));
+                    }
+                }
+            }
             let read = std::future::poll_fn(|cx| {
                 let mut io = stream::SyncIo { stream: &stream, cx };
                 match acceptor.read_tls(&mut io) {
@@ -435,8 +523,10 @@ impl ServerTls {
                 }
             }
         };
-        let sni = accepted.client_hello().server_name().map(str::to_string);
-        let Some(chain) = self.pick(sni.as_deref()) else {
+        let hello = accepted.client_hello();
+        let sni = hello.server_name().map(str::to_string);
+        let alpn: Vec<&[u8]> = hello.alpn().map(|a| a.collect()).unwrap_or_default();
+        let Some(chain) = self.pick(sni.as_deref(), true, &alpn) else {
             self.stats.no_filter_chain_match.inc();
             return Err(HandshakeError::NoFilterChain);
         };
@@ -464,7 +554,7 @@ impl ServerTls {
             return Err(HandshakeError::Failed(e));
         }
         let peer = tls.connection().peer_certificates().and_then(|c| c.first()).and_then(|c| PeerIdentity::from_der(c));
-        if let Some(v) = &chain.context.validation {
+        if let Some(v) = chain.context.as_ref().and_then(|c| c.validation.as_ref()) {
             if !v.subject_alt_names.is_empty() {
                 let ok = peer.as_ref().is_some_and(|p| v.subject_alt_names.iter().any(|m| p.matches_san(m)));
                 if !ok && peer.is_some() {
@@ -505,7 +595,7 @@ pub async fn establish(tls: Option<&ServerTls>, stream: Stream) -> Option<Conn> 
     match tls {
         None => Some(Conn::Plain(stream)),
         Some(t) => match t.accept(stream).await {
-            Ok(s) => Some(Conn::Tls(Box::new(s))),
+            Ok(conn) => Some(conn),
             Err(e) => {
                 tracing::debug!(error = ?e, "TLS handshake failed");
                 None

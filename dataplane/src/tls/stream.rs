@@ -246,8 +246,22 @@ impl TlsStream {
         self.stream.local_addr()
     }
 
+    /// An idle pooled connection is usable while the peer has sent nothing
+    /// but TLS housekeeping: TLS 1.3 session tickets and key updates arrive
+    /// on idle connections and are consumed here; plaintext, close_notify,
+    /// EOF or an error mean the connection must not be reused.
     pub fn is_idle_usable(&self) -> bool {
-        self.stream.is_idle_usable()
+        if self.stream.is_idle_usable() {
+            return true;
+        }
+        if self.read_eof.get() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_fill(&mut cx) {
+            Poll::Pending => !self.read_eof.get(),
+            Poll::Ready(_) => false,
+        }
     }
 }
 
@@ -266,17 +280,62 @@ impl Drop for TlsStream {
     }
 }
 
+/// A plaintext connection whose first bytes were read by the TLS
+/// inspector (to tell TLS from plaintext): they are served to the first
+/// reads again, then the stream continues.
+pub struct ReplayStream {
+    stream: Stream,
+    replay: Vec<u8>,
+    pos: Cell<usize>,
+}
+
+impl ReplayStream {
+    pub fn new(stream: Stream, replay: Vec<u8>) -> ReplayStream {
+        ReplayStream { stream, replay, pos: Cell::new(0) }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.replay[self.pos.get()..]
+    }
+
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let pending = self.pending();
+        if pending.is_empty() {
+            return self.stream.poll_read(cx, buf);
+        }
+        let n = pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&pending[..n]);
+        self.pos.set(self.pos.get() + n);
+        Poll::Ready(Ok(n))
+    }
+
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pending().is_empty() {
+            self.stream.poll_read_ready(cx)
+        } else {
+            Poll::Ready(())
+        }
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+}
+
 /// A proxied connection: plain TCP or TLS, with the methods of
 /// `transport::Stream` (so the connection manager does not care which).
 pub enum Conn {
     Plain(Stream),
     Tls(Box<TlsStream>),
+    /// Plaintext on a tls_inspector listener (first bytes replayed).
+    Replay(Box<ReplayStream>),
 }
 
 impl Conn {
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self {
             Conn::Plain(s) => s.poll_read(cx, buf),
+            Conn::Replay(s) => s.poll_read(cx, buf),
             Conn::Tls(s) => s.poll_read(cx, buf),
         }
     }
@@ -284,6 +343,7 @@ impl Conn {
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self {
             Conn::Plain(s) => s.poll_write(cx, buf),
+            Conn::Replay(s) => s.stream().poll_write(cx, buf),
             Conn::Tls(s) => s.poll_write(cx, buf),
         }
     }
@@ -291,6 +351,7 @@ impl Conn {
     pub fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         match self {
             Conn::Plain(s) => s.poll_write_vectored(cx, bufs),
+            Conn::Replay(s) => s.stream().poll_write_vectored(cx, bufs),
             Conn::Tls(s) => s.poll_write_vectored(cx, bufs),
         }
     }
@@ -298,6 +359,7 @@ impl Conn {
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
             Conn::Plain(s) => s.poll_read_ready(cx),
+            Conn::Replay(s) => s.poll_read_ready(cx),
             Conn::Tls(s) => s.poll_read_ready(cx),
         }
     }
@@ -305,6 +367,7 @@ impl Conn {
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Conn::Plain(s) => s.shutdown_write(),
+            Conn::Replay(s) => s.stream().shutdown_write(),
             Conn::Tls(s) => s.shutdown_write(),
         }
     }
@@ -312,6 +375,7 @@ impl Conn {
     pub fn peer_addr(&self) -> SocketAddr {
         match self {
             Conn::Plain(s) => s.peer_addr(),
+            Conn::Replay(s) => s.stream().peer_addr(),
             Conn::Tls(s) => s.peer_addr(),
         }
     }
@@ -319,6 +383,7 @@ impl Conn {
     pub fn local_addr(&self) -> SocketAddr {
         match self {
             Conn::Plain(s) => s.local_addr(),
+            Conn::Replay(s) => s.stream().local_addr(),
             Conn::Tls(s) => s.local_addr(),
         }
     }
@@ -326,13 +391,14 @@ impl Conn {
     pub fn is_idle_usable(&self) -> bool {
         match self {
             Conn::Plain(s) => s.is_idle_usable(),
+            Conn::Replay(s) => s.stream().is_idle_usable(),
             Conn::Tls(s) => s.is_idle_usable(),
         }
     }
 
     pub fn tls(&self) -> Option<&TlsStream> {
         match self {
-            Conn::Plain(_) => None,
+            Conn::Plain(_) | Conn::Replay(_) => None,
             Conn::Tls(s) => Some(s),
         }
     }
@@ -357,6 +423,7 @@ impl Conn {
     pub async fn write_all_vectored(&self, parts: &[&[u8]]) -> io::Result<()> {
         match self {
             Conn::Plain(s) => s.write_all_vectored(parts).await,
+            Conn::Replay(s) => s.stream().write_all_vectored(parts).await,
             Conn::Tls(_) => {
                 for p in parts {
                     self.write_all(p).await?;

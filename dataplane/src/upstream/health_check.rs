@@ -17,6 +17,12 @@
 //! failed until the first check passes and holds cluster warm-up for it).
 //! The thread ends when the cluster config is replaced (its `ClusterHealth`
 //! dropped).  The threshold logic (`HostChecks`) is sans-IO and unit-tested.
+//!
+//! HTTP and TCP checks to a cluster with a TLS `transport_socket` run over
+//! the same TLS (SNI, CA and SAN checks, client certificate, ALPN) with a
+//! blocking rustls stream; the config is rebuilt from the files for every
+//! check, so rotated certificates apply.  A failed handshake is a network
+//! failure.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,7 +30,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use control::model::{HealthCheck, HealthCheckKind};
+use control::model::{HealthCheck, HealthCheckKind, UpstreamTls};
 
 use crate::stats::{Counter, Gauge, Scope, StatsStore};
 
@@ -90,7 +96,13 @@ struct HcStats {
 }
 
 /// Starts the checker thread for `health` (a no-op without health checks).
-pub fn start(health: &Arc<ClusterHealth>, checks: &[HealthCheck], store: &StatsStore, cluster: &str) {
+pub fn start(
+    health: &Arc<ClusterHealth>,
+    checks: &[HealthCheck],
+    tls: Option<&Arc<UpstreamTls>>,
+    store: &StatsStore,
+    cluster: &str,
+) {
     let Some(cfg) = checks.first().cloned() else { return };
     let scope = Scope::Cluster(cluster.to_string());
     let slot = store.control_slot();
@@ -104,10 +116,11 @@ pub fn start(health: &Arc<ClusterHealth>, checks: &[HealthCheck], store: &StatsS
     };
     let weak = Arc::downgrade(health);
     let name = format!("hc-{cluster}");
-    let _ = std::thread::Builder::new().name(name).spawn(move || run(weak, cfg, stats));
+    let tls = tls.cloned();
+    let _ = std::thread::Builder::new().name(name).spawn(move || run(weak, cfg, stats, tls));
 }
 
-fn run(weak: Weak<ClusterHealth>, cfg: HealthCheck, stats: HcStats) {
+fn run(weak: Weak<ClusterHealth>, cfg: HealthCheck, stats: HcStats, tls: Option<Arc<UpstreamTls>>) {
     let mut state: std::collections::HashMap<SocketAddr, (HostChecks, Instant)> = Default::default();
     let mut seed = std::process::id() as u64 ^ 0x9E37_79B9_7F4A_7C15;
     loop {
@@ -121,7 +134,7 @@ fn run(weak: Weak<ClusterHealth>, cfg: HealthCheck, stats: HcStats) {
                 continue;
             }
             stats.attempt.inc();
-            let passed = match probe(*addr, &cfg) {
+            let passed = match probe(*addr, &cfg, tls.as_deref()) {
                 Ok(true) => {
                     stats.success.inc();
                     true
@@ -156,25 +169,31 @@ fn run(weak: Weak<ClusterHealth>, cfg: HealthCheck, stats: HcStats) {
 }
 
 /// One check: `Ok(passed)`, or `Err` for a network failure.
-fn probe(addr: SocketAddr, cfg: &HealthCheck) -> Result<bool, ()> {
+fn probe(addr: SocketAddr, cfg: &HealthCheck, tls: Option<&UpstreamTls>) -> Result<bool, ()> {
     if let HealthCheckKind::Grpc { service_name, authority } = &cfg.kind {
         return super::grpc_health::probe(addr, service_name, authority, cfg.timeout);
     }
     let deadline = Instant::now() + cfg.timeout;
-    let mut s = TcpStream::connect_timeout(&addr, cfg.timeout).map_err(|_| ())?;
+    let tcp = TcpStream::connect_timeout(&addr, cfg.timeout).map_err(|_| ())?;
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    let _ = s.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    // Timeouts are set on this handle; they apply to the socket under TLS too.
+    let sock = tcp.try_clone().map_err(|_| ())?;
+    let mut s: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some(t) => Box::new(tls_stream(t, addr, tcp)?),
+    };
     match &cfg.kind {
         HealthCheckKind::Http { path, host, expected_statuses } => {
             let req =
                 format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: Envoy/HC\r\nconnection: close\r\n\r\n");
-            s.set_write_timeout(Some(left())).map_err(|_| ())?;
+            sock.set_write_timeout(Some(left())).map_err(|_| ())?;
             s.write_all(req.as_bytes()).map_err(|_| ())?;
             let mut buf = Vec::new();
             let mut chunk = [0u8; 1024];
             // The status line is all that is judged.
             while !buf.windows(2).any(|w| w == b"\r\n") {
-                s.set_read_timeout(Some(left())).map_err(|_| ())?;
+                sock.set_read_timeout(Some(left())).map_err(|_| ())?;
                 match s.read(&mut chunk) {
                     Ok(0) | Err(_) => return Err(()),
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -189,7 +208,7 @@ fn probe(addr: SocketAddr, cfg: &HealthCheck) -> Result<bool, ()> {
         }
         HealthCheckKind::Tcp { send, receive } => {
             if !send.is_empty() {
-                s.set_write_timeout(Some(left())).map_err(|_| ())?;
+                sock.set_write_timeout(Some(left())).map_err(|_| ())?;
                 s.write_all(send).map_err(|_| ())?;
             }
             if receive.is_empty() {
@@ -204,7 +223,7 @@ fn probe(addr: SocketAddr, cfg: &HealthCheck) -> Result<bool, ()> {
                 if Instant::now() >= deadline || buf.len() > 64 * 1024 {
                     return Ok(false);
                 }
-                s.set_read_timeout(Some(left())).map_err(|_| ())?;
+                sock.set_read_timeout(Some(left())).map_err(|_| ())?;
                 match s.read(&mut chunk) {
                     Ok(0) => return Ok(contains_in_order(&buf, receive)),
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -214,6 +233,26 @@ fn probe(addr: SocketAddr, cfg: &HealthCheck) -> Result<bool, ()> {
         }
         HealthCheckKind::Grpc { .. } => unreachable!("gRPC checks return above"),
     }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A blocking TLS client stream over `tcp` per the cluster's context (the
+/// handshake runs on the first read or write, under the socket timeouts).
+fn tls_stream(
+    t: &UpstreamTls,
+    addr: SocketAddr,
+    tcp: TcpStream,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, ()> {
+    let alpn: Vec<Vec<u8>> = t.alpn_protocols.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let config = crate::tls::client::client_config(t, &alpn).map_err(|_| ())?;
+    let name = match &t.sni {
+        Some(sni) => rustls::pki_types::ServerName::try_from(sni.clone()).map_err(|_| ())?,
+        None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+    };
+    let conn = rustls::ClientConnection::new(config, name).map_err(|_| ())?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
 }
 
 /// Every payload appears in `data`, each after the previous one (Envoy's
@@ -294,9 +333,9 @@ mod tests {
             kind: HealthCheckKind::Http { path: "/hc".into(), host: "c".into(), expected_statuses: expected },
             ..cfg()
         };
-        assert_eq!(probe(addr, &http(vec![(200, 201)])), Ok(false));
-        assert_eq!(probe(addr, &http(vec![(500, 600)])), Ok(true));
+        assert_eq!(probe(addr, &http(vec![(200, 201)]), None), Ok(false));
+        assert_eq!(probe(addr, &http(vec![(500, 600)]), None), Ok(true));
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        assert_eq!(probe(closed, &cfg()), Err(()), "refused: a network failure");
+        assert_eq!(probe(closed, &cfg(), None), Err(()), "refused: a network failure");
     }
 }

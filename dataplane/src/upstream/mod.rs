@@ -51,7 +51,9 @@ use control::model::{Cluster, DiscoveryType, EndpointAddress};
 use crate::runtime::{now, timeout};
 use crate::stats::{ClusterStats, Counter, HostStats, Scope, StatsStore};
 
-use crate::transport::{self, Stream};
+use crate::tls::client::{ClientTls, ClientTlsStats};
+use crate::tls::Conn;
+use crate::transport;
 use circuit_breaker::{ClusterResources, Guard, Resource};
 use outlier::{ClusterHealth, HostHealth, Outcome};
 
@@ -131,7 +133,8 @@ impl ConnectFailure {
 
 /// An upstream connection checked out of (or headed back to) a pool.
 pub struct UpstreamConn {
-    pub stream: Stream,
+    /// Plain TCP, or TLS when the cluster has a `transport_socket`.
+    pub stream: Conn,
     pub host: Rc<Host>,
     /// Requests already sent on this connection.
     pub served: u32,
@@ -188,6 +191,8 @@ pub struct ClusterRuntime {
     /// member missing from the snapshot is skipped, as in Envoy).
     members: RefCell<Vec<Rc<ClusterRuntime>>>,
     linearized: RefCell<Linearized>,
+    /// TLS origination (`transport_socket`), this shard's configs and session cache.
+    pub tls: Option<ClientTls>,
 }
 
 impl ClusterRuntime {
@@ -204,7 +209,12 @@ impl ClusterRuntime {
         let retry_stats = GovernanceStats::new(store, &config.name, slot);
         let resources = ClusterResources::shared(&config, store);
         let health = ClusterHealth::shared(&config, store);
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| ClientTls::new(t.clone(), ClientTlsStats::new(store, &config.name, slot), &config.name));
         let rt = ClusterRuntime {
+            tls,
             seen_health: Cell::new(health.generation()),
             health,
             config,
@@ -551,29 +561,52 @@ impl ClusterRuntime {
     }
 
     async fn connect_with(&self, host: &Rc<Host>, guard: Guard) -> Result<UpstreamConn, ConnectFailure> {
-        self.stats.upstream_cx_total.inc();
         self.stats.upstream_cx_http1_total.inc();
+        let stream = self.open(host, None).await?;
+        Ok(UpstreamConn {
+            stream,
+            host: host.clone(),
+            served: 0,
+            buf: crate::proxy::RecvBuf::new(16 * 1024, crate::proxy::UPSTREAM_HEAD_LIMIT + 4096),
+            head: crate::http1::ResponseHead::new(),
+            cluster_cx_active: self.stats.upstream_cx_active.clone(),
+            cluster_cx_destroy: self.stats.upstream_cx_destroy.clone(),
+            _cx_guard: guard,
+        })
+    }
+
+    /// Opens a connection to `host`: TCP connect, then the TLS handshake
+    /// when the cluster has a `transport_socket`, both within
+    /// `connect_timeout`.  `alpn` replaces the configured `alpn_protocols`
+    /// for this connection (an HTTP/2 pool passes `h2`); `None` offers the
+    /// configured list.  A handshake or certificate failure is a connect
+    /// failure (stats, passive health, `connect-failure` retries); success
+    /// counts `upstream_cx_total`/`upstream_cx_active` (the caller's
+    /// connection object decrements the gauge when it drops).
+    pub async fn open(&self, host: &Rc<Host>, alpn: Option<&[Vec<u8>]>) -> Result<Conn, ConnectFailure> {
+        self.stats.upstream_cx_total.inc();
         host.stats.cx_total.inc();
         let started = Instant::now();
-        match timeout(Some(self.config.connect_timeout), transport::connect(host.addr)).await {
+        let attempt = async {
+            let stream = transport::connect(host.addr).await.map_err(|e| (e, false))?;
+            match &self.tls {
+                None => Ok(Conn::Plain(stream)),
+                Some(tls) => match tls.handshake(stream, host.addr, alpn).await {
+                    Ok(s) => Ok(Conn::Tls(Box::new(s))),
+                    Err(f) => Err((f.0, true)),
+                },
+            }
+        };
+        match timeout(Some(self.config.connect_timeout), attempt).await {
             Ok(Ok(stream)) => {
                 self.connect_succeeded(host);
                 self.stats.upstream_cx_connect_ms.record(started.elapsed());
                 self.stats.upstream_cx_active.inc();
                 host.stats.cx_active.inc();
-                Ok(UpstreamConn {
-                    stream,
-                    host: host.clone(),
-                    served: 0,
-                    buf: crate::proxy::RecvBuf::new(16 * 1024, crate::proxy::UPSTREAM_HEAD_LIMIT + 4096),
-                    head: crate::http1::ResponseHead::new(),
-                    cluster_cx_active: self.stats.upstream_cx_active.clone(),
-                    cluster_cx_destroy: self.stats.upstream_cx_destroy.clone(),
-                    _cx_guard: guard,
-                })
+                Ok(stream)
             }
-            Ok(Err(e)) => {
-                tracing::debug!(cluster = %self.config.name, host = %host.addr, error = %e, "upstream connect failed");
+            Ok(Err((e, during_tls))) => {
+                tracing::debug!(cluster = %self.config.name, host = %host.addr, error = %e, tls = during_tls, "upstream connect failed");
                 self.stats.upstream_cx_connect_fail.inc();
                 host.stats.cx_connect_fail.inc();
                 self.connect_failed(host, now());

@@ -196,7 +196,7 @@ impl ClusterHealth {
         let h = Arc::new(ClusterHealth::new(cluster.outlier_detection.clone(), store, &cluster.name));
         map.insert(key, Arc::downgrade(&h));
         by_name(&cluster.name, &h);
-        super::health_check::start(&h, &cluster.health_checks, store, &cluster.name);
+        super::health_check::start(&h, &cluster.health_checks, cluster.tls.as_ref(), store, &cluster.name);
         h
     }
 

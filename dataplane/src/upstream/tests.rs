@@ -44,6 +44,7 @@ fn cluster(name: &str, policy: LbPolicy, endpoints: &[(u16, u32)]) -> Arc<Cluste
         circuit_breakers: Default::default(),
         outlier_detection: None,
         health_checks: Vec::new(),
+        tls: None,
     })
 }
 

@@ -28,7 +28,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::packed_type;
 use crate::bootstrap::matchers;
-use crate::bootstrap::supported::DOWNSTREAM_TLS;
+use crate::bootstrap::supported::{DOWNSTREAM_TLS, TLS_INSPECTOR};
 use crate::bootstrap::{join, Errors};
 use crate::model;
 
@@ -43,15 +43,85 @@ pub const CIPHER_SUITES: &[&str] = &[
     "ECDHE-RSA-CHACHA20-POLY1305",
 ];
 
+/// `listener_filters`: whether `envoy.filters.listener.tls_inspector` is
+/// there (`None` after reporting errors).  It is the only listener filter.
+fn tls_inspector(filters: &[lis::ListenerFilter], listener_path: &str, errors: &mut Errors) -> Option<bool> {
+    let mut found = false;
+    let mut ok = true;
+    for (i, f) in filters.iter().enumerate() {
+        let fpath = format!("{listener_path}.listener_filters[{i}]");
+        let typed = match &f.config_type {
+            Some(lis::listener_filter::ConfigType::TypedConfig(any)) => Some(packed_type(any)),
+            Some(_) => {
+                ok = false; // reported by the allowlist walk
+                continue;
+            }
+            None => None,
+        };
+        match typed {
+            Some(TLS_INSPECTOR) => {}
+            Some(_) => {
+                ok = false; // reported by the allowlist walk
+                continue;
+            }
+            None if f.name == "envoy.filters.listener.tls_inspector" => {}
+            None => {
+                errors.add(
+                    join(&fpath, "typed_config"),
+                    format!("required for {:?} (meshgate supports only envoy.filters.listener.tls_inspector)", f.name),
+                );
+                ok = false;
+                continue;
+            }
+        }
+        if found {
+            errors.add(fpath, "tls_inspector is listed twice");
+            ok = false;
+        }
+        found = true;
+    }
+    ok.then_some(found)
+}
+
 /// The listener's TLS, `Some(None)` for a plain listener, `None` after
 /// reporting errors.
+///
+/// Without `tls_inspector` every chain of a TLS listener is TLS and SNI
+/// picks the chain (meshgate reads the ClientHello itself).  With it, chains
+/// may also be plaintext and match on `transport_protocol` and
+/// `application_protocols`, as in Envoy.
 pub(super) fn downstream(
     chains: &[lis::FilterChain],
+    listener_filters: &[lis::ListenerFilter],
     listener_path: &str,
     errors: &mut Errors,
 ) -> Option<Option<Arc<model::DownstreamTls>>> {
+    let inspector = tls_inspector(listener_filters, listener_path, errors)?;
     let path = join(listener_path, "filter_chains");
     let with_tls = chains.iter().filter(|c| c.transport_socket.is_some()).count();
+    let mut ok = true;
+    if !inspector {
+        for (i, c) in chains.iter().enumerate() {
+            let Some(m) = &c.filter_chain_match else { continue };
+            if !m.transport_protocol.is_empty() {
+                errors.add(
+                    format!("{path}[{i}].filter_chain_match.transport_protocol"),
+                    "needs the envoy.filters.listener.tls_inspector listener filter",
+                );
+                ok = false;
+            }
+            if !m.application_protocols.is_empty() {
+                errors.add(
+                    format!("{path}[{i}].filter_chain_match.application_protocols"),
+                    "needs the envoy.filters.listener.tls_inspector listener filter",
+                );
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+    }
     if with_tls == 0 {
         if chains.len() > 1 {
             errors.add(
@@ -61,35 +131,33 @@ pub(super) fn downstream(
             return None;
         }
         if let Some(m) = chains.first().and_then(|c| c.filter_chain_match.as_ref()) {
-            if !m.server_names.is_empty() {
+            if !m.server_names.is_empty() || !m.application_protocols.is_empty() || m.transport_protocol == "tls" {
                 errors.add(
-                    format!("{path}[0].filter_chain_match.server_names"),
-                    "server_names needs a TLS transport_socket",
+                    format!("{path}[0].filter_chain_match"),
+                    "server_names, application_protocols and transport_protocol tls need a TLS transport_socket (TLS passthrough is not supported)",
                 );
                 return None;
             }
         }
         return Some(None);
     }
-    let mut ok = true;
     let mut out = Vec::with_capacity(chains.len());
-    let mut seen_names: HashMap<String, usize> = HashMap::new();
+    // (server name, transport protocol, ALPN) → the chain it selects.
+    let mut seen_keys: HashMap<(String, String, String), usize> = HashMap::new();
     for (i, chain) in chains.iter().enumerate() {
         let cpath = format!("{path}[{i}]");
         if i > 0 && chain.filters != chains[0].filters {
             errors.add(
                 join(&cpath, "filters"),
-                format!("filter chains of one listener must have the same filters as {path}[0] (SNI picks the TLS context only)"),
+                format!("filter chains of one listener must have the same filters as {path}[0] (the match picks the transport only)"),
             );
             ok = false;
         }
-        let server_names: Vec<String> = chain
-            .filter_chain_match
-            .as_ref()
-            .map(|m| m.server_names.iter().map(|n| n.to_ascii_lowercase()).collect())
-            .unwrap_or_default();
+        let m = chain.filter_chain_match.clone().unwrap_or_default();
+        let mpath = join(&cpath, "filter_chain_match");
+        let server_names: Vec<String> = m.server_names.iter().map(|n| n.to_ascii_lowercase()).collect();
         for (j, n) in server_names.iter().enumerate() {
-            let npath = format!("{cpath}.filter_chain_match.server_names[{j}]");
+            let npath = format!("{mpath}.server_names[{j}]");
             let bare = n.strip_prefix("*.").unwrap_or(n);
             if bare.is_empty()
                 || bare.contains('*')
@@ -98,22 +166,60 @@ pub(super) fn downstream(
                 errors.add(&npath, format!("{n:?} is not a server name or *.suffix wildcard"));
                 ok = false;
             }
-            if let Some(first) = seen_names.insert(n.clone(), i) {
-                errors.add(&npath, format!("server name {n:?} also matches {path}[{first}]"));
+        }
+        let transport_protocol = match m.transport_protocol.as_str() {
+            "" => None,
+            "tls" | "raw_buffer" => Some(m.transport_protocol.clone()),
+            other => {
+                errors.add(join(&mpath, "transport_protocol"), format!("{other:?} is not tls or raw_buffer"));
+                ok = false;
+                None
+            }
+        };
+        for (j, a) in m.application_protocols.iter().enumerate() {
+            if a.is_empty() || a.len() > 255 {
+                errors.add(format!("{mpath}.application_protocols[{j}]"), "must be 1 to 255 bytes");
                 ok = false;
             }
         }
-        if server_names.is_empty() {
-            if let Some(first) = seen_names.insert(String::new(), i) {
-                errors.add(&cpath, format!("a second filter chain without server_names (also {path}[{first}])"));
-                ok = false;
+        for n in if server_names.is_empty() { vec![String::new()] } else { server_names.clone() } {
+            for a in
+                if m.application_protocols.is_empty() { vec![String::new()] } else { m.application_protocols.clone() }
+            {
+                let key = (n.clone(), transport_protocol.clone().unwrap_or_default(), a);
+                if let Some(first) = seen_keys.insert(key, i) {
+                    errors.add(&mpath, format!("matches the same connections as {path}[{first}]"));
+                    ok = false;
+                }
             }
         }
         let Some(ts) = &chain.transport_socket else {
-            errors.add(join(&cpath, "transport_socket"), "required: every filter chain of a TLS listener uses TLS");
-            ok = false;
+            if !inspector {
+                errors.add(
+                    join(&cpath, "transport_socket"),
+                    "required: every filter chain of a TLS listener uses TLS (add the tls_inspector listener filter to mix TLS and plaintext chains)",
+                );
+                ok = false;
+            } else if !server_names.is_empty() || !m.application_protocols.is_empty() || m.transport_protocol == "tls" {
+                errors.add(
+                    &mpath,
+                    "server_names, application_protocols and transport_protocol tls need a TLS transport_socket (TLS passthrough is not supported)",
+                );
+                ok = false;
+            } else {
+                out.push(model::TlsFilterChain {
+                    server_names,
+                    transport_protocol,
+                    application_protocols: Vec::new(),
+                    context: None,
+                });
+            }
             continue;
         };
+        if m.transport_protocol == "raw_buffer" {
+            errors.add(join(&mpath, "transport_protocol"), "raw_buffer never matches a chain that terminates TLS");
+            ok = false;
+        }
         let tpath = join(&cpath, "transport_socket");
         let Some(core::transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
             errors.add(join(&tpath, "typed_config"), "required");
@@ -121,13 +227,24 @@ pub(super) fn downstream(
             continue;
         };
         if packed_type(any) != DOWNSTREAM_TLS {
-            ok = false; // reported by the allowlist walk
+            if packed_type(any) == crate::bootstrap::supported::UPSTREAM_TLS {
+                errors.add(
+                    join(&tpath, "typed_config"),
+                    "a listener needs a DownstreamTlsContext, not an UpstreamTlsContext",
+                );
+            }
+            ok = false; // other types: reported by the allowlist walk
             continue;
         }
         let tpath = join(&tpath, "typed_config");
         match tls::DownstreamTlsContext::decode(any.value.as_slice()) {
             Ok(ctx) => match server_context(&ctx, &tpath, errors) {
-                Some(context) => out.push(model::TlsFilterChain { server_names, context: Arc::new(context) }),
+                Some(context) => out.push(model::TlsFilterChain {
+                    server_names,
+                    transport_protocol,
+                    application_protocols: m.application_protocols.clone(),
+                    context: Some(Arc::new(context)),
+                }),
                 None => ok = false,
             },
             Err(e) => {
@@ -136,7 +253,7 @@ pub(super) fn downstream(
             }
         }
     }
-    ok.then(|| Some(Arc::new(model::DownstreamTls { chains: out })))
+    ok.then(|| Some(Arc::new(model::DownstreamTls { chains: out, inspector })))
 }
 
 fn server_context(t: &tls::DownstreamTlsContext, path: &str, errors: &mut Errors) -> Option<model::TlsServerContext> {
@@ -229,7 +346,12 @@ fn server_context(t: &tls::DownstreamTlsContext, path: &str, errors: &mut Errors
     })
 }
 
-fn version(v: i32, default: model::TlsVersion, path: &str, errors: &mut Errors) -> Option<model::TlsVersion> {
+pub(super) fn version(
+    v: i32,
+    default: model::TlsVersion,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<model::TlsVersion> {
     use tls::tls_parameters::TlsProtocol as P;
     match P::try_from(v) {
         Ok(P::TlsAuto) => Some(default),
@@ -246,7 +368,7 @@ fn version(v: i32, default: model::TlsVersion, path: &str, errors: &mut Errors) 
     }
 }
 
-fn validation_context(
+pub(super) fn validation_context(
     v: &tls::CertificateValidationContext,
     path: &str,
     errors: &mut Errors,
@@ -292,7 +414,7 @@ fn validation_context(
 }
 
 /// A `DataSource` holding PEM.
-fn source(d: Option<&core::DataSource>, path: &str, errors: &mut Errors) -> Option<model::TlsSource> {
+pub(super) fn source(d: Option<&core::DataSource>, path: &str, errors: &mut Errors) -> Option<model::TlsSource> {
     use core::data_source::Specifier as S;
     match d.and_then(|d| d.specifier.as_ref()) {
         Some(S::Filename(f)) if !f.is_empty() => Some(model::TlsSource::File(f.clone())),
@@ -323,7 +445,7 @@ pub(crate) fn read_source(s: &model::TlsSource, path: &str, errors: &mut Errors)
     }
 }
 
-fn check_certificates(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
+pub(super) fn check_certificates(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
     let Some(pem) = read_source(s, path, errors) else { return false };
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
     match certs {
@@ -339,7 +461,7 @@ fn check_certificates(s: &model::TlsSource, path: &str, errors: &mut Errors) -> 
     }
 }
 
-fn check_key(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
+pub(super) fn check_key(s: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
     let Some(pem) = read_source(s, path, errors) else { return false };
     match PrivateKeyDer::from_pem_slice(&pem) {
         Ok(_) => true,

@@ -32,6 +32,7 @@ fn cluster(policy: LbPolicy) -> Cluster {
         circuit_breakers: Default::default(),
         outlier_detection: None,
         health_checks: Vec::new(),
+        tls: None,
     }
 }
 

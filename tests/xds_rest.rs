@@ -149,6 +149,9 @@ fn rest_polling_sync_updates_and_nack() {
     assert_eq!(gw.stat("listener_manager.lds.update_success"), 1, "a 304 is not an update");
     assert!(gw.stat("cluster_manager.cds.update_success") >= 1);
     assert!(gw.stat("rds.update_success") >= 1 && gw.stat("eds.update_success") >= 1);
+    // Envoy's per-resource names: per route configuration (under the HCM's stat_prefix) and per EDS cluster.
+    assert!(gw.stat("http.main.rds.routes.update_success") >= 1);
+    assert!(gw.stat("cluster.backend.update_attempt") >= 1 && gw.stat("cluster.backend.update_success") >= 1);
 
     // Updates: endpoints, then routes.
     cp.set(ENDPOINT, "e2", vec![assignment("backend", &[&b])]);

@@ -83,6 +83,10 @@ pub struct KindStats {
 
 /// The client's stats, all on the store's control slot.
 pub struct XdsStats {
+    store: Arc<StatsStore>,
+    /// Per-resource `update_attempt` / `update_success` / `update_rejected`
+    /// by scope, registered on first use (control thread only).
+    per_resource: std::cell::RefCell<std::collections::HashMap<String, [Counter; 3]>>,
     pub connected_state: Gauge,
     /// `control_plane.config_generation`: the version of the last config
     /// published (compare `server.worker_<i>.config_generation`, what each
@@ -96,7 +100,7 @@ impl XdsStats {
     /// `listener_manager.lds.*`, `cluster_manager.cds.*` (Envoy's names), and
     /// `rds.*` / `eds.*` (Envoy counts those per route configuration /
     /// cluster; meshgate per type — see docs/xds.md).
-    pub fn new(store: &StatsStore) -> XdsStats {
+    pub fn new(store: &Arc<StatsStore>) -> XdsStats {
         let slot = store.control_slot();
         let kinds = state::ALL_KINDS
             .into_iter()
@@ -123,6 +127,8 @@ impl XdsStats {
             })
             .collect();
         XdsStats {
+            store: store.clone(),
+            per_resource: Default::default(),
             connected_state: store.gauge(&Scope::Named("control_plane".to_string()), "connected_state", slot),
             config_generation: store.gauge(&Scope::Named("control_plane".to_string()), "config_generation", slot),
             kinds,
@@ -148,6 +154,20 @@ impl XdsStats {
                 s.update_rejected.inc();
             }
             Event::InitFetchTimeout { kind } => self.kind(*kind).init_fetch_timeout.inc(),
+            Event::ResourceUpdate { scope, accepted } => {
+                let mut per = self.per_resource.borrow_mut();
+                let [attempt, success, rejected] = per.entry(scope.clone()).or_insert_with(|| {
+                    let named = Scope::Named(scope.clone());
+                    let slot = self.store.control_slot();
+                    ["update_attempt", "update_success", "update_rejected"].map(|l| self.store.counter(&named, l, slot))
+                });
+                attempt.inc();
+                if *accepted {
+                    success.inc()
+                } else {
+                    rejected.inc()
+                }
+            }
         }
     }
 }
@@ -159,7 +179,7 @@ impl XdsStats {
 pub fn spawn(
     base: Arc<model::Config>,
     publisher: Publisher,
-    stats: &StatsStore,
+    stats: &Arc<StatsStore>,
 ) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
     let Some(xds) = base.xds.clone() else {
         return Ok(None);

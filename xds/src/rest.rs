@@ -78,6 +78,7 @@ pub(crate) async fn run(
     let mut polled_names: Option<Vec<String>> = None;
     let mut poll_at = Instant::now();
     let mut attempt: usize = 0;
+    let named = matches!(kind, Kind::RouteConfiguration | Kind::ClusterLoadAssignment);
     loop {
         tokio::select! {
             r = answers.recv() => {
@@ -85,7 +86,9 @@ pub(crate) async fn run(
                 if polled_names.as_ref() != Some(&r.resource_names) {
                     poll_at = Instant::now();
                 }
-                next = Some(r);
+                // RDS / EDS with no names left: nothing to poll (an empty
+                // name list would read as a wildcard request).
+                next = if named && r.resource_names.is_empty() { None } else { Some(r) };
                 continue;
             }
             _ = tokio::time::sleep_until(poll_at), if next.is_some() => {}

@@ -110,6 +110,11 @@ pub enum Event {
     Rejected { kind: Kind, detail: String },
     /// The initial fetch did not complete in time.
     InitFetchTimeout { kind: Kind },
+    /// Envoy's per-resource update stats: an RDS / EDS response counted
+    /// for each route configuration / EDS cluster subscribed when it
+    /// arrived, under `http.<stat_prefix>.rds.<route_config_name>` /
+    /// `cluster.<cluster_name>`.
+    ResourceUpdate { scope: String, accepted: bool },
 }
 
 /// What the driver must do after one delta input.
@@ -363,8 +368,12 @@ impl AdsState {
             return step;
         };
         self.subs.get_mut(&kind).unwrap().nonce = response.nonce.clone();
+        let scopes = self.resource_scopes(kind);
         let previous = self.resources.clone();
-        match self.apply(kind, &response) {
+        let result = self.apply(kind, &response);
+        let accepted = result.is_ok();
+        step.events.extend(scopes.into_iter().map(|scope| Event::ResourceUpdate { scope, accepted }));
+        match result {
             Ok(cfg) => {
                 let (publish, follow_up) = self.accepted(kind, &response.version_info, cfg, now, &mut step.events);
                 step.publish = Some(publish);
@@ -478,7 +487,12 @@ impl AdsState {
             .iter()
             .filter_map(|r| r.resource.as_ref().map(|a| (a, Some(r.version.as_str()))))
             .collect();
-        match self.apply_resources(kind, &incoming, &response.removed_resources, false, &response.system_version_info) {
+        let scopes = self.resource_scopes(kind);
+        let result =
+            self.apply_resources(kind, &incoming, &response.removed_resources, false, &response.system_version_info);
+        let accepted = result.is_ok();
+        step.events.extend(scopes.into_iter().map(|scope| Event::ResourceUpdate { scope, accepted }));
+        match result {
             Ok(cfg) => {
                 let (publish, follow_up) =
                     self.accepted(kind, &response.system_version_info, cfg, now, &mut step.events);
@@ -639,6 +653,34 @@ impl AdsState {
         }
     }
 
+    /// Per-resource stat scopes of the names `kind` is subscribed to (RDS:
+    /// `http.<stat_prefix>.rds.<name>` per HCM naming it; EDS:
+    /// `cluster.<name>` per cluster using the assignment); none for LDS / CDS.
+    fn resource_scopes(&self, kind: Kind) -> Vec<String> {
+        let names = &self.subs[&kind].names;
+        let mut out: Vec<String> = match kind {
+            Kind::RouteConfiguration => self
+                .resources
+                .listeners
+                .values()
+                .flat_map(|l| dynamic::rds_stat_scopes(&l.resource.message))
+                .filter(|(name, _)| names.contains(name))
+                .map(|(name, prefix)| format!("http.{prefix}.rds.{name}"))
+                .collect(),
+            Kind::ClusterLoadAssignment => self
+                .resources
+                .clusters
+                .values()
+                .filter(|c| dynamic::eds_name(&c.resource.message).is_some_and(|n| names.contains(&n)))
+                .map(|c| format!("cluster.{}", c.resource.name))
+                .collect(),
+            _ => Vec::new(),
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The last accepted `version_info` of a type (tests, admin).
     pub fn version_info(&self, kind: Kind) -> &str {
         &self.subs[&kind].version_info
@@ -782,7 +824,13 @@ static_resources:
         let cfg = step.publish.unwrap();
         assert_eq!(cfg.clusters["backend"].endpoints.len(), 2);
         assert!(cfg.clusters.contains_key("xds"), "static clusters stay");
-        assert_eq!(step.events, vec![Event::Accepted { kind: Kind::ClusterLoadAssignment, version_info: "e1".into() }]);
+        assert_eq!(
+            step.events,
+            vec![
+                Event::ResourceUpdate { scope: "cluster.backend".into(), accepted: true },
+                Event::Accepted { kind: Kind::ClusterLoadAssignment, version_info: "e1".into() }
+            ]
+        );
     }
 
     #[test]
@@ -822,6 +870,7 @@ static_resources:
         let mut bad = route("routes", "backend");
         bad["virtual_hosts"][0]["domains"] = json!(["a.*.b"]);
         let step = s.on_response(response(Kind::RouteConfiguration, "r2", "d", vec![bad]), t0);
+        assert!(step.events.contains(&Event::ResourceUpdate { scope: "http.in.rds.routes".into(), accepted: false }));
         let detail = &step.requests[0].error_detail.as_ref().unwrap().message;
         assert!(detail.starts_with("RouteConfiguration \"routes\": virtual_hosts[0].domains[0]"), "{detail}");
         assert_eq!(step.requests[0].version_info, "r1");

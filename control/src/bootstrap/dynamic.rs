@@ -449,6 +449,23 @@ pub fn rds_names(l: &lis::Listener) -> Vec<String> {
     out
 }
 
+/// `(route_config_name, stat_prefix)` of each of a listener's HCMs using
+/// `rds` (Envoy's per-route-configuration stats live under
+/// `http.<stat_prefix>.rds.<route_config_name>.`).
+pub fn rds_stat_scopes(l: &lis::Listener) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for chain in &l.filter_chains {
+        for f in &chain.filters {
+            if let Some(h) = decode_hcm(f) {
+                if let Some(hcm::http_connection_manager::RouteSpecifier::Rds(r)) = &h.route_specifier {
+                    out.push((r.route_config_name.clone(), h.stat_prefix.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The name EDS knows an EDS cluster by (`service_name`, else its own),
 /// or `None` for clusters of other types.
 pub fn eds_name(c: &cl::Cluster) -> Option<String> {

@@ -67,6 +67,8 @@ static_resources:
               routes:
               - match: {{ prefix: /local404 }}
                 direct_response: {{ status: 404 }}
+              - match: {{ prefix: /dead }}
+                route: {{ cluster: dead }}
               - match: {{ prefix: / }}
                 route: {{ cluster: backend }}
 {transport}  clusters:
@@ -86,6 +88,14 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
+  - name: dead
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dead
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{UPSTREAM_2_PORT}}}} }} }} }}
 "#,
         hcm_extra = indent(hcm_extra, 10),
         router = HTTP_FILTERS_ROUTER.trim_start_matches('\n'),
@@ -99,7 +109,7 @@ fn indent(s: &str, n: usize) -> String {
 
 fn start(hcm_extra: &str, tls: Option<&Path>) -> (Upstream, Gateway) {
     let up = Upstream::start("h2-backend");
-    let gw = Gateway::start(&config(hcm_extra, tls), &[up.addr], &[]);
+    let gw = Gateway::start(&config(hcm_extra, tls), &[up.addr, testkit::closed_addr()], &[]);
     (up, gw)
 }
 
@@ -294,4 +304,38 @@ fn h2load_many_multiplexed_streams_without_errors() {
     let codes = text.lines().find(|l| l.starts_with("status codes:")).unwrap_or("");
     assert!(codes.starts_with("status codes: 20000 2xx"), "{codes}");
     assert_eq!(gw.stat("http.ingress.downstream_rq_http2_total"), 20000);
+}
+
+#[test]
+fn grpc_requests_get_trailers_only_local_replies() {
+    let (_up, gw) = start("", None);
+    let a = gw.listener_addr;
+    for (path, grpc_status, message) in [
+        ("/denied/pkg.Svc/Call", "7", "RBAC: access denied"),
+        ("/local404/pkg.Svc/Call", "12", ""),
+        ("/dead/pkg.Svc/Call", "14", "upstream connect error"),
+    ] {
+        let (ok, out, err) = curl(&[
+            "--http2-prior-knowledge",
+            "-i",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "--data-binary",
+            "",
+            &url(a, path),
+        ]);
+        assert!(ok, "{path}: {err}");
+        let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        assert!(text.starts_with("http/2 200"), "{path}: {text}");
+        assert!(text.contains("content-type: application/grpc\r\n"), "{path}: {text}");
+        assert!(text.contains(&format!("grpc-status: {grpc_status}\r\n")), "{path}: {text}");
+        assert!(text.contains(&message.to_ascii_lowercase()), "{path}: {text}");
+        assert!(text.ends_with("\r\n\r\n"), "trailers-only: no body ({path}): {text}");
+    }
+    // A plain HTTP request on the same route keeps its HTTP status.
+    let (ok, out, _) = curl(&["--http2-prior-knowledge", "-w", WRITE_OUT, &url(a, "/dead/x")]);
+    assert!(ok);
+    assert_eq!(version_and_status(&out).1, "503");
 }

@@ -34,6 +34,7 @@
 //! ones are refused, and the connection closes when the last one ends.
 
 pub mod bridge;
+pub mod grpc;
 pub mod pipe;
 
 use std::cell::Cell;

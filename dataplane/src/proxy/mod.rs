@@ -946,10 +946,20 @@ impl<'a> Downstream<'a> {
         close: bool,
         extras: ReplyExtras<'_>,
     ) -> io::Result<()> {
+        // A gRPC request's local reply is a trailers-only gRPC response
+        // (HTTP 200, grpc-status from the HTTP status), as Envoy sends it;
+        // a fault filter's gRPC abort already is one.
+        let grpc_request = !matches!(self.filter_reply, Some(crate::filters::FilterReply::GrpcStatus { .. }))
+            && self.head.headers.get("content-type").is_some_and(crate::http2::grpc::is_grpc_content_type);
+        let (grpc_for, message) = if grpc_request { (Some(status), body) } else { (None, &b""[..]) };
+        let (status, body) = if grpc_request { (200, &b""[..]) } else { (status, body) };
         listener.stats.record_response_code(status);
         let mut headers = http1::Headers::new();
         if !body.is_empty() {
             headers.append("content-type", b"text/plain");
+        }
+        if let Some(http_status) = grpc_for {
+            crate::http2::grpc::append_trailers_only(&mut headers, http_status, message);
         }
         if let Some(location) = extras.location {
             headers.append("location", location);

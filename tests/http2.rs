@@ -69,6 +69,10 @@ static_resources:
                 direct_response: {{ status: 404 }}
               - match: {{ prefix: /dead }}
                 route: {{ cluster: dead }}
+              - match: {{ prefix: /delay }}
+                route:
+                  cluster: backend
+                  max_stream_duration: {{ grpc_timeout_header_max: 5s }}
               - match: {{ prefix: / }}
                 route: {{ cluster: backend }}
 {transport}  clusters:
@@ -338,4 +342,58 @@ fn grpc_requests_get_trailers_only_local_replies() {
     let (ok, out, _) = curl(&["--http2-prior-knowledge", "-w", WRITE_OUT, &url(a, "/dead/x")]);
     assert!(ok);
     assert_eq!(version_and_status(&out).1, "503");
+}
+
+#[test]
+fn sigterm_sends_goaway_and_in_flight_streams_finish() {
+    let up = Upstream::start("h2-backend");
+    let mut gw = Gateway::start(&config("", None), &[up.addr, testkit::closed_addr()], &["--drain-time-s", "10"]);
+    let target = url(gw.listener_addr, "/delay/1500");
+    // Three concurrent streams on one HTTP/2 connection.
+    let client = std::thread::spawn(move || {
+        Command::new("h2load").args(["-c", "1", "-m", "3", "-n", "3", &target]).output().expect("h2load")
+    });
+    // Each stream takes 1.5 s upstream: all three are in flight once counted.
+    let accepted = gw.wait_stat("http.ingress.downstream_rq_total", 3, std::time::Duration::from_secs(10));
+    assert_eq!(accepted, 3, "streams in flight before SIGTERM");
+    gw.sigterm();
+    let drained = gw.wait_stat("http.ingress.downstream_cx_drain_close", 1, std::time::Duration::from_secs(5));
+    assert_eq!(drained, 1, "GOAWAY sent on drain");
+    let out = client.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3 succeeded, 0 failed, 0 errored"), "{text}");
+    assert!(text.contains("status codes: 3 2xx"), "{text}");
+    let status = gw.wait_exit(std::time::Duration::from_secs(12)).expect("meshgate exits after draining");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn grpc_timeout_header_bounds_the_route_and_answers_deadline_exceeded() {
+    let (_up, gw) = start("", None);
+    let a = gw.listener_addr;
+    let grpc = |path: &str, timeout: &str| {
+        let started = std::time::Instant::now();
+        let (ok, out, err) = curl(&[
+            "--http2-prior-knowledge",
+            "-i",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            &format!("grpc-timeout: {timeout}"),
+            "--data-binary",
+            "",
+            &url(a, path),
+        ]);
+        assert!(ok, "{err}");
+        (String::from_utf8_lossy(&out).to_ascii_lowercase(), started.elapsed())
+    };
+    // 300 ms from the header, far below the 15 s route default: 504 as gRPC.
+    let (text, took) = grpc("/delay/3000", "300m");
+    assert!(text.starts_with("http/2 200"), "{text}");
+    assert!(text.contains("grpc-status: 4\r\n"), "{text}");
+    assert!(took < std::time::Duration::from_millis(2900), "the header's deadline applied: {took:?}");
+    // A generous deadline lets the call through (the upstream answers 200, no grpc-status).
+    let (text, _) = grpc("/delay/100", "10S");
+    assert!(text.starts_with("http/2 200") && !text.contains("grpc-status"), "{text}");
+    assert_eq!(gw.stat("http.ingress.downstream_rq_timeout"), 1);
 }

@@ -18,6 +18,10 @@
 //! ran out; the HTTP table's UNAVAILABLE would invite the client to retry a
 //! call whose deadline already passed.
 
+use std::time::Duration;
+
+use control::model::GrpcTimeoutPolicy;
+
 /// gRPC status codes used here (grpc/grpc `doc/statuscodes.md`).
 pub mod code {
     pub const UNKNOWN: u32 = 2;
@@ -77,9 +81,94 @@ pub fn append_trailers_only(headers: &mut crate::http1::Headers, http_status: u1
     }
 }
 
+/// Parses `grpc-timeout` (PROTOCOL-HTTP2.md: `TimeoutValue TimeoutUnit`,
+/// at most 8 ASCII digits, then one of `H M S m u n`).  `None`: malformed.
+pub fn parse_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The route timeout of a request, as Envoy's router computes it when the
+/// route has `max_stream_duration.grpc_timeout_header_max`: a gRPC request's
+/// `grpc-timeout` (a missing or malformed one leaves `route`), capped by the
+/// max unless that is `0s`, zero meaning no timeout, then reduced by the
+/// offset when the offset is smaller.
+pub fn route_timeout(
+    route: Option<Duration>,
+    policy: Option<&GrpcTimeoutPolicy>,
+    headers: &crate::http1::Headers,
+) -> Option<Duration> {
+    let Some(policy) = policy else { return route };
+    if !headers.get("content-type").is_some_and(is_grpc_content_type) {
+        return route;
+    }
+    let Some(mut t) = headers.get("grpc-timeout").and_then(parse_timeout) else { return route };
+    if let Some(max) = policy.max {
+        if t.is_zero() || t > max {
+            t = max;
+        }
+    }
+    if t.is_zero() {
+        return None;
+    }
+    if policy.offset < t {
+        t -= policy.offset;
+    }
+    Some(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_values() {
+        assert_eq!(parse_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_timeout(b"2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_timeout(b"3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_timeout(b"250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout(b"99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(parse_timeout(b"5n"), Some(Duration::from_nanos(5)));
+        for bad in [&b""[..], b"S", b"123456789S", b"10x", b"-1S", b"1.5S", b"10 S"] {
+            assert_eq!(parse_timeout(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_sets_the_route_timeout() {
+        let route = Some(Duration::from_secs(15));
+        let grpc = |timeout: &[u8]| {
+            let mut h = crate::http1::Headers::new();
+            h.append("content-type", b"application/grpc");
+            h.append("grpc-timeout", timeout);
+            h
+        };
+        let capped = GrpcTimeoutPolicy { max: Some(Duration::from_secs(2)), offset: Duration::ZERO };
+        let uncapped = GrpcTimeoutPolicy { max: None, offset: Duration::from_millis(100) };
+        assert_eq!(route_timeout(route, Some(&capped), &grpc(b"500m")), Some(Duration::from_millis(500)));
+        assert_eq!(route_timeout(route, Some(&capped), &grpc(b"10S")), Some(Duration::from_secs(2)));
+        assert_eq!(route_timeout(route, Some(&capped), &grpc(b"0S")), Some(Duration::from_secs(2)));
+        assert_eq!(route_timeout(route, Some(&uncapped), &grpc(b"0S")), None, "zero: no timeout");
+        assert_eq!(route_timeout(route, Some(&uncapped), &grpc(b"60S")), Some(Duration::from_millis(59_900)));
+        assert_eq!(route_timeout(route, Some(&uncapped), &grpc(b"50m")), Some(Duration::from_millis(50)));
+        assert_eq!(route_timeout(route, Some(&capped), &grpc(b"bogus")), route);
+        assert_eq!(route_timeout(route, None, &grpc(b"500m")), route, "no policy: header ignored");
+        let mut plain = crate::http1::Headers::new();
+        plain.append("grpc-timeout", b"500m");
+        assert_eq!(route_timeout(route, Some(&capped), &plain), route, "not a gRPC request");
+    }
 
     #[test]
     fn content_types() {

@@ -650,7 +650,9 @@ impl<'a> Downstream<'a> {
             .per_request_buffer_limit_bytes
             .or(vhost.retry.per_request_buffer_limit_bytes)
             .unwrap_or(listener.config.per_connection_buffer_limit_bytes);
-        let route_timeout = overrides.timeout.unwrap_or(action.timeout);
+        let route_timeout = overrides.timeout.unwrap_or_else(|| {
+            crate::http2::grpc::route_timeout(action.timeout, action.grpc_timeout.as_ref(), &self.head.headers)
+        });
         let setup = RetrySetup {
             state,
             buffer_limit: u64::from(buffer_limit),

@@ -84,13 +84,7 @@ pub async fn serve_connection_prefixed(
     peer: SocketAddr,
     prefix: &[u8],
 ) {
-    let stats = &listener.stats;
-    stats.downstream_cx_total.inc();
-    stats.downstream_cx_http1_total.inc();
-    stats.downstream_cx_active.inc();
-    stats.downstream_cx_http1_active.inc();
-    listener.listener_stats.downstream_cx_total.inc();
-    listener.listener_stats.downstream_cx_active.inc();
+    count_connection_opened(&listener, false);
     let parked = ParkedConn { stream, peer, opened: Instant::now(), rx_bytes: 0, tx_bytes: 0, idle_deadline: None };
     serve(ctx, listener, parked, true, prefix).await
 }
@@ -206,17 +200,55 @@ async fn wait_parked(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, parked: Park
 }
 
 fn finish_connection(listener: &HttpListener, end: ConnEnd, opened: Instant, rx_bytes: u64, tx_bytes: u64) {
-    let stats = &listener.stats;
-    match end {
-        ConnEnd::Local => stats.downstream_cx_destroy_local.inc(),
-        ConnEnd::Remote => stats.downstream_cx_destroy_remote.inc(),
+    let local = match end {
+        ConnEnd::Local => true,
+        ConnEnd::Remote => false,
         ConnEnd::Park(_) => unreachable!("a parked connection is not finished"),
+    };
+    count_connection_closed(listener, false, local, opened, rx_bytes, tx_bytes);
+}
+
+/// Counts a new downstream connection of an HTTP listener (HTTP/1 or HTTP/2).
+pub(crate) fn count_connection_opened(listener: &HttpListener, http2: bool) {
+    let stats = &listener.stats;
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    if http2 {
+        stats.downstream_cx_http2_total.inc();
+        stats.downstream_cx_http2_active.inc();
+    } else {
+        stats.downstream_cx_http1_total.inc();
+        stats.downstream_cx_http1_active.inc();
+    }
+    listener.listener_stats.downstream_cx_total.inc();
+    listener.listener_stats.downstream_cx_active.inc();
+}
+
+/// Counts the end of a connection `count_connection_opened` counted;
+/// `local`: the gateway closed it.
+pub(crate) fn count_connection_closed(
+    listener: &HttpListener,
+    http2: bool,
+    local: bool,
+    opened: Instant,
+    rx_bytes: u64,
+    tx_bytes: u64,
+) {
+    let stats = &listener.stats;
+    if local {
+        stats.downstream_cx_destroy_local.inc();
+    } else {
+        stats.downstream_cx_destroy_remote.inc();
     }
     stats.downstream_cx_destroy.inc();
     stats.downstream_cx_rx_bytes_total.add(rx_bytes);
     stats.downstream_cx_tx_bytes_total.add(tx_bytes);
     stats.downstream_cx_active.dec();
-    stats.downstream_cx_http1_active.dec();
+    if http2 {
+        stats.downstream_cx_http2_active.dec();
+    } else {
+        stats.downstream_cx_http1_active.dec();
+    }
     stats.downstream_cx_length_ms.record(opened.elapsed());
     listener.listener_stats.downstream_cx_active.dec();
     listener.listener_stats.downstream_cx_destroy.inc();

@@ -29,6 +29,7 @@ APT_PACKAGES=(
     nginx-light     # tests/tls_upstream.rs: a TLS (and mTLS) upstream server
     python3         # tests/websocket.rs: the WebSocket client and server (Python `websockets`)
     python3-venv    # the test venv below
+    nghttp2-client  # tests/http2.rs: h2load, many multiplexed HTTP/2 streams
 )
 APT_PACKAGES+=("$@")
 

@@ -71,15 +71,32 @@ const DISCARD_BODY_LIMIT: u64 = 64 * 1024;
 
 /// Serves one downstream connection until it closes.
 pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, stream: Conn, peer: SocketAddr) {
-    let stats = &listener.stats;
-    stats.downstream_cx_total.inc();
-    stats.downstream_cx_http1_total.inc();
-    stats.downstream_cx_active.inc();
-    stats.downstream_cx_http1_active.inc();
-    listener.listener_stats.downstream_cx_total.inc();
-    listener.listener_stats.downstream_cx_active.inc();
+    serve_connection_prefixed(ctx, listener, stream, peer, &[]).await
+}
+
+/// `serve_connection` for a connection whose first bytes (`prefix`) were
+/// already read to choose its protocol (`http2::serve_http`).
+pub async fn serve_connection_prefixed(
+    ctx: Rc<ShardCtx>,
+    listener: Rc<HttpListener>,
+    stream: Conn,
+    peer: SocketAddr,
+    prefix: &[u8],
+) {
+    count_connection_opened(&listener, false);
     let parked = ParkedConn { stream, peer, opened: Instant::now(), rx_bytes: 0, tx_bytes: 0, idle_deadline: None };
-    serve(ctx, listener, parked, true).await
+    serve(ctx, listener, parked, true, prefix).await
+}
+
+/// Serves one HTTP/2 stream presented as a one-request HTTP/1.1 connection
+/// (`http2::bridge`): `head` is the request head already translated, the
+/// body (if any) follows through `stream`.  Connection-level work (stats,
+/// network filters, parking) belongs to the HTTP/2 connection, not to this.
+pub async fn serve_bridged(ctx: &ShardCtx, listener: &Rc<HttpListener>, stream: Conn, peer: SocketAddr, head: &[u8]) {
+    let mut conn = Downstream::new(ctx, stream, peer, listener);
+    conn.bridged = true;
+    conn.buf.prefill(head);
+    let _ = conn.run(listener).await;
 }
 
 /// How long a keep-alive connection waits for its next request inside its
@@ -108,9 +125,12 @@ struct ParkedConn {
 }
 
 /// Runs a connection (fresh, or resumed from parking) until it ends or parks.
-async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, fresh: bool) {
+async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, fresh: bool, prefix: &[u8]) {
     let ParkedConn { stream, peer, opened, rx_bytes, tx_bytes, .. } = conn;
     let mut conn = Downstream::new(&ctx, stream, peer, &listener);
+    if !prefix.is_empty() {
+        conn.buf.prefill(prefix);
+    }
     conn.rx_bytes.set(rx_bytes);
     conn.tx_bytes.set(tx_bytes);
     // Network filters act once per connection: envoy.filters.network.local_ratelimit
@@ -169,7 +189,7 @@ async fn wait_parked(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, parked: Park
         .await
     };
     match woke {
-        Wake::Readable => spawn(serve(ctx.clone(), listener, parked, false)).detach(),
+        Wake::Readable => spawn(serve(ctx.clone(), listener, parked, false, &[])).detach(),
         Wake::IdleTimeout => {
             listener.stats.downstream_cx_idle_timeout.inc();
             finish_connection(&listener, ConnEnd::Local, parked.opened, parked.rx_bytes, parked.tx_bytes);
@@ -179,17 +199,55 @@ async fn wait_parked(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, parked: Park
 }
 
 fn finish_connection(listener: &HttpListener, end: ConnEnd, opened: Instant, rx_bytes: u64, tx_bytes: u64) {
-    let stats = &listener.stats;
-    match end {
-        ConnEnd::Local => stats.downstream_cx_destroy_local.inc(),
-        ConnEnd::Remote => stats.downstream_cx_destroy_remote.inc(),
+    let local = match end {
+        ConnEnd::Local => true,
+        ConnEnd::Remote => false,
         ConnEnd::Park(_) => unreachable!("a parked connection is not finished"),
+    };
+    count_connection_closed(listener, false, local, opened, rx_bytes, tx_bytes);
+}
+
+/// Counts a new downstream connection of an HTTP listener (HTTP/1 or HTTP/2).
+pub(crate) fn count_connection_opened(listener: &HttpListener, http2: bool) {
+    let stats = &listener.stats;
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    if http2 {
+        stats.downstream_cx_http2_total.inc();
+        stats.downstream_cx_http2_active.inc();
+    } else {
+        stats.downstream_cx_http1_total.inc();
+        stats.downstream_cx_http1_active.inc();
+    }
+    listener.listener_stats.downstream_cx_total.inc();
+    listener.listener_stats.downstream_cx_active.inc();
+}
+
+/// Counts the end of a connection `count_connection_opened` counted;
+/// `local`: the gateway closed it.
+pub(crate) fn count_connection_closed(
+    listener: &HttpListener,
+    http2: bool,
+    local: bool,
+    opened: Instant,
+    rx_bytes: u64,
+    tx_bytes: u64,
+) {
+    let stats = &listener.stats;
+    if local {
+        stats.downstream_cx_destroy_local.inc();
+    } else {
+        stats.downstream_cx_destroy_remote.inc();
     }
     stats.downstream_cx_destroy.inc();
     stats.downstream_cx_rx_bytes_total.add(rx_bytes);
     stats.downstream_cx_tx_bytes_total.add(tx_bytes);
     stats.downstream_cx_active.dec();
-    stats.downstream_cx_http1_active.dec();
+    if http2 {
+        stats.downstream_cx_http2_active.dec();
+    } else {
+        stats.downstream_cx_http1_active.dec();
+    }
     stats.downstream_cx_length_ms.record(opened.elapsed());
     listener.listener_stats.downstream_cx_active.dec();
     listener.listener_stats.downstream_cx_destroy.inc();
@@ -230,6 +288,8 @@ struct Downstream<'a> {
     filter_reply: Option<crate::filters::FilterReply>,
     /// The current request's `Upgrade` value when it is an upgrade request.
     upgrade: Option<Vec<u8>>,
+    /// One HTTP/2 stream served through `http2::bridge` (one request, then done).
+    bridged: bool,
 }
 
 impl<'a> Downstream<'a> {
@@ -249,6 +309,16 @@ impl<'a> Downstream<'a> {
             x_ratelimit: None,
             filter_reply: None,
             upgrade: None,
+            bridged: false,
+        }
+    }
+
+    /// `downstream_rq_http1_total` or `downstream_rq_http2_total`.
+    fn count_protocol_request(&self, listener: &HttpListener) {
+        if self.bridged {
+            listener.stats.downstream_rq_http2_total.inc();
+        } else {
+            listener.stats.downstream_rq_http1_total.inc();
         }
     }
 
@@ -266,7 +336,7 @@ impl<'a> Downstream<'a> {
                 HeadOutcome::Park(idle_deadline) => return ConnEnd::Park(idle_deadline),
                 HeadOutcome::Failed(status, reason) => {
                     listener.stats.downstream_rq_total.inc();
-                    listener.stats.downstream_rq_http1_total.inc();
+                    self.count_protocol_request(&listener);
                     listener.stats.downstream_cx_protocol_error.inc();
                     let _ = self.local_reply(&listener, status, reason.as_bytes(), true).await;
                     return ConnEnd::Local;
@@ -283,13 +353,16 @@ impl<'a> Downstream<'a> {
             };
             let started = Instant::now();
             listener.stats.downstream_rq_total.inc();
-            listener.stats.downstream_rq_http1_total.inc();
+            self.count_protocol_request(&listener);
             listener.stats.downstream_rq_active.inc();
             let after = self.handle_request(&snapshot, &listener, removed).await;
             let after = if removed { After::Close } else { after };
             listener.stats.downstream_rq_active.dec();
             listener.stats.downstream_rq_completed.inc();
             listener.stats.downstream_rq_time.record(started.elapsed());
+            if self.bridged {
+                return ConnEnd::Local;
+            }
             match after {
                 After::KeepAlive if !self.ctx.draining() => {}
                 After::KeepAlive => {
@@ -621,7 +694,9 @@ impl<'a> Downstream<'a> {
             .per_request_buffer_limit_bytes
             .or(vhost.retry.per_request_buffer_limit_bytes)
             .unwrap_or(listener.config.per_connection_buffer_limit_bytes);
-        let route_timeout = overrides.timeout.unwrap_or(action.timeout);
+        let route_timeout = overrides.timeout.unwrap_or_else(|| {
+            crate::http2::grpc::route_timeout(action.timeout, action.grpc_timeout.as_ref(), &self.head.headers)
+        });
         let setup = RetrySetup {
             state,
             buffer_limit: u64::from(buffer_limit),
@@ -651,7 +726,13 @@ impl<'a> Downstream<'a> {
             direct_remote: self.peer,
             local: self.stream.local_addr(),
             upstream: None,
-            protocol: if self.head.version == Version::Http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+            protocol: if self.bridged {
+                "HTTP/2"
+            } else if self.head.version == Version::Http10 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
         }
     }
 
@@ -793,8 +874,10 @@ impl<'a> Downstream<'a> {
         if !listener.rbac.has_network() {
             return None;
         }
+        // Bytes already read to choose the protocol are the first bytes.
         let deadline = listener.hcm.idle_timeout.map(|t| now() + t);
-        match self.fill_or_drain(deadline, true, None, &listener.config.name).await {
+        let first = if self.buf.is_empty() { self.fill_or_drain(deadline, true, None, &listener.config.name).await } else { Fill::Full };
+        match first {
             Fill::Read(0) | Fill::Error => return Some(ConnEnd::Remote),
             Fill::Read(_) | Fill::Full => {}
             Fill::TimedOut => {
@@ -910,10 +993,20 @@ impl<'a> Downstream<'a> {
         close: bool,
         extras: ReplyExtras<'_>,
     ) -> io::Result<()> {
+        // A gRPC request's local reply is a trailers-only gRPC response
+        // (HTTP 200, grpc-status from the HTTP status), as Envoy sends it;
+        // a fault filter's gRPC abort already is one.
+        let grpc_request = !matches!(self.filter_reply, Some(crate::filters::FilterReply::GrpcStatus { .. }))
+            && self.head.headers.get("content-type").is_some_and(crate::http2::grpc::is_grpc_content_type);
+        let (grpc_for, message) = if grpc_request { (Some(status), body) } else { (None, &b""[..]) };
+        let (status, body) = if grpc_request { (200, &b""[..]) } else { (status, body) };
         listener.stats.record_response_code(status);
         let mut headers = http1::Headers::new();
         if !body.is_empty() {
             headers.append("content-type", b"text/plain");
+        }
+        if let Some(http_status) = grpc_for {
+            crate::http2::grpc::append_trailers_only(&mut headers, http_status, message);
         }
         if let Some(location) = extras.location {
             headers.append("location", location);
@@ -1196,7 +1289,8 @@ impl<'a> Downstream<'a> {
         let rx_bytes = &self.rx_bytes;
         let limits = ex.listener.limits;
         let request_chunked = ex.body_kind == BodyKind::Chunked;
-        let forward_trailers = ex.listener.hcm.enable_trailers && cluster.config.enable_trailers;
+        // HTTP/2 carries trailers natively: `enable_trailers` is an HTTP/1 codec option.
+        let forward_trailers = (self.bridged || ex.listener.hcm.enable_trailers) && cluster.config.enable_trailers;
 
         let request = pump_request_body(
             down,

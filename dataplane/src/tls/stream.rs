@@ -329,6 +329,9 @@ pub enum Conn {
     Tls(Box<TlsStream>),
     /// Plaintext on a tls_inspector listener (first bytes replayed).
     Replay(Box<ReplayStream>),
+    /// One HTTP/2 stream served by the HTTP/1 connection manager
+    /// (`http2::pipe`): bytes through a pipe, identity from the real connection.
+    Bridged(Box<crate::http2::pipe::Bridged>),
 }
 
 impl Conn {
@@ -337,6 +340,7 @@ impl Conn {
             Conn::Plain(s) => s.poll_read(cx, buf),
             Conn::Replay(s) => s.poll_read(cx, buf),
             Conn::Tls(s) => s.poll_read(cx, buf),
+            Conn::Bridged(b) => b.end.poll_read(cx, buf),
         }
     }
 
@@ -345,6 +349,7 @@ impl Conn {
             Conn::Plain(s) => s.poll_write(cx, buf),
             Conn::Replay(s) => s.stream().poll_write(cx, buf),
             Conn::Tls(s) => s.poll_write(cx, buf),
+            Conn::Bridged(b) => b.end.poll_write(cx, buf),
         }
     }
 
@@ -353,6 +358,7 @@ impl Conn {
             Conn::Plain(s) => s.poll_write_vectored(cx, bufs),
             Conn::Replay(s) => s.stream().poll_write_vectored(cx, bufs),
             Conn::Tls(s) => s.poll_write_vectored(cx, bufs),
+            Conn::Bridged(b) => b.end.poll_write_vectored(cx, bufs),
         }
     }
 
@@ -361,6 +367,7 @@ impl Conn {
             Conn::Plain(s) => s.poll_read_ready(cx),
             Conn::Replay(s) => s.poll_read_ready(cx),
             Conn::Tls(s) => s.poll_read_ready(cx),
+            Conn::Bridged(b) => b.end.poll_read_ready(cx),
         }
     }
 
@@ -369,6 +376,10 @@ impl Conn {
             Conn::Plain(s) => s.shutdown_write(),
             Conn::Replay(s) => s.stream().shutdown_write(),
             Conn::Tls(s) => s.shutdown_write(),
+            Conn::Bridged(b) => {
+                b.end.shutdown_write();
+                Ok(())
+            }
         }
     }
 
@@ -377,6 +388,7 @@ impl Conn {
             Conn::Plain(s) => s.peer_addr(),
             Conn::Replay(s) => s.stream().peer_addr(),
             Conn::Tls(s) => s.peer_addr(),
+            Conn::Bridged(b) => b.peer_addr(),
         }
     }
 
@@ -385,6 +397,7 @@ impl Conn {
             Conn::Plain(s) => s.local_addr(),
             Conn::Replay(s) => s.stream().local_addr(),
             Conn::Tls(s) => s.local_addr(),
+            Conn::Bridged(b) => b.local_addr(),
         }
     }
 
@@ -393,6 +406,7 @@ impl Conn {
             Conn::Plain(s) => s.is_idle_usable(),
             Conn::Replay(s) => s.stream().is_idle_usable(),
             Conn::Tls(s) => s.is_idle_usable(),
+            Conn::Bridged(_) => false,
         }
     }
 
@@ -400,6 +414,7 @@ impl Conn {
         match self {
             Conn::Plain(_) | Conn::Replay(_) => None,
             Conn::Tls(s) => Some(s),
+            Conn::Bridged(b) => b.outer.tls(),
         }
     }
 
@@ -424,7 +439,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.write_all_vectored(parts).await,
             Conn::Replay(s) => s.stream().write_all_vectored(parts).await,
-            Conn::Tls(_) => {
+            Conn::Tls(_) | Conn::Bridged(_) => {
                 for p in parts {
                     self.write_all(p).await?;
                 }

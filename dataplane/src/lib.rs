@@ -14,6 +14,7 @@ pub mod admin;
 pub mod dns;
 pub mod filters;
 pub mod http1;
+pub mod http2;
 pub mod matcher;
 pub mod proxy;
 pub mod rbac;

@@ -17,10 +17,13 @@ Attacks (each stops early once the server sent GOAWAY or closed):
   big_headers   one GET whose header list is about --size bytes (split over
                 HEADERS + CONTINUATION within the 16 KiB frame size), END_STREAM.
   get           one well-behaved GET (a sanity check of the client itself).
+  steady        N well-behaved GETs one after the other on one connection
+                (the bystander during a flood).
 
 Prints one JSON object: attack, frames_sent, goaway (null or {code, name,
 last_stream_id, debug}), rst_stream (count), rst_codes, status (the :status
-of stream 1, if any), pings_acked, settings_acked, closed (the server closed
+of stream 1, if any), responses and ok_responses (how many streams got a
+response head, and how many of them 200), pings_acked, settings_acked, closed (the server closed
 the connection), seconds.
 """
 
@@ -41,6 +44,7 @@ from hyperframe.frame import (
     PingFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -62,7 +66,8 @@ class Conn:
         self.decoder = hpack.Decoder()
         self.goaway = None
         self.rst_codes = {}
-        self.status = None
+        self.statuses = {}  # stream id -> :status of its response
+        self.reset_streams = set()
         self.pings_acked = 0
         self.settings_acked = 0
         self.closed = threading.Event()
@@ -112,6 +117,7 @@ class Conn:
         elif isinstance(frame, RstStreamFrame):
             name = ERROR_NAMES.get(frame.error_code, str(frame.error_code))
             self.rst_codes[name] = self.rst_codes.get(name, 0) + 1
+            self.reset_streams.add(frame.stream_id)
         elif isinstance(frame, SettingsFrame):
             if "ACK" in frame.flags:
                 self.settings_acked += 1
@@ -124,11 +130,19 @@ class Conn:
                     pass
         elif isinstance(frame, PingFrame) and "ACK" in frame.flags:
             self.pings_acked += 1
-        elif isinstance(frame, HeadersFrame) and frame.stream_id == 1 and self.status is None:
+        elif isinstance(frame, HeadersFrame) and "END_HEADERS" in frame.flags:
+            # Every block is decoded, in order, to keep the HPACK table in step.
+            headers = dict(self.decoder.decode(bytes(frame.data)))
+            status = headers.get(":status", headers.get(b":status"))
+            if status is not None and frame.stream_id not in self.statuses:
+                self.statuses[frame.stream_id] = int(status)
+        elif isinstance(frame, DataFrame) and frame.flow_controlled_length > 0:
+            # Give the window back so responses never stall on it.
+            n = frame.flow_controlled_length
             try:
-                headers = self.decoder.decode(bytes(frame.data))
-                self.status = int(dict(headers).get(":status", dict(headers).get(b":status", 0)))
-            except Exception:  # a partial block (CONTINUATION follows): status stays unknown
+                self.send(WindowUpdateFrame(0, window_increment=n).serialize()
+                          + WindowUpdateFrame(frame.stream_id, window_increment=n).serialize(), frames=0)
+            except OSError:
                 pass
 
     def request_block(self, authority, path, extra=()):
@@ -200,12 +214,23 @@ def big_headers(c, args):
     for k, chunk in enumerate(chunks[1:], 1):
         out.append(continuation_frame(1, chunk, ("END_HEADERS",) if k == len(chunks) - 1 else ()))
     c.send(b"".join(out), frames=len(out))
-    wait_for(c, lambda: c.status is not None or c.rst_codes or c.stopped())
+    wait_for(c, lambda: 1 in c.statuses or c.rst_codes or c.stopped())
 
 
 def get(c, args):
     c.send(headers_frame(1, c.request_block(args.authority, args.path), ("END_HEADERS", "END_STREAM")))
-    wait_for(c, lambda: c.status is not None or c.rst_codes or c.stopped())
+    wait_for(c, lambda: 1 in c.statuses or c.rst_codes or c.stopped())
+
+
+def steady(c, args):
+    # A well-behaved client: --frames requests one after the other on new
+    # streams of one connection, each waiting for its response.
+    for i in range(args.frames):
+        stream_id = 2 * i + 1
+        if c.stopped():
+            return
+        c.send(headers_frame(stream_id, c.request_block(args.authority, args.path), ("END_HEADERS", "END_STREAM")))
+        wait_for(c, lambda: stream_id in c.statuses or stream_id in c.reset_streams or c.stopped())
 
 
 def wait_for(c, predicate, seconds=10):
@@ -221,6 +246,7 @@ ATTACKS = {
     "settings": settings,
     "big_headers": big_headers,
     "get": get,
+    "steady": steady,
 }
 
 
@@ -242,7 +268,7 @@ def main():
         ATTACKS[args.attack](c, args)
     except OSError:
         pass  # the server closed on us mid-flood: what happened is in the report
-    if args.attack not in ("get", "big_headers"):
+    if args.attack not in ("get", "big_headers", "steady"):
         # Whatever the server answers to the last frames of a flood (GOAWAY,
         # close) arrives shortly after; give it time, then report.
         wait_for(c, c.stopped, seconds=5)
@@ -252,7 +278,9 @@ def main():
         "goaway": c.goaway,
         "rst_stream": sum(c.rst_codes.values()),
         "rst_codes": c.rst_codes,
-        "status": c.status,
+        "status": c.statuses.get(1),
+        "responses": len(c.statuses),
+        "ok_responses": sum(1 for v in c.statuses.values() if v == 200),
         "pings_acked": c.pings_acked,
         "settings_acked": c.settings_acked,
         "closed": c.closed.is_set(),

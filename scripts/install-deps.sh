@@ -28,6 +28,7 @@ APT_PACKAGES=(
     openssl         # tests/tls_downstream.rs: test certificates and `openssl s_client`
     python3         # tests/websocket.rs: the WebSocket client and server (Python `websockets`)
     python3-venv    # the test venv below
+    nghttp2-client  # tests/http2.rs: h2load, many multiplexed HTTP/2 streams
 )
 APT_PACKAGES+=("$@")
 

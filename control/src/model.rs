@@ -190,6 +190,42 @@ pub struct HttpConnectionManager {
     pub forward_client_cert: ForwardClientCert,
     /// `set_current_client_cert_details`.
     pub client_cert_details: ClientCertDetails,
+    /// `codec_type` (AUTO picks HTTP/2 by ALPN `h2` or the client preface).
+    pub codec_type: CodecType,
+    /// `http2_protocol_options` (edge-proxy defaults when absent).
+    pub http2: Http2Options,
+}
+
+/// `HttpConnectionManager.CodecType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CodecType {
+    /// HTTP/2 when TLS negotiates ALPN `h2` or a plaintext client starts
+    /// with the HTTP/2 connection preface; HTTP/1.1 otherwise.
+    #[default]
+    Auto,
+    Http1,
+    /// HTTP/2 only (prior knowledge on plaintext).
+    Http2,
+}
+
+/// `envoy.config.core.v3.Http2ProtocolOptions`: the subset meshgate
+/// implements.  Defaults are Envoy's edge-proxy recommendations, not its
+/// library defaults (see docs/http2.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Options {
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+}
+
+impl Default for Http2Options {
+    fn default() -> Self {
+        Http2Options {
+            max_concurrent_streams: 100,
+            initial_stream_window_size: 64 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+        }
+    }
 }
 
 /// `HttpConnectionManager.ForwardClientCertDetails`: what happens to

@@ -517,11 +517,15 @@ fn filter_chain_match() {
 #[test]
 fn unsupported_field_inside_typed_config() {
     let errs = errors(&with(&[
-        (&format!("{HCM}/codec_type"), json!("HTTP2")),
+        (&format!("{HCM}/http2_protocol_options"), json!({"hpack_table_size": 1024})),
         (&format!("{HCM}/add_user_agent"), json!(true)),
         (&format!("{HCM}/common_http_protocol_options"), json!({"max_connection_duration": "10s"})),
     ]));
-    assert_error(&errs, &format!("{HCM_PATH}.codec_type"), "HTTP/2 not supported yet");
+    assert_error(
+        &errs,
+        &format!("{HCM_PATH}.http2_protocol_options.hpack_table_size"),
+        "meshgate supports: max_concurrent_streams, initial_stream_window_size, initial_connection_window_size",
+    );
     assert_error(&errs, &format!("{HCM_PATH}.add_user_agent"), "unsupported field (meshgate supports: stat_prefix");
     assert_error(
         &errs,

@@ -98,6 +98,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             // x-forwarded-client-cert (translate/tls.rs, dataplane tls/xfcc.rs).
             "forward_client_cert_details",
             "set_current_client_cert_details",
+            // HTTP/2 (docs/http2.md).
+            "http2_protocol_options",
         ],
     ),
     (
@@ -506,6 +508,10 @@ const FIELDS_BY_CONTAINER: &[(&str, &[&str])] = &[
         &["default_value", "runtime_key"],
     ),
     (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options",
+        &["max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"],
+    ),
+    (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.common_http_protocol_options",
         &["idle_timeout", "max_headers_count"],
     ),
@@ -530,10 +536,6 @@ const HINTS: &[(&str, &str)] = &[
         "meshgate has no runtime layer; split traffic with route.weighted_clusters instead",
     ),
     ("envoy.config.core.v3.HeaderValue.raw_value", "use value (raw_value is not supported)"),
-    (
-        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options",
-        "HTTP/2 not supported yet",
-    ),
     ("envoy.config.listener.v3.FilterChain.transport_socket", "TLS not supported yet"),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options",

@@ -376,23 +376,23 @@ fn http_connection_manager(
         ok = false;
     }
     use hcm::http_connection_manager::CodecType;
-    match CodecType::try_from(h.codec_type) {
-        Ok(CodecType::Auto | CodecType::Http1) => {}
-        Ok(CodecType::Http2) => {
-            errors.add(p("codec_type"), "HTTP/2 not supported yet (meshgate supports: AUTO, HTTP1)");
-            ok = false;
-        }
+    let codec_type = match CodecType::try_from(h.codec_type) {
+        Ok(CodecType::Auto) => model::CodecType::Auto,
+        Ok(CodecType::Http1) => model::CodecType::Http1,
+        Ok(CodecType::Http2) => model::CodecType::Http2,
         _ => {
             errors.add(
                 p("codec_type"),
                 format!(
-                    "unsupported value {} (meshgate supports: AUTO, HTTP1)",
+                    "unsupported value {} (meshgate supports: AUTO, HTTP1, HTTP2)",
                     enum_name(&format!("{HCM}.CodecType"), h.codec_type)
                 ),
             );
             ok = false;
+            model::CodecType::Auto
         }
-    }
+    };
+    let http2 = http2_options(h.http2_protocol_options.as_ref(), &p("http2_protocol_options"), errors);
 
     use hcm::http_connection_manager::RouteSpecifier;
     let route_config = match &h.route_specifier {
@@ -488,7 +488,43 @@ fn http_connection_manager(
             errors,
         ),
         client_cert_details: tls::client_cert_details(h.set_current_client_cert_details.as_ref()),
+        codec_type,
+        http2,
     })
+}
+
+/// `http2_protocol_options` (downstream or upstream): the implemented
+/// subset (others are rejected by the allowlist), range-checked as Envoy's
+/// proto validation does.
+pub(crate) fn http2_options(
+    o: Option<&core::Http2ProtocolOptions>,
+    path: &str,
+    errors: &mut Errors,
+) -> model::Http2Options {
+    let mut out = model::Http2Options::default();
+    let Some(o) = o else { return out };
+    let mut field = |name: &str, v: Option<u32>, min: u32, slot: &mut u32| {
+        let Some(v) = v else { return };
+        if !(min..=2_147_483_647).contains(&v) {
+            errors.add(join(path, name), format!("must be between {min} and 2147483647"));
+            return;
+        }
+        *slot = v;
+    };
+    field("max_concurrent_streams", o.max_concurrent_streams.map(|v| v.value), 1, &mut out.max_concurrent_streams);
+    field(
+        "initial_stream_window_size",
+        o.initial_stream_window_size.map(|v| v.value),
+        65_535,
+        &mut out.initial_stream_window_size,
+    );
+    field(
+        "initial_connection_window_size",
+        o.initial_connection_window_size.map(|v| v.value),
+        65_535,
+        &mut out.initial_connection_window_size,
+    );
+    out
 }
 
 /// The model of each HTTP filter, in order (their order and the router's

@@ -79,6 +79,21 @@ impl RecvBuf {
         }
     }
 
+    /// Appends bytes read elsewhere (a sniffed protocol preface, an HTTP/2
+    /// stream's translated head), growing past the cap if it must: the
+    /// parser's limits still judge them.
+    pub fn prefill(&mut self, bytes: &[u8]) {
+        if self.data.is_empty() {
+            self.acquire();
+        }
+        let end = self.end + bytes.len();
+        if end > self.data.len() {
+            self.data.resize(end, 0);
+        }
+        self.data[self.end..end].copy_from_slice(bytes);
+        self.end = end;
+    }
+
     /// Reads once from `stream`, appending; `Ok(0)` is end of stream.
     pub async fn fill_from<S: crate::tunnel::Duplex + ?Sized>(&mut self, stream: &S) -> io::Result<usize> {
         if self.data.is_empty() {

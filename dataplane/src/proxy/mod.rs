@@ -72,6 +72,18 @@ const DISCARD_BODY_LIMIT: u64 = 64 * 1024;
 
 /// Serves one downstream connection until it closes.
 pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, stream: Conn, peer: SocketAddr) {
+    serve_connection_prefixed(ctx, listener, stream, peer, &[]).await
+}
+
+/// `serve_connection` for a connection whose first bytes (`prefix`) were
+/// already read to choose its protocol (`http2::serve_http`).
+pub async fn serve_connection_prefixed(
+    ctx: Rc<ShardCtx>,
+    listener: Rc<HttpListener>,
+    stream: Conn,
+    peer: SocketAddr,
+    prefix: &[u8],
+) {
     let stats = &listener.stats;
     stats.downstream_cx_total.inc();
     stats.downstream_cx_http1_total.inc();
@@ -80,7 +92,18 @@ pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, str
     listener.listener_stats.downstream_cx_total.inc();
     listener.listener_stats.downstream_cx_active.inc();
     let parked = ParkedConn { stream, peer, opened: Instant::now(), rx_bytes: 0, tx_bytes: 0, idle_deadline: None };
-    serve(ctx, listener, parked, true).await
+    serve(ctx, listener, parked, true, prefix).await
+}
+
+/// Serves one HTTP/2 stream presented as a one-request HTTP/1.1 connection
+/// (`http2::bridge`): `head` is the request head already translated, the
+/// body (if any) follows through `stream`.  Connection-level work (stats,
+/// network filters, parking) belongs to the HTTP/2 connection, not to this.
+pub async fn serve_bridged(ctx: &ShardCtx, listener: &Rc<HttpListener>, stream: Conn, peer: SocketAddr, head: &[u8]) {
+    let mut conn = Downstream::new(ctx, stream, peer, listener);
+    conn.bridged = true;
+    conn.buf.prefill(head);
+    let _ = conn.run(listener).await;
 }
 
 /// How long a keep-alive connection waits for its next request inside its
@@ -109,9 +132,12 @@ struct ParkedConn {
 }
 
 /// Runs a connection (fresh, or resumed from parking) until it ends or parks.
-async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, fresh: bool) {
+async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, fresh: bool, prefix: &[u8]) {
     let ParkedConn { stream, peer, opened, rx_bytes, tx_bytes, .. } = conn;
     let mut conn = Downstream::new(&ctx, stream, peer, &listener);
+    if !prefix.is_empty() {
+        conn.buf.prefill(prefix);
+    }
     conn.rx_bytes.set(rx_bytes);
     conn.tx_bytes.set(tx_bytes);
     // Network filters act once per connection: envoy.filters.network.local_ratelimit
@@ -170,7 +196,7 @@ async fn wait_parked(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, parked: Park
         .await
     };
     match woke {
-        Wake::Readable => spawn(serve(ctx.clone(), listener, parked, false)).detach(),
+        Wake::Readable => spawn(serve(ctx.clone(), listener, parked, false, &[])).detach(),
         Wake::IdleTimeout => {
             listener.stats.downstream_cx_idle_timeout.inc();
             finish_connection(&listener, ConnEnd::Local, parked.opened, parked.rx_bytes, parked.tx_bytes);
@@ -231,6 +257,8 @@ struct Downstream<'a> {
     filter_reply: Option<crate::filters::FilterReply>,
     /// The current request's `Upgrade` value when it is an upgrade request.
     upgrade: Option<Vec<u8>>,
+    /// One HTTP/2 stream served through `http2::bridge` (one request, then done).
+    bridged: bool,
 }
 
 impl<'a> Downstream<'a> {
@@ -250,6 +278,16 @@ impl<'a> Downstream<'a> {
             x_ratelimit: None,
             filter_reply: None,
             upgrade: None,
+            bridged: false,
+        }
+    }
+
+    /// `downstream_rq_http1_total` or `downstream_rq_http2_total`.
+    fn count_protocol_request(&self, listener: &HttpListener) {
+        if self.bridged {
+            listener.stats.downstream_rq_http2_total.inc();
+        } else {
+            listener.stats.downstream_rq_http1_total.inc();
         }
     }
 
@@ -267,7 +305,7 @@ impl<'a> Downstream<'a> {
                 HeadOutcome::Park(idle_deadline) => return ConnEnd::Park(idle_deadline),
                 HeadOutcome::Failed(status, reason) => {
                     listener.stats.downstream_rq_total.inc();
-                    listener.stats.downstream_rq_http1_total.inc();
+                    self.count_protocol_request(&listener);
                     listener.stats.downstream_cx_protocol_error.inc();
                     let _ = self.local_reply(&listener, status, reason.as_bytes(), true).await;
                     return ConnEnd::Local;
@@ -284,13 +322,16 @@ impl<'a> Downstream<'a> {
             };
             let started = Instant::now();
             listener.stats.downstream_rq_total.inc();
-            listener.stats.downstream_rq_http1_total.inc();
+            self.count_protocol_request(&listener);
             listener.stats.downstream_rq_active.inc();
             let after = self.handle_request(&snapshot, &listener).await;
             let after = if removed { After::Close } else { after };
             listener.stats.downstream_rq_active.dec();
             listener.stats.downstream_rq_completed.inc();
             listener.stats.downstream_rq_time.record(started.elapsed());
+            if self.bridged {
+                return ConnEnd::Local;
+            }
             match after {
                 After::KeepAlive if !self.ctx.draining() => {}
                 After::KeepAlive => {
@@ -639,7 +680,13 @@ impl<'a> Downstream<'a> {
             direct_remote: self.peer,
             local: self.stream.local_addr(),
             upstream: None,
-            protocol: if self.head.version == Version::Http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+            protocol: if self.bridged {
+                "HTTP/2"
+            } else if self.head.version == Version::Http10 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
         }
     }
 
@@ -781,8 +828,10 @@ impl<'a> Downstream<'a> {
         if !listener.rbac.has_network() {
             return None;
         }
+        // Bytes already read to choose the protocol are the first bytes.
         let deadline = listener.hcm.idle_timeout.map(|t| now() + t);
-        match self.fill_or_drain(deadline, true, None).await {
+        let first = if self.buf.is_empty() { self.fill_or_drain(deadline, true, None).await } else { Fill::Full };
+        match first {
             Fill::Read(0) | Fill::Error => return Some(ConnEnd::Remote),
             Fill::Read(_) | Fill::Full => {}
             Fill::TimedOut => {
@@ -1183,7 +1232,8 @@ impl<'a> Downstream<'a> {
         let rx_bytes = &self.rx_bytes;
         let limits = ex.listener.limits;
         let request_chunked = ex.body_kind == BodyKind::Chunked;
-        let forward_trailers = ex.listener.hcm.enable_trailers && cluster.config.enable_trailers;
+        // HTTP/2 carries trailers natively: `enable_trailers` is an HTTP/1 codec option.
+        let forward_trailers = (self.bridged || ex.listener.hcm.enable_trailers) && cluster.config.enable_trailers;
 
         let request = pump_request_body(
             down,

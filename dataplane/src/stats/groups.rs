@@ -56,6 +56,7 @@ stat_group! {
         counters: [
             downstream_cx_total,
             downstream_cx_http1_total,
+            downstream_cx_http2_total,
             downstream_cx_destroy,
             downstream_cx_destroy_local,
             downstream_cx_destroy_remote,
@@ -69,6 +70,7 @@ stat_group! {
             downstream_cx_drain_close,
             downstream_rq_total,
             downstream_rq_http1_total,
+            downstream_rq_http2_total,
             downstream_rq_1xx,
             downstream_rq_2xx,
             downstream_rq_3xx,
@@ -92,6 +94,7 @@ stat_group! {
         gauges: [
             downstream_cx_active,
             downstream_cx_http1_active,
+            downstream_cx_http2_active,
             downstream_rq_active,
         ],
         histograms: [

@@ -523,7 +523,7 @@ pub async fn serve_http(
     peer: std::net::SocketAddr,
 ) {
     let Some(conn) = establish(listener.tls.as_deref(), stream).await else { return };
-    crate::proxy::serve_connection(ctx, listener, conn, peer).await;
+    crate::http2::serve_http(ctx, listener, conn, peer).await;
 }
 
 #[cfg(test)]

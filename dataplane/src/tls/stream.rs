@@ -271,6 +271,9 @@ impl Drop for TlsStream {
 pub enum Conn {
     Plain(Stream),
     Tls(Box<TlsStream>),
+    /// One HTTP/2 stream served by the HTTP/1 connection manager
+    /// (`http2::pipe`): bytes through a pipe, identity from the real connection.
+    Bridged(Box<crate::http2::pipe::Bridged>),
 }
 
 impl Conn {
@@ -278,6 +281,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.poll_read(cx, buf),
             Conn::Tls(s) => s.poll_read(cx, buf),
+            Conn::Bridged(b) => b.end.poll_read(cx, buf),
         }
     }
 
@@ -285,6 +289,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.poll_write(cx, buf),
             Conn::Tls(s) => s.poll_write(cx, buf),
+            Conn::Bridged(b) => b.end.poll_write(cx, buf),
         }
     }
 
@@ -292,6 +297,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.poll_write_vectored(cx, bufs),
             Conn::Tls(s) => s.poll_write_vectored(cx, bufs),
+            Conn::Bridged(b) => b.end.poll_write_vectored(cx, bufs),
         }
     }
 
@@ -299,6 +305,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.poll_read_ready(cx),
             Conn::Tls(s) => s.poll_read_ready(cx),
+            Conn::Bridged(b) => b.end.poll_read_ready(cx),
         }
     }
 
@@ -306,6 +313,10 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.shutdown_write(),
             Conn::Tls(s) => s.shutdown_write(),
+            Conn::Bridged(b) => {
+                b.end.shutdown_write();
+                Ok(())
+            }
         }
     }
 
@@ -313,6 +324,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.peer_addr(),
             Conn::Tls(s) => s.peer_addr(),
+            Conn::Bridged(b) => b.peer_addr(),
         }
     }
 
@@ -320,6 +332,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.local_addr(),
             Conn::Tls(s) => s.local_addr(),
+            Conn::Bridged(b) => b.local_addr(),
         }
     }
 
@@ -327,6 +340,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.is_idle_usable(),
             Conn::Tls(s) => s.is_idle_usable(),
+            Conn::Bridged(_) => false,
         }
     }
 
@@ -334,6 +348,7 @@ impl Conn {
         match self {
             Conn::Plain(_) => None,
             Conn::Tls(s) => Some(s),
+            Conn::Bridged(b) => b.outer.tls(),
         }
     }
 
@@ -357,7 +372,7 @@ impl Conn {
     pub async fn write_all_vectored(&self, parts: &[&[u8]]) -> io::Result<()> {
         match self {
             Conn::Plain(s) => s.write_all_vectored(parts).await,
-            Conn::Tls(_) => {
+            Conn::Tls(_) | Conn::Bridged(_) => {
                 for p in parts {
                     self.write_all(p).await?;
                 }

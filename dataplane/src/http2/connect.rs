@@ -399,7 +399,7 @@ mod tests {
     /// RFC 6455 §1.3's worked example.
     #[test]
     fn accept_of_the_rfc_example_key() {
-        assert_eq!(websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGuh7PAXWoo+Q=");
+        assert_eq!(websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]

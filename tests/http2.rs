@@ -67,6 +67,12 @@ static_resources:
               routes:
               - match: {{ prefix: /local404 }}
                 direct_response: {{ status: 404 }}
+              - match: {{ prefix: /dead }}
+                route: {{ cluster: dead }}
+              - match: {{ prefix: /delay }}
+                route:
+                  cluster: backend
+                  max_stream_duration: {{ grpc_timeout_header_max: 5s }}
               - match: {{ prefix: / }}
                 route: {{ cluster: backend }}
 {transport}  clusters:
@@ -86,6 +92,14 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
+  - name: dead
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dead
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{UPSTREAM_2_PORT}}}} }} }} }}
 "#,
         hcm_extra = indent(hcm_extra, 10),
         router = HTTP_FILTERS_ROUTER.trim_start_matches('\n'),
@@ -99,7 +113,7 @@ fn indent(s: &str, n: usize) -> String {
 
 fn start(hcm_extra: &str, tls: Option<&Path>) -> (Upstream, Gateway) {
     let up = Upstream::start("h2-backend");
-    let gw = Gateway::start(&config(hcm_extra, tls), &[up.addr], &[]);
+    let gw = Gateway::start(&config(hcm_extra, tls), &[up.addr, testkit::closed_addr()], &[]);
     (up, gw)
 }
 
@@ -294,4 +308,82 @@ fn h2load_many_multiplexed_streams_without_errors() {
     let codes = text.lines().find(|l| l.starts_with("status codes:")).unwrap_or("");
     assert!(codes.starts_with("status codes: 20000 2xx"), "{codes}");
     assert_eq!(gw.stat("http.ingress.downstream_rq_http2_total"), 20000);
+}
+
+/// A gRPC-shaped request (empty message body) with one extra header;
+/// returns curl's `-i` output, lower-cased.
+fn grpc_call(a: SocketAddr, path: &str, header: &str) -> String {
+    let (ok, out, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-i",
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        header,
+        "--data-binary",
+        "",
+        &url(a, path),
+    ]);
+    assert!(ok, "{path}: {err}");
+    String::from_utf8_lossy(&out).to_ascii_lowercase()
+}
+
+#[test]
+fn grpc_requests_get_trailers_only_local_replies() {
+    let (_up, gw) = start("", None);
+    let a = gw.listener_addr;
+    for (path, grpc_status, message) in [
+        ("/denied/pkg.Svc/Call", "7", "RBAC: access denied"),
+        ("/local404/pkg.Svc/Call", "12", ""),
+        ("/dead/pkg.Svc/Call", "14", "upstream connect error"),
+    ] {
+        let text = grpc_call(a, path, "te: trailers");
+        assert!(text.starts_with("http/2 200"), "{path}: {text}");
+        assert!(text.contains("content-type: application/grpc\r\n"), "{path}: {text}");
+        assert!(text.contains(&format!("grpc-status: {grpc_status}\r\n")), "{path}: {text}");
+        assert!(text.contains(&message.to_ascii_lowercase()), "{path}: {text}");
+        assert!(text.ends_with("\r\n\r\n"), "trailers-only: no body ({path}): {text}");
+    }
+    // A plain HTTP request on the same route keeps its HTTP status.
+    let (ok, out, _) = curl(&["--http2-prior-knowledge", "-w", WRITE_OUT, &url(a, "/dead/x")]);
+    assert!(ok);
+    assert_eq!(version_and_status(&out).1, "503");
+}
+
+#[test]
+fn sigterm_sends_goaway_and_in_flight_streams_finish() {
+    let up = Upstream::start("h2-backend");
+    let mut gw = Gateway::start(&config("", None), &[up.addr, testkit::closed_addr()], &["--drain-time-s", "10"]);
+    let target = url(gw.listener_addr, "/delay/1500");
+    // Three concurrent streams on one HTTP/2 connection.
+    let client = std::thread::spawn(move || {
+        Command::new("h2load").args(["-c", "1", "-m", "3", "-n", "3", &target]).output().expect("h2load")
+    });
+    // Each stream takes 1.5 s upstream: all three are in flight once counted.
+    let accepted = gw.wait_stat("http.ingress.downstream_rq_total", 3, std::time::Duration::from_secs(10));
+    assert_eq!(accepted, 3, "streams in flight before SIGTERM");
+    gw.sigterm();
+    let drained = gw.wait_stat("http.ingress.downstream_cx_drain_close", 1, std::time::Duration::from_secs(5));
+    assert_eq!(drained, 1, "GOAWAY sent on drain");
+    let out = client.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3 succeeded, 0 failed, 0 errored"), "{text}");
+    assert!(text.contains("status codes: 3 2xx"), "{text}");
+    let status = gw.wait_exit(std::time::Duration::from_secs(12)).expect("meshgate exits after draining");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn grpc_timeout_header_bounds_the_route_and_answers_deadline_exceeded() {
+    let (_up, gw) = start("", None);
+    let a = gw.listener_addr;
+    // 300 ms from the header, far below the 15 s route default: 504 as gRPC.
+    // (With the route's 15 s the upstream's answer after 3 s would be relayed.)
+    let text = grpc_call(a, "/delay/3000", "grpc-timeout: 300m");
+    assert!(text.starts_with("http/2 200"), "{text}");
+    assert!(text.contains("grpc-status: 4\r\n"), "{text}");
+    // A generous deadline lets the call through (the upstream answers 200, no grpc-status).
+    let text = grpc_call(a, "/delay/100", "grpc-timeout: 10S");
+    assert!(text.starts_with("http/2 200") && !text.contains("grpc-status"), "{text}");
+    assert_eq!(gw.stat("http.ingress.downstream_rq_timeout"), 1);
 }

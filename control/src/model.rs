@@ -411,6 +411,18 @@ pub struct ForwardAction {
     pub upgrade_configs: Vec<UpgradeConfig>,
     /// `retry_policy` and the route's `per_request_buffer_limit_bytes`.
     pub retry: RouteRetry,
+    /// `max_stream_duration.grpc_timeout_header_max` / `_offset`: a gRPC
+    /// request's `grpc-timeout` becomes the route timeout (`None`: ignored).
+    pub grpc_timeout: Option<GrpcTimeoutPolicy>,
+}
+
+/// How `grpc-timeout` sets a gRPC request's route timeout (Envoy's router).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcTimeoutPolicy {
+    /// `grpc_timeout_header_max` (`None` for `0s`: the header as sent).
+    pub max: Option<Duration>,
+    /// `grpc_timeout_header_offset`, subtracted from the header's value.
+    pub offset: Duration,
 }
 
 /// One `upgrade_configs` entry (HCM or route): whether HTTP/1.1 upgrades

@@ -189,8 +189,11 @@ const FIELDS: &[(&str, &[&str])] = &[
             "rate_limits",
             "upgrade_configs",
             "retry_policy",
+            // gRPC timeouts (docs/http2.md).
+            "max_stream_duration",
         ],
     ),
+    ("envoy.config.route.v3.RouteAction.MaxStreamDuration", &["grpc_timeout_header_max", "grpc_timeout_header_offset"]),
     // Retries (translate/retry.rs).
     (
         "envoy.config.route.v3.RetryPolicy",

@@ -35,6 +35,7 @@
 
 pub mod bridge;
 pub mod connect;
+pub mod grpc;
 pub mod guard;
 pub mod pipe;
 
@@ -177,13 +178,7 @@ impl tokio::io::AsyncWrite for H2Io {
 /// client goes away, the connection idles out, or draining completes.
 async fn serve_h2(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: Conn, peer: SocketAddr, prefix: Vec<u8>) {
     let opened = Instant::now();
-    let stats = &listener.stats;
-    stats.downstream_cx_total.inc();
-    stats.downstream_cx_http2_total.inc();
-    stats.downstream_cx_active.inc();
-    stats.downstream_cx_http2_active.inc();
-    listener.listener_stats.downstream_cx_total.inc();
-    listener.listener_stats.downstream_cx_active.inc();
+    crate::proxy::count_connection_opened(&listener, true);
     let conn = Rc::new(conn);
     let rx_bytes = Rc::new(Cell::new(0));
     let tx_bytes = Rc::new(Cell::new(0));
@@ -192,20 +187,7 @@ async fn serve_h2(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: Conn, pee
     } else {
         true
     };
-    if local {
-        stats.downstream_cx_destroy_local.inc();
-    } else {
-        stats.downstream_cx_destroy_remote.inc();
-    }
-    stats.downstream_cx_destroy.inc();
-    stats.downstream_cx_rx_bytes_total.add(rx_bytes.get());
-    stats.downstream_cx_tx_bytes_total.add(tx_bytes.get());
-    stats.downstream_cx_active.dec();
-    stats.downstream_cx_http2_active.dec();
-    stats.downstream_cx_length_ms.record(opened.elapsed());
-    listener.listener_stats.downstream_cx_active.dec();
-    listener.listener_stats.downstream_cx_destroy.inc();
-    listener.listener_stats.downstream_cx_length_ms.record(opened.elapsed());
+    crate::proxy::count_connection_closed(&listener, true, local, opened, rx_bytes.get(), tx_bytes.get());
 }
 
 /// The connection-level filters the HTTP/1 path runs on a new connection:

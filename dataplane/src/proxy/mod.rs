@@ -84,13 +84,7 @@ pub async fn serve_connection_prefixed(
     peer: SocketAddr,
     prefix: &[u8],
 ) {
-    let stats = &listener.stats;
-    stats.downstream_cx_total.inc();
-    stats.downstream_cx_http1_total.inc();
-    stats.downstream_cx_active.inc();
-    stats.downstream_cx_http1_active.inc();
-    listener.listener_stats.downstream_cx_total.inc();
-    listener.listener_stats.downstream_cx_active.inc();
+    count_connection_opened(&listener, false);
     let parked = ParkedConn { stream, peer, opened: Instant::now(), rx_bytes: 0, tx_bytes: 0, idle_deadline: None };
     serve(ctx, listener, parked, true, prefix).await
 }
@@ -206,17 +200,55 @@ async fn wait_parked(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, parked: Park
 }
 
 fn finish_connection(listener: &HttpListener, end: ConnEnd, opened: Instant, rx_bytes: u64, tx_bytes: u64) {
-    let stats = &listener.stats;
-    match end {
-        ConnEnd::Local => stats.downstream_cx_destroy_local.inc(),
-        ConnEnd::Remote => stats.downstream_cx_destroy_remote.inc(),
+    let local = match end {
+        ConnEnd::Local => true,
+        ConnEnd::Remote => false,
         ConnEnd::Park(_) => unreachable!("a parked connection is not finished"),
+    };
+    count_connection_closed(listener, false, local, opened, rx_bytes, tx_bytes);
+}
+
+/// Counts a new downstream connection of an HTTP listener (HTTP/1 or HTTP/2).
+pub(crate) fn count_connection_opened(listener: &HttpListener, http2: bool) {
+    let stats = &listener.stats;
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    if http2 {
+        stats.downstream_cx_http2_total.inc();
+        stats.downstream_cx_http2_active.inc();
+    } else {
+        stats.downstream_cx_http1_total.inc();
+        stats.downstream_cx_http1_active.inc();
+    }
+    listener.listener_stats.downstream_cx_total.inc();
+    listener.listener_stats.downstream_cx_active.inc();
+}
+
+/// Counts the end of a connection `count_connection_opened` counted;
+/// `local`: the gateway closed it.
+pub(crate) fn count_connection_closed(
+    listener: &HttpListener,
+    http2: bool,
+    local: bool,
+    opened: Instant,
+    rx_bytes: u64,
+    tx_bytes: u64,
+) {
+    let stats = &listener.stats;
+    if local {
+        stats.downstream_cx_destroy_local.inc();
+    } else {
+        stats.downstream_cx_destroy_remote.inc();
     }
     stats.downstream_cx_destroy.inc();
     stats.downstream_cx_rx_bytes_total.add(rx_bytes);
     stats.downstream_cx_tx_bytes_total.add(tx_bytes);
     stats.downstream_cx_active.dec();
-    stats.downstream_cx_http1_active.dec();
+    if http2 {
+        stats.downstream_cx_http2_active.dec();
+    } else {
+        stats.downstream_cx_http1_active.dec();
+    }
     stats.downstream_cx_length_ms.record(opened.elapsed());
     listener.listener_stats.downstream_cx_active.dec();
     listener.listener_stats.downstream_cx_destroy.inc();
@@ -650,7 +682,9 @@ impl<'a> Downstream<'a> {
             .per_request_buffer_limit_bytes
             .or(vhost.retry.per_request_buffer_limit_bytes)
             .unwrap_or(listener.config.per_connection_buffer_limit_bytes);
-        let route_timeout = overrides.timeout.unwrap_or(action.timeout);
+        let route_timeout = overrides.timeout.unwrap_or_else(|| {
+            crate::http2::grpc::route_timeout(action.timeout, action.grpc_timeout.as_ref(), &self.head.headers)
+        });
         let setup = RetrySetup {
             state,
             buffer_limit: u64::from(buffer_limit),
@@ -946,10 +980,20 @@ impl<'a> Downstream<'a> {
         close: bool,
         extras: ReplyExtras<'_>,
     ) -> io::Result<()> {
+        // A gRPC request's local reply is a trailers-only gRPC response
+        // (HTTP 200, grpc-status from the HTTP status), as Envoy sends it;
+        // a fault filter's gRPC abort already is one.
+        let grpc_request = !matches!(self.filter_reply, Some(crate::filters::FilterReply::GrpcStatus { .. }))
+            && self.head.headers.get("content-type").is_some_and(crate::http2::grpc::is_grpc_content_type);
+        let (grpc_for, message) = if grpc_request { (Some(status), body) } else { (None, &b""[..]) };
+        let (status, body) = if grpc_request { (200, &b""[..]) } else { (status, body) };
         listener.stats.record_response_code(status);
         let mut headers = http1::Headers::new();
         if !body.is_empty() {
             headers.append("content-type", b"text/plain");
+        }
+        if let Some(http_status) = grpc_for {
+            crate::http2::grpc::append_trailers_only(&mut headers, http_status, message);
         }
         if let Some(location) = extras.location {
             headers.append("location", location);

@@ -159,6 +159,19 @@ pub(super) fn forward(
 
     let route_timeout = timeout(a.timeout.as_ref(), Some(Duration::from_secs(15)), &p("timeout"), errors);
     let idle_timeout = a.idle_timeout.as_ref().map(|d| timeout(Some(d), None, &p("idle_timeout"), errors));
+    // Only the gRPC fields of max_stream_duration are accepted (the allowlist
+    // rejects `max_stream_duration.max_stream_duration`).
+    let grpc_timeout = a.max_stream_duration.as_ref().and_then(|m| {
+        let mpath = p("max_stream_duration");
+        let max = m.grpc_timeout_header_max.as_ref()?;
+        let max = timeout(Some(max), None, &join(&mpath, "grpc_timeout_header_max"), errors);
+        let offset = m
+            .grpc_timeout_header_offset
+            .as_ref()
+            .and_then(|o| timeout(Some(o), None, &join(&mpath, "grpc_timeout_header_offset"), errors))
+            .unwrap_or(Duration::ZERO);
+        Some(model::GrpcTimeoutPolicy { max, offset })
+    });
 
     let prefix_rewrite = Some(a.prefix_rewrite.clone()).filter(|s| !s.is_empty());
     if let Some(pr) = &prefix_rewrite {
@@ -222,6 +235,7 @@ pub(super) fn forward(
             errors,
         ),
         retry: Default::default(), // filled in by translate::retry
+        grpc_timeout,
     }))
 }
 

@@ -261,7 +261,7 @@ async fn drive(
     let mut shutting_down = false;
     loop {
         enum Event {
-            Stream(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>),
+            Stream(Box<(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>)>),
             Closed(Result<(), h2::Error>),
             Drain,
             Idle,
@@ -273,7 +273,7 @@ async fn drive(
                 h2.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
             }
             match h2.poll_accept(cx) {
-                Poll::Ready(Some(Ok((req, respond)))) => return Poll::Ready(Event::Stream(req, respond)),
+                Poll::Ready(Some(Ok(stream))) => return Poll::Ready(Event::Stream(Box::new(stream))),
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::Closed(Err(e))),
                 Poll::Ready(None) => return Poll::Ready(Event::Closed(Ok(()))),
                 Poll::Pending => {}
@@ -294,7 +294,8 @@ async fn drive(
         })
         .await;
         match event {
-            Event::Stream(req, respond) => {
+            Event::Stream(stream) => {
+                let (req, respond) = *stream;
                 // A newer snapshot's listener of the same name serves new
                 // streams; a removed listener drains this connection.
                 let snapshot = ctx.snapshot();

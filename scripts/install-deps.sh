@@ -87,13 +87,18 @@ install_system_packages
 # untouched.  The tests look for target/test-venv/bin/python3.
 # tests/grpc_health.rs runs a real grpc.health.v1 server (`grpcio` +
 # `grpcio-health-checking`) for the gRPC active health checker.
+# tests/grpc.rs, tests/http2_flood.rs and tests/websocket_h2.rs run the
+# fixtures in testkit/py/: `grpcio` peers, and raw HTTP/2 frames written with
+# `h2` (its `hyperframe` and `hpack` layers).
 VENV="$(cd "$(dirname "$0")/.." && pwd)/target/test-venv"
-PY_PACKAGES=('websockets>=12,<16' 'grpcio>=1.60' 'grpcio-health-checking>=1.60')
-if [ -x "$VENV/bin/python3" ] && "$VENV/bin/python3" -c 'import websockets, grpc, grpc_health.v1' 2>/dev/null; then
+PY_PACKAGES=('websockets>=12,<16' 'grpcio>=1.60' 'grpcio-health-checking>=1.60' 'h2>=4.1,<5')
+if [ -x "$VENV/bin/python3" ] && "$VENV/bin/python3" -c 'import websockets, grpc, grpc_health.v1, h2' 2>/dev/null; then
     note "python test venv ready ($VENV)"
 elif command -v python3 >/dev/null 2>&1 && { [ -x "$VENV/bin/python3" ] || python3 -m venv "$VENV" 2>/dev/null; }; then
     note "installing into $VENV: ${PY_PACKAGES[*]}"
-    "$VENV/bin/pip" install --quiet "${PY_PACKAGES[@]}"
+    # `python3 -m pip`, not bin/pip: a venv copied from another checkout keeps
+    # its old path in bin/pip's shebang and would install there.
+    "$VENV/bin/python3" -m pip install --quiet "${PY_PACKAGES[@]}"
 else
     note "note: cannot create a Python venv (python3 / python3-venv missing); tests/websocket.rs will fail"
 fi

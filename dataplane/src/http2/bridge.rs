@@ -79,6 +79,10 @@ pub async fn serve_stream(
     req: http::Request<RecvStream>,
     respond: h2::server::SendResponse<Bytes>,
 ) {
+    if let Some(protocol) = super::connect::extended_protocol(req.extensions(), req.method()) {
+        let protocol = protocol.to_string();
+        return super::connect::serve_stream(ctx, listener, outer, peer, req, respond, protocol).await;
+    }
     let (parts, mut body) = req.into_parts();
     let mut head = Vec::with_capacity(512);
     let framing = encode_request_head(&parts, body.is_end_stream(), &mut head);

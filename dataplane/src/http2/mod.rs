@@ -34,7 +34,9 @@
 //! ones are refused, and the connection closes when the last one ends.
 
 pub mod bridge;
+pub mod connect;
 pub mod grpc;
+pub mod guard;
 pub mod pipe;
 
 use std::cell::Cell;
@@ -224,6 +226,9 @@ async fn drive(
     let hcm = &listener.hcm;
     let opts = hcm.http2;
     let io = H2Io { conn: conn.clone(), prefix, prefix_at: 0, rx_bytes: rx_bytes.clone(), tx_bytes: tx_bytes.clone() };
+    // Flood budgets h2 does not keep (guard.rs); the preface comes through it.
+    let (io, flood_guard) = guard::GuardedIo::new(io, guard::GuardLimits::default(), true, now);
+    let mut calmed = false;
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(opts.max_concurrent_streams)
@@ -232,7 +237,13 @@ async fn drive(
         .max_header_list_size(u32::try_from(hcm.max_request_headers_bytes).unwrap_or(u32::MAX))
         // Response bytes queued per stream before the writer waits for the
         // socket: bounds memory per stream (h2 counts it per stream).
-        .max_send_buffer_size(64 * 1024);
+        .max_send_buffer_size(64 * 1024)
+        // Explicit, so a change of h2's defaults cannot loosen them: resets
+        // of streams not accepted yet, and streams h2 resets for errors.
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(Some(1024))
+        // RFC 8441 extended CONNECT (connect.rs).
+        .enable_connect_protocol();
     let handshake = builder.handshake::<_, Bytes>(io);
     let mut h2 = match timeout(hcm.request_headers_timeout.or(hcm.idle_timeout), handshake).await {
         Ok(Ok(h)) => h,
@@ -256,6 +267,11 @@ async fn drive(
             Idle,
         }
         let event = std::future::poll_fn(|cx| {
+            if let (Some(v), false) = (flood_guard.violation(), calmed) {
+                calmed = true;
+                tracing::debug!(%peer, reason = v.as_str(), "http2: flood, GOAWAY(ENHANCE_YOUR_CALM)");
+                h2.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+            }
             match h2.poll_accept(cx) {
                 Poll::Ready(Some(Ok(stream))) => return Poll::Ready(Event::Stream(Box::new(stream))),
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::Closed(Err(e))),

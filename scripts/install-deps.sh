@@ -41,7 +41,7 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/c
 fi
 if ! command -v cargo >/dev/null 2>&1; then
     note "error: cargo not found on PATH (nor in ${CARGO_HOME:-$HOME/.cargo}/bin)."
-    note "meshgate needs a Rust toolchain >= 1.85 installed with rustup (https://rustup.rs);"
+    note "meshgate needs a Rust toolchain >= 1.91 installed with rustup (https://rustup.rs);"
     note "this script cannot download one. Install it, open a new shell, and retry."
     exit 1
 fi

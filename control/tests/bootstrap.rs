@@ -500,8 +500,8 @@ fn filter_chain_match() {
     )]));
     assert_error(
         &errs,
-        "static_resources.listeners[0].filter_chains[0].filter_chain_match.server_names",
-        "needs a TLS transport_socket",
+        "static_resources.listeners[0].filter_chains[0].filter_chain_match",
+        "server_names, application_protocols and transport_protocol tls need a TLS transport_socket",
     );
     let errs = errors(&with(&[(
         "/static_resources/listeners/0/filter_chains/0/filter_chain_match",
@@ -510,7 +510,7 @@ fn filter_chain_match() {
     assert_error(
         &errs,
         "static_resources.listeners[0].filter_chains[0].filter_chain_match.destination_port",
-        "unsupported field (meshgate supports: server_names)",
+        "unsupported field (meshgate supports: server_names, transport_protocol, application_protocols)",
     );
 }
 

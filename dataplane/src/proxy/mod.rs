@@ -876,7 +876,11 @@ impl<'a> Downstream<'a> {
         }
         // Bytes already read to choose the protocol are the first bytes.
         let deadline = listener.hcm.idle_timeout.map(|t| now() + t);
-        let first = if self.buf.is_empty() { self.fill_or_drain(deadline, true, None, &listener.config.name).await } else { Fill::Full };
+        let first = if self.buf.is_empty() {
+            self.fill_or_drain(deadline, true, None, &listener.config.name).await
+        } else {
+            Fill::Full
+        };
         match first {
             Fill::Read(0) | Fill::Error => return Some(ConnEnd::Remote),
             Fill::Read(_) | Fill::Full => {}

@@ -44,6 +44,7 @@ use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderName, HeaderValue};
 
+use super::bridge::send_data;
 use super::pipe::{pipe, Bridged, PipeEnd};
 use crate::http1::{
     parse_response_head, response_body_kind_for, strip_hop_by_hop, BodyDecoder, Decoded, Limits, Method, ResponseHead,
@@ -369,23 +370,6 @@ async fn fill_or_reset(
         Poll::Pending
     })
     .await
-}
-
-/// Sends `data` as the client's stream window allows.
-async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), ()> {
-    while !data.is_empty() {
-        send.reserve_capacity(data.len());
-        let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
-            Some(Ok(n)) => n,
-            _ => return Err(()),
-        };
-        if granted == 0 {
-            continue;
-        }
-        let chunk = data.split_to(granted.min(data.len()));
-        send.send_data(chunk, false).map_err(|_| ())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

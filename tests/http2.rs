@@ -250,8 +250,9 @@ fn auto_codec_still_serves_http1_and_http1_codec_refuses_h2() {
 #[test]
 fn tls_alpn_negotiates_h2() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("openssl")
-        .args([
+    // Self-signed, so curl can trust the leaf itself with --cacert.
+    testkit::certs::openssl(
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -269,11 +270,9 @@ fn tls_alpn_negotiates_h2() {
             "/CN=localhost",
             "-addext",
             "subjectAltName=DNS:localhost",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .expect("run openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ],
+        dir.path(),
+    );
     let (_up, gw) = start("", Some(dir.path()));
     let port = gw.listener_addr.port();
     let target = format!("https://localhost:{port}/echo");

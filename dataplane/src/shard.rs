@@ -171,26 +171,38 @@ pub struct DrainSignal<'a> {
 impl Future for DrainSignal<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.ctx.draining.get() || self.listener.is_some_and(|n| self.ctx.listener_removed(n)) {
-            return Poll::Ready(());
-        }
-        let mut waiters = self.ctx.drain_waiters.borrow_mut();
-        match self.key {
-            Some(k) if waiters.contains(k) => waiters[k] = cx.waker().clone(),
-            _ => {
-                let k = waiters.insert(cx.waker().clone());
-                drop(waiters);
-                self.key = Some(k);
-            }
-        }
-        Poll::Pending
+        let this = &mut *self;
+        this.ctx.poll_drain(this.listener, &mut this.key, cx)
     }
 }
 
 impl Drop for DrainSignal<'_> {
     fn drop(&mut self) {
-        if let Some(k) = self.key {
-            self.ctx.drain_waiters.borrow_mut().try_remove(k);
+        self.ctx.forget_drain_waiter(self.key);
+    }
+}
+
+impl ShardCtx {
+    /// `DrainSignal`'s poll for owners that cannot hold a borrowed signal
+    /// (hand-written futures): ready once the shard drains or, with
+    /// `listener`, once that listener is removed.  `key` is the waiter's
+    /// slot, registered on first pending poll; pass it to
+    /// `forget_drain_waiter` when the waiter goes away.
+    pub fn poll_drain(&self, listener: Option<&str>, key: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.draining.get() || listener.is_some_and(|n| self.listener_removed(n)) {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.drain_waiters.borrow_mut();
+        match *key {
+            Some(k) if waiters.contains(k) => waiters[k] = cx.waker().clone(),
+            _ => *key = Some(waiters.insert(cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+
+    pub fn forget_drain_waiter(&self, key: Option<usize>) {
+        if let Some(k) = key {
+            self.drain_waiters.borrow_mut().try_remove(k);
         }
     }
 }
@@ -501,5 +513,6 @@ async fn sweep_idle_connections(ctx: Rc<ShardCtx>) {
         for cluster in snapshot.clusters.values() {
             cluster.sweep_idle(t);
         }
+        crate::proxy::trim_pools();
     }
 }

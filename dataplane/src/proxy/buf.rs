@@ -22,8 +22,60 @@ pub const BUFFER_FULL: io::ErrorKind = io::ErrorKind::OutOfMemory;
 /// instead of allocating (and zeroing) a fresh one.
 const POOL_LIMIT: usize = 4096;
 
+/// A shard's free list of byte buffers that gives back what it does not use.
+///
+/// A burst of busy connections leaves as many buffers in the pool as were in
+/// use at its peak; kept for ever they would be most of the memory of the
+/// idle connections that follow (each idle keep-alive connection would
+/// "cost" its share of the burst).  So the pool remembers its low-water mark
+/// between two `trim`s (the shard's one-second sweep): buffers that stayed
+/// in the pool the whole interval were not needed, and are freed.  Under
+/// steady load the low-water mark is the slack the load really draws on, so
+/// it is kept and requests still allocate nothing.
+pub(crate) struct DecayingPool {
+    free: Vec<Vec<u8>>,
+    low_water: usize,
+    limit: usize,
+}
+
+impl DecayingPool {
+    const fn new(limit: usize) -> DecayingPool {
+        DecayingPool { free: Vec::new(), low_water: 0, limit }
+    }
+
+    fn pop_where(&mut self, wanted: impl Fn(&Vec<u8>) -> bool) -> Option<Vec<u8>> {
+        let at = self.free.iter().rposition(wanted)?;
+        let buf = self.free.swap_remove(at);
+        self.low_water = self.low_water.min(self.free.len());
+        Some(buf)
+    }
+
+    fn push(&mut self, buf: Vec<u8>) {
+        if self.free.len() < self.limit {
+            self.free.push(buf);
+        }
+    }
+
+    /// Frees the buffers unused since the last trim; returns how many.
+    fn trim(&mut self) -> usize {
+        let unused = self.low_water.min(self.free.len());
+        // The list keeps its capacity (24 bytes a slot, at most `limit`):
+        // shrinking it would allocate again on the next release.
+        self.free.drain(..unused);
+        self.low_water = self.free.len();
+        unused
+    }
+}
+
 thread_local! {
-    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<DecayingPool> = const { RefCell::new(DecayingPool::new(POOL_LIMIT)) };
+}
+
+/// Frees this shard's pooled buffers that went unused since the last call
+/// (see `DecayingPool`); the shard's periodic sweep calls it.
+pub fn trim_pools() {
+    POOL.with_borrow_mut(DecayingPool::trim);
+    let _ = SCRATCH_POOL.try_with(|p| p.borrow_mut().trim());
 }
 
 impl RecvBuf {
@@ -39,22 +91,13 @@ impl RecvBuf {
         }
         let data = std::mem::take(&mut self.data);
         if data.len() == self.initial {
-            POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.len() < POOL_LIMIT {
-                    p.push(data);
-                }
-            });
+            POOL.with_borrow_mut(|p| p.push(data));
         }
     }
 
     fn acquire(&mut self) {
         let initial = self.initial;
-        let reused = POOL.with(|p| {
-            let mut p = p.borrow_mut();
-            let at = p.iter().rposition(|b| b.len() == initial)?;
-            Some(p.swap_remove(at))
-        });
+        let reused = POOL.with_borrow_mut(|p| p.pop_where(|b| b.len() == initial));
         self.data = reused.unwrap_or_else(|| vec![0; initial]);
     }
 
@@ -125,7 +168,7 @@ const SCRATCH_POOL_LIMIT: usize = 1024;
 const SCRATCH_KEEP_MAX: usize = 16 * 1024;
 
 thread_local! {
-    static SCRATCH_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_POOL: RefCell<DecayingPool> = const { RefCell::new(DecayingPool::new(SCRATCH_POOL_LIMIT)) };
 }
 
 /// An empty byte buffer borrowed from the shard's pool for the length of one
@@ -136,7 +179,7 @@ pub struct ScratchBuf(Vec<u8>);
 
 impl ScratchBuf {
     pub fn take() -> ScratchBuf {
-        let reused = SCRATCH_POOL.with_borrow_mut(|p| p.pop());
+        let reused = SCRATCH_POOL.with_borrow_mut(|p| p.pop_where(|_| true));
         ScratchBuf(reused.unwrap_or_else(|| Vec::with_capacity(512)))
     }
 }
@@ -165,10 +208,62 @@ impl Drop for ScratchBuf {
         // torn down is simply freed.
         let _ = SCRATCH_POOL.try_with(|p| {
             if let Ok(mut p) = p.try_borrow_mut() {
-                if p.len() < SCRATCH_POOL_LIMIT {
-                    p.push(data);
-                }
+                p.push(data);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DecayingPool;
+
+    fn pool_with(n: usize) -> DecayingPool {
+        let mut pool = DecayingPool::new(16);
+        for _ in 0..n {
+            pool.push(vec![0; 8]);
+        }
+        pool
+    }
+
+    #[test]
+    fn first_trim_only_starts_the_interval() {
+        let mut pool = pool_with(5);
+        assert_eq!(pool.trim(), 0);
+        assert_eq!(pool.free.len(), 5);
+    }
+
+    #[test]
+    fn buffers_unused_for_a_whole_interval_are_freed() {
+        let mut pool = pool_with(5);
+        pool.trim();
+        // The load drew at most 2 at once: 3 stayed in the pool all along.
+        let a = pool.pop_where(|_| true).unwrap();
+        let b = pool.pop_where(|_| true).unwrap();
+        pool.push(a);
+        pool.push(b);
+        assert_eq!(pool.trim(), 3);
+        assert_eq!(pool.free.len(), 2);
+        // The same load again: nothing more is freed, so it keeps allocating nothing.
+        let a = pool.pop_where(|_| true).unwrap();
+        let b = pool.pop_where(|_| true).unwrap();
+        pool.push(a);
+        pool.push(b);
+        assert_eq!(pool.trim(), 0);
+        assert_eq!(pool.free.len(), 2);
+    }
+
+    #[test]
+    fn an_idle_pool_empties_within_two_intervals() {
+        let mut pool = pool_with(4);
+        pool.trim();
+        assert_eq!(pool.trim(), 4);
+        assert!(pool.free.is_empty());
+    }
+
+    #[test]
+    fn pushes_beyond_the_limit_are_dropped() {
+        let pool = pool_with(20);
+        assert_eq!(pool.free.len(), 16);
     }
 }

@@ -92,6 +92,22 @@ impl Drop for LiveGuard {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A task's future together with its live-count guard.
+    struct Counted<F> {
+        #[pin]
+        future: F,
+        _guard: LiveGuard,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        self.project().future.poll(cx)
+    }
+}
+
 /// Spawns a task on the current shard.
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
@@ -100,11 +116,11 @@ where
 {
     let shared = CURRENT.with(|c| c.borrow().clone()).expect("spawn outside a shard thread");
     LIVE.with(|l| l.set(l.get() + 1));
-    let guard = LiveGuard;
-    let wrapped = async move {
-        let _guard = guard;
-        future.await
-    };
+    // A struct rather than `async move { let _g = guard; future.await }`:
+    // an async block stores the captured future twice (once as the captured
+    // upvar, once as the awaited local; rust-lang/rust#62958), which doubled
+    // every task's allocation (19.8 KB instead of 9.9 KB per HTTP connection).
+    let wrapped = Counted { future, _guard: LiveGuard };
     let schedule = move |runnable: Runnable| {
         let local = OWNER.with(|o| o.get()) == Arc::as_ptr(&shared) as usize;
         if local {

@@ -145,9 +145,28 @@ static_resources:
                 - header: {{ key: x-served-by, value: "%HOSTNAME%" }}
                 response_headers_to_add:
                 - header: {{ key: x-upstream, value: "%UPSTREAM_REMOTE_ADDRESS%" }}
+              - match: {{ prefix: "/limited/" }}
+                route:
+                  cluster: backend
+                  rate_limits:
+                  - actions:
+                    - request_headers: {{ header_name: x-client, descriptor_key: client }}
+                    - remote_address: {{}}
               - match: {{ prefix: "/" }}
                 route: {{ cluster: backend }}
           http_filters:
+          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: limited
+              token_bucket: {{ max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }}
+              filter_enabled: {{ default_value: {{ numerator: 100, denominator: HUNDRED }} }}
+              filter_enforced: {{ default_value: {{ numerator: 100, denominator: HUNDRED }} }}
+              enable_x_ratelimit_headers: DRAFT_VERSION_03
+              always_consume_default_token_bucket: false
+              descriptors:
+              - entries: [{{ key: client, value: zero }}, {{ key: remote_address, value: 127.0.0.1 }}]
+                token_bucket: {{ max_tokens: 999999999, tokens_per_fill: 999999999, fill_interval: 1s }}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -191,36 +210,55 @@ fn steady_state_requests_allocate_nothing() {
     });
     let shard = spawn_shard(0, None, shared, Duration::from_secs(1)).expect("shard starts");
 
-    // Two client connections, two request shapes: a plain pass-through and a
-    // route with a prefix rewrite and a header mutation.
+    // Three client connections, three request shapes: a plain pass-through,
+    // a route with a prefix rewrite and a header mutation, and a route whose
+    // rate-limit descriptors (a header and the client address) match the
+    // local rate limit filter's descriptor.
     let mut plain = TcpStream::connect(listen).unwrap();
     let mut rewritten = TcpStream::connect(listen).unwrap();
-    plain.set_nodelay(true).unwrap();
-    rewritten.set_nodelay(true).unwrap();
+    let mut limited = TcpStream::connect(listen).unwrap();
+    for conn in [&plain, &rewritten, &limited] {
+        conn.set_nodelay(true).unwrap();
+    }
     let plain_request =
         b"GET /index.html HTTP/1.1\r\nhost: bench.local\r\nuser-agent: zero-alloc\r\naccept: */*\r\n\r\n";
     let rewritten_request =
         b"GET /api/users/42?verbose=1 HTTP/1.1\r\nhost: bench.local\r\nx-request-id: 7b0a1c9e-0000-4000-8000-000000000001\r\nx-forwarded-for: 10.1.2.3\r\n\r\n";
+    let limited_request = b"GET /limited/report HTTP/1.1\r\nhost: bench.local\r\nx-client: zero\r\n\r\n";
     let mut buf = vec![0u8; 64 * 1024];
 
-    let round = |plain: &mut TcpStream, rewritten: &mut TcpStream, buf: &mut [u8]| {
-        assert_eq!(exchange(plain, plain_request, buf), 200);
-        assert_eq!(exchange(rewritten, rewritten_request, buf), 200);
+    let mut round = |buf: &mut [u8]| {
+        assert_eq!(exchange(&mut plain, plain_request, buf), 200);
+        assert_eq!(exchange(&mut rewritten, rewritten_request, buf), 200);
+        assert_eq!(exchange(&mut limited, limited_request, buf), 200);
     };
     for _ in 0..3_000 {
-        round(&mut plain, &mut rewritten, &mut buf);
+        round(&mut buf);
     }
+    // The limited route's requests really take the descriptor's bucket (its
+    // limit is the one reported), so the descriptor path is what is measured.
+    drop(round);
+    assert_eq!(exchange(&mut limited, limited_request, &mut buf), 200);
+    let head = String::from_utf8_lossy(&buf[..1024]).to_ascii_lowercase();
+    assert!(head.contains("x-ratelimit-limit: 999999999\r\n"), "descriptor bucket not used: {head}");
+    let mut round = |buf: &mut [u8]| {
+        assert_eq!(exchange(&mut plain, plain_request, buf), 200);
+        assert_eq!(exchange(&mut rewritten, rewritten_request, buf), 200);
+        assert_eq!(exchange(&mut limited, limited_request, buf), 200);
+    };
 
     const MEASURED_ROUNDS: usize = 10_000;
     let region = Region::new(GLOBAL);
     for _ in 0..MEASURED_ROUNDS {
-        round(&mut plain, &mut rewritten, &mut buf);
+        round(&mut buf);
     }
     let change = region.change();
     let allocations = change.allocations + change.reallocations;
 
+    drop(round);
     drop(plain);
     drop(rewritten);
+    drop(limited);
     server.start_draining();
     shard.wake();
 
@@ -229,6 +267,6 @@ fn steady_state_requests_allocate_nothing() {
         0,
         "{allocations} allocations over {} proxied requests in steady state \
          ({change:?})",
-        MEASURED_ROUNDS * 2
+        MEASURED_ROUNDS * 3
     );
 }

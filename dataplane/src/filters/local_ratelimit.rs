@@ -84,55 +84,83 @@ impl Limiter {
     }
 }
 
-/// One request descriptor: `(key, value)` entries in action order.
-pub type RequestDescriptor = Vec<(String, Vec<u8>)>;
+/// The descriptors a request produces from its route's `rate_limits`
+/// (Envoy's `populateDescriptors`): one per policy of the filter's `stage`
+/// whose actions all produce an entry (or are skipped with
+/// `skip_if_absent`), entries in action order.
+///
+/// They are never built: a configured descriptor is checked against each
+/// policy by producing the policy's entries one at a time and comparing
+/// them in place, so a request allocates nothing however many descriptors
+/// and policies there are (a handful each, in practice).
+pub trait DescriptorSource {
+    /// Whether the request produces exactly `configured`'s entries.
+    fn produces(&self, configured: &LocalRateLimitDescriptor) -> bool;
+}
 
-/// The descriptors a request produces from its route's `rate_limits` of
-/// `stage` (Envoy's `populateDescriptors`): one per policy whose actions
-/// all produce an entry.  `remote` is the trusted client address.
-pub fn request_descriptors(
-    policies: &[RateLimitPolicy],
-    stage: u32,
-    head: &crate::http1::RequestHead,
-    remote: std::net::IpAddr,
-) -> Vec<RequestDescriptor> {
-    let mut out = Vec::new();
-    'policies: for p in policies.iter().filter(|p| p.stage == stage) {
-        let mut entries = Vec::with_capacity(p.actions.len());
-        for a in &p.actions {
-            match a {
+/// No route rate limits (or no descriptors to match): produces nothing.
+impl DescriptorSource for () {
+    fn produces(&self, _: &LocalRateLimitDescriptor) -> bool {
+        false
+    }
+}
+
+/// A request's route `rate_limits` of one `stage`; `remote` is the trusted
+/// client address.
+pub struct RouteDescriptors<'a> {
+    pub policies: &'a [RateLimitPolicy],
+    pub stage: u32,
+    pub head: &'a crate::http1::RequestHead,
+    pub remote: std::net::IpAddr,
+}
+
+impl DescriptorSource for RouteDescriptors<'_> {
+    fn produces(&self, configured: &LocalRateLimitDescriptor) -> bool {
+        self.policies.iter().filter(|p| p.stage == self.stage).any(|p| self.policy_produces(p, &configured.entries))
+    }
+}
+
+impl RouteDescriptors<'_> {
+    fn policy_produces(&self, policy: &RateLimitPolicy, wanted: &[(String, String)]) -> bool {
+        // An IP address in text is at most 45 bytes (IPv4-mapped IPv6).
+        let mut address = [0u8; 48];
+        let mut wanted = wanted.iter();
+        let mut produced_any = false;
+        for action in &policy.actions {
+            let (key, value): (&str, &[u8]) = match action {
                 RateLimitAction::RequestHeaders { header_name, descriptor_key, skip_if_absent } => {
-                    match crate::router::action::first_header(head, header_name) {
-                        Some(v) => entries.push((descriptor_key.clone(), v.to_vec())),
-                        None if *skip_if_absent => {}
-                        None => continue 'policies,
+                    match crate::router::action::first_header(self.head, header_name) {
+                        Some(v) => (descriptor_key, v),
+                        None if *skip_if_absent => continue,
+                        None => return false,
                     }
                 }
                 RateLimitAction::RemoteAddress => {
-                    entries.push(("remote_address".to_string(), remote.to_string().into_bytes()));
+                    let mut cursor = std::io::Cursor::new(&mut address[..]);
+                    // Cannot fail: the buffer holds the longest address.
+                    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{}", self.remote));
+                    let len = cursor.position() as usize;
+                    ("remote_address", &address[..len])
                 }
                 RateLimitAction::GenericKey { descriptor_key, descriptor_value } => {
-                    entries.push((descriptor_key.clone(), descriptor_value.clone().into_bytes()));
+                    (descriptor_key, descriptor_value.as_bytes())
                 }
                 RateLimitAction::HeaderValueMatch { descriptor_key, descriptor_value, expect_match, headers } => {
-                    let all = headers.iter().all(|h| crate::matcher::HeaderMatcher::new(h).matches(head));
+                    let all = headers.iter().all(|h| crate::matcher::HeaderMatcher::new(h).matches(self.head));
                     if all != *expect_match {
-                        continue 'policies;
+                        return false;
                     }
-                    entries.push((descriptor_key.clone(), descriptor_value.clone().into_bytes()));
+                    (descriptor_key, descriptor_value.as_bytes())
                 }
+            };
+            produced_any = true;
+            match wanted.next() {
+                Some((k, v)) if k == key && v.as_bytes() == value => {}
+                _ => return false,
             }
         }
-        if !entries.is_empty() {
-            out.push(entries);
-        }
+        produced_any && wanted.next().is_none()
     }
-    out
-}
-
-fn descriptor_matches(configured: &LocalRateLimitDescriptor, request: &RequestDescriptor) -> bool {
-    configured.entries.len() == request.len()
-        && configured.entries.iter().zip(request).all(|((k, v), (rk, rv))| k == rk && v.as_bytes() == &rv[..])
 }
 
 /// The DRAFT_VERSION_03 `x-ratelimit-*` values for one response.
@@ -226,7 +254,7 @@ pub fn decide<'l>(
     now: Instant,
     random: &mut dyn FnMut() -> u64,
     conn: &mut ConnectionBuckets,
-    descriptors: &[RequestDescriptor],
+    descriptors: &dyn DescriptorSource,
 ) -> Decision<'l> {
     let config = &*limiter.config;
     let bucket: &TokenBucket = match (&limiter.bucket, config.per_connection) {
@@ -249,7 +277,7 @@ pub fn decide<'l>(
     let mut allowed = true;
     let mut matched_any = false;
     for (d, b) in limiter.descriptors.iter() {
-        if !descriptors.iter().any(|r| descriptor_matches(d, r)) {
+        if !descriptors.produces(d) {
             continue;
         }
         matched_any = true;
@@ -295,6 +323,25 @@ mod tests {
     use control::model::{FractionalPercent, TokenBucketSpec};
     use std::time::Duration;
 
+    /// A request that produces these descriptors.
+    struct Produces(Vec<Vec<(&'static str, &'static str)>>);
+
+    impl DescriptorSource for Produces {
+        fn produces(&self, configured: &LocalRateLimitDescriptor) -> bool {
+            self.0.iter().any(|d| {
+                d.len() == configured.entries.len()
+                    && d.iter().zip(&configured.entries).all(|((k, v), (ck, cv))| k == ck && v == cv)
+            })
+        }
+    }
+
+    fn descriptor(entries: &[(&str, &str)]) -> LocalRateLimitDescriptor {
+        LocalRateLimitDescriptor {
+            entries: entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            token_bucket: TokenBucketSpec { max_tokens: 1, tokens_per_fill: 1, fill_interval: Duration::from_secs(1) },
+        }
+    }
+
     fn config(enabled: u32, enforced: u32, per_connection: bool) -> Arc<LocalRateLimit> {
         Arc::new(LocalRateLimit {
             name: "rl".into(),
@@ -325,17 +372,17 @@ mod tests {
         let mut conn = ConnectionBuckets::default();
         let mut r = || 7u64;
         assert!(matches!(
-            decide(&l, now, &mut r, &mut conn, &[]),
+            decide(&l, now, &mut r, &mut conn, &()),
             Decision::Pass { x: Some(XRateLimit { limit: 2, remaining: 1, .. }) }
         ));
-        assert!(matches!(decide(&l, now, &mut r, &mut conn, &[]), Decision::Pass { .. }));
-        assert!(matches!(decide(&l, now, &mut r, &mut conn, &[]), Decision::Limited { status: 429, .. }));
+        assert!(matches!(decide(&l, now, &mut r, &mut conn, &()), Decision::Pass { .. }));
+        assert!(matches!(decide(&l, now, &mut r, &mut conn, &()), Decision::Limited { status: 429, .. }));
         assert_eq!(store.counter_value("test_rl.http_local_rate_limit.enabled"), Some(3));
         assert_eq!(store.counter_value("test_rl.http_local_rate_limit.ok"), Some(2));
         assert_eq!(store.counter_value("test_rl.http_local_rate_limit.rate_limited"), Some(1));
         assert_eq!(store.counter_value("test_rl.http_local_rate_limit.enforced"), Some(1));
         // One fill later, one more token.
-        assert!(matches!(decide(&l, now + Duration::from_secs(1), &mut r, &mut conn, &[]), Decision::Pass { .. }));
+        assert!(matches!(decide(&l, now + Duration::from_secs(1), &mut r, &mut conn, &()), Decision::Pass { .. }));
     }
 
     #[test]
@@ -345,13 +392,13 @@ mod tests {
         let now = Instant::now();
         let mut conn = ConnectionBuckets::default();
         for _ in 0..5 {
-            assert!(matches!(decide(&off, now, &mut || 0, &mut conn, &[]), Decision::Skip));
+            assert!(matches!(decide(&off, now, &mut || 0, &mut conn, &()), Decision::Skip));
         }
         let shadow = Limiter::new(&config(100, 0, false), &store, 0);
         for _ in 0..2 {
-            assert!(matches!(decide(&shadow, now, &mut || 0, &mut conn, &[]), Decision::Pass { .. }));
+            assert!(matches!(decide(&shadow, now, &mut || 0, &mut conn, &()), Decision::Pass { .. }));
         }
-        assert!(matches!(decide(&shadow, now, &mut || 0, &mut conn, &[]), Decision::NotEnforced { .. }));
+        assert!(matches!(decide(&shadow, now, &mut || 0, &mut conn, &()), Decision::NotEnforced { .. }));
     }
 
     #[test]
@@ -367,8 +414,8 @@ mod tests {
         let l = Limiter::new(&Arc::new(cfg), &store, 0);
         let now = Instant::now();
         let mut conn = ConnectionBuckets::default();
-        let a = vec![vec![("client".to_string(), b"a".to_vec())]];
-        let b = vec![vec![("client".to_string(), b"b".to_vec())]];
+        let a = Produces(vec![vec![("client", "a")]]);
+        let b = Produces(vec![vec![("client", "b")]]);
         // Client a: its descriptor's single token, then limited by it.
         assert!(matches!(
             decide(&l, now, &mut || 0, &mut conn, &a),
@@ -428,15 +475,26 @@ mod tests {
                 }],
             },
         ];
-        let d = request_descriptors(&policies, 0, &h, ip);
-        assert_eq!(
-            d,
-            vec![
-                vec![("k".to_string(), b"c1".to_vec()), ("remote_address".to_string(), b"10.0.0.1".to_vec())],
-                vec![("generic_key".to_string(), b"g".to_vec())],
-                vec![("header_match".to_string(), b"has-client".to_vec())],
-            ]
-        );
+        let request = RouteDescriptors { policies: &policies, stage: 0, head: &h, remote: ip };
+        // The three stage-0 policies that complete (the second needs an
+        // absent header; the stage-1 one belongs to another filter).
+        assert!(request.produces(&descriptor(&[("k", "c1"), ("remote_address", "10.0.0.1")])));
+        assert!(request.produces(&descriptor(&[("generic_key", "g")])));
+        assert!(request.produces(&descriptor(&[("header_match", "has-client")])));
+        // Anything else: a prefix or an extension of a produced descriptor,
+        // another value, the skipped entry's key, the other stage's.
+        assert!(!request.produces(&descriptor(&[("k", "c1")])));
+        assert!(!request.produces(&descriptor(&[("k", "c1"), ("remote_address", "10.0.0.1"), ("x", "y")])));
+        assert!(!request.produces(&descriptor(&[("k", "c2"), ("remote_address", "10.0.0.1")])));
+        assert!(!request.produces(&descriptor(&[("k", ""), ("generic_key", "g")])));
+        assert!(!request.produces(&descriptor(&[("remote_address", "10.0.0.1")])));
+        let v6 = RouteDescriptors {
+            policies: &policies[3..4],
+            stage: 1,
+            head: &h,
+            remote: "::ffff:203.0.113.255".parse().unwrap(),
+        };
+        assert!(v6.produces(&descriptor(&[("remote_address", "::ffff:203.0.113.255")])));
     }
 
     #[test]
@@ -446,9 +504,9 @@ mod tests {
         let now = Instant::now();
         let (mut a, mut b) = (ConnectionBuckets::default(), ConnectionBuckets::default());
         for _ in 0..2 {
-            assert!(matches!(decide(&l, now, &mut || 0, &mut a, &[]), Decision::Pass { .. }));
+            assert!(matches!(decide(&l, now, &mut || 0, &mut a, &()), Decision::Pass { .. }));
         }
-        assert!(matches!(decide(&l, now, &mut || 0, &mut a, &[]), Decision::Limited { .. }));
-        assert!(matches!(decide(&l, now, &mut || 0, &mut b, &[]), Decision::Pass { .. }));
+        assert!(matches!(decide(&l, now, &mut || 0, &mut a, &()), Decision::Limited { .. }));
+        assert!(matches!(decide(&l, now, &mut || 0, &mut b, &()), Decision::Pass { .. }));
     }
 }

@@ -27,43 +27,43 @@ const POOL_LIMIT: usize = 4096;
 /// A burst of busy connections leaves as many buffers in the pool as were in
 /// use at its peak; kept for ever they would be most of the memory of the
 /// idle connections that follow (each idle keep-alive connection would
-/// "cost" its share of the burst).  So the pool remembers its low-water mark
-/// between two `trim`s (the shard's one-second sweep): buffers that stayed
-/// in the pool the whole interval were not needed, and are freed.  Under
-/// steady load the low-water mark is the slack the load really draws on, so
-/// it is kept and requests still allocate nothing.
+/// "cost" its share of the burst).  So each buffer is stamped with the
+/// interval it was last given back in, and `trim` (the shard's one-second
+/// sweep) frees those that sat in the pool through a whole interval.  Taking
+/// is last-in first-out, so the buffers a steady load cycles through are
+/// always the freshest and survive every trim: steady load allocates nothing,
+/// whatever mix of buffer sizes it uses.
 pub(crate) struct DecayingPool {
-    free: Vec<Vec<u8>>,
-    low_water: usize,
+    free: Vec<(Vec<u8>, u32)>,
+    interval: u32,
     limit: usize,
 }
 
 impl DecayingPool {
     const fn new(limit: usize) -> DecayingPool {
-        DecayingPool { free: Vec::new(), low_water: 0, limit }
+        DecayingPool { free: Vec::new(), interval: 0, limit }
     }
 
     fn pop_where(&mut self, wanted: impl Fn(&Vec<u8>) -> bool) -> Option<Vec<u8>> {
-        let at = self.free.iter().rposition(wanted)?;
-        let buf = self.free.swap_remove(at);
-        self.low_water = self.low_water.min(self.free.len());
-        Some(buf)
+        let at = self.free.iter().rposition(|(buf, _)| wanted(buf))?;
+        Some(self.free.remove(at).0)
     }
 
     fn push(&mut self, buf: Vec<u8>) {
         if self.free.len() < self.limit {
-            self.free.push(buf);
+            self.free.push((buf, self.interval));
         }
     }
 
-    /// Frees the buffers unused since the last trim; returns how many.
+    /// Frees the buffers not given back since the last trim; returns how many.
     fn trim(&mut self) -> usize {
-        let unused = self.low_water.min(self.free.len());
-        // The list keeps its capacity (24 bytes a slot, at most `limit`):
+        let before = self.free.len();
+        let current = self.interval;
+        // The list keeps its capacity (32 bytes a slot, at most `limit`):
         // shrinking it would allocate again on the next release.
-        self.free.drain(..unused);
-        self.low_water = self.free.len();
-        unused
+        self.free.retain(|(_, given_back)| *given_back == current);
+        self.interval = current.wrapping_add(1);
+        before - self.free.len()
     }
 }
 
@@ -259,6 +259,21 @@ mod tests {
         pool.trim();
         assert_eq!(pool.trim(), 4);
         assert!(pool.free.is_empty());
+    }
+
+    #[test]
+    fn a_size_in_use_survives_beside_one_that_is_not() {
+        let mut pool = DecayingPool::new(16);
+        pool.push(vec![0; 16]);
+        pool.push(vec![0; 8]);
+        pool.trim();
+        for _ in 0..3 {
+            let big = pool.pop_where(|b| b.len() == 16).unwrap();
+            pool.push(big);
+        }
+        assert_eq!(pool.trim(), 1);
+        assert_eq!(pool.free.len(), 1);
+        assert_eq!(pool.free[0].0.len(), 16);
     }
 
     #[test]

@@ -796,30 +796,33 @@ impl<'a> Downstream<'a> {
             match filter {
                 HttpGovernance::RateLimit(rl) => {
                     let limiter = rl.select(matched);
-                    let descriptors = match matched.map(|m| &m.route.action) {
+                    let route_limits = match matched.map(|m| &m.route.action) {
                         Some(RouteAction::Forward(a)) if limiter.has_descriptors() && !a.rate_limits.is_empty() => {
                             let hcm = &listener.hcm;
-                            let remote = crate::rbac::trusted_client_address(
-                                self.peer.ip(),
-                                hcm.use_remote_address,
-                                hcm.xff_num_trusted_hops,
-                                crate::rbac::forwarded_for(&self.head.headers),
-                            );
-                            local_ratelimit::request_descriptors(
-                                &a.rate_limits,
-                                limiter.config.stage,
-                                &self.head,
-                                remote,
-                            )
+                            Some(local_ratelimit::RouteDescriptors {
+                                policies: &a.rate_limits,
+                                stage: limiter.config.stage,
+                                head: &self.head,
+                                remote: crate::rbac::trusted_client_address(
+                                    self.peer.ip(),
+                                    hcm.use_remote_address,
+                                    hcm.xff_num_trusted_hops,
+                                    crate::rbac::forwarded_for(&self.head.headers),
+                                ),
+                            })
                         }
-                        _ => Vec::new(),
+                        _ => None,
+                    };
+                    let descriptors: &dyn local_ratelimit::DescriptorSource = match &route_limits {
+                        Some(r) => r,
+                        None => &(),
                     };
                     let decision = local_ratelimit::decide(
                         limiter,
                         now(),
                         &mut || ctx.next_random(),
                         &mut self.conn_buckets,
-                        &descriptors,
+                        descriptors,
                     );
                     match decision {
                         local_ratelimit::Decision::Skip => {}

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod certs;
+pub mod h2_origin;
 pub mod xds_rest_server;
 pub mod xds_server;
 
@@ -275,11 +276,26 @@ impl Upstream {
     /// Like [`Upstream::start`] on a fixed address.
     #[track_caller]
     pub fn start_on(addr: SocketAddr, name: &str) -> Upstream {
+        Self::start_with(addr, name, &[])
+    }
+
+    /// `mg-upstream --h2c` (HTTP/2 prior knowledge, see `h2_origin`) plus `extra` arguments.
+    #[track_caller]
+    pub fn start_h2c(name: &str, extra: &[&str]) -> Upstream {
+        let mut args = vec!["--h2c"];
+        args.extend_from_slice(extra);
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), name, &args)
+    }
+
+    /// Like [`Upstream::start_on`] with extra command-line arguments.
+    #[track_caller]
+    pub fn start_with(addr: SocketAddr, name: &str, extra: &[&str]) -> Upstream {
         let mut child = Command::new(bin_path("mg-upstream"))
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--name")
             .arg(name)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -354,7 +354,7 @@ async fn fill(
 }
 
 /// Sends `data` as the client's stream window allows.
-pub(super) async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), ()> {
+pub(crate) async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), ()> {
     while !data.is_empty() {
         send.reserve_capacity(data.len());
         let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {

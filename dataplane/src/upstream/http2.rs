@@ -87,6 +87,9 @@ const SEND_BUFFER: usize = 64 * 1024;
 pub(crate) struct HostPool {
     conns: RefCell<Vec<Rc<H2Conn>>>,
     connecting: RefCell<Vec<Rc<Connecting>>>,
+    /// The host's SETTINGS_MAX_CONCURRENT_STREAMS as last seen (0: not
+    /// yet): how many waiters a connection being opened can take.
+    peer_limit: Cell<u32>,
 }
 
 impl HostPool {
@@ -94,7 +97,18 @@ impl HostPool {
     fn pick(&self, limit: u32, max_requests: Option<u32>) -> Option<Rc<H2Conn>> {
         let mut conns = self.conns.borrow_mut();
         conns.retain(|c| c.open());
+        if let Some(c) = conns.first() {
+            self.peer_limit.set(c.peer_limit());
+        }
         conns.iter().find(|c| c.has_room(limit, max_requests)).cloned()
+    }
+
+    /// Streams a connection still being opened may be promised.
+    fn joinable_limit(&self, limit: u32) -> u32 {
+        match self.peer_limit.get() {
+            0 => limit,
+            peer => limit.min(peer),
+        }
     }
 
     /// Closes connections without streams idle for `idle_timeout`, and
@@ -128,12 +142,15 @@ impl H2Conn {
         !self.closed.get()
     }
 
+    fn peer_limit(&self) -> u32 {
+        u32::try_from(self.send.current_max_send_streams()).unwrap_or(u32::MAX)
+    }
+
     fn has_room(&self, limit: u32, max_requests: Option<u32>) -> bool {
         if max_requests.is_some_and(|m| self.started.get() >= m) {
             return false;
         }
-        let peer = u32::try_from(self.send.current_max_send_streams()).unwrap_or(u32::MAX);
-        self.active.get() < limit.min(peer)
+        self.active.get() < limit.min(self.peer_limit())
     }
 }
 
@@ -175,7 +192,8 @@ impl ClusterRuntime {
             if let Some(c) = host.h2.pick(limit, max_requests) {
                 return Ok(self.h2_stream(host, &c));
             }
-            let joinable = host.h2.connecting.borrow().iter().find(|c| c.reserved.get() < limit).cloned();
+            let room = host.h2.joinable_limit(limit).min(max_requests.unwrap_or(u32::MAX));
+            let joinable = host.h2.connecting.borrow().iter().find(|c| c.reserved.get() < room).cloned();
             if let Some(connecting) = joinable {
                 connecting.reserved.set(connecting.reserved.get() + 1);
                 let conn = connecting.wait().await?;

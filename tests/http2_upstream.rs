@@ -8,11 +8,12 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use testkit::certs::{make_ca, make_leaf, p};
-use testkit::{fnv64_hex, free_port, pattern, Gateway, Upstream};
+use testkit::nginx::Nginx;
+use testkit::{fnv64_hex, pattern, Gateway, Upstream};
 
 /// One listener routing everything to cluster `backend`, whose protocol
 /// options and extras are `cluster_extra` (YAML at cluster level), with
@@ -376,76 +377,20 @@ fn refused_stream_is_retried_under_refused_stream() {
 }
 
 /// nginx serving HTTP/2 (and HTTP/1.1) over TLS with ALPN; killed on drop.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Nginx {
-    fn start(dir: &Path) -> Nginx {
-        let port = free_port();
-        let tmp = p(dir, "nginx-tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let conf = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {pid};
-error_log {err} info;
-events {{ worker_connections 128; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
-  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
-  server {{
-    listen 127.0.0.1:{port} ssl http2;
-    ssl_certificate {cert};
+fn nginx_h2(dir: &Path) -> Nginx {
+    let server = format!(
+        r#"    ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_protocols TLSv1.2 TLSv1.3;
     location / {{
       add_header x-protocol "$server_protocol" always;
       add_header x-alpn "$ssl_alpn_protocol" always;
       return 200 "tls upstream\n";
-    }}
-  }}
-}}
-"#,
-            pid = p(dir, "nginx.pid"),
-            err = p(dir, "nginx.err"),
-            cert = p(dir, "server.pem"),
-            key = p(dir, "server.key"),
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new("nginx")
-            .args(["-p", &p(dir, ""), "-e", &p(dir, "nginx.err"), "-c"])
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (apt-get install nginx-light)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
-                let _ = child.kill();
-                panic!(
-                    "nginx did not listen on {addr}: {}",
-                    std::fs::read_to_string(dir.join("nginx.err")).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx { child, addr }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    }}"#,
+        cert = p(dir, "server.pem"),
+        key = p(dir, "server.key"),
+    );
+    Nginx::start(dir, "ssl http2", &server)
 }
 
 fn tls_socket(dir: &Path) -> String {
@@ -467,7 +412,7 @@ fn alpn_h2_over_upstream_tls_and_use_downstream_protocol() {
     let dir = tempfile::tempdir().unwrap();
     make_ca(dir.path(), "ca");
     make_leaf(dir.path(), "ca", "server", "upstream.example.com", &["DNS:upstream.example.com"]);
-    let nginx = Nginx::start(dir.path());
+    let nginx = nginx_h2(dir.path());
 
     // explicit HTTP/2: ALPN h2 whatever the client speaks.
     let cluster = format!("{}{}", explicit_h2(), tls_socket(dir.path()));

@@ -33,7 +33,7 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
 use http::{HeaderMap, HeaderValue, Request, Response};
 
-use crate::{Fnv64, PatternGen};
+use crate::{json_str, Fnv64, PatternGen};
 
 static CONNS: AtomicU64 = AtomicU64::new(0);
 static HANG_RESETS: AtomicU64 = AtomicU64::new(0);
@@ -249,17 +249,4 @@ async fn send_all(send: &mut h2::SendStream<Bytes>, mut data: Bytes, end: bool) 
         }
     }
     Ok(())
-}
-
-fn json_str(out: &mut String, v: &str) {
-    out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }

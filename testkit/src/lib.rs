@@ -22,6 +22,7 @@
 
 pub mod certs;
 pub mod h2_origin;
+pub mod nginx;
 pub mod xds_rest_server;
 pub mod xds_server;
 
@@ -257,6 +258,25 @@ pub fn closed_addr() -> SocketAddr {
 // ---------------------------------------------------------------------------
 // The upstream process.
 // ---------------------------------------------------------------------------
+
+/// Appends `v` as a JSON string literal (what `mg-upstream` answers with).
+pub fn json_str(out: &mut String, v: &str) {
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
 
 /// A running `mg-upstream` process; killed on drop.
 pub struct Upstream {

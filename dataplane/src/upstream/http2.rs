@@ -64,14 +64,14 @@ use http::{HeaderName, HeaderValue};
 use super::circuit_breaker::{Guard, Resource};
 use super::{ClusterRuntime, ConnectFailure, Host, UpstreamConn};
 use crate::http1::{
-    encode_chunk_header, encode_last_chunk, encode_response_head, parse_request_head, request_body_kind, BodyDecoder,
-    BodyKind, Decoded, Headers, Limits, Method, RequestHead,
+    encode_response_head, parse_request_head, request_body_kind, BodyDecoder, BodyKind, Decoded, Headers, Limits,
+    Method, RequestHead,
 };
-use crate::http2::bridge::{encode_trailer_lines, parse_trailer_lines, send_data};
+use crate::http2::bridge::{parse_trailer_lines, send_data, write_body, write_last_chunk};
 use crate::http2::pipe::{pipe, Bridged, PipeEnd};
 use crate::http2::H2Io;
 use crate::proxy::{RecvBuf, UPSTREAM_HEAD_LIMIT};
-use crate::runtime::{now, sleep_until, spawn};
+use crate::runtime::{now, spawn};
 use crate::tls::Conn;
 
 /// Bytes each direction of a stream's pipe holds.
@@ -213,37 +213,21 @@ impl ClusterRuntime {
     }
 
     /// `max_connections` is reached: wait (as a pending request) for room
-    /// on a connection or for room to open one, at most `connect_timeout`.
+    /// on a connection or for room to open one.
     async fn h2_wait_pending(
         &self,
         host: &Rc<Host>,
         limit: u32,
         max_requests: Option<u32>,
     ) -> Result<UpstreamConn, ConnectFailure> {
-        self.retry_stats.upstream_cx_overflow.inc();
-        let Some(_pending) = self.resources.try_acquire(false, Resource::PendingRequests) else {
-            self.stats.upstream_rq_pending_overflow.inc();
-            return Err(ConnectFailure::Overflow);
-        };
-        self.stats.upstream_rq_pending_total.inc();
-        self.stats.upstream_rq_pending_active.inc();
-        let give_up = now() + self.config.connect_timeout;
-        let result = loop {
+        self.as_pending_request(async || {
             if let Some(c) = host.h2.pick(limit, max_requests) {
-                break Ok(self.h2_stream(host, &c));
+                return Some(Ok(self.h2_stream(host, &c)));
             }
-            if let Some(guard) = self.resources.try_acquire(false, Resource::Connections) {
-                break self.h2_connect(host, guard).await.map(|c| self.h2_stream(host, &c));
-            }
-            let t = now();
-            if t >= give_up {
-                self.stats.upstream_cx_connect_timeout.inc();
-                break Err(ConnectFailure::Timeout);
-            }
-            sleep_until((t + super::PENDING_RECHECK).min(give_up)).await;
-        };
-        self.stats.upstream_rq_pending_active.dec();
-        result
+            let guard = self.resources.try_acquire(false, Resource::Connections)?;
+            Some(self.h2_connect(host, guard).await.map(|c| self.h2_stream(host, &c)))
+        })
+        .await
     }
 
     /// Opens a connection, runs the HTTP/2 handshake and starts its driver;
@@ -603,27 +587,13 @@ async fn relay_body(
         if n == 0 {
             continue;
         }
-        if chunked {
-            frame.clear();
-            encode_chunk_header(n, frame);
-            pipe.write_all(frame).await.map_err(|_| None)?;
-            pipe.write_all(&data).await.map_err(|_| None)?;
-            pipe.write_all(b"\r\n").await.map_err(|_| None)?;
-        } else {
-            pipe.write_all(&data).await.map_err(|_| None)?;
-        }
+        write_body(pipe, &data, chunked, frame).await.map_err(|_| None)?;
         // Window back to the upstream only once the bytes moved on.
         let _ = body.flow_control().release_capacity(n);
     }
     let trailers = std::future::poll_fn(|cx| body.poll_trailers(cx)).await.map_err(Some)?;
     if chunked {
-        frame.clear();
-        let mut lines = Vec::new();
-        if let Some(t) = &trailers {
-            encode_trailer_lines(t, &mut lines);
-        }
-        encode_last_chunk(&lines, frame);
-        pipe.write_all(frame).await.map_err(|_| None)?;
+        write_last_chunk(pipe, trailers.as_ref(), frame).await.map_err(|_| None)?;
     }
     Ok(())
 }

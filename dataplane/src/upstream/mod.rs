@@ -527,12 +527,31 @@ impl ClusterRuntime {
         self.wait_pending(host).await
     }
 
-    /// `max_connections` is reached: the request waits as a pending request
-    /// (within `max_pending_requests`, else overflow) for an idle connection
-    /// to this host or for room to open one, at most `connect_timeout`.
+    /// `max_connections` is reached: the request waits for an idle
+    /// connection to this host or for room to open one.
+    async fn wait_pending(&self, host: &Rc<Host>) -> Result<UpstreamConn, ConnectFailure> {
+        self.as_pending_request(async || {
+            loop {
+                let idle = host.idle.borrow_mut().pop();
+                let Some(idle) = idle else { break };
+                if idle.conn.stream.is_idle_usable() {
+                    return Some(Ok(idle.conn));
+                }
+            }
+            let guard = self.resources.try_acquire(false, Resource::Connections)?;
+            Some(self.connect_with(host, guard).await)
+        })
+        .await
+    }
+
+    /// Waits as a pending request (within `max_pending_requests`, else
+    /// overflow) until `attempt` gets somewhere, at most `connect_timeout`.
     /// Connections are released on any shard, so the wait re-checks on a
     /// short timer rather than on a wake-up from the releasing shard.
-    async fn wait_pending(&self, host: &Rc<Host>) -> Result<UpstreamConn, ConnectFailure> {
+    async fn as_pending_request<T>(
+        &self,
+        mut attempt: impl AsyncFnMut() -> Option<Result<T, ConnectFailure>>,
+    ) -> Result<T, ConnectFailure> {
         self.retry_stats.upstream_cx_overflow.inc();
         let Some(_pending) = self.resources.try_acquire(false, Resource::PendingRequests) else {
             self.stats.upstream_rq_pending_overflow.inc();
@@ -542,14 +561,8 @@ impl ClusterRuntime {
         self.stats.upstream_rq_pending_active.inc();
         let give_up = now() + self.config.connect_timeout;
         let result = loop {
-            if let Some(idle) = host.idle.borrow_mut().pop() {
-                if idle.conn.stream.is_idle_usable() {
-                    break Ok(idle.conn);
-                }
-                continue;
-            }
-            if let Some(guard) = self.resources.try_acquire(false, Resource::Connections) {
-                break self.connect_with(host, guard).await;
+            if let Some(r) = attempt().await {
+                break r;
             }
             let t = now();
             if t >= give_up {

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use testkit::{Fnv64, PatternGen};
+use testkit::{json_str, Fnv64, PatternGen};
 
 /// Largest request head accepted (the gateway enforces smaller limits itself).
 const MAX_HEAD: usize = 1024 * 1024;
@@ -784,24 +784,6 @@ fn echo_json(req: &Head, body: &BodyInfo, full: bool) -> String {
     }
     s.push_str("]}\n");
     s
-}
-
-fn json_str(out: &mut String, v: &str) {
-    out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 fn reason(code: u16) -> &'static str {

@@ -26,10 +26,10 @@ APT_PACKAGES=(
     redis-server    # tests/tcp_proxy.rs: a real protocol carried by the TCP proxy
     redis-tools     # tests/tcp_proxy.rs: redis-benchmark and redis-cli as clients
     openssl         # tests/tls_downstream.rs: test certificates and `openssl s_client`
-    nginx-light     # tests/tls_upstream.rs: a TLS (and mTLS) upstream server
+    nginx-light     # tests/tls_upstream.rs, tests/http2_upstream.rs: a TLS (mTLS, ALPN h2) upstream server
     python3         # tests/websocket.rs: the WebSocket client and server (Python `websockets`)
     python3-venv    # the test venv below
-    nghttp2-client  # tests/http2.rs: h2load, many multiplexed HTTP/2 streams
+    nghttp2-client  # tests/http2.rs, tests/http2_upstream.rs: h2load, many multiplexed HTTP/2 streams
 )
 APT_PACKAGES+=("$@")
 

@@ -7,9 +7,9 @@
 //! gateway's own gRPC answers: PERMISSION_DENIED (7) from RBAC, UNAVAILABLE
 //! (14) with no reachable upstream, DEADLINE_EXCEEDED (4) on the route timeout.
 //!
-//! The cases that reach the upstream need HTTP/2 upstream clusters (not
-//! merged yet: those configurations are rejected at load until then); the
-//! gateway's own answers (RBAC, no upstream) run over HTTP/1.1 clusters.
+//! The cases that reach the upstream use an HTTP/2 upstream cluster
+//! (`dataplane/src/upstream/http2.rs`); the gateway's own answers (RBAC, no
+//! upstream) also run over HTTP/1.1 clusters.
 //!
 //! The client checks each case itself and prints `PASS ...` or `FAIL ...`;
 //! these tests assert on that line.  Needs the test venv that
@@ -143,8 +143,8 @@ static_resources:
     if h2_upstream {
         return text.to_string();
     }
-    // The gateway's own answers never reach the upstream, so they do not
-    // wait for HTTP/2 upstream clusters.
+    // The gateway's own answers never reach the upstream: they hold with
+    // HTTP/1.1 clusters too.
     let options = r#"    typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
@@ -180,55 +180,46 @@ fn case_with(h2_upstream: bool, args: &[&str]) {
 }
 
 #[test]
-#[ignore = "needs the upstream HTTP/2 pool (issue 7, not built yet): gRPC servers speak only HTTP/2"]
 fn unary() {
     case(&["unary"]);
 }
 
 #[test]
-#[ignore = "needs the upstream HTTP/2 pool (issue 7, not built yet): gRPC servers speak only HTTP/2"]
 fn large_unary_300kb_each_way() {
     case(&["large"]);
 }
 
 #[test]
-#[ignore = "needs the upstream HTTP/2 pool (issue 7, not built yet): gRPC servers speak only HTTP/2"]
 fn client_streaming() {
     case(&["client_stream"]);
 }
 
 #[test]
-#[ignore = "needs the upstream HTTP/2 pool (issue 7, not built yet): gRPC servers speak only HTTP/2"]
 fn server_streaming_with_trailers() {
     case(&["server_stream"]);
 }
 
 #[test]
-#[ignore = "needs the upstream HTTP/2 pool (issue 7, not built yet): gRPC servers speak only HTTP/2"]
 fn bidirectional_streaming_in_lock_step() {
     case(&["bidi"]);
 }
 
 #[test]
-#[ignore = "needs the upstream HTTP/2 pool (issue 7, not built yet): gRPC servers speak only HTTP/2"]
 fn cancellation_reaches_the_server() {
     case(&["cancel"]);
 }
 
 #[test]
-#[ignore = "needs the upstream HTTP/2 pool (issue 7, not built yet): gRPC servers speak only HTTP/2"]
 fn client_deadline_exceeded() {
     case(&["deadline"]);
 }
 
 #[test]
-#[ignore = "needs the upstream HTTP/2 pool (issue 7, not built yet): gRPC servers speak only HTTP/2"]
 fn custom_metadata_and_trailers() {
     case(&["metadata"]);
 }
 
 #[test]
-#[ignore = "needs the upstream HTTP/2 pool (issue 7, not built yet): gRPC servers speak only HTTP/2"]
 fn status_code_and_message_propagate() {
     case(&["status"]);
 }
@@ -244,7 +235,6 @@ fn no_upstream_is_unavailable() {
 }
 
 #[test]
-#[ignore = "needs the upstream HTTP/2 pool (issue 7, not built yet): gRPC servers speak only HTTP/2"]
 fn route_timeout_is_deadline_exceeded() {
     case(&["expect", "4", "Sleep"]);
 }

@@ -19,30 +19,20 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::certs::{make_ca, make_leaf, p};
+use testkit::nginx::wait_listening;
 use testkit::{basic_config, free_port, validate_config, Client, Gateway};
 
-/// Waits until something accepts TCP connections on `addr`.
-fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("{what} exited early: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what} did not listen on {addr}");
-}
-
 /// An nginx TLS server on 127.0.0.1 (killed on drop).
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
+struct Nginx(testkit::nginx::Nginx);
+
+impl std::ops::Deref for Nginx {
+    type Target = testkit::nginx::Nginx;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Nginx {
@@ -50,24 +40,8 @@ impl Nginx {
     /// certificates are checked against `ca.pem` per `verify_client`
     /// (`off`, `optional`, `on`).
     fn start(dir: &Path, cert: &str, verify_client: &str) -> Nginx {
-        let port = free_port();
-        let name = format!("nginx-{port}");
-        let tmp = p(dir, &format!("{name}-tmp"));
-        std::fs::create_dir_all(&tmp).unwrap();
-        let conf = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {pid};
-error_log {err} info;
-events {{ worker_connections 128; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
-  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
-  server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {cert_pem};
+        let server = format!(
+            r#"    ssl_certificate {cert_pem};
     ssl_certificate_key {cert_key};
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_client_certificate {ca};
@@ -81,36 +55,12 @@ http {{
       add_header x-session-reused "$ssl_session_reused" always;
       add_header x-alpn "$ssl_alpn_protocol" always;
       return 200 "tls upstream\n";
-    }}
-  }}
-}}
-"#,
-            pid = p(dir, &format!("{name}.pid")),
-            err = p(dir, &format!("{name}.err")),
+    }}"#,
             cert_pem = p(dir, &format!("{cert}.pem")),
             cert_key = p(dir, &format!("{cert}.key")),
             ca = p(dir, "ca.pem"),
         );
-        let conf_path = dir.join(format!("{name}.conf"));
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new("nginx")
-            .args(["-p", &p(dir, ""), "-e", &p(dir, &format!("{name}.err")), "-c"])
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (apt-get install nginx-light)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_listening(addr, &mut child, "nginx");
-        Nginx { child, addr }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Nginx(testkit::nginx::Nginx::start(dir, "ssl", &server))
     }
 }
 

@@ -29,8 +29,8 @@ impl RetryOn {
     pub const CONNECT_FAILURE: u32 = 1 << 3;
     /// `retriable-4xx`: 409.
     pub const RETRIABLE_4XX: u32 = 1 << 4;
-    /// `refused-stream`: an HTTP/2 REFUSED_STREAM (never raised by the
-    /// HTTP/1.1 upstream codec, accepted for config compatibility).
+    /// `refused-stream`: an HTTP/2 upstream refused the stream
+    /// (REFUSED_STREAM; never raised by the HTTP/1.1 upstream codec).
     pub const REFUSED_STREAM: u32 = 1 << 5;
     /// `retriable-status-codes`: a status in `retriable_status_codes` (or
     /// the internal request's `x-envoy-retriable-status-codes`).

@@ -228,6 +228,26 @@ impl Default for Http2Options {
     }
 }
 
+/// The HTTP version a cluster speaks to its hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2: prior knowledge (h2c) in plaintext, ALPN `h2` over TLS.
+    Http2,
+    /// HTTP/2 for requests that came in over HTTP/2, HTTP/1.1 otherwise.
+    UseDownstream,
+}
+
+impl Http2Options {
+    /// Upstream defaults: Envoy's unlimited `max_concurrent_streams` (the
+    /// peer's SETTINGS decide), with the edge windows (64 KiB stream, 1 MiB
+    /// connection) so a slow client bounds what the gateway buffers.
+    pub fn upstream_default() -> Http2Options {
+        Http2Options { max_concurrent_streams: 2_147_483_647, ..Http2Options::default() }
+    }
+}
+
 /// `HttpConnectionManager.ForwardClientCertDetails`: what happens to
 /// `x-forwarded-client-cert`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -736,6 +756,14 @@ pub struct Cluster {
     pub max_idle_per_endpoint: usize,
     /// `per_connection_buffer_limit_bytes` (default 1 MiB).
     pub per_connection_buffer_limit_bytes: u32,
+    /// Which HTTP version the cluster's upstream connections speak
+    /// (`HttpProtocolOptions.explicit_http_config` /
+    /// `use_downstream_protocol_config`, or the legacy
+    /// `Cluster.http2_protocol_options`; default HTTP/1.1).
+    pub upstream_protocol: UpstreamProtocol,
+    /// The `http2_protocol_options` HTTP/2 connections of this cluster use
+    /// (`UpstreamProtocol::Http2` / `UseDownstream`; see docs/http2.md).
+    pub upstream_http2: Http2Options,
     /// `explicit_http_config.http_protocol_options.enable_trailers`
     /// (default false).  Trailers cross the gateway only when both the
     /// listener's and the cluster's codec have them enabled.

@@ -543,7 +543,7 @@ fn unsupported_node_fields_and_protocol_options() {
             "/static_resources/clusters/0/typed_extension_protocol_options",
             json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}}}),
+                "explicit_http_config": {"http2_protocol_options": {"hpack_table_size": 100}}}}),
         ),
         ("/static_resources/clusters/0/type", json!("EDS")),
         ("/static_resources/clusters/0/lb_policy", json!("LOAD_BALANCING_POLICY_CONFIG")),
@@ -551,8 +551,8 @@ fn unsupported_node_fields_and_protocol_options() {
     assert_error(&errs, "node.user_agent_name", "meshgate supports: id, cluster");
     assert_error(
         &errs,
-        "static_resources.clusters[0].typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\"].explicit_http_config.http2_protocol_options",
-        "HTTP/2 not supported yet",
+        "static_resources.clusters[0].typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\"].explicit_http_config.http2_protocol_options.hpack_table_size",
+        "meshgate supports: max_concurrent_streams",
     );
     assert_error(&errs, "static_resources.clusters[0].type", "unsupported cluster type EDS");
     assert_error(&errs, "static_resources.clusters[0].lb_policy", "unsupported value LOAD_BALANCING_POLICY_CONFIG");

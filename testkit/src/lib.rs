@@ -21,6 +21,8 @@
 #![forbid(unsafe_code)]
 
 pub mod certs;
+pub mod h2_origin;
+pub mod nginx;
 pub mod xds_rest_server;
 pub mod xds_server;
 
@@ -257,6 +259,25 @@ pub fn closed_addr() -> SocketAddr {
 // The upstream process.
 // ---------------------------------------------------------------------------
 
+/// Appends `v` as a JSON string literal (what `mg-upstream` answers with).
+pub fn json_str(out: &mut String, v: &str) {
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 /// A running `mg-upstream` process; killed on drop.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -275,11 +296,26 @@ impl Upstream {
     /// Like [`Upstream::start`] on a fixed address.
     #[track_caller]
     pub fn start_on(addr: SocketAddr, name: &str) -> Upstream {
+        Self::start_with(addr, name, &[])
+    }
+
+    /// `mg-upstream --h2c` (HTTP/2 prior knowledge, see `h2_origin`) plus `extra` arguments.
+    #[track_caller]
+    pub fn start_h2c(name: &str, extra: &[&str]) -> Upstream {
+        let mut args = vec!["--h2c"];
+        args.extend_from_slice(extra);
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), name, &args)
+    }
+
+    /// Like [`Upstream::start_on`] with extra command-line arguments.
+    #[track_caller]
+    pub fn start_with(addr: SocketAddr, name: &str, extra: &[&str]) -> Upstream {
         let mut child = Command::new(bin_path("mg-upstream"))
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--name")
             .arg(name)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -48,11 +48,10 @@ use envoy_types::pb::envoy::config::endpoint::v3 as ep;
 use envoy_types::pb::envoy::config::listener::v3 as lis;
 use envoy_types::pb::envoy::config::route::v3 as rt;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-use envoy_types::pb::envoy::extensions::upstreams::http::v3 as up;
 use prost::Message;
 use prost_reflect::DynamicMessage;
 
-use super::supported::{HCM, UPSTREAM_HTTP_OPTIONS};
+use super::supported::HCM;
 use super::{join, translate, type_name, Errors};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model;
@@ -110,28 +109,6 @@ pub(super) fn bootstrap_xds<'a>(b: &'a bs::Bootstrap, errors: &mut Errors) -> Op
                 errors.add(join(&path, "transport_socket"), "TLS to the xDS server is not supported yet");
             }
             continue;
-        }
-        #[allow(deprecated)]
-        if c.http2_protocol_options.is_some() {
-            errors.add(
-                join(&path, "http2_protocol_options"),
-                "HTTP/2 not supported yet for proxied traffic (allowed only on the xDS cluster dynamic_resources names)",
-            );
-        }
-        if let Some(any) = c.typed_extension_protocol_options.get(UPSTREAM_HTTP_OPTIONS) {
-            if let Ok(o) = up::HttpProtocolOptions::decode(any.value.as_slice()) {
-                use up::http_protocol_options::{explicit_http_config::ProtocolConfig, UpstreamProtocolOptions};
-                if let Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) = &o.upstream_protocol_options {
-                    if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_))) {
-                        errors.add(
-                            format!(
-                                "{path}.typed_extension_protocol_options[{UPSTREAM_HTTP_OPTIONS:?}].explicit_http_config.http2_protocol_options"
-                            ),
-                            "HTTP/2 not supported yet for proxied traffic (allowed only on the xDS cluster dynamic_resources names)",
-                        );
-                    }
-                }
-            }
         }
     }
     result
@@ -592,10 +569,6 @@ pub fn build(
         } else if c.load_assignment.is_some() && c.eds_cluster_config.is_some() {
             errors.add("eds_cluster_config", "only for type: EDS");
         }
-        #[allow(deprecated)]
-        if c.http2_protocol_options.is_some() {
-            errors.add("http2_protocol_options", "HTTP/2 not supported yet for proxied traffic");
-        }
         let before = errors.len();
         let built = translate::cluster(&c, "", &mut errors);
         if let (Some(m), true) = (built, errors.len() == before) {
@@ -982,10 +955,9 @@ mod tests {
     }
 
     #[test]
-    fn http2_only_on_the_xds_cluster() {
-        let text = bootstrap(ADS).replace("name: xds_cluster\n", "name: other\n");
-        let e = err_text(&text);
-        assert!(e.contains("static_resources.clusters[0].typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\"].explicit_http_config.http2_protocol_options: HTTP/2 not supported yet"), "{e}");
+    fn the_xds_cluster_is_an_http2_cluster() {
+        let cfg = load_str(&bootstrap(ADS), Format::Yaml, "b.yaml").unwrap();
+        assert_eq!(cfg.clusters["xds_cluster"].upstream_protocol, model::UpstreamProtocol::Http2);
     }
 
     fn accepted<T: Message + Default>(full: &str, json: serde_json::Value, version: &str) -> Accepted<T> {

@@ -276,7 +276,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "round_robin_lb_config",
             "common_lb_config",
             "eds_cluster_config",
-            // Only for the xDS cluster (gRPC needs HTTP/2); rejected elsewhere.
+            // Upstream HTTP/2 (translate/upstream_http.rs; deprecated form).
             "http2_protocol_options",
             "circuit_breakers",
             "outlier_detection",
@@ -363,7 +363,14 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.endpoint.v3.LocalityLbEndpoints", &["priority", "lb_endpoints"]),
     ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint", "load_balancing_weight"]),
     ("envoy.config.endpoint.v3.Endpoint", &["address"]),
-    (UPSTREAM_HTTP_OPTIONS, &["common_http_protocol_options", "explicit_http_config"]),
+    (
+        UPSTREAM_HTTP_OPTIONS,
+        &["common_http_protocol_options", "explicit_http_config", "use_downstream_protocol_config"],
+    ),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig",
+        &["http_protocol_options", "http2_protocol_options"],
+    ),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
         &["http_protocol_options", "http2_protocol_options"],
@@ -503,15 +510,23 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.rbac.v3.Principal.Authenticated", &["principal_name"]),
 ];
 
+/// The `Http2ProtocolOptions` fields meshgate implements (both directions).
+const H2_LIMITS: &[&str] = &["max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"];
+
 /// Messages whose supported subset depends on where they appear, keyed by
 /// the full name of the field holding them: the same core
 /// `HttpProtocolOptions` means different things downstream and upstream.
 const FIELDS_BY_CONTAINER: &[(&str, &[&str])] = &[
     // The xDS stream's reconnect back-off is all Envoy reads of it.
     ("envoy.config.core.v3.GrpcService.EnvoyGrpc.retry_policy", &["retry_back_off"]),
-    // HTTP/2 only for the xDS cluster, with Envoy's defaults.
-    ("envoy.config.cluster.v3.Cluster.http2_protocol_options", &[]),
-    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options", &[]),
+    // Upstream HTTP/2 (translate/upstream_http.rs, docs/http2.md).
+    ("envoy.config.cluster.v3.Cluster.http2_protocol_options", H2_LIMITS),
+    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options", H2_LIMITS),
+    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.http2_protocol_options", H2_LIMITS),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.http_protocol_options",
+        &["enable_trailers"],
+    ),
     (
         "envoy.config.cluster.v3.Cluster.CommonLbConfig.healthy_panic_threshold",
         &["value"],
@@ -524,7 +539,7 @@ const FIELDS_BY_CONTAINER: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options",
-        &["max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"],
+        H2_LIMITS,
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.common_http_protocol_options",
@@ -552,10 +567,6 @@ const HINTS: &[(&str, &str)] = &[
     ),
     ("envoy.config.core.v3.HeaderValue.raw_value", "use value (raw_value is not supported)"),
     ("envoy.config.listener.v3.FilterChain.transport_socket", "TLS not supported yet"),
-    (
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options",
-        "HTTP/2 not supported yet",
-    ),
     ("envoy.config.rbac.v3.Permission.requested_server_name", "requires TLS (SNI), not supported yet"),
     ("envoy.config.rbac.v3.Policy.condition", "CEL conditions are not supported"),
     ("envoy.extensions.filters.http.rbac.v3.RBAC.matcher", "the RBAC matcher API is not supported yet, use rules"),

@@ -33,6 +33,7 @@ mod retry;
 mod routing;
 mod tcp_proxy;
 mod tls;
+mod upstream_http;
 mod upstream_tls;
 pub use tls::CIPHER_SUITES as TLS12_CIPHER_SUITES;
 mod upgrade;
@@ -948,6 +949,7 @@ pub(super) fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Optio
             ok = false;
             (HOUR, None)
         });
+    let upstream_http = upstream_http::protocol(c, path, errors);
     if let Some(v) = c.max_requests_per_connection {
         if max_requests.is_some() {
             errors.add(
@@ -988,7 +990,9 @@ pub(super) fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Optio
         max_requests_per_connection: max_requests,
         max_idle_per_endpoint: MAX_IDLE_PER_ENDPOINT,
         per_connection_buffer_limit_bytes: c.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value),
-        enable_trailers: upstream_trailers(c),
+        enable_trailers: upstream_trailers(c) || upstream_http.downstream_config_trailers,
+        upstream_protocol: upstream_http.protocol,
+        upstream_http2: upstream_http.http2,
         overprovisioning_factor,
         weighted_priority_health,
         healthy_panic_threshold: lb_settings.healthy_panic_threshold,

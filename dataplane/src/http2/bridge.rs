@@ -217,28 +217,44 @@ async fn pump_request(body: &mut RecvStream, pipe: &PipeEnd, framing: BodyFramin
         if n == 0 {
             continue;
         }
-        if framing == BodyFraming::Chunked {
-            frame.clear();
-            encode_chunk_header(n, &mut frame);
-            pipe.write_all(&frame).await.map_err(|_| ())?;
-            pipe.write_all(&data).await.map_err(|_| ())?;
-            pipe.write_all(b"\r\n").await.map_err(|_| ())?;
-        } else {
-            pipe.write_all(&data).await.map_err(|_| ())?;
-        }
+        write_body(pipe, &data, framing == BodyFraming::Chunked, &mut frame).await.map_err(|_| ())?;
         let _ = body.flow_control().release_capacity(n);
     }
     let trailers = std::future::poll_fn(|cx| body.poll_trailers(cx)).await.map_err(|_| ())?;
     if framing == BodyFraming::Chunked {
-        frame.clear();
-        let mut lines = Vec::new();
-        if let Some(t) = &trailers {
-            encode_trailer_lines(t, &mut lines);
-        }
-        encode_last_chunk(&lines, &mut frame);
-        pipe.write_all(&frame).await.map_err(|_| ())?;
+        write_last_chunk(pipe, trailers.as_ref(), &mut frame).await.map_err(|_| ())?;
     }
     Ok(())
+}
+
+/// Writes body bytes of an HTTP/1.1 message into a pipe, as one chunk when
+/// the body is `chunked` (`frame` is scratch space).
+pub(crate) async fn write_body(pipe: &PipeEnd, data: &[u8], chunked: bool, frame: &mut Vec<u8>) -> io::Result<()> {
+    if chunked {
+        frame.clear();
+        encode_chunk_header(data.len(), frame);
+        pipe.write_all(frame).await?;
+        pipe.write_all(data).await?;
+        pipe.write_all(b"\r\n").await
+    } else {
+        pipe.write_all(data).await
+    }
+}
+
+/// Ends a chunked body in a pipe: the last chunk, with HTTP/2 `trailers`
+/// as its trailer fields.
+pub(crate) async fn write_last_chunk(
+    pipe: &PipeEnd,
+    trailers: Option<&HeaderMap>,
+    frame: &mut Vec<u8>,
+) -> io::Result<()> {
+    frame.clear();
+    let mut lines = Vec::new();
+    if let Some(t) = trailers {
+        encode_trailer_lines(t, &mut lines);
+    }
+    encode_last_chunk(&lines, frame);
+    pipe.write_all(frame).await
 }
 
 /// Reads the manager's HTTP/1.1 response from the pipe and sends it on the
@@ -354,7 +370,7 @@ async fn fill(
 }
 
 /// Sends `data` as the client's stream window allows.
-pub(super) async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), ()> {
+pub(crate) async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), ()> {
     while !data.is_empty() {
         send.reserve_capacity(data.len());
         let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {

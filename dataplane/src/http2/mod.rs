@@ -118,14 +118,21 @@ async fn sniff_preface(conn: &Conn, idle: Option<std::time::Duration>) -> Sniffe
     }
 }
 
-/// The downstream connection as `h2` sees it: the sniffed prefix first,
+/// A connection as `h2` sees it: the sniffed prefix first (downstream),
 /// then the connection, with byte counts for the HCM's stats.
-struct H2Io {
+pub(crate) struct H2Io {
     conn: Rc<Conn>,
     prefix: Vec<u8>,
     prefix_at: usize,
     rx_bytes: Rc<Cell<u64>>,
     tx_bytes: Rc<Cell<u64>>,
+}
+
+impl H2Io {
+    /// An upstream connection (no prefix; its byte counts are the caller's).
+    pub(crate) fn new(conn: Rc<Conn>, rx_bytes: Rc<Cell<u64>>, tx_bytes: Rc<Cell<u64>>) -> H2Io {
+        H2Io { conn, prefix: Vec::new(), prefix_at: 0, rx_bytes, tx_bytes }
+    }
 }
 
 impl tokio::io::AsyncRead for H2Io {

@@ -150,6 +150,18 @@ impl PipeEnd {
         std::future::poll_fn(|cx| self.poll_read(cx, buf)).await
     }
 
+    /// Ready once the other end is dropped (nothing written from here will
+    /// be read any more): how a stream's worker learns that the exchange
+    /// behind it was abandoned.
+    pub fn poll_peer_gone(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut d = self.outbound().borrow_mut();
+        if d.read_closed {
+            return Poll::Ready(());
+        }
+        d.writer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
     /// Ends this end's writing: the other end reads what is left, then EOF.
     pub fn shutdown_write(&self) {
         let mut d = self.outbound().borrow_mut();

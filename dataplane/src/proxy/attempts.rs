@@ -208,7 +208,7 @@ impl<'a> Downstream<'a> {
             Ok(g) => g,
             Err(f) => return AttemptEnd::Done(self.connect_failed(ex, f).await),
         };
-        let mut upstream = match cluster.checkout(host).await {
+        let mut upstream = match cluster.checkout_for(host, self.bridged).await {
             Ok(c) => c,
             Err(f @ ConnectFailure::Overflow) => return AttemptEnd::Done(self.connect_failed(ex, f).await),
             Err(f) => {
@@ -273,7 +273,7 @@ impl<'a> Downstream<'a> {
             && upstream.reused()
         {
             drop(upstream);
-            upstream = match cluster.connect(host).await {
+            upstream = match cluster.reconnect_for(host, self.bridged).await {
                 Ok(c) => c,
                 Err(f) => {
                     cluster.stats.upstream_rq_active.dec();
@@ -320,11 +320,15 @@ impl<'a> Downstream<'a> {
             }
             Err(err) => {
                 host.stats.rq_error.inc();
+                let refused = upstream.h2_reset() == Some(h2::Reason::REFUSED_STREAM);
                 drop(upstream);
                 let failure = match &err {
                     ExchangeError::Timeout { response_started: false, per_try: true } => {
                         cluster.retry_stats.upstream_rq_per_try_timeout.inc();
                         Some(Failure::PerTryTimeout)
+                    }
+                    ExchangeError::UpstreamReset { response_started: false, .. } if refused => {
+                        Some(Failure::RefusedStream)
                     }
                     ExchangeError::UpstreamReset { response_started: false, .. }
                     | ExchangeError::BadResponse { response_started: false, .. } => Some(Failure::Reset),

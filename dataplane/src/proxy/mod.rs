@@ -1276,6 +1276,8 @@ impl<'a> Downstream<'a> {
         upstream: &mut UpstreamConn,
         ctl: AttemptCtl<'_>,
     ) -> Result<Done, ExchangeError> {
+        // HTTP/2 carries trailers natively on the upstream side too.
+        let upstream_trailers = cluster.config.enable_trailers || upstream.is_h2();
         let UpstreamConn { stream: up, buf: ubuf, head: uhead, .. } = upstream;
         let up = &*up;
         let buffered = ctl.body;
@@ -1309,7 +1311,7 @@ impl<'a> Downstream<'a> {
         let limits = ex.listener.limits;
         let request_chunked = ex.body_kind == BodyKind::Chunked;
         // HTTP/2 carries trailers natively: `enable_trailers` is an HTTP/1 codec option.
-        let forward_trailers = (self.bridged || ex.listener.hcm.enable_trailers) && cluster.config.enable_trailers;
+        let forward_trailers = (self.bridged || ex.listener.hcm.enable_trailers) && upstream_trailers;
 
         let request = pump_request_body(
             down,

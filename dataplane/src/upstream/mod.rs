@@ -34,6 +34,7 @@
 pub mod circuit_breaker;
 pub mod grpc_health;
 pub mod health_check;
+pub mod http2;
 pub mod lb;
 pub mod outlier;
 pub mod retry;
@@ -46,7 +47,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::model::{Cluster, DiscoveryType, EndpointAddress};
+use control::model::{Cluster, DiscoveryType, EndpointAddress, UpstreamProtocol};
 
 use crate::runtime::{now, timeout};
 use crate::stats::{ClusterStats, Counter, HostStats, Scope, StatsStore};
@@ -79,6 +80,8 @@ pub struct Host {
     active: Cell<u32>,
     /// Health shared by every shard (outlier ejection, active checks).
     pub health: Arc<HostHealth>,
+    /// This shard's multiplexed HTTP/2 connections to the host.
+    h2: http2::HostPool,
 }
 
 impl Host {
@@ -141,19 +144,42 @@ pub struct UpstreamConn {
     /// Receive buffer and response head, reused for every exchange.
     pub buf: crate::proxy::RecvBuf,
     pub head: crate::http1::ResponseHead,
-    cluster_cx_active: crate::stats::Gauge,
-    cluster_cx_destroy: crate::stats::Counter,
-    /// The connection's unit of the cluster's `max_connections`.
-    _cx_guard: Guard,
+    /// The connection's place in the stats and `max_connections`: held by
+    /// an HTTP/1.1 connection itself; an HTTP/2 stream (`http2.rs`) has
+    /// none, its multiplexed connection holds it.
+    _lease: Option<ConnLease>,
+    /// HTTP/2 streams: how the upstream ended the stream, if it reset it.
+    h2_reset: Option<Rc<Cell<Option<h2::Reason>>>>,
 }
 
 impl UpstreamConn {
     pub fn reused(&self) -> bool {
         self.served > 0
     }
+
+    /// Whether this is one stream of a multiplexed HTTP/2 connection.
+    pub fn is_h2(&self) -> bool {
+        self.h2_reset.is_some()
+    }
+
+    /// The RST_STREAM (or GOAWAY) code the upstream ended this HTTP/2
+    /// stream with, if it did.
+    pub fn h2_reset(&self) -> Option<h2::Reason> {
+        self.h2_reset.as_ref().and_then(|r| r.get())
+    }
 }
 
-impl Drop for UpstreamConn {
+/// An open upstream connection's share of the cluster and host stats and
+/// of `max_connections`, given back when the connection ends.
+pub(crate) struct ConnLease {
+    host: Rc<Host>,
+    cluster_cx_active: crate::stats::Gauge,
+    cluster_cx_destroy: crate::stats::Counter,
+    /// The connection's unit of the cluster's `max_connections`.
+    _cx_guard: Guard,
+}
+
+impl Drop for ConnLease {
     fn drop(&mut self) {
         self.cluster_cx_active.dec();
         self.cluster_cx_destroy.inc();
@@ -271,6 +297,7 @@ impl ClusterRuntime {
                 down_until: Cell::new(None),
                 active: Cell::new(0),
                 health: self.health.host(addr),
+                h2: http2::HostPool::default(),
             }));
         }
         let unchanged = old.len() == next.len() && old.iter().zip(&next).all(|(a, b)| Rc::ptr_eq(a, b));
@@ -500,12 +527,31 @@ impl ClusterRuntime {
         self.wait_pending(host).await
     }
 
-    /// `max_connections` is reached: the request waits as a pending request
-    /// (within `max_pending_requests`, else overflow) for an idle connection
-    /// to this host or for room to open one, at most `connect_timeout`.
+    /// `max_connections` is reached: the request waits for an idle
+    /// connection to this host or for room to open one.
+    async fn wait_pending(&self, host: &Rc<Host>) -> Result<UpstreamConn, ConnectFailure> {
+        self.as_pending_request(async || {
+            loop {
+                let idle = host.idle.borrow_mut().pop();
+                let Some(idle) = idle else { break };
+                if idle.conn.stream.is_idle_usable() {
+                    return Some(Ok(idle.conn));
+                }
+            }
+            let guard = self.resources.try_acquire(false, Resource::Connections)?;
+            Some(self.connect_with(host, guard).await)
+        })
+        .await
+    }
+
+    /// Waits as a pending request (within `max_pending_requests`, else
+    /// overflow) until `attempt` gets somewhere, at most `connect_timeout`.
     /// Connections are released on any shard, so the wait re-checks on a
     /// short timer rather than on a wake-up from the releasing shard.
-    async fn wait_pending(&self, host: &Rc<Host>) -> Result<UpstreamConn, ConnectFailure> {
+    async fn as_pending_request<T>(
+        &self,
+        mut attempt: impl AsyncFnMut() -> Option<Result<T, ConnectFailure>>,
+    ) -> Result<T, ConnectFailure> {
         self.retry_stats.upstream_cx_overflow.inc();
         let Some(_pending) = self.resources.try_acquire(false, Resource::PendingRequests) else {
             self.stats.upstream_rq_pending_overflow.inc();
@@ -515,14 +561,8 @@ impl ClusterRuntime {
         self.stats.upstream_rq_pending_active.inc();
         let give_up = now() + self.config.connect_timeout;
         let result = loop {
-            if let Some(idle) = host.idle.borrow_mut().pop() {
-                if idle.conn.stream.is_idle_usable() {
-                    break Ok(idle.conn);
-                }
-                continue;
-            }
-            if let Some(guard) = self.resources.try_acquire(false, Resource::Connections) {
-                break self.connect_with(host, guard).await;
+            if let Some(r) = attempt().await {
+                break r;
             }
             let t = now();
             if t >= give_up {
@@ -569,10 +609,46 @@ impl ClusterRuntime {
             served: 0,
             buf: crate::proxy::RecvBuf::new(16 * 1024, crate::proxy::UPSTREAM_HEAD_LIMIT + 4096),
             head: crate::http1::ResponseHead::new(),
+            _lease: Some(self.lease(host, guard)),
+            h2_reset: None,
+        })
+    }
+
+    fn lease(&self, host: &Rc<Host>, guard: Guard) -> ConnLease {
+        ConnLease {
+            host: host.clone(),
             cluster_cx_active: self.stats.upstream_cx_active.clone(),
             cluster_cx_destroy: self.stats.upstream_cx_destroy.clone(),
             _cx_guard: guard,
-        })
+        }
+    }
+
+    /// Whether a request that arrived over HTTP/2 (`downstream_h2`) or not
+    /// goes to this cluster's hosts over HTTP/2 (`upstream_protocol`).
+    pub fn speaks_h2(&self, downstream_h2: bool) -> bool {
+        match self.config.upstream_protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::UseDownstream => downstream_h2,
+        }
+    }
+
+    /// `checkout` in the cluster's protocol for this request: an HTTP/2
+    /// cluster hands out a stream on a pooled multiplexed connection.
+    pub async fn checkout_for(&self, host: &Rc<Host>, downstream_h2: bool) -> Result<UpstreamConn, ConnectFailure> {
+        if self.speaks_h2(downstream_h2) {
+            return self.h2_checkout(host, false).await;
+        }
+        self.checkout(host).await
+    }
+
+    /// `connect` in the cluster's protocol for this request (HTTP/2: a
+    /// stream on a new connection).
+    pub async fn reconnect_for(&self, host: &Rc<Host>, downstream_h2: bool) -> Result<UpstreamConn, ConnectFailure> {
+        if self.speaks_h2(downstream_h2) {
+            return self.h2_checkout(host, true).await;
+        }
+        self.connect(host).await
     }
 
     /// Opens a connection to `host`: TCP connect, then the TLS handshake
@@ -624,6 +700,10 @@ impl ClusterRuntime {
 
     /// Parks a connection whose last exchange ended cleanly.
     pub fn release(&self, mut conn: UpstreamConn) {
+        if conn.is_h2() {
+            // The stream is done; its connection stays in the host's pool.
+            return;
+        }
         conn.served += 1;
         if let Some(max) = self.config.max_requests_per_connection {
             if conn.served >= max {
@@ -650,6 +730,11 @@ impl ClusterRuntime {
             let dropped = before - idle.len();
             if dropped > 0 {
                 self.stats.upstream_cx_idle_timeout.add(dropped as u64);
+            }
+            drop(idle);
+            let h2_idle = host.h2.sweep(now, idle_timeout);
+            if h2_idle > 0 {
+                self.stats.upstream_cx_idle_timeout.add(h2_idle as u64);
             }
         }
     }

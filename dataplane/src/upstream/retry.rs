@@ -168,6 +168,9 @@ pub enum Failure {
     Reset,
     /// `per_try_timeout` expired before a response head arrived.
     PerTryTimeout,
+    /// An HTTP/2 upstream refused the stream (RST_STREAM or GOAWAY with
+    /// REFUSED_STREAM, RFC 9113 §8.7): it was not processed.
+    RefusedStream,
 }
 
 /// The state machine's answer.
@@ -286,7 +289,11 @@ impl RetryState {
         if on.has(RetryOn::FIVE_XX) || on.has(RetryOn::GATEWAY_ERROR) || on.has(RetryOn::RESET) {
             return true;
         }
-        failure == Failure::ConnectFailure && on.has(RetryOn::CONNECT_FAILURE)
+        match failure {
+            Failure::ConnectFailure => on.has(RetryOn::CONNECT_FAILURE),
+            Failure::RefusedStream => on.has(RetryOn::REFUSED_STREAM),
+            Failure::Reset | Failure::PerTryTimeout => false,
+        }
     }
 
     /// Decides about a response head.  `random` feeds the back-off jitter.
@@ -390,6 +397,16 @@ mod tests {
         assert!(s.response_retriable(503, &none));
         assert!(s.response_retriable(504, &none));
         assert!(s.failure_retriable(Failure::Reset));
+    }
+
+    #[test]
+    fn refused_stream_only_for_refused_streams_or_resets() {
+        let s = RetryState::new(Some(policy("refused-stream", 1)), &HeaderOverrides::default()).unwrap();
+        assert!(s.failure_retriable(Failure::RefusedStream));
+        assert!(!s.failure_retriable(Failure::Reset));
+        assert!(!s.failure_retriable(Failure::ConnectFailure));
+        let s = RetryState::new(Some(policy("reset", 1)), &HeaderOverrides::default()).unwrap();
+        assert!(s.failure_retriable(Failure::RefusedStream));
     }
 
     #[test]

@@ -37,6 +37,8 @@ fn cluster(name: &str, policy: LbPolicy, endpoints: &[(u16, u32)]) -> Arc<Cluste
         max_idle_per_endpoint: 8,
         per_connection_buffer_limit_bytes: 1 << 20,
         enable_trailers: false,
+        upstream_protocol: control::model::UpstreamProtocol::Http1,
+        upstream_http2: control::model::Http2Options::upstream_default(),
         overprovisioning_factor: 140,
         weighted_priority_health: false,
         healthy_panic_threshold: 50,

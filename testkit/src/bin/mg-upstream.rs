@@ -16,6 +16,9 @@
 //! `/__fail/off` ends it, and `/__count` answers how many requests other than
 //! these control paths this process has served.
 //!
+//! `--h2c` serves HTTP/2 with prior knowledge instead (`testkit::h2_origin`
+//! lists its paths); the HTTP/1.1 mode is unchanged by it.
+//!
 //! It deliberately does NOT send a `date` header (so tests can see the gateway
 //! add one) and sends `server: mg-upstream` (so tests can see it overwritten).
 #![forbid(unsafe_code)]
@@ -26,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use testkit::{Fnv64, PatternGen};
+use testkit::{json_str, Fnv64, PatternGen};
 
 /// Largest request head accepted (the gateway enforces smaller limits itself).
 const MAX_HEAD: usize = 1024 * 1024;
@@ -63,11 +66,18 @@ fn take_failure() -> Option<FailMode> {
 fn main() {
     let mut listen = String::from("127.0.0.1:0");
     let mut name = String::from("upstream");
+    let mut h2c = false;
+    let mut h2_max_streams = 1000u32;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().unwrap_or_else(|| usage("--listen needs a value")),
             "--name" => name = args.next().unwrap_or_else(|| usage("--name needs a value")),
+            "--h2c" => h2c = true,
+            "--h2-max-streams" => {
+                h2_max_streams =
+                    args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage("--h2-max-streams needs a number"))
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other:?}")),
         }
@@ -86,6 +96,9 @@ fn main() {
         let _ = out.flush();
     }
     let name: Arc<str> = name.into();
+    if h2c {
+        testkit::h2_origin::serve(listener, name, h2_max_streams);
+    }
     let serial = AtomicU64::new(0);
     for stream in listener.incoming() {
         let stream = match stream {
@@ -117,7 +130,7 @@ fn usage(msg: &str) -> ! {
     if !msg.is_empty() {
         eprintln!("mg-upstream: {msg}");
     }
-    eprintln!("usage: mg-upstream --listen IP:PORT --name NAME");
+    eprintln!("usage: mg-upstream --listen IP:PORT --name NAME [--h2c [--h2-max-streams N]]");
     std::process::exit(2);
 }
 
@@ -771,24 +784,6 @@ fn echo_json(req: &Head, body: &BodyInfo, full: bool) -> String {
     }
     s.push_str("]}\n");
     s
-}
-
-fn json_str(out: &mut String, v: &str) {
-    out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 fn reason(code: u16) -> &'static str {

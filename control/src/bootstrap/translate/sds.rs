@@ -105,22 +105,44 @@ pub fn check_secret(s: &tls::Secret, path: &str, errors: &mut Errors) -> bool {
     }
 }
 
-/// Names of the secrets a listener or cluster's TLS contexts request over
-/// ADS (`sds_config: {ads: {}}`), for the xDS client to subscribe to.
-pub fn ads_secret_names(contexts: &[tls::CommonTlsContext]) -> Vec<String> {
-    let mut out = Vec::new();
+/// The secrets a listener or cluster's TLS contexts request over ADS
+/// (`sds_config: {ads: {}}`), each with its `initial_fetch_timeout`
+/// (Envoy's default 15 s; 0 disables it), for the xDS client to subscribe to.
+pub fn ads_secret_refs(contexts: &[tls::CommonTlsContext]) -> Vec<(String, Option<std::time::Duration>)> {
+    let mut out: Vec<(String, Option<std::time::Duration>)> = Vec::new();
     for common in contexts {
         for r in references(common) {
-            let ads = matches!(
-                r.sds_config.as_ref().and_then(|c| c.config_source_specifier.as_ref()),
-                Some(core::config_source::ConfigSourceSpecifier::Ads(_))
-            );
-            if ads && !out.contains(&r.name) {
-                out.push(r.name.clone());
+            let Some(cs) = &r.sds_config else { continue };
+            if !matches!(cs.config_source_specifier, Some(core::config_source::ConfigSourceSpecifier::Ads(_))) {
+                continue;
+            }
+            let timeout = match &cs.initial_fetch_timeout {
+                None => Some(std::time::Duration::from_secs(15)),
+                Some(d) if d.seconds >= 0 && (0..1_000_000_000).contains(&d.nanos) => {
+                    Some(std::time::Duration::new(d.seconds as u64, d.nanos as u32)).filter(|d| !d.is_zero())
+                }
+                Some(_) => None,
+            };
+            if !out.iter().any(|(n, _)| n == &r.name) {
+                out.push((r.name.clone(), timeout));
             }
         }
     }
     out
+}
+
+/// `static_resources.secrets` of a loaded bootstrap (from its canonical
+/// JSON, which `model::Config` keeps), for dynamic listeners and clusters
+/// that name them.
+pub fn static_secrets_of(bootstrap_json: &serde_json::Value) -> HashMap<String, tls::Secret> {
+    let Some(serde_json::Value::Array(list)) = bootstrap_json.pointer("/static_resources/secrets") else {
+        return HashMap::new();
+    };
+    list.iter()
+        .filter_map(|item| crate::bootstrap::dynamic::encode_json(SECRET, item).ok())
+        .filter_map(|bytes| tls::Secret::decode(bytes.as_slice()).ok())
+        .map(|s| (s.name.clone(), s))
+        .collect()
 }
 
 fn references(common: &tls::CommonTlsContext) -> Vec<&tls::SdsSecretConfig> {

@@ -373,7 +373,38 @@ pub(super) fn certificate(c: &tls::TlsCertificate, p: &str, errors: &mut Errors)
     let (chain, key) = (chain?, key?);
     let chain_ok = check_certificates(&chain, &join(p, "certificate_chain"), errors);
     let key_ok = check_key(&key, &join(p, "private_key"), errors);
-    (chain_ok && key_ok).then_some(model::TlsCertificate { certificate_chain: chain, private_key: key })
+    if !(chain_ok && key_ok && check_key_matches(&chain, &key, &join(p, "private_key"), errors)) {
+        return None;
+    }
+    Some(model::TlsCertificate { certificate_chain: chain, private_key: key })
+}
+
+/// The key is the private half of the chain's first certificate (both
+/// already parsed by the callers' checks).
+fn check_key_matches(chain: &model::TlsSource, key: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
+    let mut scratch = Errors::new("");
+    let (Some(chain_pem), Some(key_pem)) =
+        (read_source(chain, path, &mut scratch), read_source(key, path, &mut scratch))
+    else {
+        return true; // unreadable: already reported
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&chain_pem).filter_map(Result::ok).collect();
+    let Ok(key) = PrivateKeyDer::from_pem_slice(&key_pem) else { return true };
+    let signing = match rustls::crypto::ring::sign::any_supported_type(&key) {
+        Ok(k) => k,
+        Err(e) => {
+            errors.add(path, format!("unsupported private key: {e}"));
+            return false;
+        }
+    };
+    match rustls::sign::CertifiedKey::new(certs, signing).keys_match() {
+        Ok(()) => true,
+        Err(e) => {
+            errors.add(path, format!("does not match the certificate: {e}"));
+            false
+        }
+    }
 }
 
 /// The context's validation: `Some(None)` without one, `None` after

@@ -709,3 +709,170 @@ fn requests_over_tls_are_forwarded_as_https() {
     assert!(ok, "{out}");
     assert_eq!(echoed_header(&out, "x-forwarded-proto").as_deref(), Some("https"), "{out}");
 }
+
+// ------------------------------------------------------------------ SDS
+
+/// The listener of `config(dir, simple(..))` with its certificate taken
+/// from SDS: `sds_ref` replaces the `tls_certificates` list (YAML at the
+/// list's column), `static_secrets` (column 2, may be empty) is appended
+/// to `static_resources`.
+fn sds_config(dir: &Path, sds_ref: &str, static_secrets: &str) -> String {
+    let plain = config(dir, &simple("unused"), HCM);
+    let certs = format!(
+        "            tls_certificates:\n            - certificate_chain: {{ filename: {} }}\n              private_key: {{ filename: {} }}\n",
+        p(dir, "unused.pem"),
+        p(dir, "unused.key")
+    );
+    assert!(plain.contains(&certs));
+    format!("{}{}", plain.replace(&certs, &indent(sds_ref, 12)), indent(static_secrets, 2))
+}
+
+/// An SDS file (a DiscoveryResponse) with one `tls_certificate` secret
+/// `name` pointing at `<cert>.pem` / `<key>.key`, written atomically.
+fn write_sds_file(dir: &Path, file: &str, name: &str, cert: &str, key: &str) {
+    let text = format!(
+        r#"resources:
+- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret
+  name: {name}
+  tls_certificate:
+    certificate_chain: {{ filename: {chain} }}
+    private_key: {{ filename: {key} }}
+"#,
+        chain = p(dir, &format!("{cert}.pem")),
+        key = p(dir, &format!("{key}.key")),
+    );
+    let tmp = dir.join(format!("{file}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(file)).unwrap();
+}
+
+/// New `s_client` connections until one sees `want` (or 10 s pass).
+fn subject_of_new_connections(addr: SocketAddr, want: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = s_client(addr, &["-servername", "server.example.com"], GET);
+        assert!(ok && out.contains("HTTP/1.1 200"), "{out}");
+        let subject = peer_subject(&out);
+        if subject.as_deref() == Some(want) || Instant::now() > deadline {
+            return subject;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn sds_file_certificate_rotates_for_new_connections_and_a_bad_secret_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_leaf(dir.path(), "ca", "v1", "v1.example.com", &["DNS:server.example.com"]);
+    make_leaf(dir.path(), "ca", "v2", "v2.example.com", &["DNS:server.example.com"]);
+    write_sds_file(dir.path(), "sds.yaml", "server_cert", "v1", "v1");
+    let sds_ref = format!(
+        "tls_certificate_sds_secret_configs:\n- name: server_cert\n  sds_config:\n    path_config_source: {{ path: {} }}\n",
+        p(dir.path(), "sds.yaml")
+    );
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&sds_config(dir.path(), &sds_ref, ""), &[up.addr], &["--shards", "1"]);
+    let addr = gw.listener_addr;
+    // curl verifies the certificate the SDS file names.
+    let (ok, out) = curl(&[
+        "--cacert",
+        &p(dir.path(), "ca.pem"),
+        "--resolve",
+        &resolve("server.example.com", addr),
+        &https("server.example.com", addr, "/status/200"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ]);
+    assert!(ok && out.trim() == "200", "{out}\n{}", gw.stderr());
+    let mut old = Session::open(addr);
+    assert_eq!(old.subject.as_deref(), Some("CN=v1.example.com"));
+    assert_eq!(old.get(), "HTTP/1.1 200 OK");
+
+    // A secret whose key does not match its certificate is refused: the
+    // last good one keeps serving.
+    std::thread::sleep(Duration::from_millis(1100));
+    write_sds_file(dir.path(), "sds.yaml", "server_cert", "v2", "v1");
+    std::thread::sleep(Duration::from_millis(1200));
+    for _ in 0..3 {
+        let (ok, out) = s_client(addr, &["-servername", "server.example.com"], GET);
+        assert!(ok && out.contains("HTTP/1.1 200"), "{out}");
+        assert_eq!(peer_subject(&out).as_deref(), Some("CN=v1.example.com"));
+    }
+    assert!(gw.stderr().contains("keeping the previous ones"), "{}", gw.stderr());
+
+    // The SDS file now names the v2 pair: new connections get it.
+    std::thread::sleep(Duration::from_millis(1100));
+    write_sds_file(dir.path(), "sds.yaml", "server_cert", "v2", "v2");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(subject_of_new_connections(addr, "CN=v2.example.com").as_deref(), Some("CN=v2.example.com"));
+    // The connection made before the rotation still works.
+    assert_eq!(old.get(), "HTTP/1.1 200 OK");
+}
+
+#[test]
+fn static_secrets_and_sds_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_leaf(dir.path(), "ca", "server", "static.example.com", &["DNS:server.example.com"]);
+    // A secret from static_resources.secrets, referenced by name only.
+    let secrets = format!(
+        "secrets:\n- name: static_cert\n  tls_certificate:\n    certificate_chain: {{ filename: {} }}\n    private_key: {{ filename: {} }}\n",
+        p(dir.path(), "server.pem"),
+        p(dir.path(), "server.key")
+    );
+    let by_name = "tls_certificate_sds_secret_configs: [ { name: static_cert } ]";
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&sds_config(dir.path(), by_name, &secrets), &[up.addr], &[]);
+    let (ok, out) = s_client(gw.listener_addr, &["-servername", "server.example.com"], GET);
+    assert!(ok && out.contains("HTTP/1.1 200"), "{out}");
+    assert_eq!(peer_subject(&out).as_deref(), Some("CN=static.example.com"));
+    drop(gw);
+
+    let base = "static_resources.listeners[0].filter_chains[0].transport_socket.typed_config.common_tls_context";
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: s\n  generic_secret: { secret: { inline_string: x } }\n",
+    )
+    .unwrap();
+    let sds_file = |file: &str| {
+        format!(
+            "tls_certificate_sds_secret_configs:\n- name: s\n  sds_config: {{ path_config_source: {{ path: {} }} }}\n",
+            p(dir.path(), file)
+        )
+    };
+    let cases: Vec<(String, String, String, &str)> = vec![
+        (by_name.into(), String::new(), format!("{base}.tls_certificate_sds_secret_configs[0]"), "no secret named"),
+        (
+            by_name.into(),
+            "secrets:\n- name: static_cert\n  tls_certificate: { certificate_chain: { filename: /nonexistent.pem }, private_key: { inline_string: x } }\n"
+                .into(),
+            "static_resources.secrets[0].tls_certificate.certificate_chain.filename".into(),
+            "cannot read",
+        ),
+        (
+            "tls_certificate_sds_secret_configs: [ { name: s, sds_config: { ads: {} } } ]".into(),
+            String::new(),
+            format!("{base}.tls_certificate_sds_secret_configs[0].sds_config.ads"),
+            "LDS/CDS",
+        ),
+        (sds_file("missing.yaml"), String::new(), format!("{base}.tls_certificate_sds_secret_configs[0].sds_config"), "cannot read SDS file"),
+        (sds_file("bad.yaml"), String::new(), "resources[0].generic_secret".into(), "unsupported field"),
+        (
+            "tls_certificate_sds_secret_configs: [ { name: s, sds_config: { path_config_source: { path: /x }, api_config_source: { api_type: GRPC } } } ]"
+                .into(),
+            String::new(),
+            String::new(),
+            "",
+        ),
+    ];
+    for (sds_ref, secrets, path, words) in cases {
+        let out =
+            testkit::validate_config(&sds_config(dir.path(), &sds_ref, &secrets), &["127.0.0.1:9".parse().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sds_ref} was accepted");
+        assert!(stderr.lines().any(|l| l.contains(&path) && l.contains(words)), "no {path} / {words}:\n{stderr}");
+    }
+}

@@ -356,3 +356,36 @@ fn upstream_tls_config_errors_name_their_field() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("UpstreamTlsContext"));
 }
+
+#[test]
+fn client_certificate_from_an_sds_file_and_ca_from_a_static_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let nginx = Nginx::start(dir.path(), "server", "on");
+    std::fs::write(
+        dir.path().join("sds.json"),
+        format!(
+            r#"{{"resources": [{{"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+                "name": "client_cert",
+                "tls_certificate": {{"certificate_chain": {{"filename": "{}"}}, "private_key": {{"filename": "{}"}}}}}}]}}"#,
+            p(dir.path(), "client.pem"),
+            p(dir.path(), "client.key")
+        ),
+    )
+    .unwrap();
+    let ctx = format!(
+        "common_tls_context:\n  tls_certificate_sds_secret_configs:\n  - name: client_cert\n    sds_config: {{ path_config_source: {{ path: {} }} }}\n  validation_context_sds_secret_config: {{ name: mesh_ca }}\n",
+        p(dir.path(), "sds.json")
+    );
+    let secrets = format!(
+        "  secrets:\n  - name: mesh_ca\n    validation_context: {{ trusted_ca: {{ filename: {} }} }}\n",
+        p(dir.path(), "ca.pem")
+    );
+    let yaml =
+        basic_config("", "", &tls_cluster(&ctx, "")).replacen("  clusters:\n", &format!("{secrets}  clusters:\n"), 1);
+    let gw = Gateway::start(&yaml, &[nginx.addr], &[]);
+    let r = Client::connect(gw.listener_addr).get("/");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.stderr());
+    assert_eq!(r.header("x-client-verify"), Some("SUCCESS"), "{r:?}");
+    assert_eq!(r.header("x-client-subject"), Some("CN=meshgate-client"), "{r:?}");
+}

@@ -58,6 +58,7 @@ mod matchers;
 mod rbac;
 mod supported;
 mod translate;
+pub use translate::sds::{read_sds_file_field, sds_file_watch_paths};
 
 pub use dump::config_dump_json;
 pub use translate::TLS12_CIPHER_SUITES;

@@ -1161,6 +1161,35 @@ pub struct TlsCertificate {
 pub enum TlsSource {
     File(String),
     Inline(Vec<u8>),
+    /// One PEM field of an SDS secret kept in a file
+    /// (`sds_config.path_config_source`): re-read, with the files it
+    /// names, when the file or its `watched_directory` changes.
+    SdsFile(SdsFileRef),
+}
+
+/// Where a file-based SDS secret's field lives (see `docs/tls.md`, SDS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsFileRef {
+    /// `path_config_source.path` (or the legacy `sds_config.path`): a
+    /// DiscoveryResponse-shaped YAML/JSON file of `Secret` resources.
+    pub path: String,
+    /// `path_config_source.watched_directory.path`: a move into it means
+    /// the file changed (atomic symlink swaps, as Kubernetes does).
+    pub watched_directory: Option<String>,
+    /// `SdsSecretConfig.name`: the `Secret` to read from the file.
+    pub secret: String,
+    pub field: SecretField,
+}
+
+/// The PEM field of a `Secret` a [`TlsSource::SdsFile`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretField {
+    /// `tls_certificate.certificate_chain`.
+    CertificateChain,
+    /// `tls_certificate.private_key`.
+    PrivateKey,
+    /// `validation_context.trusted_ca`.
+    TrustedCa,
 }
 
 /// `CertificateValidationContext` (supported subset).

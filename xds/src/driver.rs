@@ -226,6 +226,10 @@ pub(crate) fn plan(xds: &model::Xds) -> Vec<(Route, Transport)> {
             }
         }
     }
+    // SDS comes over ADS only (`sds_config: {ads: {}}`), named on demand.
+    if xds.ads.is_some() {
+        ads_kinds.push(Kind::Secret);
+    }
     if let (false, Some(server)) = (ads_kinds.is_empty(), xds.ads.as_ref()) {
         ads_kinds.sort();
         out.insert(0, (Route::new(ads_kinds, true), Transport::Grpc(crate::grpc::Service::Aggregated, server.clone())));
@@ -306,7 +310,11 @@ static_resources:
         assert_eq!(
             plan_of(mixed),
             vec![
-                (vec![Kind::Listener, Kind::RouteConfiguration], true, "Aggregated DeltaGrpc".to_string()),
+                (
+                    vec![Kind::Listener, Kind::RouteConfiguration, Kind::Secret],
+                    true,
+                    "Aggregated DeltaGrpc".to_string()
+                ),
                 (vec![Kind::Cluster], false, "REST Cluster".to_string()),
                 (vec![Kind::ClusterLoadAssignment], false, "REST ClusterLoadAssignment".to_string()),
             ]

@@ -65,6 +65,10 @@ impl Service {
                 "/envoy.service.endpoint.v3.EndpointDiscoveryService/StreamEndpoints",
                 "/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints",
             ),
+            Service::PerType(Kind::Secret) => (
+                "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
+                "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets",
+            ),
         }
     }
 }

@@ -111,6 +111,7 @@ impl XdsStats {
                         Kind::Cluster => "cluster_manager.cds",
                         Kind::RouteConfiguration => "rds",
                         Kind::ClusterLoadAssignment => "eds",
+                        Kind::Secret => "sds",
                     }
                     .to_string(),
                 );

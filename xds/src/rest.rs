@@ -50,6 +50,7 @@ pub fn path(kind: Kind) -> &'static str {
         Kind::RouteConfiguration => "/v3/discovery:routes",
         Kind::Cluster => "/v3/discovery:clusters",
         Kind::ClusterLoadAssignment => "/v3/discovery:endpoints",
+        Kind::Secret => "/v3/discovery:secrets",
     }
 }
 

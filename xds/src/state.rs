@@ -58,9 +58,13 @@ pub enum Kind {
     ClusterLoadAssignment,
     Listener,
     RouteConfiguration,
+    /// SDS: TLS secrets the accepted listeners and clusters name with
+    /// `sds_config: {ads: {}}` (named subscription, ADS only).
+    Secret,
 }
 
-pub const ALL_KINDS: [Kind; 4] = [Kind::Cluster, Kind::ClusterLoadAssignment, Kind::Listener, Kind::RouteConfiguration];
+pub const ALL_KINDS: [Kind; 5] =
+    [Kind::Cluster, Kind::ClusterLoadAssignment, Kind::Listener, Kind::RouteConfiguration, Kind::Secret];
 
 const TYPE_PREFIX: &str = "type.googleapis.com/";
 /// gRPC INVALID_ARGUMENT, what Envoy puts in a NACK's `error_detail.code`.
@@ -73,6 +77,7 @@ impl Kind {
             Kind::RouteConfiguration => dynamic::ROUTE_CONFIGURATION,
             Kind::Cluster => dynamic::CLUSTER,
             Kind::ClusterLoadAssignment => dynamic::CLUSTER_LOAD_ASSIGNMENT,
+            Kind::Secret => dynamic::SECRET,
         }
     }
 
@@ -87,6 +92,7 @@ impl Kind {
             Kind::RouteConfiguration => "rds",
             Kind::Cluster => "cds",
             Kind::ClusterLoadAssignment => "eds",
+            Kind::Secret => "sds",
         }
     }
 
@@ -377,8 +383,8 @@ impl AdsState {
             Ok(cfg) => {
                 let (publish, follow_up) = self.accepted(kind, &response.version_info, cfg, now, &mut step.events);
                 step.publish = Some(publish);
-                // Follow-ups first: new RDS / EDS names, then the ACK.
-                if let Some(NamesChanged { kind: d, .. }) = follow_up {
+                // Follow-ups first: new RDS / EDS / SDS names, then the ACK.
+                for NamesChanged { kind: d, .. } in follow_up {
                     step.requests.push(self.request(d, None));
                 }
                 step.requests.push(self.request(kind, None));
@@ -403,32 +409,37 @@ impl AdsState {
         cfg: model::Config,
         now: Instant,
         events: &mut Vec<Event>,
-    ) -> (Arc<model::Config>, Option<NamesChanged>) {
+    ) -> (Arc<model::Config>, Vec<NamesChanged>) {
         let s = self.subs.get_mut(&kind).unwrap();
         s.version_info = version_info.to_string();
         s.received = true;
         events.push(Event::Accepted { kind, version_info: version_info.to_string() });
         let mut publish = self.stamp(cfg);
-        let dependent = match kind {
-            Kind::Listener => Kind::RouteConfiguration,
-            Kind::Cluster => Kind::ClusterLoadAssignment,
-            _ => return (publish, None),
+        let dependents: &[Kind] = match kind {
+            Kind::Listener => &[Kind::RouteConfiguration, Kind::Secret],
+            Kind::Cluster => &[Kind::ClusterLoadAssignment, Kind::Secret],
+            _ => return (publish, Vec::new()),
         };
-        let before = self.subs[&dependent].names.clone();
-        if !self.resubscribe(dependent, now) {
-            return (publish, None);
+        let mut changes = Vec::new();
+        for &dependent in dependents {
+            let before = self.subs[&dependent].names.clone();
+            if !self.resubscribe(dependent, now) {
+                continue;
+            }
+            let after = &self.subs[&dependent].names;
+            changes.push(NamesChanged {
+                kind: dependent,
+                added: after.difference(&before).cloned().collect(),
+                removed: before.difference(after).cloned().collect(),
+            });
         }
         // Dropping names may have removed resources.
-        if let Ok((cfg, _)) = dynamic::build(&self.base, &self.resources, &mut self.cache) {
-            publish = self.stamp(cfg);
+        if !changes.is_empty() {
+            if let Ok((cfg, _)) = dynamic::build(&self.base, &self.resources, &mut self.cache) {
+                publish = self.stamp(cfg);
+            }
         }
-        let after = &self.subs[&dependent].names;
-        let change = NamesChanged {
-            kind: dependent,
-            added: after.difference(&before).cloned().collect(),
-            removed: before.difference(after).cloned().collect(),
-        };
-        (publish, Some(change))
+        (publish, changes)
     }
 
     /// Incremental (delta) xDS: the first request of each active type on a
@@ -463,6 +474,7 @@ impl AdsState {
             Kind::RouteConfiguration => versions(&r.routes),
             Kind::Cluster => versions(&r.clusters),
             Kind::ClusterLoadAssignment => versions(&r.endpoints),
+            Kind::Secret => versions(&r.secrets),
         }
     }
 
@@ -497,7 +509,7 @@ impl AdsState {
                 let (publish, follow_up) =
                     self.accepted(kind, &response.system_version_info, cfg, now, &mut step.events);
                 step.publish = Some(publish);
-                if let Some(c) = follow_up {
+                for c in follow_up {
                     step.requests.push(self.delta_request(c.kind, c.added, c.removed, None));
                 }
                 step.requests.push(self.delta_request(kind, Vec::new(), Vec::new(), None));
@@ -576,6 +588,7 @@ impl AdsState {
             Kind::RouteConfiguration => batch.apply(&mut r.routes, &mut names, &mut errors),
             Kind::Cluster => batch.apply(&mut r.clusters, &mut names, &mut errors),
             Kind::ClusterLoadAssignment => batch.apply(&mut r.endpoints, &mut names, &mut errors),
+            Kind::Secret => batch.apply(&mut r.secrets, &mut names, &mut errors),
         }
         if !errors.is_empty() {
             return Err(errors.join("\n"));
@@ -604,11 +617,15 @@ impl AdsState {
             Kind::ClusterLoadAssignment => {
                 self.resources.clusters.values().filter_map(|c| dynamic::eds_name(&c.resource.message)).collect()
             }
+            Kind::Secret => self.secret_timeouts().into_keys().collect(),
             _ => return false,
         };
-        let timeout = match kind {
-            Kind::RouteConfiguration => self.lds_timeout,
-            _ => self.cds_timeout,
+        let secret_timeouts = self.secret_timeouts();
+        let (lds_timeout, cds_timeout) = (self.lds_timeout, self.cds_timeout);
+        let timeout = |n: &str| match kind {
+            Kind::RouteConfiguration => lds_timeout,
+            Kind::Secret => secret_timeouts.get(n).copied().flatten(),
+            _ => cds_timeout,
         };
         let s = self.subs.get_mut(&kind).unwrap();
         if s.names == wanted {
@@ -617,9 +634,10 @@ impl AdsState {
         for n in wanted.difference(&s.names) {
             let have = match kind {
                 Kind::RouteConfiguration => self.resources.routes.contains_key(n),
+                Kind::Secret => self.resources.secrets.contains_key(n),
                 _ => self.resources.endpoints.contains_key(n),
             };
-            if let (Some(t), false) = (timeout, have) {
+            if let (Some(t), false) = (timeout(n), have) {
                 s.name_deadlines.insert(n.clone(), now + t);
             }
         }
@@ -631,12 +649,21 @@ impl AdsState {
                 self.resources.routes.retain(|n, _| wanted.contains(n));
                 self.resources.rds_given_up.retain(|n| wanted.contains(n));
             }
+            Kind::Secret => self.resources.secrets.retain(|n, _| wanted.contains(n)),
             _ => {
                 self.resources.endpoints.retain(|n, _| wanted.contains(n));
                 self.resources.eds_given_up.retain(|n| wanted.contains(n));
             }
         }
         true
+    }
+
+    /// The secrets the accepted listeners and clusters request over ADS,
+    /// with their `initial_fetch_timeout`.
+    fn secret_timeouts(&self) -> BTreeMap<String, Option<Duration>> {
+        let listeners = self.resources.listeners.values().map(|l| dynamic::listener_tls_contexts(&l.resource.message));
+        let clusters = self.resources.clusters.values().map(|c| dynamic::cluster_tls_contexts(&c.resource.message));
+        listeners.chain(clusters).flat_map(|contexts| dynamic::ads_secret_refs(&contexts)).collect()
     }
 
     fn request(&mut self, kind: Kind, nack: Option<String>) -> DiscoveryRequest {
@@ -780,6 +807,71 @@ static_resources:
 
     fn new_state(t0: Instant) -> AdsState {
         AdsState::new(base(), node_from_bootstrap(&base().bootstrap_json), t0)
+    }
+
+    /// Two self-signed CA certificates (public; their keys were discarded).
+    const CA_A: &str = "-----BEGIN CERTIFICATE-----\nMIIBhzCCAS2gAwIBAgIUGLdo7RTj9dKYl3kq8vANSkWgCMkwCgYIKoZIzj0EAwIw\nGDEWMBQGA1UEAwwNc2RzLXRlc3QtY2EtYTAgFw0yNjExMjYwODIyMDlaGA8yMTI2\nMTEwMjA4MjIwOVowGDEWMBQGA1UEAwwNc2RzLXRlc3QtY2EtYTBZMBMGByqGSM49\nAgEGCCqGSM49AwEHA0IABA4BWDoKdSZMn9AxBU8VH5ozwsqRa48QMfgoOdR4q5tl\nPk3+pEJnL1eFA09aVE3n8BmezU7xO2quFZ+Uy8joyMCjUzBRMB0GA1UdDgQWBBRP\nSCdBLkA/LJpCOtG9s5Hp5uid1jAfBgNVHSMEGDAWgBRPSCdBLkA/LJpCOtG9s5Hp\n5uid1jAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIDtCFK4I6Ie7\nczc4xhPBkUyhwMJ/nldqcDumoLK8SqwRAiEA6LWGy1DkpWA2Avi57eoSgfgA3rFD\noCZcINftP9v3gWo=\n-----END CERTIFICATE-----\n";
+    const CA_B: &str = "-----BEGIN CERTIFICATE-----\nMIIBhzCCAS2gAwIBAgIUa0fLKoW6zjQEdS3DQOyggL/134MwCgYIKoZIzj0EAwIw\nGDEWMBQGA1UEAwwNc2RzLXRlc3QtY2EtYjAgFw0yNjExMjYwODIyMDlaGA8yMTI2\nMTEwMjA4MjIwOVowGDEWMBQGA1UEAwwNc2RzLXRlc3QtY2EtYjBZMBMGByqGSM49\nAgEGCCqGSM49AwEHA0IABJ29LaI7wNi0BVO4qAOg5cjRUHg9inuK7GHHsdp4d5ks\nmVoYIZOBWljRV/5keyDN39YdvbqPurmaq0Edx4bwQ+OjUzBRMB0GA1UdDgQWBBTe\nv9XVEJ24JLaYT8Z6qq5xW4aJljAfBgNVHSMEGDAWgBTev9XVEJ24JLaYT8Z6qq5x\nW4aJljAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQCowMmOiX+p\nRe8qEHy2gHr8A5gjCRgBpAFEtuozdGbE9QIgZnCweDZI03vTZBRreWSYTVRtSXTo\nt4qnwanlOLT+m6Q=\n-----END CERTIFICATE-----\n";
+
+    fn tls_cluster_with_ads_ca(name: &str) -> serde_json::Value {
+        json!({"name": name, "type": "STATIC", "load_assignment": {"cluster_name": name, "endpoints": []},
+          "transport_socket": {"name": "tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {"validation_context_sds_secret_config": {"name": "mesh_ca", "sds_config": {"ads": {}, "initial_fetch_timeout": "3s"}}}}}})
+    }
+
+    fn ca_secret(pem: &str) -> serde_json::Value {
+        json!({"name": "mesh_ca", "validation_context": {"trusted_ca": {"inline_string": pem}}})
+    }
+
+    #[test]
+    fn sds_secrets_are_subscribed_by_name_and_the_cluster_warms_until_its_secret_arrives() {
+        let t0 = Instant::now();
+        let mut s = new_state(t0);
+        s.stream_started();
+        let step = s.on_response(response(Kind::Cluster, "c1", "n1", vec![tls_cluster_with_ads_ca("secure")]), t0);
+        let reqs: Vec<_> = step.requests.iter().map(summary).collect();
+        assert_eq!(
+            reqs,
+            vec![
+                (Kind::Secret, "".into(), "".into(), vec!["mesh_ca".into()], false, false),
+                (Kind::Cluster, "c1".into(), "n1".into(), vec![], false, false),
+            ]
+        );
+        // Warming: not in the published config yet.
+        assert!(!step.publish.unwrap().clusters.contains_key("secure"));
+        // The per-secret initial_fetch_timeout (3 s) counts, the cluster keeps waiting.
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(3)));
+        let step = s.on_tick(t0 + Duration::from_secs(3));
+        assert_eq!(step.events, vec![Event::InitFetchTimeout { kind: Kind::Secret }]);
+        assert!(step.publish.is_none());
+
+        // A secret that is not a supported kind is NACKed with its name.
+        let bad = json!({"name": "mesh_ca", "validation_context": {"trusted_ca": {"inline_string": "not PEM"}}});
+        let step = s.on_response(response(Kind::Secret, "s1", "n2", vec![bad]), t0);
+        let nack = &step.requests[0];
+        assert_eq!(summary(nack).0, Kind::Secret);
+        let detail = &nack.error_detail.as_ref().unwrap().message;
+        assert!(detail.contains("Secret \"mesh_ca\"") && detail.contains("trusted_ca"), "{detail}");
+
+        // The secret arrives: the cluster goes live with it.
+        let step = s.on_response(response(Kind::Secret, "s2", "n3", vec![ca_secret(CA_A)]), t0);
+        assert!(step.requests.iter().all(|r| r.error_detail.is_none()));
+        let cfg = step.publish.unwrap();
+        let tls = cfg.clusters["secure"].tls.clone().unwrap();
+        let ca = tls.validation.as_ref().unwrap().trusted_ca.clone();
+        assert_eq!(ca, model::TlsSource::Inline(CA_A.as_bytes().to_vec()));
+
+        // Rotation: a new secret version is a new cluster config.
+        let step = s.on_response(response(Kind::Secret, "s3", "n4", vec![ca_secret(CA_B)]), t0);
+        let cfg = step.publish.unwrap();
+        let ca = cfg.clusters["secure"].tls.as_ref().unwrap().validation.as_ref().unwrap().trusted_ca.clone();
+        assert_eq!(ca, model::TlsSource::Inline(CA_B.as_bytes().to_vec()));
+
+        // The cluster goes away: the secret is unsubscribed.
+        let step = s.on_response(response(Kind::Cluster, "c2", "n5", vec![]), t0);
+        let reqs: Vec<_> = step.requests.iter().map(summary).collect();
+        assert_eq!(reqs[0], (Kind::Secret, "s3".into(), "n4".into(), vec![], false, false));
     }
 
     #[test]
@@ -960,7 +1052,7 @@ static_resources:
         assert!(step.requests[0].error_detail.as_ref().unwrap().message.contains("duplicate resource name \"x\""));
         let step = s.on_response(
             DiscoveryResponse {
-                type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret".into(),
+                type_url: "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration".into(),
                 nonce: "z".into(),
                 ..Default::default()
             },

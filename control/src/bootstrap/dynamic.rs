@@ -60,6 +60,8 @@ pub const LISTENER: &str = "envoy.config.listener.v3.Listener";
 pub const ROUTE_CONFIGURATION: &str = "envoy.config.route.v3.RouteConfiguration";
 pub const CLUSTER: &str = "envoy.config.cluster.v3.Cluster";
 pub const CLUSTER_LOAD_ASSIGNMENT: &str = "envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// SDS over ADS (translate/sds.rs).
+pub const SECRET: &str = translate::sds::SECRET;
 
 /// Envoy's default `initial_fetch_timeout`.
 const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -411,6 +413,8 @@ pub fn decode<T: Message + Default>(full_name: &str, bytes: &[u8]) -> Result<Res
     Ok(Resource { name, message: typed, json: super::canonical_json(&message), bytes: bytes.to_vec() })
 }
 
+pub use translate::sds::{ads_secret_refs, cluster_tls_contexts, listener_tls_contexts};
+
 /// Route configurations referenced by a listener's HCMs through `rds`.
 pub fn rds_names(l: &lis::Listener) -> Vec<String> {
     let mut out = Vec::new();
@@ -475,6 +479,8 @@ pub struct DynamicResources {
     pub routes: BTreeMap<String, Accepted<rt::RouteConfiguration>>,
     pub clusters: BTreeMap<String, Accepted<cl::Cluster>>,
     pub endpoints: BTreeMap<String, Accepted<ep::ClusterLoadAssignment>>,
+    /// SDS secrets received over ADS, by name (translate/sds.rs).
+    pub secrets: BTreeMap<String, Accepted<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>>,
     /// Route configurations / assignments whose initial fetch timed out:
     /// listeners and clusters stop waiting for them and go live without.
     pub rds_given_up: std::collections::BTreeSet<String>,
@@ -489,6 +495,10 @@ pub struct TranslationCache {
     clusters: HashMap<String, CachedCluster>,
     routes: HashMap<String, Vec<u8>>,
     listeners: HashMap<String, CachedListener>,
+    /// The bytes of the ADS secrets each cluster / listener used: a changed
+    /// secret drops the cached translation.
+    cluster_secrets: HashMap<String, Vec<Vec<u8>>>,
+    listener_secrets: HashMap<String, Vec<Vec<u8>>>,
 }
 
 /// Cluster bytes, its ClusterLoadAssignment's bytes (EDS), and the result.
@@ -517,6 +527,25 @@ pub fn build(
         if let Err(e) = errors.finish() {
             all.extend(e.iter().cloned());
         }
+    };
+
+    // ---- secrets (SDS over ADS), each checked on its own (translate/sds.rs)
+    let static_secrets = translate::sds::static_secrets_of(&base.bootstrap_json);
+    let ads_secrets: BTreeMap<String, _> =
+        dynamic.secrets.iter().map(|(n, a)| (n.clone(), a.resource.message.clone())).collect();
+    for (name, secret) in &ads_secrets {
+        let mut errors = Errors::new(&label(SECRET, name));
+        translate::sds::check_secret(secret, "", &mut errors);
+        absorb(errors, &mut all);
+    }
+    let known = translate::sds::KnownSecrets { statics: &static_secrets, ads: Some(&ads_secrets) };
+    // The bytes of the ADS secrets `contexts` use, or `None` while one has
+    // not arrived (the listener / cluster is warming).
+    let secret_bytes = |contexts: &[_]| -> Option<Vec<Vec<u8>>> {
+        translate::sds::ads_secret_refs(contexts)
+            .iter()
+            .map(|(n, _)| dynamic.secrets.get(n).map(|a| a.resource.bytes.clone()))
+            .collect()
     };
 
     // ---- clusters (CDS, with EDS assignments folded in)
@@ -549,6 +578,15 @@ pub fn build(
                 }
             }
         }
+        let Some(secrets) = secret_bytes(&translate::sds::cluster_tls_contexts(c)) else {
+            warming.clusters.push(name.clone());
+            absorb(errors, &mut all);
+            continue;
+        };
+        if cache.cluster_secrets.get(name) != Some(&secrets) {
+            cache.clusters.remove(name);
+            cache.cluster_secrets.insert(name.clone(), secrets);
+        }
         let assignment_bytes = assignment.map(|a| a.resource.bytes.clone());
         if let Some((bytes, abytes, model)) = cache.clusters.get(name) {
             if *bytes == acc.resource.bytes && *abytes == assignment_bytes {
@@ -557,7 +595,7 @@ pub fn build(
                 continue;
             }
         }
-        let mut c = c.clone();
+        let mut c = translate::sds::resolve_cluster(c, known);
         if eds.is_some() {
             // EDS delivers what a STATIC cluster's load_assignment holds.
             c.cluster_discovery_type =
@@ -579,6 +617,7 @@ pub fn build(
         absorb(errors, &mut all);
     }
     cache.clusters.retain(|n, _| dynamic.clusters.contains_key(n));
+    cache.cluster_secrets.retain(|n, _| dynamic.clusters.contains_key(n));
 
     // ---- route configurations (RDS), each checked once on its own
     for (name, acc) in &dynamic.routes {
@@ -622,6 +661,17 @@ pub fn build(
                 errors.add("address", format!("{a} is already used by {other}"));
             }
         }
+        let Some(secrets) = secret_bytes(&translate::sds::listener_tls_contexts(l)) else {
+            warming.listeners.push(name.clone());
+            absorb(errors, &mut all);
+            continue;
+        };
+        if cache.listener_secrets.get(name) != Some(&secrets) {
+            cache.listeners.remove(name);
+            cache.listener_secrets.insert(name.clone(), secrets);
+        }
+        let with_secrets = translate::sds::resolve_listener(l, known);
+        let l = &with_secrets;
         // TCP proxy listeners: no RDS, nothing to wait for; translated each
         // build (they are small).
         if translate::is_tcp_proxy_listener(l) {
@@ -666,6 +716,7 @@ pub fn build(
         absorb(errors, &mut all);
     }
     cache.listeners.retain(|n, _| dynamic.listeners.contains_key(n));
+    cache.listener_secrets.retain(|n, _| dynamic.listeners.contains_key(n));
 
     if let Some(e) = ConfigErrors::from_vec(all) {
         return Err(e);

@@ -49,7 +49,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.core.v3.AggregatedConfigSource", &[]),
     ("envoy.extensions.filters.network.http_connection_manager.v3.Rds", &["config_source", "route_config_name"]),
     ("envoy.config.cluster.v3.Cluster.EdsClusterConfig", &["eds_config", "service_name"]),
-    ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters"]),
+    ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters", "secrets"]),
     ("envoy.config.bootstrap.v3.Admin", &["address", "access_log_path"]),
     ("envoy.config.core.v3.Address", &["socket_address"]),
     ("envoy.config.core.v3.SocketAddress", &["protocol", "address", "port_value"]),
@@ -69,8 +69,25 @@ const FIELDS: &[(&str, &[&str])] = &[
     (UPSTREAM_TLS, &["common_tls_context", "sni", "allow_renegotiation", "max_session_keys"]),
     (
         "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
-        &["tls_params", "tls_certificates", "alpn_protocols", "validation_context"],
+        &[
+            "tls_params",
+            "tls_certificates",
+            "alpn_protocols",
+            "validation_context",
+            "tls_certificate_sds_secret_configs",
+            "validation_context_sds_secret_config",
+            "combined_validation_context",
+        ],
     ),
+    // SDS (translate/sds.rs, docs/tls.md).
+    ("envoy.extensions.transport_sockets.tls.v3.Secret", &["name", "tls_certificate", "validation_context"]),
+    ("envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig", &["name", "sds_config"]),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext",
+        &["default_validation_context", "validation_context_sds_secret_config"],
+    ),
+    ("envoy.config.core.v3.PathConfigSource", &["path", "watched_directory"]),
+    ("envoy.config.core.v3.WatchedDirectory", &["path"]),
     (
         "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
         &["tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites"],
@@ -517,6 +534,11 @@ const H2_LIMITS: &[&str] = &["max_concurrent_streams", "initial_stream_window_si
 /// the full name of the field holding them: the same core
 /// `HttpProtocolOptions` means different things downstream and upstream.
 const FIELDS_BY_CONTAINER: &[(&str, &[&str])] = &[
+    // SDS: secrets come over ADS or from a file (translate/sds.rs).
+    (
+        "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.sds_config",
+        &["ads", "path", "path_config_source", "initial_fetch_timeout", "resource_api_version"],
+    ),
     // The xDS stream's reconnect back-off is all Envoy reads of it.
     ("envoy.config.core.v3.GrpcService.EnvoyGrpc.retry_policy", &["retry_back_off"]),
     // Upstream HTTP/2 (translate/upstream_http.rs, docs/http2.md).

@@ -31,6 +31,7 @@ pub(super) mod filters;
 mod lb;
 mod retry;
 mod routing;
+pub(crate) mod sds;
 mod tcp_proxy;
 mod tls;
 mod upstream_http;
@@ -58,14 +59,22 @@ pub(crate) fn translate(
 
     let empty = bs::bootstrap::StaticResources::default();
     let resources = b.static_resources.as_ref().unwrap_or(&empty);
-    let clusters = clusters(&resources.clusters, errors);
-    lb::check_clusters(&resources.clusters, &clusters, errors);
+    // Secrets named in static_resources.secrets are folded into the
+    // listeners and clusters that reference them (translate/sds.rs).
+    let secrets = sds::static_secrets(&resources.secrets, errors);
+    let known = sds::KnownSecrets { statics: &secrets, ads: None };
+    let resolved_clusters: Vec<cl::Cluster> =
+        resources.clusters.iter().map(|c| sds::resolve_cluster(c, known)).collect();
+    let resolved_listeners: Vec<lis::Listener> =
+        resources.listeners.iter().map(|l| sds::resolve_listener(l, known)).collect();
+    let clusters = clusters(&resolved_clusters, errors);
+    lb::check_clusters(&resolved_clusters, &clusters, errors);
     // Routes are checked against every named cluster, even ones that failed
     // their own checks, so one broken cluster is not also N "unknown cluster"s.
     let cluster_names: HashSet<&str> =
         resources.clusters.iter().map(|c| c.name.as_str()).filter(|n| !n.is_empty()).collect();
     let mut tcp_listeners = Vec::new();
-    let listeners = listeners(&resources.listeners, &cluster_names, &mut tcp_listeners, errors);
+    let listeners = listeners(&resolved_listeners, &cluster_names, &mut tcp_listeners, errors);
 
     let xds = super::dynamic::bootstrap_xds(b, errors).map(Arc::new);
     model::Config {

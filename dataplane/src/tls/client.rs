@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use control::model::{SanMatch, TlsSource, UpstreamTls};
+use control::model::{SanMatch, UpstreamTls};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
@@ -38,7 +38,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::{mtimes, provider, read_pem, root_store, versions, PeerIdentity, TlsStream, WATCH_INTERVAL};
+use super::{mtimes, provider, read_pem, root_store, versions, watch_paths, PeerIdentity, TlsStream, WATCH_INTERVAL};
 use crate::runtime::now;
 use crate::stats::{Counter, Scope, StatsStore};
 use crate::transport::Stream;
@@ -169,16 +169,11 @@ pub fn client_config(ctx: &UpstreamTls, alpn: &[Vec<u8>]) -> io::Result<Arc<Clie
 fn files(ctx: &UpstreamTls) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(c) = &ctx.client_certificate {
-        for s in [&c.certificate_chain, &c.private_key] {
-            if let TlsSource::File(f) = s {
-                out.push(f.clone());
-            }
-        }
+        watch_paths(&c.certificate_chain, &mut out);
+        watch_paths(&c.private_key, &mut out);
     }
     if let Some(v) = &ctx.validation {
-        if let TlsSource::File(f) = &v.trusted_ca {
-            out.push(f.clone());
-        }
+        watch_paths(&v.trusted_ca, &mut out);
     }
     out
 }
@@ -198,7 +193,8 @@ pub struct ClientTls {
     /// when the files change.  They share one session cache.
     configs: RefCell<ConfigsByAlpn>,
     sni: Option<ServerName<'static>>,
-    files: Vec<String>,
+    /// Recomputed on reload: an SDS file may name other files.
+    files: RefCell<Vec<String>>,
     seen: RefCell<Vec<Option<SystemTime>>>,
     last_check: Cell<Instant>,
     pub stats: ClientTlsStats,
@@ -221,7 +217,7 @@ impl ClientTls {
             context,
             configs: RefCell::new(Vec::new()),
             sni,
-            files,
+            files: RefCell::new(files),
             seen,
             last_check: Cell::new(now()),
             stats,
@@ -236,21 +232,24 @@ impl ClientTls {
 
     fn reload_if_due(&self) {
         let t = now();
-        if self.files.is_empty() || t.duration_since(self.last_check.get()) < WATCH_INTERVAL {
+        if self.files.borrow().is_empty() || t.duration_since(self.last_check.get()) < WATCH_INTERVAL {
             return;
         }
         self.last_check.set(t);
-        let now_seen = mtimes(&self.files);
-        if *self.seen.borrow() == now_seen {
+        if *self.seen.borrow() == mtimes(&self.files.borrow()) {
             return;
         }
+        // Seen before reading, so a change during the read is seen next time.
+        let files = files(&self.context);
+        let now_seen = mtimes(&files);
         // Validate the new set before dropping the configs in use: a
         // half-written rotation keeps the previous files' configs.
         match client_config(&self.context, &self.configured_alpn) {
             Ok(cfg) => {
                 *self.configs.borrow_mut() = vec![(self.configured_alpn.clone(), cfg)];
                 *self.seen.borrow_mut() = now_seen;
-                tracing::info!(cluster = %self.cluster, files = ?self.files, "upstream TLS files reloaded");
+                tracing::info!(cluster = %self.cluster, files = ?files, "upstream TLS files reloaded");
+                *self.files.borrow_mut() = files;
             }
             Err(e) => {
                 tracing::warn!(cluster = %self.cluster, error = %e, "upstream TLS reload failed; keeping the previous files")

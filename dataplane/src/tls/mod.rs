@@ -164,6 +164,26 @@ fn read_pem(source: &TlsSource) -> io::Result<Vec<u8>> {
     match source {
         TlsSource::Inline(b) => Ok(b.clone()),
         TlsSource::File(f) => std::fs::read(f),
+        TlsSource::SdsFile(r) => {
+            control::bootstrap::read_sds_file_field(r).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+    }
+}
+
+/// The paths whose modification time tells that a source may have
+/// changed: the file itself, or for a file-based SDS secret the SDS file,
+/// its `watched_directory` and the file the secret names now.
+pub(crate) fn watch_paths(source: &TlsSource, out: &mut Vec<String>) {
+    match source {
+        TlsSource::Inline(_) => {}
+        TlsSource::File(f) => out.push(f.clone()),
+        TlsSource::SdsFile(r) => {
+            for p in control::bootstrap::sds_file_watch_paths(r) {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
     }
 }
 
@@ -258,14 +278,11 @@ fn local_uri_sans(ctx: &TlsServerContext) -> Rc<[String]> {
 fn files(ctx: &TlsServerContext) -> Vec<String> {
     let mut out = Vec::new();
     for c in &ctx.certificates {
-        for s in [&c.certificate_chain, &c.private_key] {
-            if let TlsSource::File(f) = s {
-                out.push(f.clone());
-            }
-        }
+        watch_paths(&c.certificate_chain, &mut out);
+        watch_paths(&c.private_key, &mut out);
     }
-    if let Some(TlsValidation { trusted_ca: TlsSource::File(f), .. }) = &ctx.validation {
-        out.push(f.clone());
+    if let Some(TlsValidation { trusted_ca, .. }) = &ctx.validation {
+        watch_paths(trusted_ca, &mut out);
     }
     out
 }
@@ -284,7 +301,8 @@ struct ServerChain {
     /// `None`: a plaintext chain (tls_inspector listeners only).
     context: Option<Arc<TlsServerContext>>,
     config: RefCell<Option<Arc<ServerConfig>>>,
-    files: Vec<String>,
+    /// Recomputed on reload: an SDS file may name other files.
+    files: RefCell<Vec<String>>,
     seen: RefCell<Vec<Option<SystemTime>>>,
 }
 
@@ -334,7 +352,7 @@ impl ServerTls {
                     application_protocols: c.application_protocols.iter().map(|a| a.as_bytes().to_vec()).collect(),
                     context: c.context.clone(),
                     config: RefCell::new(config),
-                    files,
+                    files: RefCell::new(files),
                     seen: RefCell::new(seen),
                 }
             })
@@ -359,19 +377,22 @@ impl ServerTls {
         let listener = self.listener.as_str();
         for chain in &self.chains {
             let Some(context) = &chain.context else { continue };
-            if chain.files.is_empty() {
+            if chain.files.borrow().is_empty() {
                 continue;
             }
-            let now_seen = mtimes(&chain.files);
-            if *chain.seen.borrow() == now_seen {
+            if *chain.seen.borrow() == mtimes(&chain.files.borrow()) {
                 continue;
             }
+            // Seen before reading, so a change during the read is seen next time.
+            let files = files(context);
+            let now_seen = mtimes(&files);
             match server_config(context) {
                 Ok(cfg) => {
                     *chain.config.borrow_mut() = Some(cfg);
                     *chain.local_uri_sans.borrow_mut() = local_uri_sans(context);
                     *chain.seen.borrow_mut() = now_seen;
-                    tracing::info!(listener, files = ?chain.files, "TLS certificates reloaded");
+                    tracing::info!(listener, files = ?files, "TLS certificates reloaded");
+                    *chain.files.borrow_mut() = files;
                 }
                 // A half-written rotation: try again on the next tick.
                 Err(e) => {

@@ -261,23 +261,14 @@ fn server_context(t: &tls::DownstreamTlsContext, path: &str, errors: &mut Errors
     let empty = tls::CommonTlsContext::default();
     let common = t.common_tls_context.as_ref().unwrap_or(&empty);
     let cpath = join(path, "common_tls_context");
-    if common.tls_certificates.is_empty() {
+    if common.tls_certificates.is_empty() && common.tls_certificate_sds_secret_configs.is_empty() {
         errors.add(join(&cpath, "tls_certificates"), "at least one certificate is required for a server");
         ok = false;
     }
-    let mut certificates = Vec::new();
-    for (i, c) in common.tls_certificates.iter().enumerate() {
-        let p = format!("{cpath}.tls_certificates[{i}]");
-        let chain = source(c.certificate_chain.as_ref(), &join(&p, "certificate_chain"), errors);
-        let key = source(c.private_key.as_ref(), &join(&p, "private_key"), errors);
-        let (Some(chain), Some(key)) = (chain, key) else {
-            ok = false;
-            continue;
-        };
-        ok &= check_certificates(&chain, &join(&p, "certificate_chain"), errors);
-        ok &= check_key(&key, &join(&p, "private_key"), errors);
-        certificates.push(model::TlsCertificate { certificate_chain: chain, private_key: key });
-    }
+    let certificates = certificates(common, &cpath, errors).unwrap_or_else(|| {
+        ok = false;
+        Vec::new()
+    });
     for (i, a) in common.alpn_protocols.iter().enumerate() {
         if a.is_empty() || a.len() > 255 {
             errors.add(format!("{cpath}.alpn_protocols[{i}]"), "must be 1 to 255 bytes");
@@ -317,15 +308,11 @@ fn server_context(t: &tls::DownstreamTlsContext, path: &str, errors: &mut Errors
             (min, max, p.cipher_suites.clone())
         }
     };
-    let validation = match &common.validation_context_type {
-        None => None,
-        Some(tls::common_tls_context::ValidationContextType::ValidationContext(v)) => {
-            validation_context(v, &join(&cpath, "validation_context"), errors)
-        }
-        Some(_) => None, // SDS / combined: reported by the allowlist walk
-    };
+    let validation = common_validation(common, &cpath, errors);
+    ok &= validation.is_some();
+    let validation = validation.flatten();
     let require_client_certificate = t.require_client_certificate.is_some_and(|b| b.value);
-    if require_client_certificate && validation.is_none() {
+    if ok && require_client_certificate && validation.is_none() {
         errors.add(
             join(&cpath, "validation_context"),
             "require_client_certificate needs validation_context.trusted_ca to verify client certificates",
@@ -344,6 +331,115 @@ fn server_context(t: &tls::DownstreamTlsContext, path: &str, errors: &mut Errors
         validation,
         require_client_certificate,
     })
+}
+
+/// `tls_certificates` or `tls_certificate_sds_secret_configs` (named
+/// secrets were folded into `tls_certificates` by `sds::resolve_*`; what
+/// is left reads from SDS files).  `None` after reporting errors.
+pub(super) fn certificates(
+    common: &tls::CommonTlsContext,
+    cpath: &str,
+    errors: &mut Errors,
+) -> Option<Vec<model::TlsCertificate>> {
+    if !common.tls_certificates.is_empty() && !common.tls_certificate_sds_secret_configs.is_empty() {
+        errors.add(
+            join(cpath, "tls_certificate_sds_secret_configs"),
+            "only one of tls_certificates and tls_certificate_sds_secret_configs may be set (a list mixing file and named secrets counts as both)",
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut out = Vec::new();
+    for (i, c) in common.tls_certificates.iter().enumerate() {
+        match certificate(c, &format!("{cpath}.tls_certificates[{i}]"), errors) {
+            Some(c) => out.push(c),
+            None => ok = false,
+        }
+    }
+    for (i, r) in common.tls_certificate_sds_secret_configs.iter().enumerate() {
+        let p = format!("{cpath}.tls_certificate_sds_secret_configs[{i}]");
+        match super::sds::certificate_from_file(r, &p, errors) {
+            Some(c) => out.push(c),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// One `TlsCertificate`, its chain and key checked now.
+pub(super) fn certificate(c: &tls::TlsCertificate, p: &str, errors: &mut Errors) -> Option<model::TlsCertificate> {
+    let chain = source(c.certificate_chain.as_ref(), &join(p, "certificate_chain"), errors);
+    let key = source(c.private_key.as_ref(), &join(p, "private_key"), errors);
+    let (chain, key) = (chain?, key?);
+    let chain_ok = check_certificates(&chain, &join(p, "certificate_chain"), errors);
+    let key_ok = check_key(&key, &join(p, "private_key"), errors);
+    if !(chain_ok && key_ok && check_key_matches(&chain, &key, &join(p, "private_key"), errors)) {
+        return None;
+    }
+    Some(model::TlsCertificate { certificate_chain: chain, private_key: key })
+}
+
+/// The key is the private half of the chain's first certificate (both
+/// already parsed by the callers' checks).
+fn check_key_matches(chain: &model::TlsSource, key: &model::TlsSource, path: &str, errors: &mut Errors) -> bool {
+    let mut scratch = Errors::new("");
+    let (Some(chain_pem), Some(key_pem)) =
+        (read_source(chain, path, &mut scratch), read_source(key, path, &mut scratch))
+    else {
+        return true; // unreadable: already reported
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&chain_pem).filter_map(Result::ok).collect();
+    let Ok(key) = PrivateKeyDer::from_pem_slice(&key_pem) else { return true };
+    let signing = match rustls::crypto::ring::sign::any_supported_type(&key) {
+        Ok(k) => k,
+        Err(e) => {
+            errors.add(path, format!("unsupported private key: {e}"));
+            return false;
+        }
+    };
+    match rustls::sign::CertifiedKey::new(certs, signing).keys_match() {
+        Ok(()) => true,
+        Err(e) => {
+            errors.add(path, format!("does not match the certificate: {e}"));
+            false
+        }
+    }
+}
+
+/// The context's validation: `Some(None)` without one, `None` after
+/// reporting errors.  `validation_context_sds_secret_config` and
+/// `combined_validation_context` naming a static or ADS secret were folded
+/// into `validation_context` by `sds::resolve_*`; what is left reads from
+/// an SDS file.
+pub(super) fn common_validation(
+    common: &tls::CommonTlsContext,
+    cpath: &str,
+    errors: &mut Errors,
+) -> Option<Option<model::TlsValidation>> {
+    use tls::common_tls_context::ValidationContextType as V;
+    let v = match &common.validation_context_type {
+        None => return Some(None),
+        Some(V::ValidationContext(v)) => validation_context(v, &join(cpath, "validation_context"), errors),
+        Some(V::ValidationContextSdsSecretConfig(r)) => {
+            super::sds::validation_from_file(None, r, &join(cpath, "validation_context_sds_secret_config"), errors)
+        }
+        Some(V::CombinedValidationContext(c)) => {
+            let path = join(cpath, "combined_validation_context");
+            let Some(r) = &c.validation_context_sds_secret_config else {
+                errors.add(join(&path, "validation_context_sds_secret_config"), "required");
+                return None;
+            };
+            super::sds::validation_from_file(
+                c.default_validation_context.as_ref(),
+                r,
+                &join(&path, "validation_context_sds_secret_config"),
+                errors,
+            )
+        }
+        Some(_) => None, // certificate providers: reported by the allowlist walk
+    };
+    v.map(Some)
 }
 
 pub(super) fn version(
@@ -439,6 +535,13 @@ pub(crate) fn read_source(s: &model::TlsSource, path: &str, errors: &mut Errors)
             Ok(b) => Some(b),
             Err(e) => {
                 errors.add(join(path, "filename"), format!("cannot read {f}: {e}"));
+                None
+            }
+        },
+        model::TlsSource::SdsFile(r) => match super::sds::read_sds_file_field(r) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                errors.add(path, e);
                 None
             }
         },

@@ -11,7 +11,8 @@
 //! `max_session_keys` defaults to 1 and 0 disables resumption;
 //! `allow_renegotiation: true` is refused (rustls never renegotiates).
 //! Everything the allowlist does not name (`auto_host_sni`,
-//! `auto_sni_san_validation`, SDS, ...) is a load error there.
+//! `auto_sni_san_validation`, ...) is a load error there; SDS references
+//! are resolved by `sds.rs`.
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use prost::Message;
 
 use super::packed_type;
-use super::tls::{check_certificates, check_key, source, validation_context, version, CIPHER_SUITES};
+use super::tls::{certificates, common_validation, version, CIPHER_SUITES};
 use crate::bootstrap::supported::{DOWNSTREAM_TLS, UPSTREAM_TLS};
 use crate::bootstrap::{join, Errors};
 use crate::model;
@@ -85,20 +86,20 @@ fn client_context(t: &tls::UpstreamTlsContext, path: &str, errors: &mut Errors) 
         );
         ok = false;
     }
-    let mut client_certificate = None;
-    if let Some(c) = common.tls_certificates.first() {
-        let p = format!("{cpath}.tls_certificates[0]");
-        let chain = source(c.certificate_chain.as_ref(), &join(&p, "certificate_chain"), errors);
-        let key = source(c.private_key.as_ref(), &join(&p, "private_key"), errors);
-        match (chain, key) {
-            (Some(chain), Some(key)) => {
-                ok &= check_certificates(&chain, &join(&p, "certificate_chain"), errors);
-                ok &= check_key(&key, &join(&p, "private_key"), errors);
-                client_certificate = Some(model::TlsCertificate { certificate_chain: chain, private_key: key });
-            }
-            _ => ok = false,
-        }
+    if common.tls_certificate_sds_secret_configs.len() > 1 {
+        errors.add(
+            format!("{cpath}.tls_certificate_sds_secret_configs[1]"),
+            "a client context holds at most one certificate (as in Envoy)",
+        );
+        ok = false;
     }
+    let client_certificate = match certificates(common, &cpath, errors) {
+        Some(list) => list.into_iter().next(),
+        None => {
+            ok = false;
+            None
+        }
+    };
     for (i, a) in common.alpn_protocols.iter().enumerate() {
         if a.is_empty() || a.len() > 255 {
             errors.add(format!("{cpath}.alpn_protocols[{i}]"), "must be 1 to 255 bytes");
@@ -140,18 +141,9 @@ fn client_context(t: &tls::UpstreamTlsContext, path: &str, errors: &mut Errors) 
         }
         cipher_suites = p.cipher_suites.clone();
     }
-    let validation = match &common.validation_context_type {
-        None => None,
-        Some(tls::common_tls_context::ValidationContextType::ValidationContext(v)) => {
-            let v = validation_context(v, &join(&cpath, "validation_context"), errors);
-            ok &= v.is_some();
-            v
-        }
-        Some(_) => {
-            ok = false; // SDS / combined: reported by the allowlist walk
-            None
-        }
-    };
+    let validation = common_validation(common, &cpath, errors);
+    ok &= validation.is_some();
+    let validation = validation.flatten();
     let max_session_keys = t.max_session_keys.map_or(1, |v| v.value);
     ok.then_some(model::UpstreamTls {
         sni,

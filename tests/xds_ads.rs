@@ -136,6 +136,10 @@ fn served_by(addr: SocketAddr, path: &str) -> Option<String> {
 /// The common start: CDS (EDS cluster `backend` → `a`), LDS (listener
 /// `main` on a fresh port, RDS `routes` → `backend`).
 fn start(backoff: &str) -> (XdsServer, Gateway, Upstream, Upstream, SocketAddr) {
+    start_with_args(backoff, &[])
+}
+
+fn start_with_args(backoff: &str, args: &[&str]) -> (XdsServer, Gateway, Upstream, Upstream, SocketAddr) {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
     let cp = XdsServer::start();
@@ -144,7 +148,7 @@ fn start(backoff: &str) -> (XdsServer, Gateway, Upstream, Upstream, SocketAddr) 
     cp.set(ENDPOINT, "e1", vec![assignment("backend", &[&a])]);
     cp.set(LISTENER, "l1", vec![listener("main", port, "routes")]);
     cp.set(ROUTE, "r1", vec![routes("routes", to_cluster("backend"))]);
-    let gw = Gateway::start(&bootstrap(cp.addr(), backoff), &[], &[]);
+    let gw = Gateway::start(&bootstrap(cp.addr(), backoff), &[], args);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_until("initial sync: traffic to upstream a", &gw, || served_by(addr, "/echo").as_deref() == Some("a"));
     (cp, gw, a, b, addr)
@@ -329,6 +333,85 @@ fn listeners_added_and_removed() {
     assert_eq!(r.header("connection"), Some("close"), "the last response says close");
     assert!(closed(&mut busy), "closed after the response");
     assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"));
+}
+
+#[test]
+fn busy_connection_on_a_removed_listener_is_closed_after_drain_time() {
+    let (cp, gw, _a, _b, addr) = start_with_args("", &["--drain-time-s", "2"]);
+    let port2 = free_port();
+    let addr2: SocketAddr = ([127, 0, 0, 1], port2).into();
+    cp.set(LISTENER, "l2", vec![listener("main", addr.port(), "routes"), listener("second", port2, "routes")]);
+    wait_until("the added listener serves", &gw, || served_by(addr2, "/echo").as_deref() == Some("a"));
+    // A request that would take 20 s, in flight when the listener goes.
+    let mut busy = Client::connect(addr2);
+    busy.set_read_timeout(Duration::from_secs(30));
+    busy.send(&testkit::build_request("GET", "/delay/20000", &[("host", "x")], b""));
+    std::thread::sleep(Duration::from_millis(300));
+    cp.set(LISTENER, "l3", vec![listener("main", addr.port(), "routes")]);
+    let removed = Instant::now();
+    wait_until("the removed listener refuses connections", &gw, || std::net::TcpStream::connect(addr2).is_err());
+    // Closed without a response once --drain-time-s (2 s) has passed.
+    let read = busy.try_read_response();
+    let waited = removed.elapsed();
+    assert!(matches!(read, Ok(None)) || read.is_err(), "no response, the connection was closed: {read:?}");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(15),
+        "closed {waited:?} after the removal (drain time 2 s, request 20 s)"
+    );
+    assert_eq!(gw.wait_stat("http.second.downstream_cx_destroy_local_active_rq", 1, WAIT), 1);
+    assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"), "the remaining listener serves");
+}
+
+/// Envoy's subscription stats: per type (`eds.init_fetch_timeout`,
+/// `rds.version`) and per resource (`http.<stat_prefix>.rds.<name>.*`,
+/// `cluster.<name>.*`: `version`, `update_empty`, `update_failure`).
+#[test]
+fn subscription_stats_per_type_and_per_resource() {
+    let a = Upstream::start("a");
+    let cp = XdsServer::start();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    cp.set(CLUSTER, "c1", vec![eds_cluster("backend")]);
+    cp.withhold(ENDPOINT, true);
+    cp.set(ENDPOINT, "e1", vec![assignment("backend", &[&a])]);
+    cp.set(LISTENER, "l1", vec![listener("main", port, "routes")]);
+    cp.set(ROUTE, "r1", vec![routes("routes", to_cluster("backend"))]);
+    let yaml = bootstrap(cp.addr(), ", retry_policy: { retry_back_off: { base_interval: 0.1s, max_interval: 0.5s } }")
+        .replace(
+            "cds_config: { ads: {}, resource_api_version: V3 }",
+            "cds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 1s }",
+        );
+    let gw = Gateway::start(&yaml, &[], &[]);
+    // EDS withheld: after 1 s the cluster goes live without endpoints.
+    assert_eq!(gw.wait_stat("eds.init_fetch_timeout", 1, WAIT), 1);
+    wait_until("503 without endpoints", &gw, || get(addr, "/echo").is_some_and(|r| r.status == 503));
+    cp.withhold(ENDPOINT, false);
+    wait_until("endpoints delivered", &gw, || served_by(addr, "/echo").as_deref() == Some("a"));
+
+    // `version`: the xxHash64 of the version_info, per type and per resource.
+    let hash = |v: &str| xxhash_rust::xxh64::xxh64(v.as_bytes(), 0) as i64;
+    let gauge = |name: &str| {
+        gw.stats().lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(|v| v.trim().parse::<i64>().unwrap()))
+    };
+    assert_eq!(gauge("rds.version"), Some(hash("r1")));
+    assert_eq!(gauge("http.main.rds.routes.version"), Some(hash("r1")));
+    assert_eq!(gauge("cluster.backend.version"), Some(hash("e1")));
+    assert_eq!(gw.stat("http.main.rds.routes.update_success"), 1);
+
+    // An RDS response without the subscribed route configuration:
+    // `update_empty`, and the previous routes keep serving (as in Envoy).
+    cp.set(ROUTE, "r2", vec![]);
+    assert_eq!(gw.wait_stat("http.main.rds.routes.update_empty", 1, WAIT), 1);
+    assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"));
+    assert_eq!(gauge("http.main.rds.routes.version"), Some(hash("r1")), "unchanged by an empty update");
+
+    // The stream fails: every subscribed resource counts `update_failure`.
+    cp.drop_streams();
+    wait_until("per-resource update_failure", &gw, || {
+        gw.stat("http.main.rds.routes.update_failure") >= 1
+            && gw.stat("cluster.backend.update_failure") >= 1
+            && gw.stat("rds.update_failure") >= 1
+    });
 }
 
 #[test]

@@ -8,7 +8,11 @@
 //! control-plane outage (traffic continues, reconnect with back-off,
 //! re-sync); an RBAC whitelist changed over LDS applying to the next request
 //! on an already open connection; pooled connections surviving an EDS
-//! update; the delta protocol with `removed_resources`.
+//! update; the delta protocol with `removed_resources`; the subscription
+//! stats; a busy connection on a removed listener closed after
+//! `--drain-time-s`; TLS / mTLS to the control plane (the xDS cluster's
+//! `UpstreamTlsContext`), and a wrong CA or SAN refused with the reason
+//! logged (certificates made at run time with the `openssl` CLI).
 //!
 //! The outage test shortens Envoy's 500 ms / 30 s back-off with
 //! `envoy_grpc.retry_policy.retry_back_off` (100 ms / 1 s) and keeps the
@@ -579,4 +583,99 @@ fn delta_protocol_with_removed_resources() {
     );
     assert_eq!(get(addr, "/echo").map(|r| r.status), Some(503));
     assert_eq!(gw.stat("rds.update_rejected"), 1);
+}
+
+// ------------------------------------------------------------ TLS to the server
+
+/// The `transport_socket` of the xDS cluster: TLS trusting `<dir>/<ca>.pem`,
+/// presenting `<dir>/client.pem`, SNI `xds.test`, the server's SAN must be
+/// DNS `san`.
+fn tls_bootstrap(xds: SocketAddr, dir: &std::path::Path, ca: &str, san: &str) -> String {
+    let p = |f: &str| dir.join(f).display().to_string();
+    let socket = format!(
+        r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: xds.test
+        common_tls_context:
+          tls_certificates: [{{ certificate_chain: {{ filename: {} }}, private_key: {{ filename: {} }} }}]
+          validation_context:
+            trusted_ca: {{ filename: {} }}
+            match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: {san} }} }}]
+    load_assignment:
+"#,
+        p("client.pem"),
+        p("client.key"),
+        p(&format!("{ca}.pem"))
+    );
+    let backoff = ", retry_policy: { retry_back_off: { base_interval: 0.1s, max_interval: 0.5s } }";
+    bootstrap(xds, backoff).replace("    load_assignment:\n", &socket)
+}
+
+/// A CA `ca` with a server leaf (`DNS:xds.test`) and a client leaf, and an
+/// unrelated CA `other`; and the test control plane serving over TLS,
+/// requiring a client certificate signed by `ca` (mTLS).
+fn mtls_control_plane() -> (tempfile::TempDir, XdsServer) {
+    use testkit::certs::{make_ca, make_leaf};
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_ca(dir.path(), "other");
+    make_leaf(dir.path(), "ca", "server", "xds.test", &["DNS:xds.test"]);
+    make_leaf(dir.path(), "ca", "client", "meshgate", &["URI:spiffe://test/meshgate"]);
+    let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+    let cp = XdsServer::start_tls(&read("server.pem"), &read("server.key"), Some(&read("ca.pem")));
+    (dir, cp)
+}
+
+fn serve_config(cp: &XdsServer, port: u16, up: &Upstream) {
+    cp.set(CLUSTER, "c1", vec![eds_cluster("backend")]);
+    cp.set(ENDPOINT, "e1", vec![assignment("backend", &[up])]);
+    cp.set(LISTENER, "l1", vec![listener("main", port, "routes")]);
+    cp.set(ROUTE, "r1", vec![routes("routes", to_cluster("backend"))]);
+}
+
+#[test]
+fn tls_mtls_to_the_management_server_syncs_and_serves() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let (dir, cp) = mtls_control_plane();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    serve_config(&cp, port, &a);
+    let gw = Gateway::start(&tls_bootstrap(cp.addr(), dir.path(), "ca", "xds.test"), &[], &[]);
+    wait_until("sync over mTLS, then traffic", &gw, || served_by(addr, "/echo").as_deref() == Some("a"));
+    assert_eq!(gw.stat("control_plane.connected_state"), 1);
+    for (t, v) in [(CLUSTER, "c1"), (ENDPOINT, "e1"), (LISTENER, "l1"), (ROUTE, "r1")] {
+        assert!(acked(&cp, t, v), "{t} {v} ACKed over TLS");
+    }
+    // An update over the same TLS stream takes effect.
+    cp.set(ENDPOINT, "e2", vec![assignment("backend", &[&b])]);
+    wait_until("EDS update over mTLS", &gw, || served_by(addr, "/echo").as_deref() == Some("b"));
+}
+
+/// meshgate against the mTLS control plane with a bootstrap that must not
+/// connect: it stays disconnected and logs `expected` as the reason.
+fn tls_refused(ca: &str, san: &str, expected: &str) {
+    let (dir, cp) = mtls_control_plane();
+    serve_config(&cp, free_port(), &Upstream::start("unused"));
+    let gw = Gateway::start(&tls_bootstrap(cp.addr(), dir.path(), ca, san), &[], &[]);
+    // Several attempts (back-off 100 ms .. 500 ms) fail meanwhile.
+    wait_until("three failed attempts logged", &gw, || gw.stderr().matches("xDS stream failed").count() >= 3);
+    let log = gw.stderr();
+    assert!(log.contains("TLS to xDS server") && log.contains(expected), "a clear TLS error in the log:\n{log}");
+    assert_eq!(gw.stat("control_plane.connected_state"), 0);
+    assert!(gw.stat("listener_manager.lds.update_failure") >= 3);
+    assert!(cp.requests().is_empty(), "no request may reach the server: {:?}", cp.requests());
+    assert_eq!(cp.streams_opened(), 0);
+}
+
+#[test]
+fn tls_wrong_ca_is_not_connected_and_says_why() {
+    tls_refused("other", "xds.test", "UnknownIssuer");
+}
+
+#[test]
+fn tls_san_mismatch_is_not_connected_and_says_why() {
+    tls_refused("ca", "not-the-server.test", "NotValidForName");
 }

@@ -16,8 +16,10 @@
 //!   messages: the ADS stream or per-type gRPC streams (`grpc.rs`, with
 //!   jittered exponential back-off, `backoff.rs`: Envoy's 500 ms base, 30 s
 //!   cap unless `retry_back_off` says otherwise) and REST-JSON pollers
-//!   (`rest.rs`); `driver.rs` feeds them all into the one state machine and
-//!   routes its requests to the transport carrying each type.
+//!   (`rest.rs`), over TLS / mTLS when the xDS cluster has a
+//!   `transport_socket` (`tls.rs`, rustls configured as for any cluster);
+//!   `driver.rs` feeds them all into the one state machine and routes its
+//!   requests to the transport carrying each type.
 //! * Publication: every accepted update yields a whole new validated
 //!   `model::Config` (built by `control::bootstrap::dynamic`), stored into
 //!   the `ArcSwap<Config>` the shards already watch, then the shards are

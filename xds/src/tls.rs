@@ -23,6 +23,7 @@
 //! It must not touch the shards: nothing here runs outside `meshgate-xds`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use control::model;
@@ -46,7 +47,9 @@ impl XdsTls {
     /// `None` when the xDS cluster is plaintext.
     pub(crate) fn for_cluster(base: &model::Config, cluster: &str, fallback_alpn: &[u8]) -> Option<XdsTls> {
         let context = base.clusters.get(cluster)?.tls.clone()?;
-        if context.validation.is_none() {
+        // Once per process: REST polls come here every refresh_delay.
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if context.validation.is_none() && !WARNED.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 cluster,
                 "TLS to the xDS server without validation_context: its certificate is not verified (as in Envoy)"

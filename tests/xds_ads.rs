@@ -8,7 +8,11 @@
 //! control-plane outage (traffic continues, reconnect with back-off,
 //! re-sync); an RBAC whitelist changed over LDS applying to the next request
 //! on an already open connection; pooled connections surviving an EDS
-//! update; the delta protocol with `removed_resources`.
+//! update; the delta protocol with `removed_resources`; the subscription
+//! stats; a busy connection on a removed listener closed after
+//! `--drain-time-s`; TLS / mTLS to the control plane (the xDS cluster's
+//! `UpstreamTlsContext`), and a wrong CA or SAN refused with the reason
+//! logged (certificates made at run time with the `openssl` CLI).
 //!
 //! The outage test shortens Envoy's 500 ms / 30 s back-off with
 //! `envoy_grpc.retry_policy.retry_back_off` (100 ms / 1 s) and keeps the
@@ -136,6 +140,10 @@ fn served_by(addr: SocketAddr, path: &str) -> Option<String> {
 /// The common start: CDS (EDS cluster `backend` → `a`), LDS (listener
 /// `main` on a fresh port, RDS `routes` → `backend`).
 fn start(backoff: &str) -> (XdsServer, Gateway, Upstream, Upstream, SocketAddr) {
+    start_with_args(backoff, &[])
+}
+
+fn start_with_args(backoff: &str, args: &[&str]) -> (XdsServer, Gateway, Upstream, Upstream, SocketAddr) {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
     let cp = XdsServer::start();
@@ -144,7 +152,7 @@ fn start(backoff: &str) -> (XdsServer, Gateway, Upstream, Upstream, SocketAddr) 
     cp.set(ENDPOINT, "e1", vec![assignment("backend", &[&a])]);
     cp.set(LISTENER, "l1", vec![listener("main", port, "routes")]);
     cp.set(ROUTE, "r1", vec![routes("routes", to_cluster("backend"))]);
-    let gw = Gateway::start(&bootstrap(cp.addr(), backoff), &[], &[]);
+    let gw = Gateway::start(&bootstrap(cp.addr(), backoff), &[], args);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_until("initial sync: traffic to upstream a", &gw, || served_by(addr, "/echo").as_deref() == Some("a"));
     (cp, gw, a, b, addr)
@@ -332,6 +340,85 @@ fn listeners_added_and_removed() {
 }
 
 #[test]
+fn busy_connection_on_a_removed_listener_is_closed_after_drain_time() {
+    let (cp, gw, _a, _b, addr) = start_with_args("", &["--drain-time-s", "2"]);
+    let port2 = free_port();
+    let addr2: SocketAddr = ([127, 0, 0, 1], port2).into();
+    cp.set(LISTENER, "l2", vec![listener("main", addr.port(), "routes"), listener("second", port2, "routes")]);
+    wait_until("the added listener serves", &gw, || served_by(addr2, "/echo").as_deref() == Some("a"));
+    // A request that would take 20 s, in flight when the listener goes.
+    let mut busy = Client::connect(addr2);
+    busy.set_read_timeout(Duration::from_secs(30));
+    busy.send(&testkit::build_request("GET", "/delay/20000", &[("host", "x")], b""));
+    std::thread::sleep(Duration::from_millis(300));
+    cp.set(LISTENER, "l3", vec![listener("main", addr.port(), "routes")]);
+    let removed = Instant::now();
+    wait_until("the removed listener refuses connections", &gw, || std::net::TcpStream::connect(addr2).is_err());
+    // Closed without a response once --drain-time-s (2 s) has passed.
+    let read = busy.try_read_response();
+    let waited = removed.elapsed();
+    assert!(matches!(read, Ok(None)) || read.is_err(), "no response, the connection was closed: {read:?}");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(15),
+        "closed {waited:?} after the removal (drain time 2 s, request 20 s)"
+    );
+    assert_eq!(gw.wait_stat("http.second.downstream_cx_destroy_local_active_rq", 1, WAIT), 1);
+    assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"), "the remaining listener serves");
+}
+
+/// Envoy's subscription stats: per type (`eds.init_fetch_timeout`,
+/// `rds.version`) and per resource (`http.<stat_prefix>.rds.<name>.*`,
+/// `cluster.<name>.*`: `version`, `update_empty`, `update_failure`).
+#[test]
+fn subscription_stats_per_type_and_per_resource() {
+    let a = Upstream::start("a");
+    let cp = XdsServer::start();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    cp.set(CLUSTER, "c1", vec![eds_cluster("backend")]);
+    cp.withhold(ENDPOINT, true);
+    cp.set(ENDPOINT, "e1", vec![assignment("backend", &[&a])]);
+    cp.set(LISTENER, "l1", vec![listener("main", port, "routes")]);
+    cp.set(ROUTE, "r1", vec![routes("routes", to_cluster("backend"))]);
+    let yaml = bootstrap(cp.addr(), ", retry_policy: { retry_back_off: { base_interval: 0.1s, max_interval: 0.5s } }")
+        .replace(
+            "cds_config: { ads: {}, resource_api_version: V3 }",
+            "cds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 1s }",
+        );
+    let gw = Gateway::start(&yaml, &[], &[]);
+    // EDS withheld: after 1 s the cluster goes live without endpoints.
+    assert_eq!(gw.wait_stat("eds.init_fetch_timeout", 1, WAIT), 1);
+    wait_until("503 without endpoints", &gw, || get(addr, "/echo").is_some_and(|r| r.status == 503));
+    cp.withhold(ENDPOINT, false);
+    wait_until("endpoints delivered", &gw, || served_by(addr, "/echo").as_deref() == Some("a"));
+
+    // `version`: the xxHash64 of the version_info, per type and per resource.
+    let hash = |v: &str| xxhash_rust::xxh64::xxh64(v.as_bytes(), 0) as i64;
+    let gauge = |name: &str| {
+        gw.stats().lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(|v| v.trim().parse::<i64>().unwrap()))
+    };
+    assert_eq!(gauge("rds.version"), Some(hash("r1")));
+    assert_eq!(gauge("http.main.rds.routes.version"), Some(hash("r1")));
+    assert_eq!(gauge("cluster.backend.version"), Some(hash("e1")));
+    assert_eq!(gw.stat("http.main.rds.routes.update_success"), 1);
+
+    // An RDS response without the subscribed route configuration:
+    // `update_empty`, and the previous routes keep serving (as in Envoy).
+    cp.set(ROUTE, "r2", vec![]);
+    assert_eq!(gw.wait_stat("http.main.rds.routes.update_empty", 1, WAIT), 1);
+    assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"));
+    assert_eq!(gauge("http.main.rds.routes.version"), Some(hash("r1")), "unchanged by an empty update");
+
+    // The stream fails: every subscribed resource counts `update_failure`.
+    cp.drop_streams();
+    wait_until("per-resource update_failure", &gw, || {
+        gw.stat("http.main.rds.routes.update_failure") >= 1
+            && gw.stat("cluster.backend.update_failure") >= 1
+            && gw.stat("rds.update_failure") >= 1
+    });
+}
+
+#[test]
 fn control_plane_outage_keeps_traffic_then_resyncs() {
     let backoff = ", retry_policy: { retry_back_off: { base_interval: 0.1s, max_interval: 1s } }";
     let (cp, gw, _a, b, addr) = start(backoff);
@@ -496,4 +583,99 @@ fn delta_protocol_with_removed_resources() {
     );
     assert_eq!(get(addr, "/echo").map(|r| r.status), Some(503));
     assert_eq!(gw.stat("rds.update_rejected"), 1);
+}
+
+// ------------------------------------------------------------ TLS to the server
+
+/// The `transport_socket` of the xDS cluster: TLS trusting `<dir>/<ca>.pem`,
+/// presenting `<dir>/client.pem`, SNI `xds.test`, the server's SAN must be
+/// DNS `san`.
+fn tls_bootstrap(xds: SocketAddr, dir: &std::path::Path, ca: &str, san: &str) -> String {
+    let p = |f: &str| dir.join(f).display().to_string();
+    let socket = format!(
+        r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: xds.test
+        common_tls_context:
+          tls_certificates: [{{ certificate_chain: {{ filename: {} }}, private_key: {{ filename: {} }} }}]
+          validation_context:
+            trusted_ca: {{ filename: {} }}
+            match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: {san} }} }}]
+    load_assignment:
+"#,
+        p("client.pem"),
+        p("client.key"),
+        p(&format!("{ca}.pem"))
+    );
+    let backoff = ", retry_policy: { retry_back_off: { base_interval: 0.1s, max_interval: 0.5s } }";
+    bootstrap(xds, backoff).replace("    load_assignment:\n", &socket)
+}
+
+/// A CA `ca` with a server leaf (`DNS:xds.test`) and a client leaf, and an
+/// unrelated CA `other`; and the test control plane serving over TLS,
+/// requiring a client certificate signed by `ca` (mTLS).
+fn mtls_control_plane() -> (tempfile::TempDir, XdsServer) {
+    use testkit::certs::{make_ca, make_leaf};
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_ca(dir.path(), "other");
+    make_leaf(dir.path(), "ca", "server", "xds.test", &["DNS:xds.test"]);
+    make_leaf(dir.path(), "ca", "client", "meshgate", &["URI:spiffe://test/meshgate"]);
+    let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+    let cp = XdsServer::start_tls(&read("server.pem"), &read("server.key"), Some(&read("ca.pem")));
+    (dir, cp)
+}
+
+fn serve_config(cp: &XdsServer, port: u16, up: &Upstream) {
+    cp.set(CLUSTER, "c1", vec![eds_cluster("backend")]);
+    cp.set(ENDPOINT, "e1", vec![assignment("backend", &[up])]);
+    cp.set(LISTENER, "l1", vec![listener("main", port, "routes")]);
+    cp.set(ROUTE, "r1", vec![routes("routes", to_cluster("backend"))]);
+}
+
+#[test]
+fn tls_mtls_to_the_management_server_syncs_and_serves() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let (dir, cp) = mtls_control_plane();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    serve_config(&cp, port, &a);
+    let gw = Gateway::start(&tls_bootstrap(cp.addr(), dir.path(), "ca", "xds.test"), &[], &[]);
+    wait_until("sync over mTLS, then traffic", &gw, || served_by(addr, "/echo").as_deref() == Some("a"));
+    assert_eq!(gw.stat("control_plane.connected_state"), 1);
+    for (t, v) in [(CLUSTER, "c1"), (ENDPOINT, "e1"), (LISTENER, "l1"), (ROUTE, "r1")] {
+        assert!(acked(&cp, t, v), "{t} {v} ACKed over TLS");
+    }
+    // An update over the same TLS stream takes effect.
+    cp.set(ENDPOINT, "e2", vec![assignment("backend", &[&b])]);
+    wait_until("EDS update over mTLS", &gw, || served_by(addr, "/echo").as_deref() == Some("b"));
+}
+
+/// meshgate against the mTLS control plane with a bootstrap that must not
+/// connect: it stays disconnected and logs `expected` as the reason.
+fn tls_refused(ca: &str, san: &str, expected: &str) {
+    let (dir, cp) = mtls_control_plane();
+    serve_config(&cp, free_port(), &Upstream::start("unused"));
+    let gw = Gateway::start(&tls_bootstrap(cp.addr(), dir.path(), ca, san), &[], &[]);
+    // Several attempts (back-off 100 ms .. 500 ms) fail meanwhile.
+    wait_until("three failed attempts logged", &gw, || gw.stderr().matches("xDS stream failed").count() >= 3);
+    let log = gw.stderr();
+    assert!(log.contains("TLS to xDS server") && log.contains(expected), "a clear TLS error in the log:\n{log}");
+    assert_eq!(gw.stat("control_plane.connected_state"), 0);
+    assert!(gw.stat("listener_manager.lds.update_failure") >= 3);
+    assert!(cp.requests().is_empty(), "no request may reach the server: {:?}", cp.requests());
+    assert_eq!(cp.streams_opened(), 0);
+}
+
+#[test]
+fn tls_wrong_ca_is_not_connected_and_says_why() {
+    tls_refused("other", "xds.test", "UnknownIssuer");
+}
+
+#[test]
+fn tls_san_mismatch_is_not_connected_and_says_why() {
+    tls_refused("ca", "not-the-server.test", "NotValidForName");
 }

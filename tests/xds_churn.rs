@@ -185,7 +185,9 @@ fn churn_every_100ms_for_60s_without_a_failed_request() {
     while start.elapsed() < CHURN {
         k += 1;
         push(&cp, k, &ups);
-        std::thread::sleep(STEP);
+        // On a fixed 100 ms schedule (the push's own time included).
+        let next = start + STEP * k as u32;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     stop.store(true, Ordering::Relaxed);
     let ka = keepalive.join().unwrap();

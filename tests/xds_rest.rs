@@ -255,3 +255,40 @@ fn tcp_proxy_listener_over_lds() {
     cp.set(LISTENER, "l3", vec![listener("main", addr.port(), "routes", json!({}))]);
     wait_until("the TCP proxy listener removed", &gw, || std::net::TcpStream::connect(tcp_addr).is_err());
 }
+
+/// REST polling over TLS: the xDS cluster's `UpstreamTlsContext` trusts the
+/// test CA and requires the server's SAN; the polls sync and serve.
+#[test]
+fn rest_polling_over_tls() {
+    use testkit::certs::{make_ca, make_leaf};
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_leaf(dir.path(), "ca", "server", "xds.test", &["DNS:xds.test"]);
+    let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+    let cp = XdsRestServer::start_tls(&read("server.pem"), &read("server.key"));
+    let a = Upstream::start("a");
+    let port = free_port();
+    cp.set(CLUSTER, "c1", vec![eds_cluster("backend")]);
+    cp.set(ENDPOINT, "e1", vec![assignment("backend", &[&a])]);
+    cp.set(LISTENER, "l1", vec![listener("main", port, "routes", json!({}))]);
+    cp.set(ROUTE, "r1", vec![routes("routes", to_cluster("backend"))]);
+    let socket = format!(
+        r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          validation_context:
+            trusted_ca: {{ filename: {} }}
+            match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: xds.test }} }}]
+    load_assignment:
+"#,
+        dir.path().join("ca.pem").display()
+    );
+    let gw = Gateway::start(&bootstrap(cp.addr()).replace("    load_assignment:\n", &socket), &[], &[]);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until("REST sync over TLS: traffic to upstream a", &gw, || served_by(addr, "/echo").as_deref() == Some("a"));
+    // REST's ACK is the next poll (refresh_delay later).
+    wait_until("LDS and RDS acknowledged over TLS", &gw, || acked(&cp, LISTENER, "l1") && acked(&cp, ROUTE, "r1"));
+    assert_eq!(gw.stat("listener_manager.lds.update_failure"), 0, "no failed poll");
+}

@@ -77,6 +77,11 @@ pub struct ShardCtx {
     drain_waiters: RefCell<Slab<Waker>>,
     /// A config update has removed an HTTP listener on this shard.
     listeners_removed: Cell<bool>,
+    /// When each removed HTTP listener left the snapshot (written on
+    /// removals only): its busy connections are closed `drain_time` later.
+    removed_at: RefCell<HashMap<String, Instant>>,
+    /// `--drain-time-s`.
+    drain_time: Duration,
     date: RefCell<(u64, [u8; 29])>,
     rng: Cell<u64>,
 }
@@ -107,6 +112,33 @@ impl ShardCtx {
     #[inline]
     pub fn listener_removed(&self, name: &str) -> bool {
         self.listeners_removed.get() && !self.snapshot.borrow().listeners.contains_key(name)
+    }
+
+    /// Runs `work` (one connection's work on HTTP listener `name`) to its
+    /// end, unless the listener is removed by a config update and is still
+    /// busy `--drain-time-s` after the removal: then `work` is dropped
+    /// (its sockets closed) and `None` returned.  (On server drain the
+    /// shard itself stops at the deadline.)  Idle connections of a removed
+    /// listener close at once (`listener_drain_signal`); this bounds the
+    /// busy ones, as Envoy's listener drain does.
+    pub async fn until_hard_close<F: Future>(&self, name: &str, work: F) -> Option<F::Output> {
+        let mut work = std::pin::pin!(work);
+        let mut removed = std::pin::pin!(self.listener_drain_signal(name));
+        let mut deadline: Option<crate::runtime::Sleep> = None;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if deadline.is_none() && removed.as_mut().poll(cx).is_ready() {
+                let since = self.removed_at.borrow().get(name).copied().unwrap_or_else(now);
+                deadline = Some(sleep_until(since + self.drain_time));
+            }
+            match deadline.as_mut().map(|d| Pin::new(d).poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(None),
+                _ => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Wakes every drain waiter so each re-checks its listener.  The
@@ -318,6 +350,8 @@ fn run_shard(
         draining: Cell::new(false),
         drain_waiters: RefCell::new(Slab::new()),
         listeners_removed: Cell::new(false),
+        removed_at: RefCell::new(HashMap::new()),
+        drain_time,
         date: RefCell::new((0, [b' '; 29])),
         rng: Cell::new(seed(index)),
     });
@@ -365,7 +399,12 @@ fn run_shard(
             seen_dns = dns_now;
             let previous = ctx.snapshot();
             let next = build_snapshot(&seen_config, &shared, index, Some(&previous));
-            let listener_removed = previous.listeners.keys().any(|n| !next.listeners.contains_key(n));
+            let t = now();
+            let mut listener_removed = false;
+            for name in previous.listeners.keys().filter(|n| !next.listeners.contains_key(*n)) {
+                ctx.removed_at.borrow_mut().insert(name.clone(), t);
+                listener_removed = true;
+            }
             *ctx.snapshot.borrow_mut() = Rc::new(next);
             generation.set(seen_config.version as i64);
             if listener_removed {

@@ -64,6 +64,8 @@ pub struct XdsRestServer {
     shared: SharedRef,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Kept for `restart`.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 fn type_of_path(path: &str) -> Option<&'static str> {
@@ -142,13 +144,32 @@ async fn handle(shared: SharedRef, req: Request<hyper::body::Incoming>) -> Respo
 impl XdsRestServer {
     /// Starts on a free port of 127.0.0.1.
     pub fn start() -> XdsRestServer {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(Shared::default())))
+        Self::start_on("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(Shared::default())), None)
     }
 
-    fn start_on(addr: SocketAddr, shared: SharedRef) -> XdsRestServer {
+    /// Starts on a free port of 127.0.0.1, serving HTTPS (TLS 1.2 / 1.3,
+    /// ALPN `http/1.1`) with the PEM certificate chain and key.
+    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8]) -> XdsRestServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem).collect::<Result<_, _>>().expect("certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(key_pem).expect("key PEM");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+            .expect("test REST control plane TLS config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::start_on("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(Shared::default())), Some(acceptor))
+    }
+
+    fn start_on(addr: SocketAddr, shared: SharedRef, tls: Option<tokio_rustls::TlsAcceptor>) -> XdsRestServer {
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let serving = shared.clone();
+        let tls_kept = tls.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
@@ -169,14 +190,16 @@ impl XdsRestServer {
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
                             let shared = serving.clone();
+                            let tls = tls.clone();
                             connections.spawn(async move {
-                                let service = hyper::service::service_fn(move |req| {
-                                    let shared = shared.clone();
-                                    async move { Ok::<_, std::convert::Infallible>(handle(shared, req).await) }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
+                                match tls {
+                                    None => serve_connection(TokioIo::new(stream), shared).await,
+                                    Some(tls) => {
+                                        if let Ok(stream) = tls.accept(stream).await {
+                                            serve_connection(TokioIo::new(stream), shared).await
+                                        }
+                                    }
+                                }
                             });
                         }
                     }
@@ -186,7 +209,7 @@ impl XdsRestServer {
             });
         });
         let addr = ready_rx.recv_timeout(Duration::from_secs(15)).expect("test REST control plane started");
-        XdsRestServer { addr, shared, stop: Some(stop_tx), thread: Some(thread) }
+        XdsRestServer { addr, shared, stop: Some(stop_tx), thread: Some(thread), tls: tls_kept }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -235,7 +258,7 @@ impl XdsRestServer {
     /// come back on the same port with the same resources.
     pub fn stop(mut self) -> StoppedXdsRestServer {
         self.shutdown();
-        StoppedXdsRestServer { addr: self.addr, shared: self.shared.clone() }
+        StoppedXdsRestServer { addr: self.addr, shared: self.shared.clone(), tls: self.tls.take() }
     }
 
     fn shutdown(&mut self) {
@@ -254,15 +277,28 @@ impl Drop for XdsRestServer {
     }
 }
 
+/// One HTTP/1.1 connection to the test server.
+async fn serve_connection<Io>(io: Io, shared: SharedRef)
+where
+    Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(shared, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+}
+
 /// A stopped server's port and resources.
 pub struct StoppedXdsRestServer {
     addr: SocketAddr,
     shared: SharedRef,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl StoppedXdsRestServer {
     /// Starts again on the same port, with the resources it had.
     pub fn restart(self) -> XdsRestServer {
-        XdsRestServer::start_on(self.addr, self.shared)
+        XdsRestServer::start_on(self.addr, self.shared, self.tls)
     }
 }

@@ -75,6 +75,8 @@ pub struct XdsServer {
     drops: watch::Sender<u64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Kept for `restart`.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 #[derive(Clone)]
@@ -420,15 +422,28 @@ impl Service<http::Request<tonic::body::Body>> for Dispatch {
 impl XdsServer {
     /// Starts on a free port of 127.0.0.1.
     pub fn start() -> XdsServer {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(Shared::default())))
+        Self::start_on("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(Shared::default())), None)
     }
 
-    fn start_on(addr: SocketAddr, shared: SharedRef) -> XdsServer {
+    /// Starts on a free port of 127.0.0.1, serving gRPC over TLS (ALPN
+    /// `h2`) with the PEM certificate chain and key; with `client_ca`, a
+    /// client certificate signed by it is required (mTLS).
+    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8], client_ca: Option<&[u8]>) -> XdsServer {
+        let mut tls =
+            tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        if let Some(ca) = client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        Self::start_on("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(Shared::default())), Some(tls))
+    }
+
+    fn start_on(addr: SocketAddr, shared: SharedRef, tls: Option<tonic::transport::ServerTlsConfig>) -> XdsServer {
         let (changes, changes_rx) = watch::channel(0u64);
         let (drops, drops_rx) = watch::channel(0u64);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let ads = Ads { shared: shared.clone(), changes: changes_rx, drops: drops_rx };
+        let tls_kept = tls.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
@@ -446,7 +461,11 @@ impl XdsServer {
                 };
                 ready_tx.send(listener.local_addr().unwrap()).unwrap();
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                let _ = tonic::transport::Server::builder()
+                let mut builder = tonic::transport::Server::builder();
+                if let Some(tls) = tls {
+                    builder = builder.tls_config(tls).expect("test control plane TLS config");
+                }
+                let _ = builder
                     .serve_with_incoming_shutdown(Dispatch::new(ads), incoming, async {
                         let _ = stop_rx.await;
                     })
@@ -454,7 +473,7 @@ impl XdsServer {
             });
         });
         let addr = ready_rx.recv_timeout(Duration::from_secs(15)).expect("test control plane started");
-        XdsServer { addr, shared, changes, drops, stop: Some(stop_tx), thread: Some(thread) }
+        XdsServer { addr, shared, changes, drops, stop: Some(stop_tx), thread: Some(thread), tls: tls_kept }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -527,7 +546,7 @@ impl XdsServer {
     /// `restart` needs to come back on the same port with the same state.
     pub fn stop(mut self) -> StoppedXdsServer {
         self.shutdown();
-        StoppedXdsServer { addr: self.addr, shared: self.shared.clone() }
+        StoppedXdsServer { addr: self.addr, shared: self.shared.clone(), tls: self.tls.take() }
     }
 
     fn shutdown(&mut self) {
@@ -551,11 +570,12 @@ impl Drop for XdsServer {
 pub struct StoppedXdsServer {
     addr: SocketAddr,
     shared: SharedRef,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl StoppedXdsServer {
     /// Starts again on the same port, with the resources it had.
     pub fn restart(self) -> XdsServer {
-        XdsServer::start_on(self.addr, self.shared)
+        XdsServer::start_on(self.addr, self.shared, self.tls)
     }
 }

@@ -13,9 +13,18 @@
 //!
 //! Scales: a RouteConfiguration of 10 / 1,000 / 10,000 routes, and 1,000
 //! EDS clusters with 10 endpoints each (full push, then one assignment
-//! changing).  Memory: growth of this process's RSS while the state for
-//! the case is held (the control thread's resources, caches and the
-//! published config; an upper bound, allocator slack included).
+//! changing).  Memory, two ways.  **Control thread**: the bytes its work
+//! holds, counted by an instrumented global allocator (`stats_alloc`):
+//! bytes allocated minus bytes freed, from creating the `AdsState` to after
+//! the case's updates, with the last published `Config` held (decoded
+//! resources, their JSON for `/config_dump`, the translation cache, the
+//! config).  The first part runs on the main thread with no other thread
+//! alive, so every counted byte is the control thread's; the shards'
+//! rebuilds it times are excluded (measured apart or dropped before
+//! counting).  Peak = the largest held value seen after an update (the
+//! transient inside one update, old and new config together, is not
+//! sampled).  **Process**: growth of RSS (an upper bound, allocator slack
+//! included).
 //!
 //! A third part measures publication end to end with real shards
 //! (`dataplane::shard`, two of them): from the moment a `DiscoveryResponse`
@@ -24,6 +33,7 @@
 //!
 //! Run: `cargo bench -p xds --bench xds_scale` (release profile).
 
+use std::alloc::System;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +44,22 @@ use dataplane::upstream::ClusterRuntime;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use envoy_types::pb::google::protobuf::Any;
 use serde_json::json;
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use xds::state::{AdsState, Kind};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Bytes allocated and not yet freed since `region` started (stats_alloc
+/// already folds reallocations into both counters).
+fn held(region: &Region<'_, System>) -> i64 {
+    let c = region.change();
+    c.bytes_allocated as i64 - c.bytes_deallocated as i64
+}
+
+fn mib(bytes: i64) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+}
 
 const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
@@ -223,10 +248,12 @@ fn main() {
 
 fn run_parts() {
     let store = StatsStore::new(1);
-    println!("| case | control thread: response → published config (ms) | shard: rebuild (ms) | RSS growth (MiB) |");
-    println!("|---|---|---|---|");
+    println!("| case | control thread: response → published config (ms) | shard: rebuild (ms) | control thread memory held / peak (MiB) | RSS growth (MiB) |");
+    println!("|---|---|---|---|---|");
     for n in [10usize, 1_000, 10_000] {
         let rss0 = rss_kib();
+        let region = Region::new(GLOBAL);
+        let mut peak = 0;
         let mut s = AdsState::new(base(), Default::default(), Instant::now());
         s.stream_started();
         s.on_response(response(Kind::Listener, "l1", vec![listener()]), Instant::now());
@@ -237,9 +264,13 @@ fn run_parts() {
             let step = s.on_response(r, Instant::now());
             let d = t.elapsed();
             assert!(step.requests[0].error_detail.is_none());
+            drop(last.take()); // the previous config goes before the sample
             last = step.publish;
+            drop(step.requests);
+            peak = peak.max(held(&region));
             d
         });
+        let control_held = held(&region);
         let cfg = last.unwrap();
         let rc = cfg.listeners[0].http.route_config.clone();
         let shard = median(5, |_| {
@@ -248,11 +279,18 @@ fn run_parts() {
             t.elapsed()
         });
         let rss = rss_kib().saturating_sub(rss0) as f64 / 1024.0;
-        println!("| RDS, {n} routes | {} | {} (route table) | {rss:.1} |", ms(control), ms(shard));
+        println!(
+            "| RDS, {n} routes | {} | {} (route table) | {} / {} | {rss:.1} |",
+            ms(control),
+            ms(shard),
+            mib(control_held),
+            mib(peak)
+        );
         drop(s);
     }
 
     let rss0 = rss_kib();
+    let region = Region::new(GLOBAL);
     let mut s = AdsState::new(base(), Default::default(), Instant::now());
     s.stream_started();
     let clusters: Vec<_> = (0..1000)
@@ -261,22 +299,31 @@ fn run_parts() {
     let t = Instant::now();
     s.on_response(response(Kind::Cluster, "c1", clusters), Instant::now());
     let cds = t.elapsed();
+    let cds_held = held(&region);
     let all = response(Kind::ClusterLoadAssignment, "e1", (0..1000).map(|i| cla(&format!("c{i}"), 1)).collect());
     let t = Instant::now();
     let step = s.on_response(all, Instant::now());
     let eds_full = t.elapsed();
     let cfg = step.publish.unwrap();
+    drop(step.requests);
     assert_eq!(cfg.clusters.len(), 1001);
+    let full_held = held(&region);
+    let runtimes_region = Region::new(GLOBAL);
     let t = Instant::now();
     let runtimes: Vec<_> = cfg.clusters.values().map(|c| ClusterRuntime::new(c.clone(), &store, 0, None)).collect();
     let shard_full = t.elapsed();
+    let runtimes_held = held(&runtimes_region);
     let rss = rss_kib().saturating_sub(rss0) as f64 / 1024.0;
-    println!("| CDS, 1,000 EDS clusters (warming) | {} | — | |", ms(cds));
+    println!("| CDS, 1,000 EDS clusters (warming) | {} | — | {} | |", ms(cds), mib(cds_held));
     println!(
-        "| EDS, 1,000 clusters × 10 endpoints, full push | {} | {} (1,000 cluster runtimes) | {rss:.1} |",
+        "| EDS, 1,000 clusters × 10 endpoints, full push | {} | {} (1,000 cluster runtimes; {} MiB, one shard) | {} | {rss:.1} |",
         ms(eds_full),
-        ms(shard_full)
+        ms(shard_full),
+        mib(runtimes_held),
+        mib(full_held)
     );
+    drop(cfg);
+    let mut peak = held(&region) - runtimes_held;
     // Steady state: one assignment changes among 1,000 (the others keep
     // their translation and their runtime).
     let mut changed = None;
@@ -285,15 +332,25 @@ fn run_parts() {
         let t = Instant::now();
         let step = s.on_response(r, Instant::now());
         let d = t.elapsed();
+        drop(changed.take());
         changed = step.publish;
+        drop(step.requests);
+        peak = peak.max(held(&region) - runtimes_held);
         d
     });
+    let steady_held = held(&region) - runtimes_held;
     let c7 = changed.unwrap().clusters["c7"].clone();
     let shard_one = median(5, |_| {
         let t = Instant::now();
         std::hint::black_box(ClusterRuntime::new(c7.clone(), &store, 0, None));
         t.elapsed()
     });
-    println!("| EDS, 1 of 1,000 clusters changes | {} | {} (1 cluster runtime) | |", ms(one), ms(shard_one));
+    println!(
+        "| EDS, 1 of 1,000 clusters changes | {} | {} (1 cluster runtime) | {} / {} | |",
+        ms(one),
+        ms(shard_one),
+        mib(steady_held),
+        mib(peak)
+    );
     drop(runtimes);
 }

@@ -130,6 +130,7 @@ pub(crate) async fn run(
                 // Each type counts each failure of the stream that carries it, as in Envoy.
                 for k in &route.kinds {
                     stats.kind(*k).update_failure.inc();
+                    stats.resources_failed(&state.resource_scopes(*k));
                 }
                 connected_state(&routes, &stats);
             }

@@ -119,7 +119,28 @@ async fn stream_once(
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
-    let channel = endpoint.connect().await.map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let channel = match crate::tls::XdsTls::for_cluster(base, &server.cluster, crate::tls::ALPN_GRPC) {
+        None => endpoint.connect().await,
+        // TLS (the xDS cluster's `transport_socket`): tonic keeps its
+        // `http` scheme (HTTP/2 with prior knowledge, ALPN `h2`); the
+        // connector does TCP and the handshake, inside connect_timeout.
+        Some(tls) => {
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_: tonic::codegen::http::Uri| {
+                    let tls = tls.clone();
+                    async move {
+                        let tcp = tokio::net::TcpStream::connect(addr)
+                            .await
+                            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+                        let _ = tcp.set_nodelay(true);
+                        let stream = tls.connect(tcp, addr).await?;
+                        Ok::<_, String>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+        }
+    }
+    .map_err(|e| format!("connecting to {addr}: {}", crate::tls::error_chain(&e)))?;
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX);
     grpc.ready().await.map_err(|e| format!("{addr}: {e}"))?;
     let (sotw_path, delta_path) = service.paths();

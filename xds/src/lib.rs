@@ -16,8 +16,10 @@
 //!   messages: the ADS stream or per-type gRPC streams (`grpc.rs`, with
 //!   jittered exponential back-off, `backoff.rs`: Envoy's 500 ms base, 30 s
 //!   cap unless `retry_back_off` says otherwise) and REST-JSON pollers
-//!   (`rest.rs`); `driver.rs` feeds them all into the one state machine and
-//!   routes its requests to the transport carrying each type.
+//!   (`rest.rs`), over TLS / mTLS when the xDS cluster has a
+//!   `transport_socket` (`tls.rs`, rustls configured as for any cluster);
+//!   `driver.rs` feeds them all into the one state machine and routes its
+//!   requests to the transport carrying each type.
 //! * Publication: every accepted update yields a whole new validated
 //!   `model::Config` (built by `control::bootstrap::dynamic`), stored into
 //!   the `ArcSwap<Config>` the shards already watch, then the shards are
@@ -49,6 +51,7 @@ mod driver;
 mod grpc;
 pub mod rest;
 pub mod state;
+mod tls;
 
 use state::{Event, Kind};
 
@@ -81,12 +84,23 @@ pub struct KindStats {
     pub version: Gauge,
 }
 
+/// Envoy's per-resource subscription stats (`http.<stat_prefix>.rds.<name>.*`,
+/// `cluster.<name>.*` for EDS).
+struct ResourceStats {
+    update_attempt: Counter,
+    update_success: Counter,
+    update_rejected: Counter,
+    update_failure: Counter,
+    update_empty: Counter,
+    version: Gauge,
+}
+
 /// The client's stats, all on the store's control slot.
 pub struct XdsStats {
     store: Arc<StatsStore>,
-    /// Per-resource `update_attempt` / `update_success` / `update_rejected`
-    /// by scope, registered on first use (control thread only).
-    per_resource: std::cell::RefCell<std::collections::HashMap<String, [Counter; 3]>>,
+    /// Per-resource stats by scope, registered on first use (control
+    /// thread only).
+    per_resource: std::cell::RefCell<std::collections::HashMap<String, ResourceStats>>,
     pub connected_state: Gauge,
     /// `control_plane.config_generation`: the version of the last config
     /// published (compare `server.worker_<i>.config_generation`, what each
@@ -146,8 +160,7 @@ impl XdsStats {
                 let s = self.kind(*kind);
                 s.update_attempt.inc();
                 s.update_success.inc();
-                // Envoy: the xxHash64 of the last accepted version_info.
-                s.version.set(xxhash_rust::xxh64::xxh64(version_info.as_bytes(), 0) as i64);
+                s.version.set(version_hash(version_info));
             }
             Event::Rejected { kind, .. } => {
                 let s = self.kind(*kind);
@@ -155,21 +168,45 @@ impl XdsStats {
                 s.update_rejected.inc();
             }
             Event::InitFetchTimeout { kind } => self.kind(*kind).init_fetch_timeout.inc(),
-            Event::ResourceUpdate { scope, accepted } => {
-                let mut per = self.per_resource.borrow_mut();
-                let [attempt, success, rejected] = per.entry(scope.clone()).or_insert_with(|| {
-                    let named = Scope::Named(scope.clone());
-                    let slot = self.store.control_slot();
-                    ["update_attempt", "update_success", "update_rejected"].map(|l| self.store.counter(&named, l, slot))
-                });
-                attempt.inc();
+            Event::ResourceUpdate { scope, accepted } => self.resource(scope, |r| {
+                r.update_attempt.inc();
                 if *accepted {
-                    success.inc()
+                    r.update_success.inc()
                 } else {
-                    rejected.inc()
+                    r.update_rejected.inc()
                 }
+            }),
+            Event::ResourceEmpty { scope } => self.resource(scope, |r| r.update_empty.inc()),
+            Event::ResourceVersion { scope, version_info } => {
+                self.resource(scope, |r| r.version.set(version_hash(version_info)))
             }
         }
+    }
+
+    /// A stream carrying RDS / EDS failed: `update_failure` for each
+    /// resource subscribed (each Envoy subscription counts it).
+    fn resources_failed(&self, scopes: &[String]) {
+        for scope in scopes {
+            self.resource(scope, |r| r.update_failure.inc());
+        }
+    }
+
+    fn resource(&self, scope: &str, f: impl FnOnce(&ResourceStats)) {
+        let mut per = self.per_resource.borrow_mut();
+        let stats = per.entry(scope.to_string()).or_insert_with(|| {
+            let named = Scope::Named(scope.to_string());
+            let slot = self.store.control_slot();
+            let c = |leaf: &str| self.store.counter(&named, leaf, slot);
+            ResourceStats {
+                update_attempt: c("update_attempt"),
+                update_success: c("update_success"),
+                update_rejected: c("update_rejected"),
+                update_failure: c("update_failure"),
+                update_empty: c("update_empty"),
+                version: self.store.gauge(&named, "version", slot),
+            }
+        });
+        f(stats)
     }
 }
 
@@ -197,6 +234,11 @@ pub fn spawn(
         runtime.block_on(driver::start(state, plan, base, node, publisher, stats));
     })?;
     Ok(Some(thread))
+}
+
+/// Envoy's `version` gauge: the xxHash64 (seed 0) of the `version_info`.
+fn version_hash(version_info: &str) -> i64 {
+    xxhash_rust::xxh64::xxh64(version_info.as_bytes(), 0) as i64
 }
 
 fn seed() -> u64 {

@@ -141,21 +141,19 @@ pub async fn poll(
 ) -> Result<Polled, String> {
     let addr = crate::grpc::target(base, &server.cluster, attempt).await?;
     let body = control::bootstrap::dynamic::to_canonical_json(DISCOVERY_REQUEST, &request.encode_to_vec())?;
+    let tls = crate::tls::XdsTls::for_cluster(base, &server.cluster, crate::tls::ALPN_REST);
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connecting to {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{addr}: {e}"))?;
-        tokio::spawn(connection);
         let http_request = hyper::Request::post(path(kind))
             .header(hyper::header::HOST, addr.to_string())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
-        let response = sender.send_request(http_request).await.map_err(|e| format!("{addr}: {e}"))?;
-        let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| format!("{addr}: {e}"))?.to_bytes();
-        Ok::<_, String>((status, body))
+        match tls {
+            None => exchange(TokioIo::new(stream), http_request, addr).await,
+            Some(tls) => exchange(TokioIo::new(tls.connect(stream, addr).await?), http_request, addr).await,
+        }
     };
     let (status, body) = tokio::time::timeout(server.request_timeout, exchange)
         .await
@@ -175,4 +173,22 @@ pub async fn poll(
             String::from_utf8_lossy(&body[..body.len().min(200)])
         )),
     }
+}
+
+/// One HTTP/1.1 request on a fresh connection (plaintext or TLS).
+async fn exchange<Io>(
+    io: Io,
+    request: hyper::Request<Full<Bytes>>,
+    addr: std::net::SocketAddr,
+) -> Result<(hyper::StatusCode, Bytes), String>
+where
+    Io: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("{addr}: {e}"))?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.map_err(|e| format!("{addr}: {e}"))?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| format!("{addr}: {e}"))?.to_bytes();
+    Ok((status, body))
 }

@@ -121,6 +121,14 @@ pub enum Event {
     /// arrived, under `http.<stat_prefix>.rds.<route_config_name>` /
     /// `cluster.<cluster_name>`.
     ResourceUpdate { scope: String, accepted: bool },
+    /// Envoy's per-resource `update_empty`: an accepted state-of-the-world
+    /// RDS / EDS response that did not carry this subscribed resource (the
+    /// previous one stays, as in Envoy).
+    ResourceEmpty { scope: String },
+    /// Envoy's per-resource `version` gauge: the resource arrived in an
+    /// accepted response with this `version_info` (`system_version_info`
+    /// in delta xDS).
+    ResourceVersion { scope: String, version_info: String },
 }
 
 /// What the driver must do after one delta input.
@@ -235,6 +243,8 @@ pub struct AdsState {
     published: u64,
     lds_timeout: Option<Duration>,
     cds_timeout: Option<Duration>,
+    /// The resource names the last applied response carried.
+    last_delivered: BTreeSet<String>,
 }
 
 impl AdsState {
@@ -271,6 +281,7 @@ impl AdsState {
             published: 0,
             lds_timeout,
             cds_timeout,
+            last_delivered: BTreeSet::new(),
         }
     }
 
@@ -374,11 +385,20 @@ impl AdsState {
             return step;
         };
         self.subs.get_mut(&kind).unwrap().nonce = response.nonce.clone();
-        let scopes = self.resource_scopes(kind);
+        let scopes = self.resource_scopes_by_name(kind);
         let previous = self.resources.clone();
         let result = self.apply(kind, &response);
         let accepted = result.is_ok();
-        step.events.extend(scopes.into_iter().map(|scope| Event::ResourceUpdate { scope, accepted }));
+        step.events.extend(scopes.iter().map(|(_, scope)| Event::ResourceUpdate { scope: scope.clone(), accepted }));
+        if accepted {
+            for (name, scope) in scopes {
+                step.events.push(if self.last_delivered.contains(&name) {
+                    Event::ResourceVersion { scope, version_info: response.version_info.clone() }
+                } else {
+                    Event::ResourceEmpty { scope }
+                });
+            }
+        }
         match result {
             Ok(cfg) => {
                 let (publish, follow_up) = self.accepted(kind, &response.version_info, cfg, now, &mut step.events);
@@ -499,11 +519,17 @@ impl AdsState {
             .iter()
             .filter_map(|r| r.resource.as_ref().map(|a| (a, Some(r.version.as_str()))))
             .collect();
-        let scopes = self.resource_scopes(kind);
+        let scopes = self.resource_scopes_by_name(kind);
         let result =
             self.apply_resources(kind, &incoming, &response.removed_resources, false, &response.system_version_info);
         let accepted = result.is_ok();
-        step.events.extend(scopes.into_iter().map(|scope| Event::ResourceUpdate { scope, accepted }));
+        step.events.extend(scopes.iter().map(|(_, scope)| Event::ResourceUpdate { scope: scope.clone(), accepted }));
+        if accepted {
+            // Delta responses carry only what changed: no update_empty.
+            for (_, scope) in scopes.into_iter().filter(|(n, _)| self.last_delivered.contains(n)) {
+                step.events.push(Event::ResourceVersion { scope, version_info: response.system_version_info.clone() });
+            }
+        }
         match result {
             Ok(cfg) => {
                 let (publish, follow_up) =
@@ -602,6 +628,7 @@ impl AdsState {
         for n in &names {
             s.name_deadlines.remove(n);
         }
+        self.last_delivered = names;
         dynamic::build(&self.base, &self.resources, &mut self.cache)
             .map(|(cfg, _)| cfg)
             .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
@@ -683,28 +710,37 @@ impl AdsState {
     /// Per-resource stat scopes of the names `kind` is subscribed to (RDS:
     /// `http.<stat_prefix>.rds.<name>` per HCM naming it; EDS:
     /// `cluster.<name>` per cluster using the assignment); none for LDS / CDS.
-    fn resource_scopes(&self, kind: Kind) -> Vec<String> {
+    pub fn resource_scopes(&self, kind: Kind) -> Vec<String> {
+        self.resource_scopes_by_name(kind).into_iter().map(|(_, scope)| scope).collect()
+    }
+
+    /// [`Self::resource_scopes`] with the RDS / EDS resource name each
+    /// scope counts for, sorted by scope.
+    fn resource_scopes_by_name(&self, kind: Kind) -> Vec<(String, String)> {
         let names = &self.subs[&kind].names;
-        let mut out: Vec<String> = match kind {
+        let mut out: Vec<(String, String)> = match kind {
             Kind::RouteConfiguration => self
                 .resources
                 .listeners
                 .values()
                 .flat_map(|l| dynamic::rds_stat_scopes(&l.resource.message))
                 .filter(|(name, _)| names.contains(name))
-                .map(|(name, prefix)| format!("http.{prefix}.rds.{name}"))
+                .map(|(name, prefix)| (name.clone(), format!("http.{prefix}.rds.{name}")))
                 .collect(),
             Kind::ClusterLoadAssignment => self
                 .resources
                 .clusters
                 .values()
-                .filter(|c| dynamic::eds_name(&c.resource.message).is_some_and(|n| names.contains(&n)))
-                .map(|c| format!("cluster.{}", c.resource.name))
+                .filter_map(|c| {
+                    dynamic::eds_name(&c.resource.message)
+                        .filter(|n| names.contains(n))
+                        .map(|n| (n, format!("cluster.{}", c.resource.name)))
+                })
                 .collect(),
             _ => Vec::new(),
         };
-        out.sort();
-        out.dedup();
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out.dedup_by(|a, b| a.1 == b.1);
         out
     }
 
@@ -920,9 +956,22 @@ static_resources:
             step.events,
             vec![
                 Event::ResourceUpdate { scope: "cluster.backend".into(), accepted: true },
+                Event::ResourceVersion { scope: "cluster.backend".into(), version_info: "e1".into() },
                 Event::Accepted { kind: Kind::ClusterLoadAssignment, version_info: "e1".into() }
             ]
         );
+        // A response without the subscribed assignment: update_empty, and
+        // the previous endpoints keep serving (as in Envoy).
+        let step = s.on_response(response(Kind::ClusterLoadAssignment, "e2", "n3", vec![]), t0);
+        assert_eq!(
+            step.events,
+            vec![
+                Event::ResourceUpdate { scope: "cluster.backend".into(), accepted: true },
+                Event::ResourceEmpty { scope: "cluster.backend".into() },
+                Event::Accepted { kind: Kind::ClusterLoadAssignment, version_info: "e2".into() }
+            ]
+        );
+        assert_eq!(step.publish.unwrap().clusters["backend"].endpoints.len(), 2);
     }
 
     #[test]

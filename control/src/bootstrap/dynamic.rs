@@ -106,10 +106,8 @@ pub(super) fn bootstrap_xds<'a>(b: &'a bs::Bootstrap, errors: &mut Errors) -> Op
             );
         }
         if xds_clusters.contains(c.name.as_str()) {
-            // The xDS client (tonic) connects in plaintext.
-            if c.transport_socket.is_some() {
-                errors.add(join(&path, "transport_socket"), "TLS to the xDS server is not supported yet");
-            }
+            // Its `transport_socket` (TLS to the xDS server) is translated
+            // with every static cluster's and used by the xDS client.
             continue;
         }
     }

@@ -146,7 +146,17 @@ async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, 
         let rbac_end = if fresh { conn.network_rbac(&listener).await } else { None };
         match rbac_end {
             Some(end) => end,
-            None => conn.run(&listener).await,
+            None => match ctx.until_hard_close(&listener.config.name, conn.run(&listener)).await {
+                Some(end) => end,
+                // Removed listener, still busy after --drain-time-s: closed
+                // with its request in flight.
+                None => {
+                    listener.stats.downstream_cx_destroy_active_rq.inc();
+                    listener.stats.downstream_cx_destroy_local_active_rq.inc();
+                    tracing::debug!(listener = %listener.config.name, %peer, "drain time over: connection closed");
+                    ConnEnd::Local
+                }
+            },
         }
     };
     if let ConnEnd::Park(idle_deadline) = end {

@@ -271,7 +271,6 @@ fn dpdk_af_xdp_device_serves_ping_and_http() {
 }
 
 #[test]
-#[ignore = "net_tap: after smoltcp 0.13 the first upstream connect through the freshly bridged tap fails (503); cause not found, run with --ignored"]
 fn dpdk_tap_device_serves_ping_and_http() {
     curl_and_ping_through(Vdev::Tap);
 }

@@ -87,23 +87,34 @@ impl Testbed {
 
     /// Starts `mg-upstream` on 10.77.0.3:8080 in the upstream namespace.
     fn start_upstream(&mut self) {
+        let server = bin_path("mg-upstream").display().to_string();
+        self.serve_in_upstream_ns(
+            &[&server, "--listen", "10.77.0.3:8080", "--name", "testbed-upstream"],
+            &["http://10.77.0.3:8080/status/200"],
+        );
+    }
+
+    /// Runs `command` in the upstream namespace (killed on drop) and waits
+    /// until curl with `probe` (URL last) gets a 2xx there.
+    fn serve_in_upstream_ns(&mut self, command: &[&str], probe: &[&str]) {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns("u")])
-            .arg(bin_path("mg-upstream"))
-            .args(["--listen", "10.77.0.3:8080", "--name", "testbed-upstream"])
+            .args(command)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn mg-upstream in the upstream namespace");
+            .unwrap_or_else(|e| panic!("spawn {command:?} in the upstream namespace: {e}"));
         self.children.push(child);
+        let mut curl = vec!["curl", "-sf", "-m", "1"];
+        curl.extend_from_slice(probe);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.exec("u", &["curl", "-sf", "-m", "1", "http://10.77.0.3:8080/status/200"]).status.success() {
+            if self.exec("u", &curl).status.success() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("mg-upstream did not come up in the upstream namespace");
+        panic!("{command:?} did not come up in the upstream namespace");
     }
 
     fn exec(&self, ns: &str, args: &[&str]) -> std::process::Output {
@@ -413,7 +424,7 @@ def response(s, buf):
     while b"\r\n\r\n" not in buf:
         chunk = s.recv(65536)
         if not chunk:
-            sys.exit("connection closed early")
+            sys.exit("connection closed early in round %d" % r)
         buf += chunk
     head, rest = buf.split(b"\r\n\r\n", 1)
     length = 0
@@ -462,8 +473,18 @@ fn dpdk_1200_concurrent_upstream_connects_all_succeed() {
     assert!(yaml.contains("max_pending_requests"));
     let gw = dpdk_gateway(&bed, 1, "10.77.0.2/24", &yaml);
     let out = bed.exec("c", &["python3", "-c", CONCURRENT_ROUNDS, "1200", "2", "/delay/300"]);
-    assert!(out.status.success(), "client failed: {} / {}", String::from_utf8_lossy(&out.stderr), gw.stderr());
     let rounds = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let stats = String::from_utf8_lossy(&gw.admin_get("/stats").body).into_owned();
+        let wanted = ["cluster.up.upstream_cx", "cluster.up.upstream_rq", "http.ingress.downstream", "dpdk.stack"];
+        let stats: Vec<&str> = stats.lines().filter(|l| wanted.iter().any(|w| l.starts_with(w))).collect();
+        panic!(
+            "client failed: {}\nrounds done: {rounds}\nstats:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            stats.join("\n"),
+            gw.stderr()
+        );
+    }
     assert_eq!(rounds.lines().collect::<Vec<_>>(), ["1200 -", "1200 -"], "2xx count and other statuses per round");
     assert_eq!(gw.stat_opt("cluster.up.upstream_cx_connect_fail").unwrap_or(0), 0);
     assert!(gw.stat("cluster.up.upstream_cx_total") >= 1200, "{}", gw.stat("cluster.up.upstream_cx_total"));
@@ -681,40 +702,11 @@ fn dpdk_upstream_tls_to_nginx_in_the_upstream_namespace() {
         key = file("up.key"),
     );
     std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &bed.ns("u"), "nginx", "-c", &file("nginx.conf")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn nginx in the upstream namespace");
-    bed.children.push(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
     let ca = file("ca.pem");
-    while !bed
-        .exec(
-            "u",
-            &[
-                "curl",
-                "-sf",
-                "-m",
-                "1",
-                "--cacert",
-                &ca,
-                "--resolve",
-                "up.test:8443:10.77.0.3",
-                "https://up.test:8443/",
-            ],
-        )
-        .status
-        .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "nginx with TLS did not come up: {:?}",
-            std::fs::read_to_string(file("nginx.log"))
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    bed.serve_in_upstream_ns(
+        &["nginx", "-c", &file("nginx.conf")],
+        &["--cacert", &ca, "--resolve", "up.test:8443:10.77.0.3", "https://up.test:8443/"],
+    );
     let cluster_tls = format!(
         "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: up.test\n        common_tls_context:\n          validation_context:\n            trusted_ca: {{ filename: {ca} }}\n            match_typed_subject_alt_names: [ {{ san_type: DNS, matcher: {{ exact: up.test }} }} ]\n    load_assignment:\n"
     );

@@ -35,6 +35,17 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     Ok((ip, len))
 }
 
+/// Whether the port spreads received flows over its queues by the Toeplitz
+/// hash configured at `rte_eth_dev_configure` (the hash the shards use to
+/// pick source ports).  `net_tap` reports RSS offloads but applies RSS only
+/// through rte_flow rules (eBPF, often unavailable: "Disabling rte flow
+/// support"); its queues are filled by the kernel's own tun flow choice, so
+/// replies to a connection, and ARP, reach some other shard.  It gets one
+/// queue and the dispatcher instead.
+fn steers_by_port_rss(info: &dpdk::PortInfo) -> bool {
+    info.rss_offloads != 0 && info.driver != "net_tap"
+}
+
 /// Starts EAL and the port with up to `shards` queue pairs.  Several queues
 /// are used only when the device does RSS (flows must land on the queue of
 /// the shard that owns them); otherwise one queue pair is shared: shard 0
@@ -49,7 +60,7 @@ pub fn start(opts: &DpdkOptions, shards: usize) -> Result<DpdkDataPath, String> 
     let eal = dpdk::Eal::init(&args).map_err(|e| format!("DPDK EAL init with '{}' failed: {e}", opts.eal))?;
     let info = dpdk::Port::info_of(eal, opts.port).map_err(|e| e.to_string())?;
     let max_queues = info.max_rx_queues.min(info.max_tx_queues).max(1) as usize;
-    let queues = if info.rss_offloads != 0 { shards.min(max_queues) } else { 1 };
+    let queues = if steers_by_port_rss(&info) { shards.min(max_queues) } else { 1 };
     let pool = dpdk::Mempool::new(eal, "meshgate_rx", (8192 * queues as u32).saturating_sub(1), 256, 2048)
         .map_err(|e| e.to_string())?;
     let config = dpdk::PortConfig {

@@ -752,7 +752,9 @@ pub struct Cluster {
     pub upstream_idle_timeout: Duration,
     /// `max_requests_per_connection` (HttpProtocolOptions.common_http_protocol_options; default unlimited).
     pub max_requests_per_connection: Option<u32>,
-    /// Idle pooled connections kept per endpoint per shard (meshgate-specific knob, default 64).
+    /// Idle pooled connections kept per endpoint per shard: the cluster's
+    /// DEFAULT-priority circuit breaker `max_connections` (default 1024), as
+    /// in Envoy, where only that breaker and the idle timeout bound the pool.
     pub max_idle_per_endpoint: usize,
     /// `per_connection_buffer_limit_bytes` (default 1 MiB).
     pub per_connection_buffer_limit_bytes: u32,

@@ -165,7 +165,7 @@ fn check_basic(cfg: &model::Config) {
     assert_eq!(api.lb_policy, model::LbPolicy::RoundRobin);
     assert_eq!(api.upstream_idle_timeout, Duration::from_secs(60));
     assert_eq!(api.max_requests_per_connection, Some(1000));
-    assert_eq!(api.max_idle_per_endpoint, 64);
+    assert_eq!(api.max_idle_per_endpoint, 1024);
     assert_eq!(api.endpoints.len(), 2);
     assert_eq!(api.endpoints[0].address, EndpointAddress::Socket("10.0.0.11:8080".parse().unwrap()));
     assert_eq!(api.endpoints[0].weight, 1);
@@ -294,7 +294,7 @@ fn defaults_are_applied() {
     assert_eq!(c.upstream_idle_timeout, Duration::from_secs(3600));
     assert_eq!(c.max_requests_per_connection, None);
     assert_eq!(c.per_connection_buffer_limit_bytes, 1 << 20);
-    assert_eq!(c.max_idle_per_endpoint, 64);
+    assert_eq!(c.max_idle_per_endpoint, 1024);
     assert_eq!(c.endpoints[0].weight, 1);
     assert_eq!(c.endpoints[0].priority, 0);
 }

@@ -173,6 +173,8 @@ fn circuit_breakers_per_priority_with_envoy_defaults() {
     .unwrap();
     let cb = c.clusters["backend"].circuit_breakers;
     assert_eq!(cb.thresholds[0].max_connections, 10);
+    // The idle pool is bounded by the DEFAULT priority's max_connections only.
+    assert_eq!(c.clusters["backend"].max_idle_per_endpoint, 10);
     assert_eq!(cb.thresholds[0].max_requests, 20);
     assert_eq!(cb.thresholds[0].max_pending_requests, 1024);
     assert_eq!(cb.thresholds[0].max_retries, 3);

@@ -45,7 +45,6 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// Meshgate's request-line limit (see `model::HttpConnectionManager`); not
 /// an Envoy knob, so not configurable from a bootstrap.
 const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
-const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
 pub(crate) fn translate(
     b: &bs::Bootstrap,
@@ -997,7 +996,10 @@ pub(super) fn cluster(c: &cl::Cluster, path: &str, errors: &mut Errors) -> Optio
         endpoints: endpoints?,
         upstream_idle_timeout,
         max_requests_per_connection: max_requests,
-        max_idle_per_endpoint: MAX_IDLE_PER_ENDPOINT,
+        // Envoy's pools keep every idle connection until its idle timeout;
+        // what bounds them is the circuit breaker's max_connections (idle
+        // connections hold a unit of it), so that is the only cap here.
+        max_idle_per_endpoint: circuit_breakers.as_ref().map_or(0, |cb| cb.thresholds[0].max_connections as usize),
         per_connection_buffer_limit_bytes: c.per_connection_buffer_limit_bytes.map_or(MIB, |v| v.value),
         enable_trailers: upstream_trailers(c) || upstream_http.downstream_config_trailers,
         upstream_protocol: upstream_http.protocol,

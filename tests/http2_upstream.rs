@@ -285,6 +285,11 @@ fn client_cancel_and_route_timeout_reset_the_upstream_stream() {
     wait_for("the upstream to see RST_STREAM after a client cancel", Duration::from_secs(10), || {
         upstream_count(&up, "/__resets") > before
     });
+    // The cancelled attempt is no longer counted as active (least-request
+    // balancing reads the same count).
+    wait_for("upstream_rq_active back to 0 after the cancel", Duration::from_secs(10), || {
+        gw.stat("cluster.backend.upstream_rq_active") == 0
+    });
     // The route timeout gives up on the upstream: 504, and the stream is reset.
     let before = upstream_count(&up, "/__resets");
     let (status, _) = get(false, gw.listener_addr, "/hang", &[]);

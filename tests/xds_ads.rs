@@ -366,6 +366,53 @@ fn busy_connection_on_a_removed_listener_is_closed_after_drain_time() {
     assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"), "the remaining listener serves");
 }
 
+/// The same bound for an HTTP/2 connection (GOAWAY at the removal, the open
+/// stream cut at `--drain-time-s`) and for a TCP proxy connection.
+#[test]
+fn busy_http2_and_tcp_proxy_connections_on_a_removed_listener_are_closed_after_drain_time() {
+    let (cp, gw, _a, _b, addr) = start_with_args("", &["--drain-time-s", "2"]);
+    let (h2_port, tcp_port) = (free_port(), free_port());
+    let h2_addr: SocketAddr = ([127, 0, 0, 1], h2_port).into();
+    let tcp_addr: SocketAddr = ([127, 0, 0, 1], tcp_port).into();
+    let tcp = enc(
+        "envoy.config.listener.v3.Listener",
+        json!({"name": "tcp", "address": {"socket_address": {"address": "127.0.0.1", "port_value": tcp_port}},
+          "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": "tcp", "cluster": "backend"}}]}]}),
+    );
+    cp.set(LISTENER, "l2", vec![listener("main", addr.port(), "routes"), listener("second", h2_port, "routes"), tcp]);
+    wait_until("the added listeners serve", &gw, || {
+        served_by(h2_addr, "/echo").as_deref() == Some("a") && served_by(tcp_addr, "/echo").as_deref() == Some("a")
+    });
+    // Requests that would take 20 s: one HTTP/2 stream, one through the TCP proxy.
+    let h2_client = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--http2-prior-knowledge", "--max-time", "30"])
+        .arg(format!("http://{h2_addr}/delay/20000"))
+        .spawn()
+        .expect("curl runs");
+    let mut tcp_client = Client::connect(tcp_addr);
+    tcp_client.set_read_timeout(Duration::from_secs(30));
+    tcp_client.send(&testkit::build_request("GET", "/delay/20000", &[("host", "x")], b""));
+    std::thread::sleep(Duration::from_millis(500));
+    cp.set(LISTENER, "l3", vec![listener("main", addr.port(), "routes")]);
+    let removed = Instant::now();
+    let tcp_read = tcp_client.try_read_response();
+    let tcp_waited = removed.elapsed();
+    let h2_status = h2_client.wait_with_output().expect("curl ends").status;
+    let h2_waited = removed.elapsed();
+    assert!(matches!(tcp_read, Ok(None)) || tcp_read.is_err(), "no response through the TCP proxy: {tcp_read:?}");
+    assert!(!h2_status.success(), "the HTTP/2 stream was cut, not answered");
+    for (what, waited) in [("TCP proxy", tcp_waited), ("HTTP/2", h2_waited)] {
+        assert!(
+            waited >= Duration::from_millis(1500) && waited < Duration::from_secs(15),
+            "{what} connection closed {waited:?} after the removal (drain time 2 s, request 20 s)"
+        );
+    }
+    assert_eq!(gw.wait_stat("http.second.downstream_cx_destroy_local_active_rq", 1, WAIT), 1);
+    assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"), "the remaining listener serves");
+}
+
 /// Envoy's subscription stats: per type (`eds.init_fetch_timeout`,
 /// `rds.version`) and per resource (`http.<stat_prefix>.rds.<name>.*`,
 /// `cluster.<name>.*`: `version`, `update_empty`, `update_failure`).

@@ -237,7 +237,6 @@ fn steady_state_requests_allocate_nothing() {
     }
     // The limited route's requests really take the descriptor's bucket (its
     // limit is the one reported), so the descriptor path is what is measured.
-    drop(round);
     assert_eq!(exchange(&mut limited, limited_request, &mut buf), 200);
     let head = String::from_utf8_lossy(&buf[..1024]).to_ascii_lowercase();
     assert!(head.contains("x-ratelimit-limit: 999999999\r\n"), "descriptor bucket not used: {head}");
@@ -255,7 +254,6 @@ fn steady_state_requests_allocate_nothing() {
     let change = region.change();
     let allocations = change.allocations + change.reallocations;
 
-    drop(round);
     drop(plain);
     drop(rewritten);
     drop(limited);

@@ -111,10 +111,13 @@ impl ShardCtx {
     /// listener has ever been removed on this shard (then one map lookup).
     #[inline]
     pub fn listener_removed(&self, name: &str) -> bool {
-        self.listeners_removed.get() && !self.snapshot.borrow().listeners.contains_key(name)
+        self.listeners_removed.get() && {
+            let snapshot = self.snapshot.borrow();
+            !snapshot.listeners.contains_key(name) && !snapshot.tcp_listeners.contains_key(name)
+        }
     }
 
-    /// Runs `work` (one connection's work on HTTP listener `name`) to its
+    /// Runs `work` (one connection's work on listener `name`) to its
     /// end, unless the listener is removed by a config update and is still
     /// busy `--drain-time-s` after the removal: then `work` is dropped
     /// (its sockets closed) and `None` returned.  (On server drain the
@@ -130,8 +133,7 @@ impl ShardCtx {
                 return Poll::Ready(Some(out));
             }
             if deadline.is_none() && removed.as_mut().poll(cx).is_ready() {
-                let since = self.removed_at.borrow().get(name).copied().unwrap_or_else(now);
-                deadline = Some(sleep_until(since + self.drain_time));
+                deadline = Some(sleep_until(self.hard_close_at(name)));
             }
             match deadline.as_mut().map(|d| Pin::new(d).poll(cx)) {
                 Some(Poll::Ready(())) => Poll::Ready(None),
@@ -139,6 +141,14 @@ impl ShardCtx {
             }
         })
         .await
+    }
+
+    /// When the busy connections of listener `name`, drained (removed, or
+    /// the whole server draining), are closed: `--drain-time-s` after the
+    /// removal, or from now when the removal time is unknown.
+    pub fn hard_close_at(&self, name: &str) -> Instant {
+        let since = self.removed_at.borrow().get(name).copied().unwrap_or_else(now);
+        since + self.drain_time
     }
 
     /// Wakes every drain waiter so each re-checks its listener.  The
@@ -401,7 +411,8 @@ fn run_shard(
             let next = build_snapshot(&seen_config, &shared, index, Some(&previous));
             let t = now();
             let mut listener_removed = false;
-            for name in previous.listeners.keys().filter(|n| !next.listeners.contains_key(*n)) {
+            let gone = |n: &&String| !next.listeners.contains_key(*n) && !next.tcp_listeners.contains_key(*n);
+            for name in previous.listeners.keys().chain(previous.tcp_listeners.keys()).filter(gone) {
                 ctx.removed_at.borrow_mut().insert(name.clone(), t);
                 listener_removed = true;
             }

@@ -158,7 +158,10 @@ pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<TcpProxyListener>,
     listener.listener_stats.downstream_cx_active.inc();
     let opened = Instant::now();
     if let Some(conn) = crate::tls::establish(listener.tls.as_deref(), stream).await {
-        proxy(&ctx, &listener, &conn, peer).await;
+        // A removed listener's connections run on until `--drain-time-s`.
+        if ctx.until_hard_close(&listener.config.name, proxy(&ctx, &listener, &conn, peer)).await.is_none() {
+            tracing::debug!(listener = %listener.config.name, %peer, "tcp proxy connection closed: listener drained");
+        }
     }
     listener.listener_stats.downstream_cx_active.dec();
     listener.listener_stats.downstream_cx_destroy.inc();

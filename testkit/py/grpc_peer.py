@@ -6,6 +6,8 @@ messages, trailers) without generated code.
 
 Usage:  grpc_peer.py            prints "PORT <n>" then serves on 127.0.0.1:<n>
                                 until stdin closes (the test owns our lifetime).
+        grpc_peer.py HOST:PORT  serves on HOST:PORT until killed (the DPDK
+                                testbed runs it in a network namespace).
 
 Methods of service `test.Peer` (all bytes in, bytes out):
   Unary          echoes the request; request metadata steers it:
@@ -152,6 +154,12 @@ def main():
         ],
     )
     server.add_generic_rpc_handlers((handlers(),))
+    if len(sys.argv) > 1:
+        if not server.add_insecure_port(sys.argv[1]):
+            sys.exit(f"cannot listen on {sys.argv[1]}")
+        server.start()
+        server.wait_for_termination()
+        return
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"PORT {port}", flush=True)

@@ -546,6 +546,23 @@ pub fn build(
             .collect()
     };
 
+    // A secret over ADS needs an ADS stream: without `ads_config` it would
+    // never arrive and the resource would warm for ever, so it is rejected.
+    let has_ads = base.xds.as_ref().is_some_and(|x| x.ads.is_some());
+    let ads_reachable = |contexts: &[_], errors: &mut Errors| -> bool {
+        if has_ads {
+            return true;
+        }
+        let refs = translate::sds::ads_secret_refs(contexts);
+        for (secret, _) in &refs {
+            errors.add(
+                "transport_socket",
+                format!("secret {secret:?} comes over ADS (sds_config.ads) but the bootstrap has no dynamic_resources.ads_config"),
+            );
+        }
+        refs.is_empty()
+    };
+
     // ---- clusters (CDS, with EDS assignments folded in)
     let mut clusters = base.clusters.clone();
     let mut checked_assignments: HashSet<String> = HashSet::new();
@@ -576,7 +593,12 @@ pub fn build(
                 }
             }
         }
-        let Some(secrets) = secret_bytes(&translate::sds::cluster_tls_contexts(c)) else {
+        let contexts = translate::sds::cluster_tls_contexts(c);
+        if !ads_reachable(&contexts, &mut errors) {
+            absorb(errors, &mut all);
+            continue;
+        }
+        let Some(secrets) = secret_bytes(&contexts) else {
             warming.clusters.push(name.clone());
             absorb(errors, &mut all);
             continue;
@@ -659,7 +681,12 @@ pub fn build(
                 errors.add("address", format!("{a} is already used by {other}"));
             }
         }
-        let Some(secrets) = secret_bytes(&translate::sds::listener_tls_contexts(l)) else {
+        let contexts = translate::sds::listener_tls_contexts(l);
+        if !ads_reachable(&contexts, &mut errors) {
+            absorb(errors, &mut all);
+            continue;
+        }
+        let Some(secrets) = secret_bytes(&contexts) else {
             warming.listeners.push(name.clone());
             absorb(errors, &mut all);
             continue;
@@ -1001,6 +1028,23 @@ mod tests {
         d.listeners.insert("l1".into(), accepted(LISTENER, with_source(listener("l1", 10001, "r1"), &rest), "1"));
         let e = build(&self::base(), &d, &mut TranslationCache::default()).unwrap_err().to_string();
         assert!(e.contains("rds.config_source: must be `ads: {}`"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_over_ads_without_ads_config_is_an_error_not_a_wait() {
+        let base = load_str(&bootstrap(PER_TYPE), Format::Yaml, "b.yaml").unwrap();
+        let mut c1 = json!({"name": "c1", "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "c1", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9000}}}}]}]}});
+        c1["transport_socket"] = json!({"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {"tls_certificate_sds_secret_configs": [{"name": "client-cert", "sds_config": {"ads": {}}}]}}});
+        let mut d = DynamicResources::default();
+        d.clusters.insert("c1".into(), accepted(CLUSTER, c1, "1"));
+        let e = build(&base, &d, &mut TranslationCache::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("Cluster \"c1\": transport_socket: secret \"client-cert\" comes over ADS (sds_config.ads) but the bootstrap has no dynamic_resources.ads_config"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -264,13 +264,17 @@ async fn drive(
     let last_active = Rc::new(Cell::new(now()));
     let idle_timeout = hcm.idle_timeout;
     let mut idle = idle_timeout.map(|t| sleep_until(now() + t));
-    let mut drain = pin!(ctx.drain_signal());
+    // The server draining, or this listener removed by a config update:
+    // GOAWAY, then streams still open at `--drain-time-s` are cut.
+    let mut drain = pin!(ctx.listener_drain_signal(&listener.config.name));
+    let mut hard_close: Option<crate::runtime::Sleep> = None;
     let mut shutting_down = false;
     loop {
         enum Event {
             Stream(Box<(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>)>),
             Closed(Result<(), h2::Error>),
             Drain,
+            HardClose,
             Idle,
         }
         let event = std::future::poll_fn(|cx| {
@@ -285,8 +289,11 @@ async fn drive(
                 Poll::Ready(None) => return Poll::Ready(Event::Closed(Ok(()))),
                 Poll::Pending => {}
             }
-            if !shutting_down && drain.as_mut().poll(cx).is_ready() {
+            if hard_close.is_none() && drain.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Drain);
+            }
+            if hard_close.as_mut().is_some_and(|s| Pin::new(s).poll(cx).is_ready()) {
+                return Poll::Ready(Event::HardClose);
             }
             if let (Some(s), Some(limit)) = (idle.as_mut(), idle_timeout) {
                 while Pin::new(&mut *s).poll(cx).is_ready() {
@@ -334,9 +341,21 @@ async fn drive(
                 return shutting_down || !e.is_io();
             }
             Event::Drain => {
-                shutting_down = true;
-                listener.stats.downstream_cx_drain_close.inc();
-                h2.graceful_shutdown();
+                hard_close = Some(sleep_until(ctx.hard_close_at(&listener.config.name)));
+                if !shutting_down {
+                    shutting_down = true;
+                    listener.stats.downstream_cx_drain_close.inc();
+                    h2.graceful_shutdown();
+                }
+            }
+            Event::HardClose => {
+                // Dropping the connection resets its streams (their tasks
+                // see the error and end) and closes the socket once they have.
+                if active.get() > 0 {
+                    listener.stats.downstream_cx_destroy_local_active_rq.inc();
+                    listener.stats.downstream_cx_destroy_active_rq.inc();
+                }
+                return true;
             }
             Event::Idle => {
                 listener.stats.downstream_cx_idle_timeout.inc();

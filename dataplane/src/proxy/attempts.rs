@@ -219,10 +219,7 @@ impl<'a> Downstream<'a> {
                 return AttemptEnd::Done(self.connect_failed(ex, f).await);
             }
         };
-        cluster.stats.upstream_rq_total.inc();
-        cluster.stats.upstream_rq_active.inc();
-        host.stats.rq_total.inc();
-        host.request_started();
+        let active = ActiveRequest::start(cluster, host);
         let started = Instant::now();
         let retry_back_off: Cell<Option<Duration>> = Cell::new(None);
         let retry_guard: Cell<Option<Guard>> = Cell::new(None);
@@ -276,8 +273,7 @@ impl<'a> Downstream<'a> {
             upstream = match cluster.reconnect_for(host, self.bridged).await {
                 Ok(c) => c,
                 Err(f) => {
-                    cluster.stats.upstream_rq_active.dec();
-                    host.request_finished();
+                    drop(active);
                     if let Some(b) = self.decide_failure(cluster, retry, Failure::ConnectFailure) {
                         return AttemptEnd::Retry(b);
                     }
@@ -287,8 +283,7 @@ impl<'a> Downstream<'a> {
             let ctl = AttemptCtl { body, retry_check: None, attempt_count, per_try_timeout: retry.per_try_timeout };
             result = self.exchange(ex, cluster, &mut upstream, ctl).await;
         }
-        cluster.stats.upstream_rq_active.dec();
-        host.request_finished();
+        drop(active);
         let listener = ex.listener;
         match result {
             Ok(done) => {
@@ -407,5 +402,31 @@ impl<'a> Downstream<'a> {
                 }
             }
         }
+    }
+}
+
+/// One request in flight on a host: `upstream_rq_active` and the host's
+/// active count (least-request balancing reads it) go back down however the
+/// attempt ends — including when its future is dropped mid-exchange, as an
+/// HTTP/2 stream's is when the client resets it.
+pub(super) struct ActiveRequest<'a> {
+    cluster: &'a ClusterRuntime,
+    host: &'a Host,
+}
+
+impl<'a> ActiveRequest<'a> {
+    pub(super) fn start(cluster: &'a ClusterRuntime, host: &'a Host) -> ActiveRequest<'a> {
+        cluster.stats.upstream_rq_total.inc();
+        cluster.stats.upstream_rq_active.inc();
+        host.stats.rq_total.inc();
+        host.request_started();
+        ActiveRequest { cluster, host }
+    }
+}
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.cluster.stats.upstream_rq_active.dec();
+        self.host.request_finished();
     }
 }

@@ -156,14 +156,8 @@ impl Downstream<'_> {
         self.out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
         self.out.extend_from_slice(&protocol);
         self.out.extend_from_slice(b"\r\n\r\n");
-        cluster.stats.upstream_rq_total.inc();
-        cluster.stats.upstream_rq_active.inc();
-        host.stats.rq_total.inc();
-        host.request_started();
-        let after = self.upgrade_exchange(&ex, &mut upstream).await;
-        cluster.stats.upstream_rq_active.dec();
-        host.request_finished();
-        after
+        let _active = super::attempts::ActiveRequest::start(cluster, host);
+        self.upgrade_exchange(&ex, &mut upstream).await
     }
 
     async fn upgrade_exchange(&mut self, ex: &Exchange<'_>, upstream: &mut UpstreamConn) -> After {

@@ -63,15 +63,14 @@ pub(super) fn protocol(c: &cl::Cluster, cluster_path: &str, errors: &mut Errors)
     }
     match chosen {
         None => {}
-        Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match &e.protocol_config {
-            Some(ProtocolConfig::Http2ProtocolOptions(o)) => {
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => {
+            // Anything else is HTTP/1.1 (HTTP/3 is rejected by the allowlist).
+            if let Some(ProtocolConfig::Http2ProtocolOptions(o)) = &e.protocol_config {
                 out.protocol = UpstreamProtocol::Http2;
                 let path = format!("{typed_path}.explicit_http_config.http2_protocol_options");
                 out.http2 = upstream_http2(o, &path, errors);
             }
-            // HTTP/1.1 (and HTTP/3, which the allowlist rejects).
-            _ => {}
-        },
+        }
         Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(u)) => {
             out.protocol = UpstreamProtocol::UseDownstream;
             if let Some(o) = &u.http2_protocol_options {

@@ -236,7 +236,13 @@ impl ShardCtx {
         }
         let mut waiters = self.drain_waiters.borrow_mut();
         match *key {
-            Some(k) if waiters.contains(k) => waiters[k] = cx.waker().clone(),
+            // Every busy connection polls this on each wake: keep the stored
+            // waker when it is the same task's (no refcount traffic).
+            Some(k) if waiters.contains(k) => {
+                if !waiters[k].will_wake(cx.waker()) {
+                    waiters[k] = cx.waker().clone();
+                }
+            }
             _ => *key = Some(waiters.insert(cx.waker().clone())),
         }
         Poll::Pending

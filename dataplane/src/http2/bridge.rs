@@ -169,7 +169,8 @@ pub fn encode_request_head(parts: &http::request::Parts, end_of_stream: bool, ou
     framing
 }
 
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// One `name: value` HTTP/1 field line.
+pub(super) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

@@ -44,7 +44,7 @@ use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderName, HeaderValue};
 
-use super::bridge::send_data;
+use super::bridge::{field, send_data};
 use super::pipe::{pipe, Bridged, PipeEnd};
 use crate::http1::{
     parse_response_head, response_body_kind_for, strip_hop_by_hop, BodyDecoder, Decoded, Limits, Method, ResponseHead,
@@ -114,13 +114,6 @@ pub fn encode_upgrade_head(parts: &http::request::Parts, protocol: &str, out: &m
     }
     out.extend_from_slice(b"\r\n");
     supplied
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// A `Sec-WebSocket-Key`: 16 random bytes, base64 (RFC 6455 §4.1).

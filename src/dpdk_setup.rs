@@ -35,21 +35,44 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     Ok((ip, len))
 }
 
-/// Whether the port spreads received flows over its queues by the Toeplitz
-/// hash configured at `rte_eth_dev_configure` (the hash the shards use to
-/// pick source ports).  `net_tap` reports RSS offloads but applies RSS only
-/// through rte_flow rules (eBPF, often unavailable: "Disabling rte flow
-/// support"); its queues are filled by the kernel's own tun flow choice, so
-/// replies to a connection, and ARP, reach some other shard.  It gets one
-/// queue and the dispatcher instead.
-fn steers_by_port_rss(info: &dpdk::PortInfo) -> bool {
-    info.rss_offloads != 0 && info.driver != "net_tap"
+/// How a port's receive queues are filled, which decides how many queue
+/// pairs meshgate opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueuePlan {
+    /// The device spreads flows by the Toeplitz hash configured at
+    /// `rte_eth_dev_configure` (the hash the shards use to pick source
+    /// ports): one queue pair per shard, up to the device's maximum.
+    Rss,
+    /// The device's queues are a fixed set that something else fills by its
+    /// own hash: `net_af_packet` with `qpairs=N` (the kernel's
+    /// PACKET_FANOUT_HASH over N sockets) and `net_af_xdp` with
+    /// `queue_count=N` (the kernel NIC's RSS).  Every queue must be read or
+    /// its frames are lost, so there is one shard per queue.
+    Foreign(usize),
+    /// One queue pair, shared: shard 0 polls it and dispatches.  `net_tap`
+    /// reports RSS offloads but applies RSS only through rte_flow rules
+    /// (eBPF, often unavailable: "Disabling rte flow support"), and its
+    /// queues are filled by the kernel's tun flow choice; it gains nothing
+    /// from several queues and gets this plan too.
+    Single,
+}
+
+fn queue_plan(info: &dpdk::PortInfo) -> QueuePlan {
+    let max_queues = info.max_rx_queues.min(info.max_tx_queues).max(1) as usize;
+    match info.driver.as_str() {
+        "net_tap" => QueuePlan::Single,
+        "net_af_packet" | "net_af_xdp" if max_queues > 1 => QueuePlan::Foreign(max_queues),
+        _ if info.rss_offloads != 0 => QueuePlan::Rss,
+        _ => QueuePlan::Single,
+    }
 }
 
 /// Starts EAL and the port with up to `shards` queue pairs.  Several queues
-/// are used only when the device does RSS (flows must land on the queue of
-/// the shard that owns them); otherwise one queue pair is shared: shard 0
-/// polls it and dispatches frames to the other shards over rings.
+/// are used when the device does RSS, or has a fixed set of queues filled by
+/// the kernel; each shard then owns one, and frames that arrive on another
+/// shard's queue (ARP, or any frame whose flow hashes elsewhere) cross over
+/// rings ([`DpdkLink::steer_between`]).  Otherwise one queue pair is shared:
+/// shard 0 polls it and dispatches frames to the other shards over rings.
 pub fn start(opts: &DpdkOptions, shards: usize) -> Result<DpdkDataPath, String> {
     let addr = opts.addr.as_deref().ok_or("--dpdk-addr is required with DPDK (e.g. --dpdk-addr 10.77.0.2/24)")?;
     let (ip, prefix_len) = parse_cidr(addr)?;
@@ -60,13 +83,25 @@ pub fn start(opts: &DpdkOptions, shards: usize) -> Result<DpdkDataPath, String> 
     let eal = dpdk::Eal::init(&args).map_err(|e| format!("DPDK EAL init with '{}' failed: {e}", opts.eal))?;
     let info = dpdk::Port::info_of(eal, opts.port).map_err(|e| e.to_string())?;
     let max_queues = info.max_rx_queues.min(info.max_tx_queues).max(1) as usize;
-    let queues = if steers_by_port_rss(&info) { shards.min(max_queues) } else { 1 };
+    let plan = queue_plan(&info);
+    let queues = match plan {
+        QueuePlan::Rss => shards.min(max_queues),
+        QueuePlan::Foreign(n) if n > shards => {
+            return Err(format!(
+                "DPDK port {} ({}) has {n} receive queues filled by the kernel but meshgate runs {shards} shards: \
+                 every queue needs a shard (lower qpairs/queue_count to at most --shards, or raise --shards)",
+                opts.port, info.driver
+            ))
+        }
+        QueuePlan::Foreign(n) => n,
+        QueuePlan::Single => 1,
+    };
     let pool = dpdk::Mempool::new(eal, "meshgate_rx", (8192 * queues as u32).saturating_sub(1), 256, 2048)
         .map_err(|e| e.to_string())?;
     let config = dpdk::PortConfig {
         rx_queues: queues as u16,
         tx_queues: queues as u16,
-        rss: queues > 1,
+        rss: queues > 1 && plan == QueuePlan::Rss,
         ..dpdk::PortConfig::default()
     };
     let (port, rx, tx) = dpdk::Port::open(eal, opts.port, &config, pool)
@@ -96,9 +131,12 @@ pub fn start(opts: &DpdkOptions, shards: usize) -> Result<DpdkDataPath, String> 
             links.push(ShardLink { config: config(i + 1, shards), link: ShardLinkKind::Shared(l) });
         }
     } else {
-        for (i, (rx, tx)) in rx.into_iter().zip(tx).enumerate() {
-            links
-                .push(ShardLink { config: config(i, queues), link: ShardLinkKind::Queue(DpdkLink::new(rx, tx, pool)) });
+        let mut own: Vec<DpdkLink> = rx.into_iter().zip(tx).map(|(rx, tx)| DpdkLink::new(rx, tx, pool)).collect();
+        if own.len() > 1 {
+            DpdkLink::steer_between(&mut own, 4096);
+        }
+        for (i, link) in own.into_iter().enumerate() {
+            links.push(ShardLink { config: config(i, queues), link: ShardLinkKind::Queue(link) });
         }
     }
     Ok(DpdkDataPath { port, links, driver: info.driver })

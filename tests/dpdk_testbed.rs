@@ -507,6 +507,57 @@ fn dpdk_1200_concurrent_upstream_connects_all_succeed() {
     );
 }
 
+/// A port with two queues that the kernel fills by its own flow hash
+/// (`net_af_packet,qpairs=2`: PACKET_FANOUT_HASH over two sockets), one
+/// shard per queue — what a multi-queue NIC whose redirection table does not
+/// match meshgate's hash looks like.  Frames landing on the other shard's
+/// queue (about half the TCP segments, and the ARP replies, which the kernel
+/// hashes to one socket while both shards keep neighbour caches) must cross
+/// to their shard: every request gets a 2xx, both shards accept clients and
+/// open upstream connections (each resolving 10.77.0.3 itself), and the
+/// gateway address answers ping.  A port with more such queues than shards
+/// refuses to start, naming the mismatch.
+#[test]
+fn dpdk_two_queues_filled_by_a_foreign_hash_steer_flows_and_arp_to_their_shards() {
+    require_testbed!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = Testbed::up();
+    bed.start_upstream();
+    let eal = bed.eal(1).replace("qpairs=1", "qpairs=2");
+    assert!(eal.contains("qpairs=2"), "{eal}");
+    let yaml = config("10.77.0.2", "10.77.0.3:8080");
+    let args = |shards: &'static str| {
+        ["--mode", "dpdk", "--dpdk-eal", &eal, "--dpdk-addr", "10.77.0.2/24", "--no-pin", "--shards", shards]
+            .map(str::to_owned)
+    };
+    let one = args("1");
+    let refused = Gateway::try_start(&yaml, &[], &one.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = refused.err().expect("2 kernel-filled queues with 1 shard must not start");
+    assert!(err.contains("has 2 receive queues filled by the kernel but meshgate runs 1 shards"), "{err}");
+    let two = args("2");
+    let gw = Gateway::try_start(&yaml, &[], &two.iter().map(String::as_str).collect::<Vec<_>>())
+        .unwrap_or_else(|e| panic!("meshgate on two af_packet queues did not start: {e}"));
+    let ping = bed.exec("c", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.2"]);
+    assert!(ping.status.success(), "ping 10.77.0.2 failed: {}", String::from_utf8_lossy(&ping.stdout));
+    let out = bed.exec("c", &["python3", "-c", CONCURRENT_ROUNDS, "200", "3", "/status/200"]);
+    let rounds = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "client failed: {}\n{rounds}\n{}", String::from_utf8_lossy(&out.stderr), gw.stderr());
+    assert_eq!(
+        rounds.lines().collect::<Vec<_>>(),
+        ["200 -", "200 -", "200 -"],
+        "2xx count and other statuses per round"
+    );
+    for shard in 0..2 {
+        let accepted = wait_at_least(&gw, &format!("dpdk.shard_{shard}.connections_accepted"), 40);
+        assert!(accepted >= 40, "shard {shard} accepted {accepted} of 200 connections");
+        let opened = wait_at_least(&gw, &format!("dpdk.shard_{shard}.connections_opened"), 1);
+        assert!(opened >= 1, "shard {shard} opened no upstream connection");
+    }
+    let crossed = wait_at_least(&gw, "dpdk.stack.cross_shard_frames", 1);
+    assert!(crossed >= 1, "no frame crossed between the shards' queues");
+    assert_eq!(gw.stat("dpdk.stack.rx_ring_drops"), 0);
+}
+
 #[test]
 fn dpdk_mixed_mode_downstream_on_dpdk_upstream_on_loopback() {
     require_testbed!();

@@ -213,6 +213,21 @@ fn ensure_upstream_built() {
             cmd.arg("--target-dir").arg(t);
         }
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+        // `cargo test` gives the test process the variables it sets for a
+        // crate (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...); inherited by this
+        // build, they change build-script fingerprints (ring's, rustls's)
+        // and every later `cargo test` would rebuild half the tree.
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            let set_for_crate =
+                ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"]
+                    .iter()
+                    .any(|p| key.starts_with(p))
+                    || matches!(key, "CARGO_TARGET_TMPDIR" | "OUT_DIR" | "CARGO_RUSTC_CURRENT_DIR");
+            if set_for_crate {
+                cmd.env_remove(key);
+            }
+        }
         match cmd.status() {
             Ok(s) if s.success() => {}
             Ok(s) => eprintln!("testkit: building mg-upstream failed ({s}); using what is there"),

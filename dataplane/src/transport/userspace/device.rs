@@ -40,8 +40,11 @@ pub struct LinkCounters {
     /// Frames dropped because the transmit ring (or the ring to the
     /// dispatching shard) stayed full.
     pub tx_ring_drops: u64,
-    /// Received frames the dispatcher dropped because a shard's ring was full.
+    /// Received frames dropped because the ring to their shard was full.
     pub rx_ring_drops: u64,
+    /// Frames this shard's queue received for other shards (handed over
+    /// rings; ARP replies count once per shard they are copied to).
+    pub cross_shard_frames: u64,
 }
 
 /// One received frame.
@@ -66,7 +69,7 @@ pub struct DpdkLink {
     pub pool: &'static dpdk::Mempool,
     out: Vec<dpdk::Mbuf>,
     received: Vec<dpdk::Mbuf>,
-    dispatch: Option<Dispatch>,
+    steering: Option<Steering>,
 }
 
 impl DpdkLink {
@@ -77,7 +80,7 @@ impl DpdkLink {
             pool,
             out: Vec::with_capacity(BURST * 4),
             received: Vec::with_capacity(BURST),
-            dispatch: None,
+            steering: None,
         }
     }
 
@@ -89,18 +92,37 @@ impl DpdkLink {
         let links = (1..shards)
             .map(|i| SharedLink { inbox: inboxes[i].clone(), outbox: outboxes[i].clone(), pool: self.pool })
             .collect();
-        self.dispatch = Some(Dispatch { inboxes, outboxes });
+        self.steering = Some(Steering { me: 0, inboxes, outboxes });
         links
     }
 
+    /// Joins shards that each own a queue pair (link `i` serves shard `i`):
+    /// a frame that arrives on a queue other than its flow's shard's — the
+    /// NIC's redirection table or the kernel's fanout hash disagreeing with
+    /// [`flow_shard`], or a frame RSS does not hash at all (ARP replies land
+    /// on one queue, yet every shard keeps its own neighbour cache) — is
+    /// handed to that shard over a lock-free ring, so correctness never
+    /// depends on how the device spreads frames.
+    pub fn steer_between(links: &mut [DpdkLink], ring_capacity: usize) {
+        let inboxes: Vec<_> = (0..links.len()).map(|_| Arc::new(ArrayQueue::new(ring_capacity))).collect();
+        for (me, link) in links.iter_mut().enumerate() {
+            link.steering = Some(Steering { me, inboxes: inboxes.clone(), outboxes: Vec::new() });
+        }
+    }
+
     pub fn is_dispatcher(&self) -> bool {
-        self.dispatch.is_some()
+        self.steering.as_ref().is_some_and(|s| !s.outboxes.is_empty())
     }
 }
 
-/// The dispatcher's side of the rings: per shard, frames in and frames out
-/// (lock-free, crossbeam `ArrayQueue`; entry 0 is the dispatcher's own, unused).
-struct Dispatch {
+/// How the shards of one port hand frames to each other (crossbeam
+/// `ArrayQueue`s, lock-free): `inboxes[i]` holds frames for shard `i` that
+/// arrived on another shard's queue.  A dispatcher (the one shard polling a
+/// queue pair shared by all) also drains `outboxes[i]`, the frames shard `i`
+/// built, onto its transmit queue; shards with queue pairs of their own
+/// transmit directly and have no outboxes.
+struct Steering {
+    me: usize,
     inboxes: Vec<Arc<ArrayQueue<dpdk::Mbuf>>>,
     outboxes: Vec<Arc<ArrayQueue<dpdk::Mbuf>>>,
 }
@@ -114,11 +136,11 @@ pub struct SharedLink {
     pool: &'static dpdk::Mempool,
 }
 
-/// Which shard a received frame belongs to, when shards share one queue:
-/// TCP by the Toeplitz hash of its 4-tuple (the same function the shards use
-/// to pick source ports, so replies come back to the shard that opened the
-/// connection), ARP to every shard (each keeps a neighbour cache), anything
-/// else (ICMP) to shard 0.
+/// Which shard a received frame belongs to: TCP by the Toeplitz hash of its
+/// 4-tuple (the same function the shards use to pick source ports, so
+/// replies come back to the shard that opened the connection), ARP to every
+/// shard (each keeps a neighbour cache), anything else (ICMP) to shard 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Steer {
     Shard(usize),
     All,
@@ -188,37 +210,52 @@ impl LinkState {
                 d.rx.recv(&mut d.received);
                 let mut mine = 0;
                 for m in d.received.drain(..) {
-                    let target = match &d.dispatch {
-                        None => Steer::Shard(0),
-                        Some(disp) => steer(m.data(), disp.inboxes.len()),
-                    };
-                    match (target, &d.dispatch) {
-                        (Steer::Shard(i), Some(disp)) if i != 0 => {
-                            if disp.inboxes[i].push(m).is_err() {
-                                self.counters.rx_ring_drops += 1;
-                            }
-                            continue;
-                        }
-                        (Steer::All, Some(disp)) => {
-                            for inbox in &disp.inboxes[1..] {
-                                let Some(mut copy) = d.pool.alloc() else {
+                    if let Some(st) = &d.steering {
+                        match steer(m.data(), st.inboxes.len()) {
+                            Steer::Shard(i) if i != st.me => {
+                                if st.inboxes[i].push(m).is_err() {
                                     self.counters.rx_ring_drops += 1;
-                                    continue;
-                                };
-                                match copy.append(m.len()) {
-                                    Some(buf) => buf.copy_from_slice(m.data()),
-                                    None => continue,
+                                } else {
+                                    self.counters.cross_shard_frames += 1;
                                 }
-                                if inbox.push(copy).is_err() {
-                                    self.counters.rx_ring_drops += 1;
+                                continue;
+                            }
+                            Steer::All => {
+                                for (i, inbox) in st.inboxes.iter().enumerate() {
+                                    if i == st.me {
+                                        continue;
+                                    }
+                                    let Some(mut copy) = d.pool.alloc() else {
+                                        self.counters.rx_ring_drops += 1;
+                                        continue;
+                                    };
+                                    match copy.append(m.len()) {
+                                        Some(buf) => buf.copy_from_slice(m.data()),
+                                        None => continue,
+                                    }
+                                    if inbox.push(copy).is_err() {
+                                        self.counters.rx_ring_drops += 1;
+                                    } else {
+                                        self.counters.cross_shard_frames += 1;
+                                    }
                                 }
                             }
+                            Steer::Shard(_) => {}
                         }
-                        _ => {}
                     }
                     self.counters.rx_bytes += m.len() as u64;
                     out.push(RxFrame::Mbuf(m));
                     mine += 1;
+                }
+                // Frames other shards' queues received for this shard's flows.
+                if let Some(st) = &d.steering {
+                    let inbox = &st.inboxes[st.me];
+                    while mine < BURST * 2 {
+                        let Some(m) = inbox.pop() else { break };
+                        self.counters.rx_bytes += m.len() as u64;
+                        out.push(RxFrame::Mbuf(m));
+                        mine += 1;
+                    }
                 }
                 mine
             }
@@ -250,8 +287,8 @@ impl LinkState {
     /// waiting for ring space.
     pub fn flush(&mut self) -> bool {
         if let Link::Dpdk(d) = &mut self.link {
-            if let Some(disp) = &d.dispatch {
-                for outbox in &disp.outboxes[1..] {
+            if let Some(st) = &d.steering {
+                for outbox in st.outboxes.iter().skip(1) {
                     for _ in 0..BURST * 4 {
                         match outbox.pop() {
                             Some(m) => d.out.push(m),
@@ -439,4 +476,45 @@ pub struct FourTuple {
 pub struct TcpFlags {
     pub syn: bool,
     pub ack: bool,
+}
+
+#[cfg(test)]
+mod steer_tests {
+    use super::*;
+
+    fn frame(ethertype: [u8; 2], ip_proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&ethertype);
+        f[14] = 0x45;
+        f[14 + 9] = ip_proto;
+        f[14 + 12..14 + 16].copy_from_slice(&src);
+        f[14 + 16..14 + 20].copy_from_slice(&dst);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    /// A TCP segment goes to the shard its 4-tuple hashes to — the one whose
+    /// source-port choice (or whose queue, under matching RSS) owns it —
+    /// whichever queue it arrived on; ARP goes to all; ICMP to shard 0.
+    #[test]
+    fn frames_steer_to_the_shard_owning_their_flow() {
+        let (client, gateway) = ([10, 77, 0, 1], [10, 77, 0, 2]);
+        let mut seen = [0usize; 3];
+        for sport in 40000..40300u16 {
+            let f = frame([0x08, 0x00], 6, client, gateway, sport, 8000);
+            let t = FourTuple {
+                local_ip: u32::from_be_bytes(gateway),
+                local_port: 8000,
+                remote_ip: u32::from_be_bytes(client),
+                remote_port: sport,
+            };
+            let want = flow_shard(&t, 3) as usize;
+            assert_eq!(steer(&f, 3), Steer::Shard(want));
+            seen[want] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "flows spread over the shards: {seen:?}");
+        assert_eq!(steer(&frame([0x08, 0x06], 0, client, gateway, 0, 0), 3), Steer::All);
+        assert_eq!(steer(&frame([0x08, 0x00], 1, client, gateway, 0, 0), 3), Steer::Shard(0));
+    }
 }

@@ -242,8 +242,9 @@ struct Publisher {
     active: crate::stats::Gauge,
     shard_active: crate::stats::Gauge,
     shard_accepted: crate::stats::Counter,
+    shard_opened: crate::stats::Counter,
     last_port: [u64; 8],
-    last_stack: [u64; 10],
+    last_stack: [u64; 11],
     next: Option<Instant>,
 }
 
@@ -263,6 +264,7 @@ impl Publisher {
             "tx_nombuf",
             "tx_ring_drops",
             "rx_ring_drops",
+            "cross_shard_frames",
             "connections_accepted",
             "connections_opened",
             "connections_reset",
@@ -273,8 +275,9 @@ impl Publisher {
             active: store.gauge(&stack_scope, "connections_active", slot),
             shard_active: store.gauge(&shard_scope, "connections", slot),
             shard_accepted: store.counter(&shard_scope, "connections_accepted", slot),
+            shard_opened: store.counter(&shard_scope, "connections_opened", slot),
             last_port: [0; 8],
-            last_stack: [0; 10],
+            last_stack: [0; 11],
             next: None,
         }
     }
@@ -293,6 +296,7 @@ impl Publisher {
             c.link.tx_nombuf,
             c.link.tx_ring_drops,
             c.link.rx_ring_drops,
+            c.link.cross_shard_frames,
             c.accepted,
             c.connected,
             c.resets,
@@ -300,7 +304,8 @@ impl Publisher {
         for (i, v) in cur.iter().enumerate() {
             self.stack[i].add(v.saturating_sub(self.last_stack[i]));
         }
-        self.shard_accepted.add(c.accepted.saturating_sub(self.last_stack[7]));
+        self.shard_accepted.add(c.accepted.saturating_sub(self.last_stack[8]));
+        self.shard_opened.add(c.connected.saturating_sub(self.last_stack[9]));
         self.last_stack = cur;
         self.active.set(c.connections as i64);
         self.shard_active.set(c.connections as i64);

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use testkit::{build_request, start_basic, Client};
 
-/// Well past the gateway's park delay (100 ms), so the connection is parked.
-const PARKED: Duration = Duration::from_millis(1_000);
+/// Past the gateway's park delay (1 s while a shard has few connections,
+/// `PARK_IDLE_AFTER_FEW`; 20 ms with many), so the connection is parked.
+const PARKED: Duration = Duration::from_millis(1_500);
 
 #[test]
 fn parked_keep_alive_connection_serves_the_next_requests() {

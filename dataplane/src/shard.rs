@@ -84,9 +84,31 @@ pub struct ShardCtx {
     drain_time: Duration,
     date: RefCell<(u64, [u8; 29])>,
     rng: Cell<u64>,
+    /// HTTP/1 connections holding their full serving state (not parked).
+    unparked: Cell<usize>,
+}
+
+/// Counts one unparked HTTP/1 connection for as long as it lives.
+pub struct UnparkedGuard<'a>(&'a ShardCtx);
+
+impl Drop for UnparkedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.unparked.set(self.0.unparked.get() - 1);
+    }
 }
 
 impl ShardCtx {
+    /// Marks an HTTP/1 connection as holding its full state until the guard drops.
+    pub fn count_unparked(&self) -> UnparkedGuard<'_> {
+        self.unparked.set(self.unparked.get() + 1);
+        UnparkedGuard(self)
+    }
+
+    /// HTTP/1 connections of this shard holding their full serving state.
+    pub fn unparked(&self) -> usize {
+        self.unparked.get()
+    }
+
     pub fn snapshot(&self) -> Rc<ShardSnapshot> {
         self.snapshot.borrow().clone()
     }
@@ -370,6 +392,7 @@ fn run_shard(
         drain_time,
         date: RefCell::new((0, [b' '; 29])),
         rng: Cell::new(seed(index)),
+        unparked: Cell::new(0),
     });
     let mut accept_tasks: HashMap<String, (SocketAddr, JoinHandle<()>)> = HashMap::new();
     if let Err(e) = bind_listeners(&ctx, &mut accept_tasks) {

@@ -86,7 +86,10 @@ pub async fn serve_connection_prefixed(
 ) {
     count_connection_opened(&listener, false);
     let parked = ParkedConn { stream, peer, opened: Instant::now(), rx_bytes: 0, tx_bytes: 0, idle_deadline: None };
-    serve(ctx, listener, parked, true, prefix).await
+    // Boxed where it is created: the connection's state (~10 KB) is then
+    // written once, into its own allocation, instead of being moved by value
+    // through every enclosing future and into the task (see `WaitParked`).
+    Box::pin(serve(ctx, listener, parked, true, prefix)).await
 }
 
 /// Serves one HTTP/2 stream presented as a one-request HTTP/1.1 connection
@@ -101,20 +104,34 @@ pub async fn serve_bridged(ctx: &ShardCtx, listener: &Rc<HttpListener>, stream: 
 }
 
 /// How long a keep-alive connection waits for its next request inside its
-/// connection task before it is parked: the task (about 10 KB of future
-/// state, the receive buffer, the encode buffer) ends and a ~250-byte task
-/// that holds only the socket and counters waits for the next byte instead,
-/// as nginx keeps an idle keep-alive connection as a bare event handler.
-/// Busy connections (a request at least every 20 ms) never park, so parking
-/// costs nothing per request under saturation; a connection that does park
-/// costs one task spawn when its next request comes.  The delay is short
-/// because every connection still unparked holds its full state: a burst of
-/// new connections that then go idle peaks at (arrival rate × delay) full
-/// states, and that peak stays in the heap.  Measured with 10,000 idle
-/// connections opened 200 at a time (`bench/idle_conns.py`): 0.71 KiB of RSS
-/// each at 20 ms, 0.89 KiB at 100 ms, 0.69 KiB at 5 ms (nginx 0.54 in the
-/// same run); 11.3 KiB before parking existed.
+/// connection task before it is parked, while the shard has more than
+/// [`PARK_FREE_CONNECTIONS`] unparked connections: the task (about 10 KB of
+/// future state, the receive buffer, the encode buffer) ends and a
+/// ~250-byte task that holds only the socket and counters waits for the
+/// next byte instead, as nginx keeps an idle keep-alive connection as a bare
+/// event handler.  Busy connections (a request at least every 20 ms) never
+/// park, so parking costs nothing per request under saturation.  The delay
+/// is short because every connection still unparked holds its full state: a
+/// burst of new connections that then go idle peaks at (arrival rate ×
+/// delay) full states, and that peak stays in the heap.  Measured with
+/// 10,000 idle connections opened 200 at a time (`bench/idle_conns.py`):
+/// 0.71 KiB of RSS each at 20 ms, 0.89 KiB at 100 ms, 0.69 KiB at 5 ms
+/// (nginx 0.54 in the same run); 11.3 KiB before parking existed.
 const PARK_IDLE_AFTER: Duration = Duration::from_millis(20);
+
+/// Up to this many unparked connections per shard, an idle connection parks
+/// only after [`PARK_IDLE_AFTER_FEW`].  Parking and resuming is not free: a
+/// resumed connection rebuilds its state in cold memory, and the park timer
+/// wakes the shard.  At 1,600 req/s over 40 connections (a request every
+/// 25 ms on each) parking at 20 ms raised the proxy's CPU per request from
+/// ~56 to ~76 µs (user and system time, `/proc`), to save 40 × ~26 KB.
+/// Below this count the memory parking would save is bounded (~1.7 MB per
+/// shard), so the shard keeps those connections whole.
+const PARK_FREE_CONNECTIONS: usize = 64;
+
+/// The park delay while a shard has at most [`PARK_FREE_CONNECTIONS`]
+/// unparked connections.
+const PARK_IDLE_AFTER_FEW: Duration = Duration::from_secs(1);
 
 /// A downstream connection between tasks: everything that must survive
 /// parking, and nothing else.
@@ -131,6 +148,7 @@ struct ParkedConn {
 /// Runs a connection (fresh, or resumed from parking) until it ends or parks.
 async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, fresh: bool, prefix: &[u8]) {
     let ParkedConn { stream, peer, opened, rx_bytes, tx_bytes, .. } = conn;
+    let unparked = ctx.count_unparked();
     let mut conn = Downstream::new(&ctx, stream, peer, &listener);
     if !prefix.is_empty() {
         conn.buf.prefill(prefix);
@@ -168,9 +186,11 @@ async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, 
             opened,
             idle_deadline,
         };
+        drop(unparked);
         spawn(wait_parked(ctx.clone(), listener, parked)).detach();
         return;
     }
+    drop(unparked);
     finish_connection(&listener, end, opened, conn.rx_bytes.get(), conn.tx_bytes.get());
 }
 
@@ -199,7 +219,14 @@ impl Future for WaitParked {
         let Some(parked) = this.parked.as_ref() else { return Poll::Ready(()) };
         if parked.stream.poll_read_ready(cx).is_ready() {
             let parked = this.parked.take().expect("checked above");
-            spawn(serve(this.ctx.clone(), this.listener.clone(), parked, false, &[])).detach();
+            // Boxed, not spawned by value: `spawn` moves its future several
+            // times on the way into the task allocation, and for this ~10 KB
+            // state that was ~60 KB of memcpy per resumed connection (half
+            // of a parked request's instructions under callgrind, and an L1
+            // cache's worth of memory touched).
+            let slot = Box::new_uninit();
+            let task = Box::write(slot, serve(this.ctx.clone(), this.listener.clone(), parked, false, &[]));
+            spawn(Box::into_pin(task)).detach();
             return Poll::Ready(());
         }
         let idle_timeout = this.idle.as_mut().is_some_and(|s| Pin::new(s).poll(cx).is_ready());
@@ -419,7 +446,9 @@ impl<'a> Downstream<'a> {
                 return HeadOutcome::Idle;
             }
             let deadline = if waiting_for_first_byte { hcm.idle_timeout.map(|t| now() + t) } else { header_deadline };
-            let park = waiting_for_first_byte.then(|| now() + PARK_IDLE_AFTER);
+            let park_after =
+                if self.ctx.unparked() > PARK_FREE_CONNECTIONS { PARK_IDLE_AFTER } else { PARK_IDLE_AFTER_FEW };
+            let park = waiting_for_first_byte.then(|| now() + park_after);
             let read = self.fill_or_drain(deadline, waiting_for_first_byte, park, &listener.config.name).await;
             match read {
                 Fill::Read(0) => {

@@ -153,7 +153,7 @@ impl Runtime {
         let wait = if more || busy {
             Some(Duration::ZERO)
         } else {
-            let next = self.ctx.timers.borrow().next_deadline();
+            let next = self.ctx.timers.borrow_mut().next_deadline();
             let next = match (next, stack_next) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

@@ -74,9 +74,17 @@ impl Timers {
         }
     }
 
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        // Stale (cancelled) heads only make the loop wake early once; `fire` pops them.
-        self.heap.peek().map(|Reverse((d, _, _))| *d)
+    /// The earliest live deadline.  Cancelled heads are popped first: most
+    /// timers are cancelled (a park or header timer re-armed by the next
+    /// request), and a cancelled head would wake the loop for nothing.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((deadline, key, generation))) = self.heap.peek() {
+            if self.entries.get(key).is_some_and(|e| e.generation == generation) {
+                return Some(deadline);
+            }
+            self.heap.pop();
+        }
+        None
     }
 
     pub(crate) fn fire(&mut self, now: Instant) {
@@ -245,6 +253,18 @@ mod tests {
             (fast, slow)
         });
         assert_eq!(res, (Ok(7), Err(Elapsed)));
+    }
+
+    #[test]
+    fn a_cancelled_timer_does_not_set_the_next_wake_up() {
+        let mut timers = Timers::default();
+        let waker = std::task::Waker::noop().clone();
+        let t0 = Instant::now();
+        let (key, generation) = timers.insert(t0 + Duration::from_millis(20), waker.clone());
+        timers.insert(t0 + Duration::from_secs(60), waker);
+        assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_millis(20)));
+        timers.cancel(key, generation);
+        assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(60)));
     }
 
     #[test]

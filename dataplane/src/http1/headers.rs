@@ -47,6 +47,11 @@ impl Headers {
         }
     }
 
+    /// Bytes of storage the arenas hold.
+    pub fn storage_capacity(&self) -> usize {
+        self.names.capacity() + self.values.capacity() + self.fields.capacity() * std::mem::size_of::<Field>()
+    }
+
     /// Empties the list, keeping all capacity.
     pub fn clear(&mut self) {
         self.names.clear();

@@ -334,6 +334,11 @@ impl RequestHead {
         self.line.clear();
     }
 
+    /// Bytes of storage the head holds (its arenas and request line).
+    pub fn storage_capacity(&self) -> usize {
+        self.headers.storage_capacity() + self.line.capacity()
+    }
+
     /// The method as received (e.g. `"GET"`, `"PROPFIND"`).
     pub fn method_str(&self) -> &str {
         &self.line[..self.method_end as usize]

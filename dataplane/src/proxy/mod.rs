@@ -46,7 +46,7 @@ use control::model::{
 
 pub(crate) use buf::trim_pools;
 pub use buf::RecvBuf;
-use buf::ScratchBuf;
+use buf::{ConnState, ScratchBuf};
 
 use crate::filters::{fault, local_ratelimit, HttpGovernance};
 use crate::http1::{
@@ -101,6 +101,7 @@ pub async fn serve_bridged(ctx: &ShardCtx, listener: &Rc<HttpListener>, stream: 
     conn.bridged = true;
     conn.buf.prefill(head);
     let _ = conn.run(listener).await;
+    conn.recycle_state();
 }
 
 /// How long a keep-alive connection waits for its next request inside its
@@ -177,6 +178,7 @@ async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, 
             },
         }
     };
+    conn.recycle_state();
     if let ConnEnd::Park(idle_deadline) = end {
         let parked = ParkedConn {
             rx_bytes: conn.rx_bytes.get(),
@@ -344,14 +346,15 @@ struct Downstream<'a> {
 impl<'a> Downstream<'a> {
     fn new(ctx: &'a ShardCtx, stream: Conn, peer: SocketAddr, listener: &HttpListener) -> Downstream<'a> {
         let cap = listener.limits.max_head_bytes + 4096;
+        let ConnState { head, out, mutations } = ConnState::take();
         Downstream {
             ctx,
             stream,
             peer,
             buf: RecvBuf::new(INITIAL_BUF.min(cap), cap),
-            head: RequestHead::new(),
-            out: Vec::with_capacity(1024),
-            mutations: mutate::Scratch::default(),
+            head,
+            out,
+            mutations,
             rx_bytes: Cell::new(0),
             tx_bytes: Cell::new(0),
             conn_buckets: Default::default(),
@@ -360,6 +363,17 @@ impl<'a> Downstream<'a> {
             upgrade: None,
             bridged: false,
         }
+    }
+
+    /// Gives the grown head, encode and mutation storage back to the
+    /// shard's pool (`ConnState`) when the connection task ends or parks.
+    fn recycle_state(&mut self) {
+        ConnState {
+            head: std::mem::take(&mut self.head),
+            out: std::mem::take(&mut self.out),
+            mutations: std::mem::take(&mut self.mutations),
+        }
+        .give_back();
     }
 
     /// `downstream_rq_http1_total` or `downstream_rq_http2_total`.

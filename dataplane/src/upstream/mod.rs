@@ -716,11 +716,6 @@ impl ClusterRuntime {
         if idle.len() >= self.config.max_idle_per_endpoint {
             return;
         }
-        // An idle pooled connection holds no receive buffer (the shard's
-        // pool has it until the next checkout), as an idle downstream
-        // connection holds none: a burst that leaves hundreds of upstream
-        // connections pooled would otherwise keep 16 KB in each.
-        conn.buf.release();
         idle.push(IdleConn { conn, since: now() });
     }
 

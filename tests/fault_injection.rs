@@ -10,42 +10,7 @@ use testkit::{Client, Gateway, Upstream};
 
 /// A gateway with `http_filters` (router appended) and `routes`, both YAML at column 0.
 fn config(http_filters: &str, routes: &str) -> String {
-    let ind =
-        |s: &str, n: usize| s.trim_matches('\n').lines().map(|l| format!("{}{l}\n", " ".repeat(n))).collect::<String>();
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{routes}          http_filters:
-{http}          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
-"#,
-        http = ind(http_filters, 10),
-        routes = ind(routes, 14),
-    )
+    testkit::filters_config("", http_filters, routes)
 }
 
 const DEFAULT_ROUTE: &str = r#"

@@ -13,43 +13,7 @@ use testkit::{validate_config, Client, Gateway, Upstream};
 /// appended), `routes` (YAML at column 0) and network filters placed ahead
 /// of the connection manager.
 fn config(network_filters: &str, http_filters: &str, routes: &str) -> String {
-    let ind =
-        |s: &str, n: usize| s.trim_matches('\n').lines().map(|l| format!("{}{l}\n", " ".repeat(n))).collect::<String>();
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
-    filter_chains:
-    - filters:
-{network}      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{routes}          http_filters:
-{http}          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
-"#,
-        network = ind(network_filters, 6),
-        http = ind(http_filters, 10),
-        routes = ind(routes, 14),
-    )
+    testkit::filters_config(network_filters, http_filters, routes)
 }
 
 const DEFAULT_ROUTE: &str = r#"

@@ -867,6 +867,51 @@ static_resources:
 /// Starts an `mg-upstream` named `up` and a gateway running
 /// [`basic_config`]`(hcm_extra, route_extra, cluster_extra)` in front of it.
 #[track_caller]
+/// A gateway config: one listener `ingress` whose connection manager has
+/// `http_filters` (YAML list items at column 0; the router is appended) and
+/// `routes` (at column 0) in one catch-all virtual host, `network_filters`
+/// (at column 0, may be empty) ahead of it, and one cluster `backend` on
+/// `{{UPSTREAM_1}}`.  For filter tests that vary only those three parts.
+pub fn filters_config(network_filters: &str, http_filters: &str, routes: &str) -> String {
+    let ind =
+        |s: &str, n: usize| s.trim_matches('\n').lines().map(|l| format!("{}{l}\n", " ".repeat(n))).collect::<String>();
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
+    filter_chains:
+    - filters:
+{network}      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            name: local
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+{http}          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
+"#,
+        network = ind(network_filters, 6),
+        http = ind(http_filters, 10),
+        routes = ind(routes, 14),
+    )
+}
+
 pub fn start_basic(
     hcm_extra: &str,
     route_extra: &str,

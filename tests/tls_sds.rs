@@ -36,25 +36,14 @@ dynamic_resources:
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
 static_resources:
   clusters:
-  - name: xds_cluster
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: xds_cluster
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }} }}] }}]
-  - name: backend
+{xds_cluster}  - name: backend
     type: STATIC
     connect_timeout: 1s
     load_assignment:
       cluster_name: backend
       endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }} }}] }}]
 "#,
-        ip = xds.ip(),
-        port = xds.port()
+        xds_cluster = testkit::xds_cluster_yaml(xds),
     )
 }
 

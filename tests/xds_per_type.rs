@@ -32,19 +32,8 @@ dynamic_resources:
   cds_config: {{ resource_api_version: V3, api_config_source: {{ api_type: DELTA_GRPC, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds_cluster, retry_policy: {{ retry_back_off: {{ base_interval: 0.1s, max_interval: 0.5s }} }} }} }}] }} }}
 static_resources:
   clusters:
-  - name: xds_cluster
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: xds_cluster
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }} }}] }}]
-"#,
-        ip = xds.ip(),
-        port = xds.port()
+{xds_cluster}"#,
+        xds_cluster = testkit::xds_cluster_yaml(xds),
     )
 }
 

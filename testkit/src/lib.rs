@@ -912,6 +912,27 @@ static_resources:
     )
 }
 
+/// The static cluster `xds_cluster` (HTTP/2, one endpoint at `xds`) that an
+/// xDS bootstrap points its config sources at: YAML list items indented for
+/// `static_resources:` / `  clusters:`, ending with a newline.
+pub fn xds_cluster_yaml(xds: SocketAddr) -> String {
+    format!(
+        r#"  - name: xds_cluster
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }} }}] }}]
+"#,
+        ip = xds.ip(),
+        port = xds.port()
+    )
+}
+
 pub fn start_basic(
     hcm_extra: &str,
     route_extra: &str,

@@ -86,10 +86,22 @@ pub async fn serve_connection_prefixed(
 ) {
     count_connection_opened(&listener, false);
     let parked = ParkedConn { stream, peer, opened: Instant::now(), rx_bytes: 0, tx_bytes: 0, idle_deadline: None };
-    // Boxed where it is created: the connection's state (~10 KB) is then
-    // written once, into its own allocation, instead of being moved by value
-    // through every enclosing future and into the task (see `WaitParked`).
-    Box::pin(serve(ctx, listener, parked, true, prefix)).await
+    serve_boxed(ctx, listener, parked, true, prefix).await
+}
+
+/// `serve`'s future (~10 KB) built directly in its own allocation.  Moved by
+/// value instead — through `Box::pin`, every enclosing future, `spawn` and
+/// into the task — it was copied about six times: ~60 KB of memcpy per
+/// resumed connection (half of a parked request's instructions under
+/// callgrind, and an L1 cache's worth of memory touched).
+fn serve_boxed<'a>(
+    ctx: Rc<ShardCtx>,
+    listener: Rc<HttpListener>,
+    conn: ParkedConn,
+    fresh: bool,
+    prefix: &'a [u8],
+) -> Pin<Box<impl Future<Output = ()> + 'a>> {
+    Box::into_pin(Box::write(Box::new_uninit(), serve(ctx, listener, conn, fresh, prefix)))
 }
 
 /// Serves one HTTP/2 stream presented as a one-request HTTP/1.1 connection
@@ -179,6 +191,7 @@ async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, 
         }
     };
     conn.recycle_state();
+    drop(unparked);
     if let ConnEnd::Park(idle_deadline) = end {
         let parked = ParkedConn {
             rx_bytes: conn.rx_bytes.get(),
@@ -188,11 +201,9 @@ async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, 
             opened,
             idle_deadline,
         };
-        drop(unparked);
         spawn(wait_parked(ctx.clone(), listener, parked)).detach();
         return;
     }
-    drop(unparked);
     finish_connection(&listener, end, opened, conn.rx_bytes.get(), conn.tx_bytes.get());
 }
 
@@ -221,14 +232,7 @@ impl Future for WaitParked {
         let Some(parked) = this.parked.as_ref() else { return Poll::Ready(()) };
         if parked.stream.poll_read_ready(cx).is_ready() {
             let parked = this.parked.take().expect("checked above");
-            // Boxed, not spawned by value: `spawn` moves its future several
-            // times on the way into the task allocation, and for this ~10 KB
-            // state that was ~60 KB of memcpy per resumed connection (half
-            // of a parked request's instructions under callgrind, and an L1
-            // cache's worth of memory touched).
-            let slot = Box::new_uninit();
-            let task = Box::write(slot, serve(this.ctx.clone(), this.listener.clone(), parked, false, &[]));
-            spawn(Box::into_pin(task)).detach();
+            spawn(serve_boxed(this.ctx.clone(), this.listener.clone(), parked, false, &[])).detach();
             return Poll::Ready(());
         }
         let idle_timeout = this.idle.as_mut().is_some_and(|s| Pin::new(s).poll(cx).is_ready());

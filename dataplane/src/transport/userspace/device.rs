@@ -127,6 +127,59 @@ struct Steering {
     outboxes: Vec<Arc<ArrayQueue<dpdk::Mbuf>>>,
 }
 
+impl Steering {
+    /// Sends a received frame where it belongs: another shard's inbox (its
+    /// flow is that shard's), copies to every other shard's (ARP), or back
+    /// to the caller when this shard is (one of) its owners.
+    fn hand_over(&self, m: dpdk::Mbuf, pool: &dpdk::Mempool, counters: &mut LinkCounters) -> Option<dpdk::Mbuf> {
+        match steer(m.data(), self.inboxes.len()) {
+            Steer::Shard(i) if i != self.me => {
+                self.push(i, m, counters);
+                None
+            }
+            Steer::All => {
+                for i in (0..self.inboxes.len()).filter(|&i| i != self.me) {
+                    let Some(mut copy) = pool.alloc() else {
+                        counters.rx_ring_drops += 1;
+                        continue;
+                    };
+                    if let Some(buf) = copy.append(m.len()) {
+                        buf.copy_from_slice(m.data());
+                        self.push(i, copy, counters);
+                    }
+                }
+                Some(m)
+            }
+            Steer::Shard(_) => Some(m),
+        }
+    }
+
+    fn push(&self, shard: usize, m: dpdk::Mbuf, counters: &mut LinkCounters) {
+        if self.inboxes[shard].push(m).is_err() {
+            counters.rx_ring_drops += 1;
+        } else {
+            counters.cross_shard_frames += 1;
+        }
+    }
+}
+
+/// Moves up to `limit` frames from a ring into `out`; returns how many.
+fn drain_inbox(
+    inbox: &ArrayQueue<dpdk::Mbuf>,
+    limit: usize,
+    out: &mut Vec<RxFrame>,
+    counters: &mut LinkCounters,
+) -> usize {
+    let mut n = 0;
+    while n < limit {
+        let Some(m) = inbox.pop() else { break };
+        counters.rx_bytes += m.len() as u64;
+        out.push(RxFrame::Mbuf(m));
+        n += 1;
+    }
+    n
+}
+
 /// A shard's link when it shares the dispatcher's queue pair: frames
 /// arrive on `inbox` and leave through `outbox`, both drained by the
 /// dispatching shard.
@@ -210,65 +263,23 @@ impl LinkState {
                 d.rx.recv(&mut d.received);
                 let mut mine = 0;
                 for m in d.received.drain(..) {
-                    if let Some(st) = &d.steering {
-                        match steer(m.data(), st.inboxes.len()) {
-                            Steer::Shard(i) if i != st.me => {
-                                if st.inboxes[i].push(m).is_err() {
-                                    self.counters.rx_ring_drops += 1;
-                                } else {
-                                    self.counters.cross_shard_frames += 1;
-                                }
-                                continue;
-                            }
-                            Steer::All => {
-                                for (i, inbox) in st.inboxes.iter().enumerate() {
-                                    if i == st.me {
-                                        continue;
-                                    }
-                                    let Some(mut copy) = d.pool.alloc() else {
-                                        self.counters.rx_ring_drops += 1;
-                                        continue;
-                                    };
-                                    match copy.append(m.len()) {
-                                        Some(buf) => buf.copy_from_slice(m.data()),
-                                        None => continue,
-                                    }
-                                    if inbox.push(copy).is_err() {
-                                        self.counters.rx_ring_drops += 1;
-                                    } else {
-                                        self.counters.cross_shard_frames += 1;
-                                    }
-                                }
-                            }
-                            Steer::Shard(_) => {}
-                        }
-                    }
-                    self.counters.rx_bytes += m.len() as u64;
-                    out.push(RxFrame::Mbuf(m));
-                    mine += 1;
-                }
-                // Frames other shards' queues received for this shard's flows.
-                if let Some(st) = &d.steering {
-                    let inbox = &st.inboxes[st.me];
-                    while mine < BURST * 2 {
-                        let Some(m) = inbox.pop() else { break };
+                    let local = match &d.steering {
+                        Some(st) => st.hand_over(m, d.pool, &mut self.counters),
+                        None => Some(m),
+                    };
+                    if let Some(m) = local {
                         self.counters.rx_bytes += m.len() as u64;
                         out.push(RxFrame::Mbuf(m));
                         mine += 1;
                     }
                 }
+                // Frames other shards' queues received for this shard's flows.
+                if let Some(st) = &d.steering {
+                    mine += drain_inbox(&st.inboxes[st.me], (BURST * 2).saturating_sub(mine), out, &mut self.counters);
+                }
                 mine
             }
-            Link::Shared(l) => {
-                let mut n = 0;
-                while n < BURST {
-                    let Some(m) = l.inbox.pop() else { break };
-                    self.counters.rx_bytes += m.len() as u64;
-                    out.push(RxFrame::Mbuf(m));
-                    n += 1;
-                }
-                n
-            }
+            Link::Shared(l) => drain_inbox(&l.inbox, BURST, out, &mut self.counters),
             Link::Memory(m) => {
                 let mut inbox = m.inbox.borrow_mut();
                 let n = inbox.len().min(BURST);

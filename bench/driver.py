@@ -101,6 +101,20 @@ def cpu_ticks(pids):
     return total
 
 
+def settled_rss(proc, least=2.0, most=10.0):
+    """VmRSS (KiB) once two readings a second apart differ by under 1 %, read
+    no earlier than `least` and no later than `most` seconds from now."""
+    time.sleep(least)
+    start, prev = time.time(), status_kib(proc.pids(), "VmRSS")
+    while time.time() - start < most - least:
+        time.sleep(1.0)
+        cur = status_kib(proc.pids(), "VmRSS")
+        if abs(cur - prev) <= 0.01 * prev:
+            return cur
+        prev = cur
+    return prev
+
+
 def status_kib(pids, key):
     total = 0
     for p in pids:
@@ -657,6 +671,10 @@ class Bench:
         return res
 
     def idle(self, target, proc):
+        # RSS is read once it has settled: an allocator that gives freed pages
+        # back to the kernel (meshgate's jemalloc, after about a second) is
+        # still shrinking right after the burst of connections, and the
+        # figure wanted is what holding them idle costs, not the burst.
         a = self.args
         host, port = self.addr(target)
         # warm the pools, then let the allocator settle
@@ -672,8 +690,7 @@ class Bench:
                 line = cl.stdout.readline()
                 ready = json.loads(line) if line.strip() else {"ok": 0, "fail": a.idle_conns,
                                                                "first_error": "idle client died"}
-                time.sleep(2.0)
-                rss = status_kib(proc.pids(), "VmRSS")
+                rss = settled_rss(proc)
                 hwm = status_kib(proc.pids(), "VmHWM")
                 cl.stdin.close()
                 done_line = cl.stdout.readline()

@@ -5,6 +5,15 @@
 
 mod dpdk_setup;
 
+/// jemalloc, configured in `.cargo/config.toml` to give freed pages back to
+/// the kernel about a second after their last use.  glibc's malloc keeps a
+/// burst's freed memory resident for good (it only trims the top of a heap):
+/// 10,000 idle connections opened 200 at a time left 1.5 KiB of RSS each,
+/// about 0.9 KiB of it freed memory from the burst.  Envoy does the same with
+/// tcmalloc (its `shrink_heap` overload action).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! Keep-alive connections that sit idle long enough to be parked (their
-//! connection task replaced by a small waiting task, see `PARK_IDLE_AFTER` in
-//! `dataplane/src/proxy/mod.rs`) must behave exactly like busy ones: the next
-//! request is served, the idle timeout still counts from when the connection
-//! went idle, and draining still closes them.
+//! connection task ended, the socket kept in the shard's parking lot, see
+//! `PARK_IDLE_AFTER` in `dataplane/src/proxy/mod.rs` and
+//! `dataplane/src/proxy/park.rs`) must behave exactly like busy ones: the
+//! next request is served, the idle timeout still counts from when the
+//! connection went idle, and draining still closes them.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -71,4 +72,56 @@ fn draining_closes_parked_connections_promptly() {
     let st = gw.wait_exit(Duration::from_secs(10)).expect("meshgate exits once its parked connection closed");
     assert!(st.success(), "exit status: {st}");
     assert!(signalled.elapsed() < Duration::from_secs(10), "exit waited for the drain time");
+}
+
+/// Two parked connections that went idle a second apart each close at their
+/// own idle timeout: the lot's one timer follows the earliest deadline.
+#[test]
+fn parked_connections_close_at_their_own_idle_timeouts() {
+    let (_up, gw) = start_basic("common_http_protocol_options: { idle_timeout: 2.5s }", "", "", &["--shards", "1"]);
+    let mut first = Client::connect(gw.listener_addr);
+    assert_eq!(first.get("/echo").status, 200);
+    let first_idle = Instant::now();
+    std::thread::sleep(Duration::from_millis(1_000));
+    let mut second = Client::connect(gw.listener_addr);
+    assert_eq!(second.get("/echo").status, 200);
+    let second_idle = Instant::now();
+    for (name, c, since) in [("first", &mut first, first_idle), ("second", &mut second, second_idle)] {
+        c.set_read_timeout(Duration::from_secs(10));
+        let mut byte = [0u8; 1];
+        let n = c.stream().try_clone().unwrap().read(&mut byte).unwrap_or(0);
+        let closed_after = since.elapsed();
+        assert_eq!(n, 0, "{name}: closed without a byte");
+        assert!(closed_after >= Duration::from_millis(2_400), "{name} closed after {closed_after:?}");
+        assert!(closed_after < Duration::from_millis(4_500), "{name} closed after {closed_after:?}");
+    }
+    assert_eq!(gw.wait_stat("http.ingress.downstream_cx_idle_timeout", 2, Duration::from_secs(2)), 2);
+}
+
+/// Many parked connections woken together (more than the lot resumes in
+/// one turn): every pipelined request is answered, and when every client
+/// closes at once each close is counted.
+#[test]
+fn many_parked_connections_woken_at_once_are_all_served_and_closed() {
+    const N: usize = 300;
+    let (_up, gw) = start_basic("", "", "", &["--shards", "1"]);
+    let mut clients: Vec<Client> = (0..N).map(|_| Client::connect(gw.listener_addr)).collect();
+    for c in &mut clients {
+        assert_eq!(c.get("/echo").status, 200);
+    }
+    std::thread::sleep(PARKED);
+    assert_eq!(gw.stat("http.ingress.downstream_cx_active"), N as u64);
+    // Every request goes out before any response is read, so the shard sees
+    // the wake-ups of many parked sockets in one pass.
+    for c in &mut clients {
+        c.send(&build_request("GET", "/status/203", &[], b""));
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.set_read_timeout(Duration::from_secs(10));
+        assert_eq!(c.read_response().status, 203, "connection {i}");
+    }
+    std::thread::sleep(PARKED);
+    drop(clients);
+    assert_eq!(gw.wait_stat("http.ingress.downstream_cx_destroy_remote", N as u64, Duration::from_secs(10)), N as u64);
+    assert_eq!(gw.stat("http.ingress.downstream_cx_active"), 0);
 }

@@ -307,10 +307,15 @@ fn listeners_added_and_removed() {
     wait_until("the added listener serves", &gw, || served_by(addr2, "/echo").as_deref() == Some("b"));
     assert_eq!(served_by(addr, "/echo").as_deref(), Some("a"));
 
-    // On the listener about to go: an idle keep-alive connection, and one
-    // with a request in flight (the upstream answers after 3 s).
+    // On the listener about to go: an idle keep-alive connection parked
+    // (idle past the gateway's park delay, 1 s with few connections), one
+    // idle but not yet parked, and one with a request in flight (the
+    // upstream answers after 3 s).
     let mut idle = Client::connect(addr2);
     assert_eq!(idle.get("/echo").status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut fresh_idle = Client::connect(addr2);
+    assert_eq!(fresh_idle.get("/echo").status, 200);
     let mut busy = Client::connect(addr2);
     busy.set_read_timeout(Duration::from_secs(15));
     busy.send(&testkit::build_request("GET", "/delay/3000", &[("host", "x")], b""));
@@ -319,7 +324,9 @@ fn listeners_added_and_removed() {
     wait_until("the removed listener refuses connections", &gw, || std::net::TcpStream::connect(addr2).is_err());
     // The idle connection is closed at once (not at its idle timeout, 1 h by default).
     idle.set_read_timeout(Duration::from_secs(10));
-    assert!(closed(&mut idle), "idle connection closed by the drain");
+    assert!(closed(&mut idle), "parked idle connection closed by the drain");
+    fresh_idle.set_read_timeout(Duration::from_secs(10));
+    assert!(closed(&mut fresh_idle), "unparked idle connection closed by the drain");
     // The request in flight completes, with `Connection: close`, and the connection ends.
     let r = busy.try_read_response().expect("the in-flight response").expect("a response");
     assert_eq!(r.status, 200);

@@ -77,6 +77,9 @@ pub struct ShardCtx {
     drain_waiters: RefCell<Slab<Waker>>,
     /// A config update has removed an HTTP listener on this shard.
     listeners_removed: Cell<bool>,
+    /// Config updates that removed a listener so far: a waiter holding many
+    /// connections rescans them only when this moves.
+    removals: Cell<u64>,
     /// When each removed HTTP listener left the snapshot (written on
     /// removals only): its busy connections are closed `drain_time` later.
     removed_at: RefCell<HashMap<String, Instant>>,
@@ -132,6 +135,11 @@ impl ShardCtx {
     /// HTTP listener `name` is not in the snapshot in force.  Free until a
     /// listener has ever been removed on this shard (then one map lookup).
     #[inline]
+    /// How many config updates so far removed a listener on this shard.
+    pub fn removals(&self) -> u64 {
+        self.removals.get()
+    }
+
     pub fn listener_removed(&self, name: &str) -> bool {
         self.listeners_removed.get() && {
             let snapshot = self.snapshot.borrow();
@@ -388,6 +396,7 @@ fn run_shard(
         draining: Cell::new(false),
         drain_waiters: RefCell::new(Slab::new()),
         listeners_removed: Cell::new(false),
+        removals: Cell::new(0),
         removed_at: RefCell::new(HashMap::new()),
         drain_time,
         date: RefCell::new((0, [b' '; 29])),
@@ -449,6 +458,7 @@ fn run_shard(
             generation.set(seen_config.version as i64);
             if listener_removed {
                 ctx.listeners_removed.set(true);
+                ctx.removals.set(ctx.removals.get() + 1);
                 ctx.wake_drain_waiters();
             }
             if let Err(e) = bind_listeners(&ctx, &mut accept_tasks) {

@@ -29,6 +29,7 @@
 mod attempts;
 mod buf;
 mod mirror;
+mod park;
 pub mod upgrade;
 
 use std::cell::{Cell, RefCell};
@@ -37,7 +38,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use control::model::{
@@ -55,7 +56,7 @@ use crate::http1::{
     H1Error, Method, RequestHead, ResponseHead, Version,
 };
 use crate::router::{action as route_action, mutate, Matched};
-use crate::runtime::{now, sleep_until, spawn, timeout, Sleep};
+use crate::runtime::{now, sleep_until, timeout, Sleep};
 use crate::shard::{HttpListener, ShardCtx};
 use crate::tls::Conn;
 use crate::upstream::retry::{self as upstream_retry, HeaderOverrides, RetryState};
@@ -119,17 +120,16 @@ pub async fn serve_bridged(ctx: &ShardCtx, listener: &Rc<HttpListener>, stream: 
 /// How long a keep-alive connection waits for its next request inside its
 /// connection task before it is parked, while the shard has more than
 /// [`PARK_FREE_CONNECTIONS`] unparked connections: the task (about 10 KB of
-/// future state, the receive buffer, the encode buffer) ends and a
-/// ~250-byte task that holds only the socket and counters waits for the
-/// next byte instead, as nginx keeps an idle keep-alive connection as a bare
-/// event handler.  Busy connections (a request at least every 20 ms) never
-/// park, so parking costs nothing per request under saturation.  The delay
-/// is short because every connection still unparked holds its full state: a
-/// burst of new connections that then go idle peaks at (arrival rate ×
-/// delay) full states, and that peak stays in the heap.  Measured with
-/// 10,000 idle connections opened 200 at a time (`bench/idle_conns.py`):
-/// 0.71 KiB of RSS each at 20 ms, 0.89 KiB at 100 ms, 0.69 KiB at 5 ms
-/// (nginx 0.54 in the same run); 11.3 KiB before parking existed.
+/// future state, the receive buffer, the encode buffer) ends and the socket
+/// with its counters waits in the shard's parking lot (`park`) instead.
+/// Busy connections (a request at least every 20 ms) never park, so parking
+/// costs nothing per request under saturation.  The delay is short because
+/// every connection still unparked holds its full state: a burst of new
+/// connections that then go idle peaks at (arrival rate × delay) full
+/// states.  Measured with 10,000 idle connections opened 200 at a time
+/// (`bench/idle_conns.py`), with glibc's allocator: 0.71 KiB of RSS each at
+/// 20 ms, 0.89 KiB at 100 ms, 0.69 KiB at 5 ms; 11.3 KiB before parking
+/// existed.  docs/benchmarks.md has the later figures.
 const PARK_IDLE_AFTER: Duration = Duration::from_millis(20);
 
 /// Up to this many unparked connections per shard, an idle connection parks
@@ -201,56 +201,10 @@ async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, 
             opened,
             idle_deadline,
         };
-        spawn(wait_parked(ctx.clone(), listener, parked)).detach();
+        park::park(&ctx, listener, parked);
         return;
     }
     finish_connection(&listener, end, opened, conn.rx_bytes.get(), conn.tx_bytes.get());
-}
-
-/// The parked connection's task: wakes on the client's next byte (or FIN),
-/// its idle timeout, or the shard draining.  Written out as a struct rather
-/// than an `async fn` because it is what 10,000 idle connections cost: an
-/// async fn keeps its arguments and its locals in separate slots (the
-/// connection twice), about 1 KB per task instead of the ~250 bytes here.
-struct WaitParked {
-    ctx: Rc<ShardCtx>,
-    listener: Rc<HttpListener>,
-    parked: Option<ParkedConn>,
-    idle: Option<Sleep>,
-    drain_key: Option<usize>,
-}
-
-fn wait_parked(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, parked: ParkedConn) -> WaitParked {
-    let idle = parked.idle_deadline.map(sleep_until);
-    WaitParked { ctx, listener, parked: Some(parked), idle, drain_key: None }
-}
-
-impl Future for WaitParked {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let Some(parked) = this.parked.as_ref() else { return Poll::Ready(()) };
-        if parked.stream.poll_read_ready(cx).is_ready() {
-            let parked = this.parked.take().expect("checked above");
-            spawn(serve_boxed(this.ctx.clone(), this.listener.clone(), parked, false, &[])).detach();
-            return Poll::Ready(());
-        }
-        let idle_timeout = this.idle.as_mut().is_some_and(|s| Pin::new(s).poll(cx).is_ready());
-        if idle_timeout {
-            this.listener.stats.downstream_cx_idle_timeout.inc();
-        } else if this.ctx.poll_drain(Some(&this.listener.config.name), &mut this.drain_key, cx).is_pending() {
-            return Poll::Pending;
-        }
-        let parked = this.parked.take().expect("checked above");
-        finish_connection(&this.listener, ConnEnd::Local, parked.opened, parked.rx_bytes, parked.tx_bytes);
-        Poll::Ready(())
-    }
-}
-
-impl Drop for WaitParked {
-    fn drop(&mut self) {
-        self.ctx.forget_drain_waiter(self.drain_key.take());
-    }
 }
 
 fn finish_connection(listener: &HttpListener, end: ConnEnd, opened: Instant, rx_bytes: u64, tx_bytes: u64) {

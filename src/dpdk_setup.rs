@@ -57,8 +57,13 @@ enum QueuePlan {
     Single,
 }
 
+/// Queue pairs the port can open (the smaller of its receive and transmit maxima).
+fn max_queues(info: &dpdk::PortInfo) -> usize {
+    info.max_rx_queues.min(info.max_tx_queues).max(1) as usize
+}
+
 fn queue_plan(info: &dpdk::PortInfo) -> QueuePlan {
-    let max_queues = info.max_rx_queues.min(info.max_tx_queues).max(1) as usize;
+    let max_queues = max_queues(info);
     match info.driver.as_str() {
         "net_tap" => QueuePlan::Single,
         "net_af_packet" | "net_af_xdp" if max_queues > 1 => QueuePlan::Foreign(max_queues),
@@ -82,10 +87,9 @@ pub fn start(opts: &DpdkOptions, shards: usize) -> Result<DpdkDataPath, String> 
     let args: Vec<&str> = opts.eal.split_whitespace().collect();
     let eal = dpdk::Eal::init(&args).map_err(|e| format!("DPDK EAL init with '{}' failed: {e}", opts.eal))?;
     let info = dpdk::Port::info_of(eal, opts.port).map_err(|e| e.to_string())?;
-    let max_queues = info.max_rx_queues.min(info.max_tx_queues).max(1) as usize;
     let plan = queue_plan(&info);
     let queues = match plan {
-        QueuePlan::Rss => shards.min(max_queues),
+        QueuePlan::Rss => shards.min(max_queues(&info)),
         QueuePlan::Foreign(n) if n > shards => {
             return Err(format!(
                 "DPDK port {} ({}) has {n} receive queues filled by the kernel but meshgate runs {shards} shards: \

@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use testkit::{build_request, start_basic, Client};
+use testkit::{build_request, start_basic, Client, Gateway};
 
 /// Past the gateway's park delay (1 s while a shard has few connections,
 /// `PARK_IDLE_AFTER_FEW`; 20 ms with many), so the connection is parked.
@@ -40,20 +40,31 @@ fn parked_keep_alive_connection_serves_the_next_requests() {
     assert!(gw.stat("http.ingress.downstream_cx_rx_bytes_total") > 0);
 }
 
-#[test]
-fn parked_connection_closes_at_the_idle_timeout_counted_from_going_idle() {
-    let (_up, gw) = start_basic("common_http_protocol_options: { idle_timeout: 2.5s }", "", "", &["--shards", "1"]);
+/// A new connection that has had one request answered, and when it went idle.
+fn served_once(gw: &Gateway) -> (Client, Instant) {
     let mut c = Client::connect(gw.listener_addr);
     assert_eq!(c.get("/echo").status, 200);
-    let idle_since = Instant::now();
+    (c, Instant::now())
+}
+
+/// Waits for the gateway to close `c` without sending a byte, then checks
+/// that it happened at the 2.5 s idle timeout counted from `idle_since`:
+/// not before it, and not long after.
+fn assert_closed_at_idle_timeout(c: &mut Client, idle_since: Instant, name: &str) {
     c.set_read_timeout(Duration::from_secs(10));
     let mut byte = [0u8; 1];
     let n = c.stream().try_clone().unwrap().read(&mut byte).unwrap_or(0);
     let closed_after = idle_since.elapsed();
-    assert_eq!(n, 0, "the gateway closes the idle connection without sending anything");
-    // Not before the timeout, and not long after it.
-    assert!(closed_after >= Duration::from_millis(2_400), "closed after {closed_after:?}");
-    assert!(closed_after < Duration::from_millis(4_500), "closed after {closed_after:?}");
+    assert_eq!(n, 0, "{name}: the gateway closes the idle connection without sending anything");
+    assert!(closed_after >= Duration::from_millis(2_400), "{name} closed after {closed_after:?}");
+    assert!(closed_after < Duration::from_millis(4_500), "{name} closed after {closed_after:?}");
+}
+
+#[test]
+fn parked_connection_closes_at_the_idle_timeout_counted_from_going_idle() {
+    let (_up, gw) = start_basic("common_http_protocol_options: { idle_timeout: 2.5s }", "", "", &["--shards", "1"]);
+    let (mut c, idle_since) = served_once(&gw);
+    assert_closed_at_idle_timeout(&mut c, idle_since, "the connection");
     assert_eq!(gw.wait_stat("http.ingress.downstream_cx_idle_timeout", 1, Duration::from_secs(2)), 1);
 }
 
@@ -79,22 +90,11 @@ fn draining_closes_parked_connections_promptly() {
 #[test]
 fn parked_connections_close_at_their_own_idle_timeouts() {
     let (_up, gw) = start_basic("common_http_protocol_options: { idle_timeout: 2.5s }", "", "", &["--shards", "1"]);
-    let mut first = Client::connect(gw.listener_addr);
-    assert_eq!(first.get("/echo").status, 200);
-    let first_idle = Instant::now();
+    let (mut first, first_idle) = served_once(&gw);
     std::thread::sleep(Duration::from_millis(1_000));
-    let mut second = Client::connect(gw.listener_addr);
-    assert_eq!(second.get("/echo").status, 200);
-    let second_idle = Instant::now();
-    for (name, c, since) in [("first", &mut first, first_idle), ("second", &mut second, second_idle)] {
-        c.set_read_timeout(Duration::from_secs(10));
-        let mut byte = [0u8; 1];
-        let n = c.stream().try_clone().unwrap().read(&mut byte).unwrap_or(0);
-        let closed_after = since.elapsed();
-        assert_eq!(n, 0, "{name}: closed without a byte");
-        assert!(closed_after >= Duration::from_millis(2_400), "{name} closed after {closed_after:?}");
-        assert!(closed_after < Duration::from_millis(4_500), "{name} closed after {closed_after:?}");
-    }
+    let (mut second, second_idle) = served_once(&gw);
+    assert_closed_at_idle_timeout(&mut first, first_idle, "first");
+    assert_closed_at_idle_timeout(&mut second, second_idle, "second");
     assert_eq!(gw.wait_stat("http.ingress.downstream_cx_idle_timeout", 2, Duration::from_secs(2)), 2);
 }
 

@@ -67,9 +67,7 @@ pub async fn serve_http(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: Con
     }
     let alpn = conn.tls().and_then(|t| t.alpn_protocol());
     match alpn.as_deref() {
-        // HTTP/2 state is boxed (like HTTP/1's, `proxy::serve_connection`) so
-        // this accept task stays small and is not moved around at its size.
-        Some(b"h2") => return Box::pin(serve_h2(ctx, listener, conn, peer, Vec::new())).await,
+        Some(b"h2") => return serve_h2_boxed(ctx, listener, conn, peer, Vec::new()).await,
         // A client that negotiated HTTP/1.1 speaks it, whatever the codec.
         Some(b"http/1.1") if codec == CodecType::Auto => {
             return crate::proxy::serve_connection(ctx, listener, conn, peer).await
@@ -77,10 +75,10 @@ pub async fn serve_http(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: Con
         _ => {}
     }
     if codec == CodecType::Http2 {
-        return Box::pin(serve_h2(ctx, listener, conn, peer, Vec::new())).await;
+        return serve_h2_boxed(ctx, listener, conn, peer, Vec::new()).await;
     }
     match sniff_preface(&conn, listener.hcm.idle_timeout).await {
-        Sniffed::H2(prefix) => Box::pin(serve_h2(ctx, listener, conn, peer, prefix)).await,
+        Sniffed::H2(prefix) => serve_h2_boxed(ctx, listener, conn, peer, prefix).await,
         Sniffed::H1(prefix) => crate::proxy::serve_connection_prefixed(ctx, listener, conn, peer, &prefix).await,
         Sniffed::Gone => {
             let stats = &listener.stats;
@@ -89,6 +87,19 @@ pub async fn serve_http(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: Con
             stats.downstream_cx_destroy_remote.inc();
         }
     }
+}
+
+/// HTTP/2 state is boxed (like HTTP/1's, `proxy::serve_boxed`) so the accept
+/// task stays small, and built in its allocation rather than moved into it
+/// (`Box::pin` would copy it once per connection).
+fn serve_h2_boxed(
+    ctx: Rc<ShardCtx>,
+    listener: Rc<HttpListener>,
+    conn: Conn,
+    peer: SocketAddr,
+    prefix: Vec<u8>,
+) -> Pin<Box<impl Future<Output = ()>>> {
+    Box::into_pin(Box::write(Box::new_uninit(), serve_h2(ctx, listener, conn, peer, prefix)))
 }
 
 enum Sniffed {

@@ -220,7 +220,7 @@ impl ClusterRuntime {
         limit: u32,
         max_requests: Option<u32>,
     ) -> Result<UpstreamConn, ConnectFailure> {
-        self.as_pending_request(async || {
+        self.as_pending_request(host, async || {
             if let Some(c) = host.h2.pick(limit, max_requests) {
                 return Some(Ok(self.h2_stream(host, &c)));
             }

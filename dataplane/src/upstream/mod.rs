@@ -41,15 +41,19 @@ pub mod retry;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use control::model::{Cluster, DiscoveryType, EndpointAddress, UpstreamProtocol};
+use slab::Slab;
 
-use crate::runtime::{now, timeout};
+use crate::runtime::{now, timeout, Sleep};
 use crate::stats::{ClusterStats, Counter, HostStats, Scope, StatsStore};
 
 use crate::tls::client::{ClientTls, ClientTlsStats};
@@ -82,9 +86,22 @@ pub struct Host {
     pub health: Arc<HostHealth>,
     /// This shard's multiplexed HTTP/2 connections to the host.
     h2: http2::HostPool,
+    /// Pending requests (`max_connections` reached) waiting on this shard
+    /// for a connection to the host; woken when one is released here.  Each
+    /// wait removes its own entry when it ends.
+    pending: RefCell<Slab<Waker>>,
 }
 
 impl Host {
+    /// Wakes the requests pending on this host: a connection (or room on
+    /// one) was just released.  All of them, since a waiter may already
+    /// have moved on (its timer fired); the ones that find nothing wait again.
+    fn wake_pending(&self) {
+        for (_, waker) in self.pending.borrow().iter() {
+            waker.wake_by_ref();
+        }
+    }
+
     /// Counts a request as in flight (stats and LEAST_REQUEST's view).
     pub fn request_started(&self) {
         self.active.set(self.active.get() + 1);
@@ -292,6 +309,7 @@ impl ClusterRuntime {
                 priority,
                 stats,
                 idle: RefCell::new(Vec::new()),
+                pending: RefCell::new(Slab::new()),
                 lb_index: Cell::new(0),
                 failures: Cell::new(0),
                 down_until: Cell::new(None),
@@ -530,7 +548,7 @@ impl ClusterRuntime {
     /// `max_connections` is reached: the request waits for an idle
     /// connection to this host or for room to open one.
     async fn wait_pending(&self, host: &Rc<Host>) -> Result<UpstreamConn, ConnectFailure> {
-        self.as_pending_request(async || {
+        self.as_pending_request(host, async || {
             loop {
                 let idle = host.idle.borrow_mut().pop();
                 let Some(idle) = idle else { break };
@@ -546,10 +564,13 @@ impl ClusterRuntime {
 
     /// Waits as a pending request (within `max_pending_requests`, else
     /// overflow) until `attempt` gets somewhere, at most `connect_timeout`.
-    /// Connections are released on any shard, so the wait re-checks on a
-    /// short timer rather than on a wake-up from the releasing shard.
+    /// A connection to `host` released on this shard wakes the wait at once;
+    /// room made anywhere else (a connection closed, or released on another
+    /// shard) is found by re-checking on a short timer, since shards do not
+    /// wake each other per request.
     async fn as_pending_request<T>(
         &self,
+        host: &Host,
         mut attempt: impl AsyncFnMut() -> Option<Result<T, ConnectFailure>>,
     ) -> Result<T, ConnectFailure> {
         self.retry_stats.upstream_cx_overflow.inc();
@@ -569,7 +590,8 @@ impl ClusterRuntime {
                 self.stats.upstream_cx_connect_timeout.inc();
                 break Err(ConnectFailure::Timeout);
             }
-            crate::runtime::sleep_until((t + PENDING_RECHECK).min(give_up)).await;
+            let recheck = crate::runtime::sleep_until((t + PENDING_RECHECK).min(give_up));
+            PendingWait { host, recheck, key: None }.await;
         };
         self.stats.upstream_rq_pending_active.dec();
         result
@@ -701,7 +723,11 @@ impl ClusterRuntime {
     /// Parks a connection whose last exchange ended cleanly.
     pub fn release(&self, mut conn: UpstreamConn) {
         if conn.is_h2() {
-            // The stream is done; its connection stays in the host's pool.
+            // The stream is done; its connection stays in the host's pool
+            // with room for another.
+            let host = conn.host.clone();
+            drop(conn);
+            host.wake_pending();
             return;
         }
         conn.served += 1;
@@ -717,6 +743,8 @@ impl ClusterRuntime {
             return;
         }
         idle.push(IdleConn { conn, since: now() });
+        drop(idle);
+        host.wake_pending();
     }
 
     /// Drops idle connections that timed out or were closed by the peer.
@@ -745,6 +773,37 @@ mod tests;
 
 /// How often a pending request re-checks for a free connection.
 const PENDING_RECHECK: Duration = Duration::from_millis(5);
+
+/// One wait of a pending request: until a connection to `host` is released
+/// on this shard or the re-check timer fires.  A wake from `release` (or a
+/// spurious one) only costs another attempt.
+struct PendingWait<'a> {
+    host: &'a Host,
+    recheck: Sleep,
+    key: Option<usize>,
+}
+
+impl Future for PendingWait<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        // Polled again after registering: woken by a release, by the timer
+        // (registered by the first poll below) or spuriously.
+        if this.key.is_some() || Pin::new(&mut this.recheck).poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        this.key = Some(this.host.pending.borrow_mut().insert(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for PendingWait<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.host.pending.borrow_mut().try_remove(key);
+        }
+    }
+}
 
 /// Per-cluster counters of the governance features that the shared
 /// `ClusterStats` group does not have (Envoy's names).

@@ -98,6 +98,7 @@ fn main() -> ExitCode {
         println!("configuration '{}' OK", cli.config.display());
         return ExitCode::SUCCESS;
     }
+    control::bootstrap::release_descriptor_pool();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let wanted_shards = cli.shards.unwrap_or(cores.len().max(1)).max(1);
     let opts = dpdk_setup::DpdkOptions {

@@ -44,7 +44,7 @@
 //! snapshot is the caller's business.
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
@@ -84,15 +84,28 @@ impl Format {
 
 const BOOTSTRAP: &str = "envoy.config.bootstrap.v3.Bootstrap";
 
-/// Envoy's descriptors, decoded once.  Also the pool `Any` types are
-/// resolved in, so an `@type` meshgate never compiled in fails at stage 2.
-pub fn descriptor_pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        DescriptorPool::decode(crate::DESCRIPTOR_SET)
-            .expect("the descriptor set embedded by build.rs is valid by construction")
-    })
+/// Envoy's descriptors, decoded on first use and cached.  Also the pool
+/// `Any` types are resolved in, so an `@type` meshgate never compiled in
+/// fails at stage 2.  A handle: clones share one decoded pool.
+pub fn descriptor_pool() -> DescriptorPool {
+    let mut cached = DESCRIPTOR_POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    cached
+        .get_or_insert_with(|| {
+            DescriptorPool::decode(crate::DESCRIPTOR_SET)
+                .expect("the descriptor set embedded by build.rs is valid by construction")
+        })
+        .clone()
 }
+
+/// Drops the cached descriptor pool (about 8 MB decoded).  The binary calls
+/// it once the bootstrap is loaded: a static configuration never needs the
+/// pool again, and xDS, SDS files or `/config_dump` decode it once more on
+/// their first use and keep it from then on.
+pub fn release_descriptor_pool() {
+    DESCRIPTOR_POOL.lock().unwrap_or_else(PoisonError::into_inner).take();
+}
+
+static DESCRIPTOR_POOL: Mutex<Option<DescriptorPool>> = Mutex::new(None);
 
 pub(crate) fn message_descriptor(full_name: &str) -> MessageDescriptor {
     descriptor_pool()
@@ -429,6 +442,21 @@ mod tests {
         ] {
             assert!(descriptor_pool().get_message_by_name(name).is_some(), "{name}");
         }
+    }
+
+    /// The binary releases the pool after the bootstrap; xDS updates load
+    /// configuration afterwards and must find it again.
+    #[test]
+    fn loading_after_the_pool_was_released_decodes_it_again() {
+        let yaml = "static_resources:\n  clusters:\n  - name: c\n    connect_timeout: 1s\n";
+        assert!(load_str(yaml, Format::Yaml, "a.yaml").is_ok());
+        release_descriptor_pool();
+        let held = descriptor_pool();
+        release_descriptor_pool();
+        // A handle taken before the release stays usable.
+        assert!(held.get_message_by_name(BOOTSTRAP).is_some());
+        let config = load_str(yaml, Format::Yaml, "b.yaml").expect("loads after the release");
+        assert_eq!(config.clusters.len(), 1);
     }
 
     #[test]

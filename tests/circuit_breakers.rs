@@ -10,50 +10,25 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use testkit::{Client, Gateway, Response, Upstream};
+use testkit::{backend_route_config, Client, Gateway, Response, Upstream};
 
+/// Route `/` to `backend` (`route_extra` added to the route action): one
+/// STATIC endpoint, `cluster_extra` added to the cluster.
 fn config(cluster_extra: &str, route_extra: &str) -> String {
-    let indent = |text: &str, k: usize| -> String {
-        text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("{}{l}\n", " ".repeat(k))).collect()
-    };
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route:
-                  cluster: backend
-{route_extra}          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 5s
-{cluster_extra}    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
-"#,
-        cluster_extra = indent(cluster_extra, 4),
-        route_extra = indent(route_extra, 18),
-    )
+    let cluster_extra: String =
+        cluster_extra.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("  {l}\n")).collect();
+    let cluster = format!(
+        r#"- name: backend
+  type: STATIC
+  connect_timeout: 5s
+{cluster_extra}  load_assignment:
+    cluster_name: backend
+    endpoints:
+    - lb_endpoints:
+      - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
+"#
+    );
+    backend_route_config(route_extra, &cluster)
 }
 
 /// Sends `n` requests for `path` at once, each on its own connection.

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::{Client, Gateway};
+use testkit::{backend_route_config, Client, Gateway};
 
 fn python() -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python3");
@@ -79,55 +79,30 @@ impl Drop for HealthPeer {
 /// Cluster `backend` over two peers, gRPC health checks of service `svc`
 /// every 0.2 s (2 failures → unhealthy, 2 passes → healthy).
 fn config(grpc_check: &str) -> String {
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: backend }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    health_checks:
-    - timeout: 1s
-      interval: 0.2s
-      no_traffic_interval: 0.2s
-      unhealthy_threshold: 2
-      healthy_threshold: 2
-      grpc_health_check: {grpc_check}
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
-        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_2}}}}", port_value: {{{{UPSTREAM_2_PORT}}}} }} }} }}
+    let cluster = format!(
+        r#"- name: backend
+  type: STATIC
+  connect_timeout: 1s
+  health_checks:
+  - timeout: 1s
+    interval: 0.2s
+    no_traffic_interval: 0.2s
+    unhealthy_threshold: 2
+    healthy_threshold: 2
+    grpc_health_check: {grpc_check}
+  load_assignment:
+    cluster_name: backend
+    endpoints:
+    - lb_endpoints:
+      - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
+      - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_2}}}}", port_value: {{{{UPSTREAM_2_PORT}}}} }} }} }}
 "#
-    )
+    );
+    backend_route_config("", &cluster)
 }
 
 fn flags(gw: &Gateway, addr: SocketAddr) -> String {
-    let text = gw.admin_get("/clusters").body_str();
-    let key = format!("backend::{addr}::health_flags::");
-    text.lines().find_map(|l| l.strip_prefix(&key)).unwrap_or("?").to_string()
+    gw.health_flags("backend", addr)
 }
 
 fn wait_flags(gw: &Gateway, addr: SocketAddr, want: &str) {

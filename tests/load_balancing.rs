@@ -16,45 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use testkit::{closed_addr, closed_port, Client, Gateway, Response, Upstream};
-
-/// The listener (route `/` → cluster `backend`, `route_extra` added to the
-/// route action) and the given clusters, as Envoy YAML.
-fn config(route_extra: &str, clusters: &str) -> String {
-    let indent = |text: &str, n: usize| -> String {
-        text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("{}{l}\n", " ".repeat(n))).collect()
-    };
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route:
-                  cluster: backend
-{route_extra}          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-{clusters}"#,
-        route_extra = indent(route_extra, 18),
-        clusters = indent(clusters, 2),
-    )
-}
+use testkit::{backend_route_config as config, closed_addr, closed_port, Client, Gateway, Response, Upstream};
 
 /// A STATIC cluster; `endpoints` are (upstream placeholder number, priority, weight).
 fn cluster(name: &str, extra: &str, endpoints: &[(usize, u32, u32)]) -> String {

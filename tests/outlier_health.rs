@@ -14,50 +14,26 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::{Client, Gateway, Upstream};
+use testkit::{backend_route_config, Client, Gateway, Upstream};
 
+/// Route `/` to `backend`: two STATIC endpoints, `outlier` as its
+/// `outlier_detection`.
 fn config(outlier: &str) -> String {
-    let indent = |text: &str, k: usize| -> String {
-        text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("{}{l}\n", " ".repeat(k))).collect()
-    };
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: backend }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    outlier_detection:
-{outlier}    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
-        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_2}}}}", port_value: {{{{UPSTREAM_2_PORT}}}} }} }} }}
-"#,
-        outlier = indent(outlier, 6),
-    )
+    let outlier: String = outlier.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("    {l}\n")).collect();
+    let cluster = format!(
+        r#"- name: backend
+  type: STATIC
+  connect_timeout: 1s
+  outlier_detection:
+{outlier}  load_assignment:
+    cluster_name: backend
+    endpoints:
+    - lb_endpoints:
+      - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
+      - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_2}}}}", port_value: {{{{UPSTREAM_2_PORT}}}} }} }} }}
+"#
+    );
+    backend_route_config("", &cluster)
 }
 
 fn fail(u: &Upstream, mode: &str) {
@@ -65,9 +41,7 @@ fn fail(u: &Upstream, mode: &str) {
 }
 
 fn flags(gw: &Gateway, u: &Upstream) -> String {
-    let text = gw.admin_get("/clusters").body_str();
-    let key = format!("backend::{}::health_flags::", u.addr);
-    text.lines().find_map(|l| l.strip_prefix(&key)).unwrap_or("?").to_string()
+    gw.health_flags("backend", u.addr)
 }
 
 #[test]

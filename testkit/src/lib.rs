@@ -591,6 +591,15 @@ impl Gateway {
         }
     }
 
+    /// The `health_flags` that admin `/clusters` shows for `addr` in
+    /// `cluster` (`healthy`, `/failed_outlier_check`, ...), or `?`.
+    #[track_caller]
+    pub fn health_flags(&self, cluster: &str, addr: SocketAddr) -> String {
+        let text = self.admin_get("/clusters").body_str();
+        let key = format!("{cluster}::{addr}::health_flags::");
+        text.lines().find_map(|l| l.strip_prefix(&key)).unwrap_or("?").to_string()
+    }
+
     /// Admin `/stats` body (`name: value` lines).
     #[track_caller]
     pub fn stats(&self) -> String {
@@ -864,9 +873,6 @@ static_resources:
     )
 }
 
-/// Starts an `mg-upstream` named `up` and a gateway running
-/// [`basic_config`]`(hcm_extra, route_extra, cluster_extra)` in front of it.
-#[track_caller]
 /// A gateway config: one listener `ingress` whose connection manager has
 /// `http_filters` (YAML list items at column 0; the router is appended) and
 /// `routes` (at column 0) in one catch-all virtual host, `network_filters`
@@ -933,6 +939,50 @@ pub fn xds_cluster_yaml(xds: SocketAddr) -> String {
     )
 }
 
+/// A gateway config: one listener `ingress` routing every path to cluster
+/// `backend`, `route_extra` (at column 0) added to that route's action, and
+/// `clusters` (YAML list items at column 0) as the cluster list.  For
+/// cluster-level tests (balancing, breakers, outlier detection) that shape
+/// their clusters and endpoints themselves.
+pub fn backend_route_config(route_extra: &str, clusters: &str) -> String {
+    let indent = |text: &str, n: usize| -> String {
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("{}{l}\n", " ".repeat(n))).collect()
+    };
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route:
+                  cluster: backend
+{route_extra}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{clusters}"#,
+        route_extra = indent(route_extra, 18),
+        clusters = indent(clusters, 2),
+    )
+}
+
+/// Starts an `mg-upstream` named `up` and a gateway running
+/// [`basic_config`]`(hcm_extra, route_extra, cluster_extra)` in front of it.
+#[track_caller]
 pub fn start_basic(
     hcm_extra: &str,
     route_extra: &str,

@@ -75,10 +75,9 @@ pub struct ShardCtx {
     snapshot: RefCell<Rc<ShardSnapshot>>,
     draining: Cell<bool>,
     drain_waiters: RefCell<Slab<Waker>>,
-    /// A config update has removed an HTTP listener on this shard.
-    listeners_removed: Cell<bool>,
-    /// Config updates that removed a listener so far: a waiter holding many
-    /// connections rescans them only when this moves.
+    /// Config updates that removed a listener on this shard so far: none
+    /// keeps `listener_removed` free; a waiter holding many connections
+    /// rescans them only when this moves.
     removals: Cell<u64>,
     /// When each removed HTTP listener left the snapshot (written on
     /// removals only): its busy connections are closed `drain_time` later.
@@ -132,16 +131,16 @@ impl ShardCtx {
         DrainSignal { ctx: self, key: None, listener: Some(name) }
     }
 
-    /// HTTP listener `name` is not in the snapshot in force.  Free until a
-    /// listener has ever been removed on this shard (then one map lookup).
-    #[inline]
     /// How many config updates so far removed a listener on this shard.
     pub fn removals(&self) -> u64 {
         self.removals.get()
     }
 
+    /// HTTP listener `name` is not in the snapshot in force.  Free until a
+    /// listener has ever been removed on this shard (then one map lookup).
+    #[inline]
     pub fn listener_removed(&self, name: &str) -> bool {
-        self.listeners_removed.get() && {
+        self.removals.get() > 0 && {
             let snapshot = self.snapshot.borrow();
             !snapshot.listeners.contains_key(name) && !snapshot.tcp_listeners.contains_key(name)
         }
@@ -395,7 +394,6 @@ fn run_shard(
         snapshot: RefCell::new(Rc::new(snapshot)),
         draining: Cell::new(false),
         drain_waiters: RefCell::new(Slab::new()),
-        listeners_removed: Cell::new(false),
         removals: Cell::new(0),
         removed_at: RefCell::new(HashMap::new()),
         drain_time,
@@ -457,7 +455,6 @@ fn run_shard(
             *ctx.snapshot.borrow_mut() = Rc::new(next);
             generation.set(seen_config.version as i64);
             if listener_removed {
-                ctx.listeners_removed.set(true);
                 ctx.removals.set(ctx.removals.get() + 1);
                 ctx.wake_drain_waiters();
             }

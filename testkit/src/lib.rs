@@ -873,12 +873,11 @@ static_resources:
     )
 }
 
-/// A gateway config: one listener `ingress` whose connection manager has
-/// `http_filters` (YAML list items at column 0; the router is appended) and
-/// `routes` (at column 0) in one catch-all virtual host, `network_filters`
-/// (at column 0, may be empty) ahead of it, and one cluster `backend` on
-/// `{{UPSTREAM_1}}`.  For filter tests that vary only those three parts.
-pub fn filters_config(network_filters: &str, http_filters: &str, routes: &str) -> String {
+/// The gateway config `filters_config` and `backend_route_config` share:
+/// listener `ingress` with `network_filters` ahead of its connection manager,
+/// `routes` in its one catch-all virtual host, `http_filters` ahead of the
+/// router, then `clusters`.  Every part is YAML at column 0 (may be empty).
+fn ingress_config(network_filters: &str, http_filters: &str, routes: &str, clusters: &str) -> String {
     let ind =
         |s: &str, n: usize| s.trim_matches('\n').lines().map(|l| format!("{}{l}\n", " ".repeat(n))).collect::<String>();
     format!(
@@ -904,18 +903,29 @@ static_resources:
 {http}          - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
   clusters:
-  - name: backend
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
-"#,
+{clusters}"#,
         network = ind(network_filters, 6),
         http = ind(http_filters, 10),
         routes = ind(routes, 14),
+        clusters = ind(clusters, 2),
     )
+}
+
+/// A gateway config: one listener `ingress` whose connection manager has
+/// `http_filters` (YAML list items at column 0; the router is appended) and
+/// `routes` (at column 0) in one catch-all virtual host, `network_filters`
+/// (at column 0, may be empty) ahead of it, and one cluster `backend` on
+/// `{{UPSTREAM_1}}`.  For filter tests that vary only those three parts.
+pub fn filters_config(network_filters: &str, http_filters: &str, routes: &str) -> String {
+    let backend = r#"- name: backend
+  connect_timeout: 1s
+  load_assignment:
+    cluster_name: backend
+    endpoints:
+    - lb_endpoints:
+      - endpoint: { address: { socket_address: { address: "{{UPSTREAM_1}}", port_value: {{UPSTREAM_1_PORT}} } } }
+"#;
+    ingress_config(network_filters, http_filters, routes, backend)
 }
 
 /// The static cluster `xds_cluster` (HTTP/2, one endpoint at `xds`) that an
@@ -945,39 +955,9 @@ pub fn xds_cluster_yaml(xds: SocketAddr) -> String {
 /// cluster-level tests (balancing, breakers, outlier detection) that shape
 /// their clusters and endpoints themselves.
 pub fn backend_route_config(route_extra: &str, clusters: &str) -> String {
-    let indent = |text: &str, n: usize| -> String {
-        text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("{}{l}\n", " ".repeat(n))).collect()
-    };
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}} }} }}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{{{LISTEN_PORT}}}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route:
-                  cluster: backend
-{route_extra}          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-{clusters}"#,
-        route_extra = indent(route_extra, 18),
-        clusters = indent(clusters, 2),
-    )
+    let route_extra: String = route_extra.trim_matches('\n').lines().map(|l| format!("    {l}\n")).collect();
+    let routes = format!("- match: {{ prefix: \"/\" }}\n  route:\n    cluster: backend\n{route_extra}");
+    ingress_config("", "", &routes, clusters)
 }
 
 /// Starts an `mg-upstream` named `up` and a gateway running

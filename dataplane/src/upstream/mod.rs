@@ -97,7 +97,12 @@ impl Host {
     /// one) was just released.  All of them, since a waiter may already
     /// have moved on (its timer fired); the ones that find nothing wait again.
     fn wake_pending(&self) {
-        for (_, waker) in self.pending.borrow().iter() {
+        let pending = self.pending.borrow();
+        // Runs on every release; a slab's iterator walks its vacant slots too.
+        if pending.is_empty() {
+            return;
+        }
+        for (_, waker) in pending.iter() {
             waker.wake_by_ref();
         }
     }

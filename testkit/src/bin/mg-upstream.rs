@@ -82,7 +82,7 @@ fn main() {
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
-    let listener = match TcpListener::bind(&listen) {
+    let listener = match bind_with_deep_backlog(&listen) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("mg-upstream: cannot bind {listen}: {e}");
@@ -124,6 +124,21 @@ fn main() {
             }
         });
     }
+}
+
+/// Binds with a listen backlog as deep as the kernel allows (std's is 128).
+/// A gateway that wakes hundreds of requests at once opens as many
+/// upstream connections together; with a shallow queue, while this
+/// process is slow to accept (a loaded CI machine), the kernel drops their
+/// SYNs and the gateway sees connect timeouts the test did not ask for.
+fn bind_with_deep_backlog(listen: &str) -> io::Result<TcpListener> {
+    let addr: std::net::SocketAddr =
+        listen.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }
 
 fn usage(msg: &str) -> ! {

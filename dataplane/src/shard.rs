@@ -31,7 +31,7 @@ use crate::runtime::{now, sleep_until, spawn, JoinHandle, RemoteWaker, Runtime};
 use crate::server::ServerState;
 use crate::stats::{HttpStats, ListenerStats, StatsStore};
 use crate::transport;
-use crate::upstream::{ClusterRuntime, SWEEP_INTERVAL};
+use crate::upstream::{ClusterMap, ClusterRuntime, SWEEP_INTERVAL};
 
 /// What every shard reads from the process: the published config and the
 /// process-wide services.
@@ -66,7 +66,7 @@ pub struct ShardSnapshot {
     pub listeners: HashMap<String, Rc<HttpListener>>,
     /// TCP proxy listeners (`envoy.filters.network.tcp_proxy`).
     pub tcp_listeners: HashMap<String, Rc<crate::tcp_proxy::TcpProxyListener>>,
-    pub clusters: HashMap<String, Rc<ClusterRuntime>>,
+    pub clusters: ClusterMap,
 }
 
 /// Shard-local services reached by connection tasks.
@@ -480,7 +480,7 @@ fn build_snapshot(
     previous: Option<&ShardSnapshot>,
 ) -> ShardSnapshot {
     let store = &shared.stats;
-    let mut clusters = HashMap::new();
+    let mut clusters = ClusterMap::default();
     for (name, cluster) in &config.clusters {
         let resolved = shared.dns.get(name);
         let reused = previous.and_then(|p| p.clusters.get(name)).filter(|c| Arc::ptr_eq(&c.config, cluster));

@@ -39,6 +39,7 @@ use std::time::Instant;
 
 use control::model::{HttpFilter, Listener, NetworkLocalRateLimit, TokenBucketSpec};
 
+use crate::http1::WellKnown;
 use crate::stats::{Counter, Scope, StatsStore};
 use token_bucket::TokenBucket;
 
@@ -86,9 +87,9 @@ impl FilterReply {
         match self {
             FilterReply::RateLimited => headers.set("x-envoy-ratelimited", b"true"),
             FilterReply::GrpcStatus { code, message } => {
-                headers.set("content-type", b"application/grpc");
-                headers.set("grpc-status", itoa::Buffer::new().format(*code).as_bytes());
-                headers.set("grpc-message", message.as_bytes());
+                headers.set(WellKnown::ContentType, b"application/grpc");
+                headers.set(WellKnown::GrpcStatus, itoa::Buffer::new().format(*code).as_bytes());
+                headers.set(WellKnown::GrpcMessage, message.as_bytes());
             }
         }
     }

@@ -5,7 +5,7 @@
 //! smuggling works, so every ambiguous combination is an error here rather
 //! than a guess: the caller answers with the status and closes.
 
-use super::headers::{list_elements, trim_ows, Headers};
+use super::headers::{list_elements, trim_ows, Headers, KnownSet, WellKnown};
 use super::parse::Method;
 use super::{BodyKind, H1Error, RequestHead, ResponseHead, Version};
 
@@ -19,7 +19,7 @@ pub(crate) fn normalize_content_length(headers: &mut Headers) -> Result<Option<u
     let mut value: Option<u64> = None;
     let mut fields = 0usize;
     let mut rewrite = false;
-    for v in headers.get_all("content-length") {
+    for v in headers.get_all(WellKnown::ContentLength) {
         fields += 1;
         let mut elements = 0usize;
         for e in v.split(|&b| b == b',') {
@@ -37,7 +37,7 @@ pub(crate) fn normalize_content_length(headers: &mut Headers) -> Result<Option<u
     if let Some(n) = value {
         if fields > 1 || rewrite {
             let mut digits = [0u8; 20];
-            headers.set("content-length", format_decimal(n, &mut digits));
+            headers.set(WellKnown::ContentLength, format_decimal(n, &mut digits));
         }
     }
     Ok(value)
@@ -85,7 +85,7 @@ struct Codings {
 fn read_codings(headers: &Headers) -> Codings {
     let mut c = Codings { chunked_last: false, chunked_twice: false, other: false };
     let mut seen_chunked = false;
-    for v in headers.get_all("transfer-encoding") {
+    for v in headers.get_all(WellKnown::TransferEncoding) {
         for e in list_elements(v) {
             // Codings are case-insensitive (RFC 9112 §7).
             let is_chunked = e.eq_ignore_ascii_case(b"chunked");
@@ -115,11 +115,11 @@ fn read_codings(headers: &Headers) -> Codings {
 /// * neither → `Empty` (§6.3 item 7: a request has no body then).
 pub fn request_body_kind(head: &RequestHead) -> Result<BodyKind, H1Error> {
     let h = &head.headers;
-    if h.contains("transfer-encoding") {
+    if h.contains(WellKnown::TransferEncoding) {
         if head.version == Version::Http10 {
             return Err(H1Error::TransferEncodingInHttp10);
         }
-        if h.contains("content-length") {
+        if h.contains(WellKnown::ContentLength) {
             return Err(H1Error::ContentLengthAndTransferEncoding);
         }
         let c = read_codings(h);
@@ -141,7 +141,7 @@ pub fn request_body_kind(head: &RequestHead) -> Result<BodyKind, H1Error> {
 /// built by hand).
 fn content_length(h: &Headers) -> Result<Option<u64>, H1Error> {
     let mut value = None;
-    for v in h.get_all("content-length") {
+    for v in h.get_all(WellKnown::ContentLength) {
         for e in v.split(|&b| b == b',') {
             let n = parse_decimal(trim_ows(e)).ok_or(H1Error::BadContentLength)?;
             if value.is_some_and(|p| p != n) {
@@ -184,7 +184,7 @@ pub fn response_body_kind_for(request_method: Method, head: &ResponseHead) -> Re
         return Ok(BodyKind::CloseDelimited);
     }
     let h = &head.headers;
-    if h.contains("transfer-encoding") {
+    if h.contains(WellKnown::TransferEncoding) {
         if head.version == Version::Http10 {
             return Err(H1Error::BadUpstreamResponse("Transfer-Encoding in an HTTP/1.0 response"));
         }
@@ -238,7 +238,10 @@ fn protected(name: &str) -> bool {
 /// re-framed by whoever forwards it.
 pub fn strip_hop_by_hop(headers: &mut Headers) -> ConnectionDirectives {
     let mut d = ConnectionDirectives::default();
-    for v in headers.get_all("connection") {
+    if !headers.contains_any(HOP_BY_HOP) {
+        return d;
+    }
+    for v in headers.get_all(WellKnown::Connection) {
         for opt in list_elements(v) {
             if opt.eq_ignore_ascii_case(b"close") {
                 d.close = true;
@@ -249,10 +252,17 @@ pub fn strip_hop_by_hop(headers: &mut Headers) -> ConnectionDirectives {
             }
         }
     }
-    headers.remove_listed("connection", protected);
-    // One pass over the fields (stored names are lower-case), not one per name.
-    headers.retain(|name, _| {
-        !matches!(name, "connection" | "keep-alive" | "proxy-connection" | "te" | "transfer-encoding" | "upgrade")
-    });
+    headers.remove_listed(WellKnown::Connection, protected);
+    headers.remove_all(HOP_BY_HOP);
     d
 }
+
+/// The fields [`strip_hop_by_hop`] always removes.
+const HOP_BY_HOP: KnownSet = KnownSet::of(&[
+    WellKnown::Connection,
+    WellKnown::KeepAlive,
+    WellKnown::ProxyConnection,
+    WellKnown::Te,
+    WellKnown::TransferEncoding,
+    WellKnown::Upgrade,
+]);

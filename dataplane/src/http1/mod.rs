@@ -62,7 +62,7 @@ pub use encode::{canonical_reason, encode_chunk_header, encode_last_chunk, encod
 pub use framing::{
     request_body_kind, response_body_kind, response_body_kind_for, strip_hop_by_hop, ConnectionDirectives,
 };
-pub use headers::{is_valid_name, is_valid_value, Headers};
+pub use headers::{is_valid_name, is_valid_value, FieldName, Headers, KnownSet, WellKnown};
 pub use parse::{parse_request_head, parse_response_head, Method, RequestHead, ResponseHead, TargetForm};
 
 /// Size limits for one listener's heads.

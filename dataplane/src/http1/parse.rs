@@ -19,7 +19,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::headers::{is_tchar, Headers};
+use super::headers::{is_tchar, Headers, WellKnown};
 use super::{framing, H1Error, Limits, Version};
 
 /// How many leading empty lines a request may carry (RFC 9112 §2.2 asks us to
@@ -392,7 +392,7 @@ impl RequestHead {
     /// The host to route on: the target's authority when it has one (RFC
     /// 9112 §3.2.2: it overrides Host), else the Host field.
     pub fn host(&self) -> Option<&[u8]> {
-        self.authority().or_else(|| self.headers.get("host"))
+        self.authority().or_else(|| self.headers.get(WellKnown::Host))
     }
 
     #[cfg(test)]
@@ -460,11 +460,11 @@ fn fill_request(buf: &[u8], b: Bounds, head: &mut RequestHead) -> Result<(), H1E
 
     // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without
     // Host, and to any request with more than one Host field.
-    match head.headers.count("host") {
+    match head.headers.count(WellKnown::Host) {
         0 if version == Version::Http11 => return Err(H1Error::MissingHost),
         0 => {}
         1 => {
-            let host = head.headers.get("host").unwrap_or_default();
+            let host = head.headers.get(WellKnown::Host).unwrap_or_default();
             if !host.iter().all(|&c| is_authority_char(c)) {
                 return Err(H1Error::BadHost);
             }
@@ -742,8 +742,8 @@ fn fill_response(buf: &[u8], b: Bounds, head: &mut ResponseHead) -> Result<(), H
         return Err(H1Error::BadUpstreamResponse("status code outside 100..=599"));
     }
     framing::normalize_content_length(&mut head.headers)?;
-    if head.headers.contains("transfer-encoding") {
-        head.headers.remove("content-length");
+    if head.headers.contains(WellKnown::TransferEncoding) {
+        head.headers.remove(WellKnown::ContentLength);
     }
     Ok(())
 }

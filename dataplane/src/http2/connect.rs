@@ -48,6 +48,7 @@ use super::bridge::{field, send_data};
 use super::pipe::{pipe, Bridged, PipeEnd};
 use crate::http1::{
     parse_response_head, response_body_kind_for, strip_hop_by_hop, BodyDecoder, Decoded, Limits, Method, ResponseHead,
+    WellKnown,
 };
 use crate::proxy::RecvBuf;
 use crate::shard::{HttpListener, ShardCtx};
@@ -200,7 +201,7 @@ async fn relay(
         return relay_refusal(pipe, &mut buf, &mut head, respond, &limits).await;
     }
     if let Some(key) = &supplied_key {
-        let accept = head.headers.get("sec-websocket-accept").map(<[u8]>::to_vec);
+        let accept = head.headers.get(WellKnown::SecWebsocketAccept).map(<[u8]>::to_vec);
         if accept.as_deref() != Some(websocket_accept(key).as_bytes()) {
             let mut response = http::Response::new(());
             *response.status_mut() = http::StatusCode::BAD_GATEWAY;

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use control::model::GrpcTimeoutPolicy;
 
+use crate::http1::WellKnown;
+
 /// gRPC status codes used here (grpc/grpc `doc/statuscodes.md`).
 pub mod code {
     pub const UNKNOWN: u32 = 2;
@@ -72,12 +74,12 @@ pub fn percent_encode_message(message: &[u8], out: &mut Vec<u8>) {
 /// Turns a local reply's head into a trailers-only gRPC response: the
 /// fields to add to an HTTP 200 with an empty body.
 pub fn append_trailers_only(headers: &mut crate::http1::Headers, http_status: u16, message: &[u8]) {
-    headers.set("content-type", b"application/grpc");
-    headers.set("grpc-status", itoa::Buffer::new().format(status_for_local_reply(http_status)).as_bytes());
+    headers.set(WellKnown::ContentType, b"application/grpc");
+    headers.set(WellKnown::GrpcStatus, itoa::Buffer::new().format(status_for_local_reply(http_status)).as_bytes());
     if !message.is_empty() {
         let mut encoded = Vec::with_capacity(message.len());
         percent_encode_message(message, &mut encoded);
-        headers.set("grpc-message", &encoded);
+        headers.set(WellKnown::GrpcMessage, &encoded);
     }
 }
 
@@ -111,10 +113,10 @@ pub fn route_timeout(
     headers: &crate::http1::Headers,
 ) -> Option<Duration> {
     let Some(policy) = policy else { return route };
-    if !headers.get("content-type").is_some_and(is_grpc_content_type) {
+    if !headers.get(WellKnown::ContentType).is_some_and(is_grpc_content_type) {
         return route;
     }
-    let Some(mut t) = headers.get("grpc-timeout").and_then(parse_timeout) else { return route };
+    let Some(mut t) = headers.get(WellKnown::GrpcTimeout).and_then(parse_timeout) else { return route };
     if let Some(max) = policy.max {
         if t.is_zero() || t > max {
             t = max;

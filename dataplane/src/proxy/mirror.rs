@@ -40,7 +40,7 @@ use control::model::{MirrorCluster, MirrorPolicy};
 use super::RecvBuf;
 use crate::http1::{
     self, encode_request_head, parse_response_head, response_body_kind_for, strip_hop_by_hop, BodyDecoder, BodyKind,
-    Decoded, Method, RequestHead, ResponseHead,
+    Decoded, Method, RequestHead, ResponseHead, WellKnown,
 };
 use crate::router::action as route_action;
 use crate::runtime::{spawn, timeout};
@@ -104,7 +104,7 @@ pub(super) fn spawn_mirrors(
         let mut headers = head.headers.clone();
         let host = head.host().unwrap_or(b"");
         if !policy.disable_shadow_host_suffix_append {
-            headers.set("host", &shadow_host(host));
+            headers.set(WellKnown::Host, &shadow_host(host));
         }
         let mut request = Vec::with_capacity(256 + body.len());
         encode_request_head(head.method_str(), head.path_and_query(), &headers, &mut request);

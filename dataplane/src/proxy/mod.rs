@@ -53,7 +53,7 @@ use crate::filters::{fault, local_ratelimit, HttpGovernance};
 use crate::http1::{
     self, encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head, parse_request_head,
     parse_response_head, request_body_kind, response_body_kind_for, strip_hop_by_hop, BodyDecoder, BodyKind, Decoded,
-    H1Error, Method, RequestHead, ResponseHead, Version,
+    H1Error, KnownSet, Method, RequestHead, ResponseHead, Version, WellKnown,
 };
 use crate::router::{action as route_action, mutate, Matched};
 use crate::runtime::{now, sleep_until, timeout, Sleep};
@@ -64,6 +64,10 @@ use crate::upstream::{ClusterRuntime, ConnectFailure, UpstreamConn};
 
 use attempts::{AttemptCtl, RetrySetup};
 
+/// Fields that frame a message on the wire: the gateway sets them itself,
+/// whatever a header mutation wrote.
+const GATEWAY_FRAMING: KnownSet =
+    KnownSet::of(&[WellKnown::TransferEncoding, WellKnown::Connection, WellKnown::ContentLength]);
 const INITIAL_BUF: usize = 16 * 1024;
 /// Largest upstream response head accepted (Envoy's 60 KiB default).
 pub(crate) const UPSTREAM_HEAD_LIMIT: usize = 60 * 1024;
@@ -546,7 +550,7 @@ impl<'a> Downstream<'a> {
         let directives = strip_hop_by_hop(&mut self.head.headers);
         self.upgrade = upgrade::requested(&mut self.head, upgrade_value, directives.upgrade);
         let client_keeps = directives.persistent(self.head.version) && !listener_removed;
-        let expect_continue = match self.head.headers.get("expect") {
+        let expect_continue = match self.head.headers.get(WellKnown::Expect) {
             Some(v) if v.eq_ignore_ascii_case(b"100-continue") => true,
             Some(_) => {
                 let _ = self.local_reply(listener, 417, b"Expectation Failed", true).await;
@@ -554,7 +558,7 @@ impl<'a> Downstream<'a> {
             }
             None => false,
         };
-        self.head.headers.remove("expect");
+        self.head.headers.remove(WellKnown::Expect);
 
         let host = self.head.host().unwrap_or(b"");
         let path = self.head.path_and_query();
@@ -628,17 +632,19 @@ impl<'a> Downstream<'a> {
         };
         // The cluster: named, from a request header, or a weighted pick.
         let mut weighted = None;
-        let name: Option<&[u8]> = match &action.cluster {
-            ClusterSpecifier::Cluster(name) => Some(name.as_bytes()),
-            ClusterSpecifier::Header(h) => route_action::first_header(&self.head, h),
+        let name: Option<&str> = match &action.cluster {
+            ClusterSpecifier::Cluster(name) => Some(name),
+            ClusterSpecifier::Header(h) => {
+                route_action::first_header(&self.head, h).and_then(|n| std::str::from_utf8(n).ok())
+            }
             ClusterSpecifier::Weighted(w) => {
                 let random = route_action::weighted_random(w, &self.head, self.ctx.next_random());
                 let picked = route_action::pick_weighted(w, random);
                 weighted = Some(picked);
-                route_action::weighted_cluster_name(picked, &self.head)
+                route_action::weighted_cluster_name(picked, &self.head).and_then(|n| std::str::from_utf8(n).ok())
             }
         };
-        let cluster = name.and_then(|n| std::str::from_utf8(n).ok()).and_then(|n| snapshot.clusters.get(n)).cloned();
+        let cluster = name.and_then(|n| snapshot.clusters.get(n)).cloned();
         let Some(cluster) = cluster else {
             listener.stats.no_cluster.inc();
             let headers = self.route_reply_headers(listener, m, weighted);
@@ -740,7 +746,7 @@ impl<'a> Downstream<'a> {
             self.peer.ip(),
             hcm.use_remote_address,
             hcm.xff_num_trusted_hops,
-            self.head.headers.get_all("x-forwarded-for"),
+            self.head.headers.get_all(WellKnown::XForwardedFor),
         );
         // An address taken from x-forwarded-for has no port (Envoy prints :0).
         let remote = if trusted == self.peer.ip() { self.peer } else { SocketAddr::new(trusted, 0) };
@@ -778,7 +784,7 @@ impl<'a> Downstream<'a> {
         let forwarded_proto: &[u8] = if listener.hcm.use_remote_address {
             scheme
         } else {
-            self.head.headers.get("x-forwarded-proto").unwrap_or(scheme)
+            self.head.headers.get(WellKnown::XForwardedProto).unwrap_or(scheme)
         };
         let input = route_action::RedirectInput {
             host: self.head.host().unwrap_or(b""),
@@ -1027,13 +1033,13 @@ impl<'a> Downstream<'a> {
         // (HTTP 200, grpc-status from the HTTP status), as Envoy sends it;
         // a fault filter's gRPC abort already is one.
         let grpc_request = !matches!(self.filter_reply, Some(crate::filters::FilterReply::GrpcStatus { .. }))
-            && self.head.headers.get("content-type").is_some_and(crate::http2::grpc::is_grpc_content_type);
+            && self.head.headers.get(WellKnown::ContentType).is_some_and(crate::http2::grpc::is_grpc_content_type);
         let (grpc_for, message) = if grpc_request { (Some(status), body) } else { (None, &b""[..]) };
         let (status, body) = if grpc_request { (200, &b""[..]) } else { (status, body) };
         listener.stats.record_response_code(status);
         let mut headers = http1::Headers::new();
         if !body.is_empty() {
-            headers.append("content-type", b"text/plain");
+            headers.append(WellKnown::ContentType, b"text/plain");
         }
         if let Some(http_status) = grpc_for {
             crate::http2::grpc::append_trailers_only(&mut headers, http_status, message);
@@ -1045,7 +1051,7 @@ impl<'a> Downstream<'a> {
             reply.append_to(&mut headers);
         }
         if extras.overloaded {
-            headers.append("x-envoy-overloaded", b"true");
+            headers.append(WellKnown::XEnvoyOverloaded, b"true");
         }
         if let Some(route) = extras.route {
             mutate::apply_to_response(&route.levels, &mut headers, &self.head, &route.vars, &mut self.mutations);
@@ -1055,19 +1061,19 @@ impl<'a> Downstream<'a> {
                 headers.remove(name);
             }
             if listener.hcm.server_header_transformation == ServerHeaderTransformation::Overwrite {
-                headers.remove("server");
+                headers.remove(WellKnown::Server);
             }
         }
         if let Some(x) = self.x_ratelimit {
             x.append_to(&mut headers);
         }
-        headers.append("content-length", itoa::Buffer::new().format(body.len()).as_bytes());
-        headers.append("date", &self.ctx.http_date());
-        if !headers.contains("server") {
-            headers.append("server", listener.hcm.server_name.as_bytes());
+        headers.append(WellKnown::ContentLength, itoa::Buffer::new().format(body.len()).as_bytes());
+        headers.append(WellKnown::Date, &self.ctx.http_date());
+        if !headers.contains(WellKnown::Server) {
+            headers.append(WellKnown::Server, listener.hcm.server_name.as_bytes());
         }
         if close {
-            headers.append("connection", b"close");
+            headers.append(WellKnown::Connection, b"close");
         }
         self.out.clear();
         encode_response_head(status, "", &headers, &mut self.out);
@@ -1176,31 +1182,31 @@ impl<'a> Downstream<'a> {
             let ip = ip_text(self.peer.ip(), &mut ip_buf);
             HEAD_SCRATCH.with_borrow_mut(|joined| {
                 joined.clear();
-                if let Some(prev) = headers.get("x-forwarded-for") {
+                if let Some(prev) = headers.get(WellKnown::XForwardedFor) {
                     joined.extend_from_slice(prev);
                     joined.push(b',');
                     joined.extend_from_slice(ip);
-                    headers.set("x-forwarded-for", joined);
+                    headers.set(WellKnown::XForwardedFor, joined);
                 } else {
-                    headers.append("x-forwarded-for", ip);
+                    headers.append(WellKnown::XForwardedFor, ip);
                 }
             });
-            headers.set("x-forwarded-proto", scheme);
-        } else if !headers.contains("x-forwarded-proto") {
-            headers.append("x-forwarded-proto", scheme);
+            headers.set(WellKnown::XForwardedProto, scheme);
+        } else if !headers.contains(WellKnown::XForwardedProto) {
+            headers.append(WellKnown::XForwardedProto, scheme);
         }
         crate::tls::xfcc::apply(headers, hcm.forward_client_cert, hcm.client_cert_details, self.stream.tls());
         if hcm.generate_request_id {
             let external = hcm.use_remote_address && !hcm.preserve_external_request_id;
-            if external || !headers.contains("x-request-id") {
-                headers.set("x-request-id", &self.ctx.request_id());
+            if external || !headers.contains(WellKnown::XRequestId) {
+                headers.set(WellKnown::XRequestId, &self.ctx.request_id());
             }
         }
         let routing = &ex.routing;
         if let (false, Some(vars)) = (routing.request.is_empty(), &routing.vars) {
             HEAD_SCRATCH.with_borrow_mut(|length| {
                 length.clear();
-                let had_length = match self.head.headers.get("content-length") {
+                let had_length = match self.head.headers.get(WellKnown::ContentLength) {
                     Some(v) => {
                         length.extend_from_slice(v);
                         true
@@ -1210,17 +1216,15 @@ impl<'a> Downstream<'a> {
                 mutate::apply_to_request(&routing.request, &mut self.head, vars, &mut self.mutations);
                 // Framing stays the gateway's, whatever a mutation says.
                 let h = &mut self.head.headers;
-                for name in ["transfer-encoding", "connection", "content-length"] {
-                    h.remove(name);
-                }
+                h.remove_all(GATEWAY_FRAMING);
                 if had_length {
-                    h.append("content-length", length);
+                    h.append(WellKnown::ContentLength, length);
                 }
             });
         }
         self.rewrite_host(routing, upstream_host);
         match ex.body_kind {
-            BodyKind::Chunked => self.head.headers.append("transfer-encoding", b"chunked"),
+            BodyKind::Chunked => self.head.headers.append(WellKnown::TransferEncoding, b"chunked"),
             BodyKind::Length(_) | BodyKind::Empty | BodyKind::CloseDelimited => {}
         }
         self.out.clear();
@@ -1232,7 +1236,7 @@ impl<'a> Downstream<'a> {
             let mut original = HEAD_SCRATCH.take();
             original.clear();
             original.extend_from_slice(target);
-            self.head.headers.set("x-envoy-original-path", &original);
+            self.head.headers.set(WellKnown::XEnvoyOriginalPath, &original);
             HEAD_SCRATCH.set(original);
             encode_request_head(self.head.method_str(), &rewritten, &self.head.headers, &mut self.out);
         } else {
@@ -1248,7 +1252,7 @@ impl<'a> Downstream<'a> {
     /// DNS name.
     fn rewrite_host(&mut self, routing: &Routing<'_>, upstream_host: &crate::upstream::Host) {
         if let Some(h) = routing.weighted_host {
-            self.head.headers.set("host", h.as_bytes());
+            self.head.headers.set(WellKnown::Host, h.as_bytes());
         }
         // Both values are copied into shard scratch (not fresh `Vec`s): the
         // header map is edited while they are read.
@@ -1266,14 +1270,14 @@ impl<'a> Downstream<'a> {
             let headers = &mut self.head.headers;
             let mut old = HEAD_SCRATCH.take();
             old.clear();
-            old.extend_from_slice(headers.get("host").unwrap_or(b""));
+            old.extend_from_slice(headers.get(WellKnown::Host).unwrap_or(b""));
             if !old.is_empty() {
-                headers.set("x-envoy-original-host", &old);
+                headers.set(WellKnown::XEnvoyOriginalHost, &old);
                 if routing.action.append_x_forwarded_host {
                     append_forwarded_host(headers, &old);
                 }
             }
-            headers.set("host", &new_host);
+            headers.set(WellKnown::Host, &new_host);
             HEAD_SCRATCH.set(old);
         }
         REWRITE_SCRATCH.set(new_host);
@@ -1547,8 +1551,8 @@ struct ReplyExtras<'a> {
 /// `append_x_forwarded_host`: the replaced Host joins `x-forwarded-host`
 /// unless it is already its last entry.
 fn append_forwarded_host(headers: &mut http1::Headers, host: &[u8]) {
-    let Some(existing) = headers.get("x-forwarded-host") else {
-        headers.append("x-forwarded-host", host);
+    let Some(existing) = headers.get(WellKnown::XForwardedHost) else {
+        headers.append(WellKnown::XForwardedHost, host);
         return;
     };
     let last = existing.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
@@ -1558,7 +1562,7 @@ fn append_forwarded_host(headers: &mut http1::Headers, host: &[u8]) {
     let mut joined = existing.to_vec();
     joined.push(b',');
     joined.extend_from_slice(host);
-    headers.set("x-forwarded-host", &joined);
+    headers.set(WellKnown::XForwardedHost, &joined);
 }
 
 enum HeadOutcome {
@@ -1761,7 +1765,7 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
         let vars = mutate::Vars { upstream: Some(a.up.peer_addr()), ..vars };
         HEAD_SCRATCH.with_borrow_mut(|length| {
             length.clear();
-            let had_length = match head.headers.get("content-length") {
+            let had_length = match head.headers.get(WellKnown::ContentLength) {
                 Some(v) => {
                     length.extend_from_slice(v);
                     true
@@ -1770,11 +1774,9 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
             };
             mutate::apply_to_response(levels, &mut head.headers, request, &vars, a.scratch);
             // The body is framed by the gateway, whatever a mutation says.
-            for name in ["transfer-encoding", "connection", "content-length"] {
-                head.headers.remove(name);
-            }
+            head.headers.remove_all(GATEWAY_FRAMING);
             if had_length {
-                head.headers.append("content-length", length);
+                head.headers.append(WellKnown::ContentLength, length);
             }
         });
     }
@@ -1796,17 +1798,19 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     }
     let h = &mut head.headers;
     if down_chunked {
-        h.remove("content-length");
-        h.append("transfer-encoding", b"chunked");
+        h.remove(WellKnown::ContentLength);
+        h.append(WellKnown::TransferEncoding, b"chunked");
     }
     let server_name = a.listener.hcm.server_name.as_bytes();
     match a.listener.hcm.server_header_transformation {
-        ServerHeaderTransformation::Overwrite => h.set("server", server_name),
-        ServerHeaderTransformation::AppendIfAbsent if !h.contains("server") => h.append("server", server_name),
+        ServerHeaderTransformation::Overwrite => h.set(WellKnown::Server, server_name),
+        ServerHeaderTransformation::AppendIfAbsent if !h.contains(WellKnown::Server) => {
+            h.append(WellKnown::Server, server_name)
+        }
         _ => {}
     }
-    if !h.contains("date") {
-        h.append("date", &a.ctx.http_date());
+    if !h.contains(WellKnown::Date) {
+        h.append(WellKnown::Date, &a.ctx.http_date());
     }
     for cookie in a.set_cookies {
         h.append("set-cookie", cookie.as_bytes());
@@ -1815,12 +1819,12 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
         x.append_to(h);
     }
     if let Some(n) = a.attempt_count {
-        h.set("x-envoy-attempt-count", itoa::Buffer::new().format(n).as_bytes());
+        h.set(WellKnown::XEnvoyAttemptCount, itoa::Buffer::new().format(n).as_bytes());
     }
     if !downstream_keeps {
-        h.append("connection", b"close");
+        h.append(WellKnown::Connection, b"close");
     } else if a.client_version == Version::Http10 {
-        h.append("connection", b"keep-alive");
+        h.append(WellKnown::Connection, b"keep-alive");
     }
     let status = head.status;
     let mut out = ScratchBuf::take();

@@ -53,7 +53,7 @@ impl UpgradeStats {
 /// The `Upgrade` value of a request head, read before the hop-by-hop
 /// fields are stripped (allocates only when the header is there).
 pub(super) fn upgrade_header(head: &RequestHead) -> Option<Vec<u8>> {
-    head.headers.get("upgrade").map(<[u8]>::to_vec)
+    head.headers.get(WellKnown::Upgrade).map(<[u8]>::to_vec)
 }
 
 /// Decides, after the hop-by-hop fields were stripped, whether the request
@@ -62,7 +62,7 @@ pub(super) fn upgrade_header(head: &RequestHead) -> Option<Vec<u8>> {
 pub(super) fn requested(head: &mut RequestHead, upgrade: Option<Vec<u8>>, connection_upgrade: bool) -> Option<Vec<u8>> {
     let value = upgrade.filter(|v| connection_upgrade && !v.trim_ascii().is_empty())?;
     if first_protocol(&value).eq_ignore_ascii_case(b"h2c") {
-        head.headers.remove("http2-settings");
+        head.headers.remove(WellKnown::Http2Settings);
         return None;
     }
     Some(value)
@@ -221,7 +221,7 @@ impl Downstream<'_> {
             return self.relay_refused_upgrade(ex, up, ubuf, uhead).await;
         }
         ubuf.consume(head_len);
-        let switched_to = uhead.headers.get("upgrade").map(<[u8]>::to_vec).unwrap_or_default();
+        let switched_to = uhead.headers.get(WellKnown::Upgrade).map(<[u8]>::to_vec).unwrap_or_default();
         strip_hop_by_hop(&mut uhead.headers);
         if let (false, Some(vars)) = (ex.routing.response.is_empty(), ex.routing.vars) {
             let vars = mutate::Vars { upstream: Some(up.peer_addr()), ..vars };
@@ -233,18 +233,20 @@ impl Downstream<'_> {
         let h = &mut uhead.headers;
         let server_name = listener.hcm.server_name.as_bytes();
         match listener.hcm.server_header_transformation {
-            ServerHeaderTransformation::Overwrite => h.set("server", server_name),
-            ServerHeaderTransformation::AppendIfAbsent if !h.contains("server") => h.append("server", server_name),
+            ServerHeaderTransformation::Overwrite => h.set(WellKnown::Server, server_name),
+            ServerHeaderTransformation::AppendIfAbsent if !h.contains(WellKnown::Server) => {
+                h.append(WellKnown::Server, server_name)
+            }
             _ => {}
         }
-        if !h.contains("date") {
-            h.append("date", &self.ctx.http_date());
+        if !h.contains(WellKnown::Date) {
+            h.append(WellKnown::Date, &self.ctx.http_date());
         }
         for cookie in &ex.set_cookies {
             h.append("set-cookie", cookie.as_bytes());
         }
-        h.append("connection", b"upgrade");
-        h.append("upgrade", &switched_to);
+        h.append(WellKnown::Connection, b"upgrade");
+        h.append(WellKnown::Upgrade, &switched_to);
         self.out.clear();
         encode_response_head(101, uhead.reason(), &uhead.headers, &mut self.out);
         if self.stream.write_all(&self.out).await.is_err() {

@@ -16,9 +16,9 @@ use base64::Engine;
 use control::model::{ClientCertDetails, ForwardClientCert};
 
 use super::TlsStream;
-use crate::http1::Headers;
+use crate::http1::{Headers, WellKnown};
 
-pub const XFCC: &str = "x-forwarded-client-cert";
+pub const XFCC: WellKnown = WellKnown::XForwardedClientCert;
 
 /// Applies the mode to a request's headers before it goes upstream.
 pub fn apply(headers: &mut Headers, mode: ForwardClientCert, details: ClientCertDetails, tls: Option<&TlsStream>) {

@@ -65,7 +65,7 @@ use super::circuit_breaker::{Guard, Resource};
 use super::{ClusterRuntime, ConnectFailure, Host, UpstreamConn};
 use crate::http1::{
     encode_response_head, parse_request_head, request_body_kind, BodyDecoder, BodyKind, Decoded, Headers, Limits,
-    Method, RequestHead,
+    Method, RequestHead, WellKnown,
 };
 use crate::http2::bridge::{parse_trailer_lines, send_data, write_body, write_last_chunk};
 use crate::http2::pipe::{pipe, Bridged, PipeEnd};
@@ -553,12 +553,15 @@ async fn relay_response(
     let status = parts.status.as_u16();
     let bodiless_status = status == 204 || status == 304 || (100..200).contains(&status);
     let no_body = body.is_end_stream() || method == Method::Head || bodiless_status;
-    let chunked = !no_body && !headers.contains("content-length");
+    let chunked = !no_body && !headers.contains(WellKnown::ContentLength);
     if chunked {
-        headers.append("transfer-encoding", b"chunked");
-    } else if body.is_end_stream() && !bodiless_status && method != Method::Head && !headers.contains("content-length")
+        headers.append(WellKnown::TransferEncoding, b"chunked");
+    } else if body.is_end_stream()
+        && !bodiless_status
+        && method != Method::Head
+        && !headers.contains(WellKnown::ContentLength)
     {
-        headers.append("content-length", b"0");
+        headers.append(WellKnown::ContentLength, b"0");
     }
     let mut out = Vec::with_capacity(256 + headers.byte_len());
     encode_response_head(status, "", &headers, &mut out);

@@ -40,7 +40,6 @@ pub mod outlier;
 pub mod retry;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -217,6 +216,10 @@ pub struct Picked {
     pub host: Rc<Host>,
 }
 
+/// A shard's clusters by name.  Looked up on every request (FxHash: the
+/// keys come from config, never from a peer).
+pub type ClusterMap = rustc_hash::FxHashMap<String, Rc<ClusterRuntime>>;
+
 /// A cluster on one shard.
 pub struct ClusterRuntime {
     pub config: Arc<Cluster>,
@@ -364,7 +367,7 @@ impl ClusterRuntime {
     /// Aggregate clusters: points at the members' runtimes in `clusters`
     /// (this shard's snapshot).  Called on every snapshot build, so a member
     /// whose runtime was replaced is picked up.
-    pub fn link_members(&self, clusters: &HashMap<String, Rc<ClusterRuntime>>) {
+    pub fn link_members(&self, clusters: &ClusterMap) {
         if self.config.discovery != DiscoveryType::Aggregate {
             return;
         }

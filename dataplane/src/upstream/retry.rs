@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use control::model::{RetryOn, RetryPolicy};
 
-use crate::http1::Headers;
+use crate::http1::{Headers, KnownSet, WellKnown};
 use crate::matcher::{join_values, HeaderMatcher, HeaderSource};
 
 /// A retry policy with its `retriable_headers` compiled (once per shard
@@ -81,34 +81,29 @@ pub struct HeaderOverrides {
 
 /// The request headers the router consumes (Envoy's list); they never go
 /// upstream, and an external request's are ignored.
-pub const CONSUMED_HEADERS: &[&str] = &[
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-max-retries",
-    "x-envoy-retriable-status-codes",
-    "x-envoy-retriable-header-names",
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-upstream-rq-timeout-alt-response",
-    "x-envoy-hedge-on-per-try-timeout",
-];
+pub const CONSUMED_HEADERS: KnownSet = KnownSet::of(&[
+    WellKnown::XEnvoyRetryOn,
+    WellKnown::XEnvoyRetryGrpcOn,
+    WellKnown::XEnvoyMaxRetries,
+    WellKnown::XEnvoyRetriableStatusCodes,
+    WellKnown::XEnvoyRetriableHeaderNames,
+    WellKnown::XEnvoyUpstreamRqTimeoutMs,
+    WellKnown::XEnvoyUpstreamRqPerTryTimeoutMs,
+    WellKnown::XEnvoyUpstreamRqTimeoutAltResponse,
+    WellKnown::XEnvoyHedgeOnPerTryTimeout,
+    // The attempt count is the router's to set.
+    WellKnown::XEnvoyAttemptCount,
+]);
 
-/// Whether any header the router consumes is present (the common case is
-/// none: one scan for the `x-envoy-` prefix).
+/// Whether any header the router consumes may be present (the common case
+/// is none: one bit says no field starts with `x-envoy-`).
 pub fn has_overrides(headers: &Headers) -> bool {
-    headers.iter().any(|(n, _)| n.starts_with("x-envoy-"))
+    headers.has_envoy_prefixed()
 }
 
 /// Removes the consumed headers so they never reach the upstream.
 pub fn strip_consumed(headers: &mut Headers) {
-    if !has_overrides(headers) {
-        return;
-    }
-    for name in CONSUMED_HEADERS {
-        headers.remove(name);
-    }
-    // The attempt count is the router's to set.
-    headers.remove("x-envoy-attempt-count");
+    headers.remove_all(CONSUMED_HEADERS);
 }
 
 /// Envoy's default internal addresses (`internal_address_config` unset):
@@ -134,12 +129,12 @@ impl HeaderOverrides {
     /// values are ignored, as Envoy's router ignores them.
     pub fn read(headers: &Headers) -> HeaderOverrides {
         let mut o = HeaderOverrides::default();
-        if let Some(v) = headers.get("x-envoy-retry-on") {
+        if let Some(v) = headers.get(WellKnown::XEnvoyRetryOn) {
             o.retry_on = Some(RetryOn::parse_lenient(v));
         }
         o.max_retries =
-            headers.get("x-envoy-max-retries").and_then(parse_u64).map(|n| n.min(u64::from(u32::MAX)) as u32);
-        if let Some(v) = headers.get("x-envoy-retriable-status-codes") {
+            headers.get(WellKnown::XEnvoyMaxRetries).and_then(parse_u64).map(|n| n.min(u64::from(u32::MAX)) as u32);
+        if let Some(v) = headers.get(WellKnown::XEnvoyRetriableStatusCodes) {
             for code in v.split(|b| *b == b',') {
                 if let Some(c) = parse_u64(code).filter(|c| (100..=599).contains(c)) {
                     o.retriable_status_codes.push(c as u16);
@@ -147,11 +142,11 @@ impl HeaderOverrides {
             }
         }
         o.timeout = headers
-            .get("x-envoy-upstream-rq-timeout-ms")
+            .get(WellKnown::XEnvoyUpstreamRqTimeoutMs)
             .and_then(parse_u64)
             .map(|ms| Some(Duration::from_millis(ms)).filter(|d| !d.is_zero()));
         o.per_try_timeout = headers
-            .get("x-envoy-upstream-rq-per-try-timeout-ms")
+            .get(WellKnown::XEnvoyUpstreamRqPerTryTimeoutMs)
             .and_then(parse_u64)
             .map(Duration::from_millis)
             .filter(|d| !d.is_zero());
@@ -251,7 +246,7 @@ impl RetryState {
     /// under this request's conditions (Envoy's `wouldRetryFromHeaders`).
     pub fn response_retriable(&self, status: u16, headers: &Headers) -> bool {
         // An upstream that says it is overloaded is not retried.
-        if headers.get("x-envoy-overloaded").is_some() {
+        if headers.get(WellKnown::XEnvoyOverloaded).is_some() {
             return false;
         }
         let on = self.retry_on;

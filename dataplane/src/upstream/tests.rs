@@ -148,7 +148,7 @@ fn aggregate(members: &[&str]) -> Arc<Cluster> {
 #[test]
 fn aggregate_fails_over_to_the_next_cluster_and_back() {
     let store = StatsStore::new(1);
-    let mut all: HashMap<String, Rc<ClusterRuntime>> = HashMap::new();
+    let mut all = ClusterMap::default();
     for c in [
         cluster("in_cloud", LbPolicy::RoundRobin, &[(1000, 0), (1001, 0)]),
         cluster("out_of_cloud", LbPolicy::Maglev { table_size: 251 }, &[(2000, 0)]),

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use control::model::{CookieHashPolicy, HashPolicy, HashPolicyKind};
 use xxhash_rust::xxh64::{xxh64, Xxh64};
 
-use crate::http1::RequestHead;
+use crate::http1::{RequestHead, WellKnown};
 
 /// What the hash policies may look at.
 pub struct HashInput<'a> {
@@ -134,7 +134,7 @@ fn set_cookie_value(c: &CookieHashPolicy, value: &str, ttl: u64) -> String {
 /// (Envoy's `parseCookieValue`: `;`-separated pairs, leading spaces of the
 /// name skipped, pairs without `=` ignored).
 fn cookie_value<'h>(head: &'h RequestHead, name: &str) -> Option<&'h [u8]> {
-    for header in head.headers.get_all("cookie") {
+    for header in head.headers.get_all(WellKnown::Cookie) {
         for pair in header.split(|b| *b == b';').filter(|p| !p.is_empty()) {
             let Some(eq) = pair.iter().position(|b| *b == b'=') else { continue };
             let start = pair.iter().position(|b| *b != b' ').unwrap_or(pair.len()).min(eq);

@@ -24,7 +24,7 @@ use control::model::{
     StringMatch, StringPattern, VirtualHost,
 };
 use dataplane::http1::{
-    encode_request_head, parse_request_head, request_body_kind, strip_hop_by_hop, Limits, RequestHead,
+    encode_request_head, parse_request_head, request_body_kind, strip_hop_by_hop, Limits, RequestHead, WellKnown,
 };
 use dataplane::matcher::NoHeaders;
 use dataplane::proxy::{ip_text, IP_TEXT_MAX};
@@ -91,25 +91,25 @@ impl Forwarder {
         let _body = request_body_kind(&self.head).expect("framing");
         let directives = strip_hop_by_hop(&mut self.head.headers);
         let _keep_alive = directives.persistent(self.head.version);
-        let _expect = self.head.headers.get("expect").is_some();
-        self.head.headers.remove("expect");
+        let _expect = self.head.headers.get(WellKnown::Expect).is_some();
+        self.head.headers.remove(WellKnown::Expect);
         let _host = self.head.host();
 
         let headers = &mut self.head.headers;
         let mut ip_buf = [0u8; IP_TEXT_MAX];
         let ip = ip_text(self.peer, &mut ip_buf);
         self.scratch.clear();
-        if let Some(prev) = headers.get("x-forwarded-for") {
+        if let Some(prev) = headers.get(WellKnown::XForwardedFor) {
             self.scratch.extend_from_slice(prev);
             self.scratch.push(b',');
             self.scratch.extend_from_slice(ip);
-            headers.set("x-forwarded-for", &self.scratch);
+            headers.set(WellKnown::XForwardedFor, &self.scratch);
         } else {
-            headers.append("x-forwarded-for", ip);
+            headers.append(WellKnown::XForwardedFor, ip);
         }
-        headers.set("x-forwarded-proto", b"http");
+        headers.set(WellKnown::XForwardedProto, b"http");
         let id = request_id(&mut self.rng);
-        headers.set("x-request-id", &id);
+        headers.set(WellKnown::XRequestId, &id);
 
         self.out.clear();
         encode_request_head(self.head.method_str(), self.head.path_and_query(), &self.head.headers, &mut self.out);

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::{backend_route_config, Client, Gateway};
+use testkit::{backend_route_config, static_cluster, Client, Gateway};
 
 fn python() -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python3");
@@ -79,26 +79,16 @@ impl Drop for HealthPeer {
 /// Cluster `backend` over two peers, gRPC health checks of service `svc`
 /// every 0.2 s (2 failures → unhealthy, 2 passes → healthy).
 fn config(grpc_check: &str) -> String {
-    let cluster = format!(
-        r#"- name: backend
-  type: STATIC
-  connect_timeout: 1s
-  health_checks:
-  - timeout: 1s
-    interval: 0.2s
-    no_traffic_interval: 0.2s
-    unhealthy_threshold: 2
-    healthy_threshold: 2
-    grpc_health_check: {grpc_check}
-  load_assignment:
-    cluster_name: backend
-    endpoints:
-    - lb_endpoints:
-      - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
-      - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_2}}}}", port_value: {{{{UPSTREAM_2_PORT}}}} }} }} }}
-"#
+    let health_checks = format!(
+        "health_checks:
+- timeout: 1s
+  interval: 0.2s
+  no_traffic_interval: 0.2s
+  unhealthy_threshold: 2
+  healthy_threshold: 2
+  grpc_health_check: {grpc_check}"
     );
-    backend_route_config("", &cluster)
+    backend_route_config("", &static_cluster("backend", &health_checks, &[(1, 0, 1), (2, 0, 1)]))
 }
 
 fn flags(gw: &Gateway, addr: SocketAddr) -> String {

@@ -16,22 +16,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use testkit::{backend_route_config as config, closed_addr, closed_port, Client, Gateway, Response, Upstream};
-
-/// A STATIC cluster; `endpoints` are (upstream placeholder number, priority, weight).
-fn cluster(name: &str, extra: &str, endpoints: &[(usize, u32, u32)]) -> String {
-    let mut s = format!("- name: {name}\n  type: STATIC\n  connect_timeout: 1s\n");
-    for l in extra.lines().filter(|l| !l.trim().is_empty()) {
-        s.push_str(&format!("  {l}\n"));
-    }
-    s.push_str(&format!("  load_assignment:\n    cluster_name: {name}\n    endpoints:\n"));
-    for (n, priority, weight) in endpoints {
-        s.push_str(&format!(
-            "    - priority: {priority}\n      lb_endpoints:\n      - load_balancing_weight: {weight}\n        endpoint: {{ address: {{ socket_address: {{ address: \"{{{{UPSTREAM_{n}}}}}\", port_value: {{{{UPSTREAM_{n}_PORT}}}} }} }} }}\n"
-        ));
-    }
-    s
-}
+use testkit::{
+    backend_route_config as config, closed_addr, closed_port, static_cluster as cluster, Client, Gateway, Response,
+    Upstream,
+};
 
 fn upstream_name(r: &Response) -> Option<&str> {
     r.header("x-upstream-name")

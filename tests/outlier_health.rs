@@ -14,26 +14,14 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::{backend_route_config, Client, Gateway, Upstream};
+use testkit::{backend_route_config, static_cluster, Client, Gateway, Upstream};
 
 /// Route `/` to `backend`: two STATIC endpoints, `outlier` as its
 /// `outlier_detection`.
 fn config(outlier: &str) -> String {
-    let outlier: String = outlier.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("    {l}\n")).collect();
-    let cluster = format!(
-        r#"- name: backend
-  type: STATIC
-  connect_timeout: 1s
-  outlier_detection:
-{outlier}  load_assignment:
-    cluster_name: backend
-    endpoints:
-    - lb_endpoints:
-      - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_1}}}}", port_value: {{{{UPSTREAM_1_PORT}}}} }} }} }}
-      - endpoint: {{ address: {{ socket_address: {{ address: "{{{{UPSTREAM_2}}}}", port_value: {{{{UPSTREAM_2_PORT}}}} }} }} }}
-"#
-    );
-    backend_route_config("", &cluster)
+    let outlier: String = outlier.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("  {l}\n")).collect();
+    let extra = format!("outlier_detection:\n{outlier}");
+    backend_route_config("", &static_cluster("backend", &extra, &[(1, 0, 1), (2, 0, 1)]))
 }
 
 fn fail(u: &Upstream, mode: &str) {
@@ -95,53 +83,17 @@ fn five_xx_endpoint_is_ejected_and_comes_back() {
 /// Priority 0 `primary`, priority 1 `backup`, HTTP health checks every
 /// 0.2 s (2 failures → unhealthy), connect-failure retries on the route.
 fn failover_config() -> String {
-    r#"admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: {{ADMIN_PORT}} } }
-static_resources:
-  listeners:
-  - name: ingress
-    address: { socket_address: { address: 127.0.0.1, port_value: {{LISTEN_PORT}} } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route:
-                  cluster: backend
-                  retry_policy: { retry_on: "connect-failure,reset", num_retries: 2 }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    health_checks:
-    - timeout: 0.2s
-      interval: 0.2s
-      no_traffic_interval: 0.2s
-      unhealthy_threshold: 2
-      healthy_threshold: 1
-      http_health_check: { path: /hc }
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - priority: 0
-        lb_endpoints:
-        - endpoint: { address: { socket_address: { address: "{{UPSTREAM_1}}", port_value: {{UPSTREAM_1_PORT}} } } }
-      - priority: 1
-        lb_endpoints:
-        - endpoint: { address: { socket_address: { address: "{{UPSTREAM_2}}", port_value: {{UPSTREAM_2_PORT}} } } }
-"#
-    .to_string()
+    let health_checks = "health_checks:
+- timeout: 0.2s
+  interval: 0.2s
+  no_traffic_interval: 0.2s
+  unhealthy_threshold: 2
+  healthy_threshold: 1
+  http_health_check: { path: /hc }";
+    backend_route_config(
+        r#"retry_policy: { retry_on: "connect-failure,reset", num_retries: 2 }"#,
+        &static_cluster("backend", health_checks, &[(1, 0, 1), (2, 1, 1)]),
+    )
 }
 
 #[test]

@@ -960,6 +960,26 @@ pub fn backend_route_config(route_extra: &str, clusters: &str) -> String {
     ingress_config("", "", &routes, clusters)
 }
 
+/// A STATIC cluster `name` as a YAML list item at column 0, for
+/// [`backend_route_config`]'s `clusters`: `extra` (cluster fields at
+/// column 0, e.g. `lb_policy: RANDOM` or a `health_checks:` block) is
+/// indented under it, and each endpoint `(n, priority, weight)` is the
+/// `{{UPSTREAM_n}}` placeholder [`Gateway::start`] fills in, in a locality
+/// of its own.
+pub fn static_cluster(name: &str, extra: &str, endpoints: &[(usize, u32, u32)]) -> String {
+    let mut s = format!("- name: {name}\n  type: STATIC\n  connect_timeout: 1s\n");
+    for l in extra.lines().filter(|l| !l.trim().is_empty()) {
+        s.push_str(&format!("  {l}\n"));
+    }
+    s.push_str(&format!("  load_assignment:\n    cluster_name: {name}\n    endpoints:\n"));
+    for (n, priority, weight) in endpoints {
+        s.push_str(&format!(
+            "    - priority: {priority}\n      lb_endpoints:\n      - load_balancing_weight: {weight}\n        endpoint: {{ address: {{ socket_address: {{ address: \"{{{{UPSTREAM_{n}}}}}\", port_value: {{{{UPSTREAM_{n}_PORT}}}} }} }} }}\n"
+        ));
+    }
+    s
+}
+
 /// Starts an `mg-upstream` named `up` and a gateway running
 /// [`basic_config`]`(hcm_extra, route_extra, cluster_extra)` in front of it.
 #[track_caller]

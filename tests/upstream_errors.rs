@@ -32,6 +32,32 @@ fn slow_upstream_is_504_at_route_timeout() {
     assert_eq!(c2.get("/").status, 200);
 }
 
+/// A keep-alive connection keeps its timers across requests and pushes
+/// them back without re-registering (`Sleep::defer_to`): the second
+/// request's route timeout must still count from that request, not fire
+/// when the first request's would have.
+#[test]
+fn route_timeout_counts_from_each_request_on_a_reused_connection() {
+    let (_up, gw) = start_basic("", "timeout: 1s", "", &[]);
+    let mut c = Client::connect(gw.listener_addr);
+    assert_eq!(c.get("/delay/100").status, 200);
+    // The first request's timer would come due 1 s after it began.
+    std::thread::sleep(Duration::from_millis(600));
+    let t = Instant::now();
+    let r = c.get("/delay/3000");
+    let took = t.elapsed();
+    assert_eq!(r.status, 504, "body: {}", r.body_str());
+    assert!(took >= Duration::from_millis(900), "504 too early: {took:?}");
+    assert!(took < Duration::from_millis(2500), "504 too late: {took:?}");
+    // And a request on a connection whose timers were deferred many times
+    // is still answered in full when it is fast enough.
+    let mut c2 = Client::connect(gw.listener_addr);
+    for _ in 0..20 {
+        assert_eq!(c2.get("/").status, 200);
+    }
+    assert_eq!(c2.get("/delay/700").status, 200);
+}
+
 #[test]
 fn fast_enough_upstream_is_not_timed_out() {
     let (_up, gw) = start_basic("", "timeout: 1s", "", &[]);

@@ -231,7 +231,7 @@ fn pick_weighted(list: &[(String, u32)], random: u64) -> &str {
 }
 
 /// Up to `attempts` connects, each to a newly picked host.
-async fn connect(cluster: &Rc<crate::upstream::ClusterRuntime>, attempts: u32) -> Option<UpstreamConn> {
+async fn connect(cluster: &Rc<crate::upstream::ClusterRuntime>, attempts: u32) -> Option<Box<UpstreamConn>> {
     for attempt in 1..=attempts {
         let Some(picked) = cluster.pick(&mut || None) else {
             tracing::debug!(cluster = %cluster.config.name, "tcp proxy: no host to connect to");

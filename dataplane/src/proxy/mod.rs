@@ -303,6 +303,26 @@ struct Downstream<'a> {
     upgrade: Option<Vec<u8>>,
     /// One HTTP/2 stream served through `http2::bridge` (one request, then done).
     bridged: bool,
+    /// The read deadline (idle or headers timeout) and the park deadline,
+    /// kept across requests so pushing them back costs no timer work (see
+    /// `Sleep::defer_to`).
+    read_timer: Option<Sleep>,
+    park_timer: Option<Sleep>,
+    /// The route (or per-try) timeout and the stream idle timeout of the
+    /// exchange in progress, kept across requests the same way.
+    route_timer: Option<Sleep>,
+    stream_idle_timer: Option<Sleep>,
+}
+
+/// Points a connection's persistent timer at `deadline` (none: disarmed)
+/// and lends it out for one wait.
+fn rearm(timer: &mut Option<Sleep>, deadline: Option<Instant>) -> Option<&mut Sleep> {
+    match (timer.as_mut(), deadline) {
+        (_, None) => *timer = None,
+        (Some(t), Some(d)) => t.defer_to(d),
+        (None, Some(d)) => *timer = Some(sleep_until(d)),
+    }
+    timer.as_mut()
 }
 
 impl<'a> Downstream<'a> {
@@ -324,6 +344,10 @@ impl<'a> Downstream<'a> {
             filter_reply: None,
             upgrade: None,
             bridged: false,
+            read_timer: None,
+            park_timer: None,
+            route_timer: None,
+            stream_idle_timer: None,
         }
     }
 
@@ -467,8 +491,8 @@ impl<'a> Downstream<'a> {
         park: Option<Instant>,
         listener: &str,
     ) -> Fill {
-        let mut sleep = deadline.map(sleep_until);
-        let mut park = park.map(sleep_until);
+        let mut sleep = rearm(&mut self.read_timer, deadline);
+        let mut park = rearm(&mut self.park_timer, park);
         let mut drain = pin!(self.ctx.listener_drain_signal(listener));
         if idle {
             // Between requests the connection waits without a buffer, which
@@ -667,8 +691,8 @@ impl<'a> Downstream<'a> {
         let request = mutate::Levels::new(m.config, m.vhost, route, weighted, false);
         let response = mutate::Levels::new(m.config, m.vhost, route, weighted, true);
         let vars = (!request.is_empty() || !response.is_empty()).then(|| self.mutation_vars(listener));
-        let (retry, route_timeout) = self.retry_setup(listener, m.vhost, action);
-        let exchange = Exchange {
+        let (mut retry, route_timeout) = self.retry_setup(listener, m.vhost, action);
+        let mut exchange = Exchange {
             listener,
             cluster: &cluster,
             body_kind,
@@ -693,7 +717,7 @@ impl<'a> Downstream<'a> {
         if self.upgrade.is_some() {
             return self.forward_upgrade(exchange).await;
         }
-        self.forward(exchange, retry).await
+        self.forward(&mut exchange, &mut retry).await
     }
 
     /// The router's retry and timeout setup for a forwarded request: the
@@ -1376,7 +1400,10 @@ impl<'a> Downstream<'a> {
         // The route timeout runs from the end of the request across every
         // attempt; the per-try timeout from the end of this attempt's
         // request.  `per_try` says which of the two the deadline is.
-        let arm = || -> Option<(Sleep, bool)> {
+        // The deadline's timer is the connection's, kept across requests
+        // (`Sleep::defer_to`); `deadline` holds only which timeout it is.
+        let route_timer = &mut self.route_timer;
+        let arm = |timer: &mut Option<Sleep>| -> Option<bool> {
             let t = now();
             let global = match ex.global_deadline.get() {
                 Some(d) => Some(d),
@@ -1387,16 +1414,17 @@ impl<'a> Downstream<'a> {
                 }
             };
             let per_try = ctl.per_try_timeout.map(|p| t + p);
-            match (global, per_try) {
-                (Some(g), Some(p)) if p < g => Some((sleep_until(p), true)),
-                (Some(g), _) => Some((sleep_until(g), false)),
-                (None, Some(p)) => Some((sleep_until(p), true)),
-                (None, None) => None,
-            }
+            let (at, per_try) = match (global, per_try) {
+                (Some(g), Some(p)) if p < g => (Some(p), true),
+                (Some(g), _) => (Some(g), false),
+                (None, Some(p)) => (Some(p), true),
+                (None, None) => (None, false),
+            };
+            rearm(timer, at).map(|_| per_try)
         };
-        let mut deadline: Option<(Sleep, bool)> = None;
+        let mut deadline: Option<bool> = None;
         if request_done {
-            deadline = arm();
+            deadline = arm(route_timer);
         }
         let hcm = &ex.listener.hcm;
         // request_timeout: the whole request must arrive (or the response
@@ -1404,13 +1432,13 @@ impl<'a> Downstream<'a> {
         // bytes must keep moving.
         let mut request_deadline = hcm.request_timeout.filter(|_| !request_done).map(|t| sleep_until(now() + t));
         let idle_timeout = ex.idle_timeout;
-        let mut idle = idle_timeout.map(|t| sleep_until(now() + t));
+        let mut idle = rearm(&mut self.stream_idle_timer, idle_timeout.map(|t| now() + t));
         std::future::poll_fn(|cx| {
             if !request_done {
                 match request.as_mut().poll(cx) {
                     Poll::Ready(Ok(())) => {
                         request_done = true;
-                        deadline = arm();
+                        deadline = arm(route_timer);
                     }
                     Poll::Ready(Err(e)) => {
                         return Poll::Ready(Err(match e {
@@ -1449,10 +1477,10 @@ impl<'a> Downstream<'a> {
                     }
                 });
             }
-            if let Some((d, per_try)) = deadline.as_mut() {
+            if let (Some(per_try), Some(d)) = (deadline, route_timer.as_mut()) {
                 if Pin::new(d).poll(cx).is_ready() {
                     let response_started = response_started.get();
-                    return Poll::Ready(Err(ExchangeError::Timeout { response_started, per_try: *per_try }));
+                    return Poll::Ready(Err(ExchangeError::Timeout { response_started, per_try }));
                 }
             }
             if request_done || response_started.get() {
@@ -1466,7 +1494,7 @@ impl<'a> Downstream<'a> {
             if let (Some(d), Some(limit)) = (idle.as_mut(), idle_timeout) {
                 // Re-armed lazily: activity only moves the deadline when the
                 // timer comes due, so busy streams cost no timer churn.
-                while Pin::new(&mut *d).poll(cx).is_ready() {
+                while Pin::new(&mut **d).poll(cx).is_ready() {
                     let due = activity.get() + limit;
                     if due <= now() {
                         return Poll::Ready(Err(ExchangeError::RequestTimeout {

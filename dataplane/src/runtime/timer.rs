@@ -109,9 +109,18 @@ pub fn now() -> Instant {
 }
 
 /// Completes at `deadline`.
+///
+/// A registration may be older than the deadline: [`Sleep::defer_to`]
+/// moves the deadline later without touching the heap, and the timer that
+/// comes due early re-registers for the rest when polled.  Long timeouts
+/// pushed back on every request (a keep-alive connection's idle timeout,
+/// a route timeout) so cost one heap entry per period instead of one per
+/// request.
 pub struct Sleep {
     deadline: Instant,
-    registered: Option<(usize, u64)>,
+    /// The timer entry, and the deadline it was registered for (never
+    /// after `deadline`).
+    registered: Option<(usize, u64, Instant)>,
 }
 
 pub fn sleep_until(deadline: Instant) -> Sleep {
@@ -129,8 +138,18 @@ impl Sleep {
         self.deadline = deadline;
     }
 
+    /// Moves the deadline, lazily when it moves later: the registered timer
+    /// stays and re-registers for the rest when it comes due.  An earlier
+    /// deadline re-registers at the next poll, as [`reset`](Self::reset).
+    pub fn defer_to(&mut self, deadline: Instant) {
+        match self.registered {
+            Some((_, _, at)) if at <= deadline => self.deadline = deadline,
+            _ => self.reset(deadline),
+        }
+    }
+
     fn cancel(&mut self) {
-        if let Some((key, generation)) = self.registered.take() {
+        if let Some((key, generation, _)) = self.registered.take() {
             with_context(|c| c.timers.borrow_mut().cancel(key, generation));
         }
     }
@@ -142,27 +161,27 @@ impl Future for Sleep {
         let deadline = self.deadline;
         with_context(|c| {
             let mut timers = c.timers.borrow_mut();
-            if let Some((key, generation)) = self.registered {
+            if let Some((key, generation, _)) = self.registered {
                 if let Some(entry) = timers.live(key, generation) {
-                    if entry.fired {
-                        timers.entries.remove(key);
-                        drop(timers);
-                        self.registered = None;
-                        return Poll::Ready(());
+                    if !entry.fired {
+                        match &entry.waker {
+                            Some(w) if w.will_wake(cx.waker()) => {}
+                            _ => entry.waker = Some(cx.waker().clone()),
+                        }
+                        return Poll::Pending;
                     }
-                    match &entry.waker {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => entry.waker = Some(cx.waker().clone()),
-                    }
-                    return Poll::Pending;
+                    timers.entries.remove(key);
                 }
+                self.registered = None;
             }
             if c.now.get() >= deadline {
                 return Poll::Ready(());
             }
-            let reg = timers.insert(deadline, cx.waker().clone());
+            // First poll, or a registration that came due before a
+            // deferred deadline: register (again) for the deadline.
+            let (key, generation) = timers.insert(deadline, cx.waker().clone());
             drop(timers);
-            self.registered = Some(reg);
+            self.registered = Some((key, generation, deadline));
             Poll::Pending
         })
     }
@@ -174,7 +193,7 @@ impl Drop for Sleep {
             // The runtime may already be gone at thread teardown.
             let registered = self.registered.take();
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if let Some((key, generation)) = registered {
+                if let Some((key, generation, _)) = registered {
                     with_context(|c| {
                         if let Ok(mut t) = c.timers.try_borrow_mut() {
                             t.cancel(key, generation)
@@ -253,6 +272,45 @@ mod tests {
             (fast, slow)
         });
         assert_eq!(res, (Ok(7), Err(Elapsed)));
+    }
+
+    /// A deadline deferred many times keeps one registration, and the
+    /// Sleep completes at the last deadline, not at the registered one.
+    #[test]
+    fn a_deferred_sleep_keeps_its_registration_and_fires_at_the_new_deadline() {
+        let mut rt = Runtime::new().unwrap();
+        let start = Instant::now();
+        let fired_after = rt.block_on(async move {
+            let mut sleep = sleep_until(start + Duration::from_millis(20));
+            // Registers (first poll) for +20 ms.
+            let registered = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut sleep).poll(cx).is_pending())).await;
+            assert!(registered);
+            let heap_before = with_context(|c| c.timers.borrow().heap_len());
+            for ms in 21..=60 {
+                sleep.defer_to(start + Duration::from_millis(ms));
+            }
+            assert_eq!(with_context(|c| c.timers.borrow().heap_len()), heap_before, "no new heap entries");
+            assert_eq!(sleep.deadline(), start + Duration::from_millis(60));
+            (&mut sleep).await;
+            start.elapsed()
+        });
+        assert!(fired_after >= Duration::from_millis(60), "fired after {fired_after:?}");
+        assert!(fired_after < Duration::from_millis(1_000), "fired after {fired_after:?}");
+    }
+
+    #[test]
+    fn deferring_to_an_earlier_deadline_re_registers() {
+        let mut rt = Runtime::new().unwrap();
+        let start = Instant::now();
+        let fired_after = rt.block_on(async move {
+            let mut sleep = sleep_until(start + Duration::from_secs(60));
+            let pending = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut sleep).poll(cx).is_pending())).await;
+            assert!(pending);
+            sleep.defer_to(start + Duration::from_millis(30));
+            (&mut sleep).await;
+            start.elapsed()
+        });
+        assert!(fired_after >= Duration::from_millis(30) && fired_after < Duration::from_secs(5), "{fired_after:?}");
     }
 
     #[test]

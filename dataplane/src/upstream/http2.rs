@@ -185,7 +185,7 @@ impl Connecting {
 impl ClusterRuntime {
     /// A stream on one of the host's HTTP/2 connections (`fresh`: on a new
     /// connection, the pool's own retry after a stale one failed).
-    pub(super) async fn h2_checkout(&self, host: &Rc<Host>, fresh: bool) -> Result<UpstreamConn, ConnectFailure> {
+    pub(super) async fn h2_checkout(&self, host: &Rc<Host>, fresh: bool) -> Result<Box<UpstreamConn>, ConnectFailure> {
         let limit = self.config.upstream_http2.max_concurrent_streams;
         let max_requests = self.config.max_requests_per_connection;
         if !fresh {
@@ -219,7 +219,7 @@ impl ClusterRuntime {
         host: &Rc<Host>,
         limit: u32,
         max_requests: Option<u32>,
-    ) -> Result<UpstreamConn, ConnectFailure> {
+    ) -> Result<Box<UpstreamConn>, ConnectFailure> {
         self.as_pending_request(host, async || {
             if let Some(c) = host.h2.pick(limit, max_requests) {
                 return Some(Ok(self.h2_stream(host, &c)));
@@ -324,7 +324,7 @@ impl ClusterRuntime {
 
     /// Starts the worker of one stream on `conn` and returns the manager's
     /// end of its pipe.
-    fn h2_stream(&self, host: &Rc<Host>, conn: &Rc<H2Conn>) -> UpstreamConn {
+    fn h2_stream(&self, host: &Rc<Host>, conn: &Rc<H2Conn>) -> Box<UpstreamConn> {
         let reused = conn.started.get() > 0;
         conn.started.set(conn.started.get() + 1);
         conn.active.set(conn.active.get() + 1);
@@ -332,7 +332,7 @@ impl ClusterRuntime {
         let reset = Rc::new(Cell::new(None));
         let worker = StreamWorker { conn: conn.clone(), pipe: far, https: self.tls.is_some(), reset: reset.clone() };
         spawn(worker.run()).detach();
-        UpstreamConn {
+        Box::new(UpstreamConn {
             stream: Conn::Bridged(Box::new(Bridged { end: near, outer: conn.io.clone() })),
             host: host.clone(),
             served: u32::from(reused),
@@ -340,7 +340,7 @@ impl ClusterRuntime {
             head: crate::http1::ResponseHead::new(),
             _lease: None,
             h2_reset: Some(reset),
-        }
+        })
     }
 }
 

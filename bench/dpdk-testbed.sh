@@ -17,15 +17,21 @@
 # CPU per request = (utime+stime of the proxy process during the run) / requests;
 # the DPDK shard busy-polls, so its CPU is one core whatever the load.
 #
-# Usage: bench/dpdk-testbed.sh [--duration S] [--scaling "10 100 1000 10000"]
+# --idle-sleep-us "0 50": meshgate-dpdk rows at 10 and 50 connections for each
+# value of --dpdk-idle-sleep-us (0 = always busy-poll); the scaling run uses
+# the first value.
+#
+# Usage: bench/dpdk-testbed.sh [--duration S] [--scaling "10 100 1000 10000"] [--idle-sleep-us "0 50"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=10
 SCALING="10 100 1000 10000"
+IDLE_SLEEPS="0 50"
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DUR=$2; shift 2 ;;
         --scaling) SCALING=$2; shift 2 ;;
+        --idle-sleep-us) IDLE_SLEEPS=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -161,12 +167,21 @@ wait_http() { for _ in $(seq 100); do ip netns exec ${P}c curl -sf -m 1 -o /dev/
     echo "|---|---|---|---|---|---|---|---|"
 } | tee "$OUT/results.md"
 
-# meshgate on DPDK
-$MG -c "$TMP/dpdk.yaml" --mode dpdk --shards 1 --no-pin --dpdk-eal "$(scripts/dpdk-testbed.sh eal $P)" --dpdk-addr 10.77.0.2/24 \
-    --log-level info 2>"$OUT/meshgate-dpdk.log" &
-MGD=$!; PIDS+=($MGD)
-wait_http http://10.77.0.2:8000/
-run meshgate-dpdk $MGD http://10.77.0.2:8000/ 50 19981
+# meshgate on DPDK, once per idle-sleep setting (one at a time: they share the port)
+start_dpdk() { # IDLE_SLEEP_US -> MGD
+    $MG -c "$TMP/dpdk.yaml" --mode dpdk --shards 1 --no-pin --dpdk-eal "$(scripts/dpdk-testbed.sh eal $P)" --dpdk-addr 10.77.0.2/24 \
+        --dpdk-idle-sleep-us "$1" --log-level info 2>>"$OUT/meshgate-dpdk.log" &
+    MGD=$!; PIDS+=($MGD)
+    wait_http http://10.77.0.2:8000/
+}
+stop_dpdk() { kill "$MGD"; wait "$MGD" 2>/dev/null || true; rm -rf "/var/run/dpdk/$P-a"; }
+for n in $IDLE_SLEEPS; do
+    start_dpdk "$n"
+    name=meshgate-dpdk; [ "$n" != 0 ] && name="meshgate-dpdk-idle$n"
+    run "$name" $MGD http://10.77.0.2:8000/ 10 19981
+    run "$name" $MGD http://10.77.0.2:8000/ 50 19981
+    stop_dpdk
+done
 
 # meshgate on kernel sockets
 $MG -c "$TMP/kernel.yaml" --mode kernel --shards 1 --no-pin --log-level warn 2>"$OUT/meshgate-kernel.log" &
@@ -188,6 +203,7 @@ run nginx-kernel "$(cat "$TMP/px.pid")" http://10.77.0.5:8002/ 50
     echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | upstream connects/req | errors |"
     echo "|---|---|---|---|---|---|---|---|"
 } | tee -a "$OUT/results.md"
+start_dpdk "${IDLE_SLEEPS%% *}"
 for c in $SCALING; do
     run meshgate-dpdk $MGD http://10.77.0.2:8000/ "$c" 19981
 done

@@ -13,6 +13,8 @@ pub struct DpdkOptions {
     pub port: u16,
     pub addr: Option<String>,
     pub gateway: Option<Ipv4Addr>,
+    /// See `StackConfig::idle_nap`.
+    pub idle_nap: std::time::Duration,
 }
 
 /// A started port: the queue pairs, one per shard, and the port handle (for
@@ -122,6 +124,7 @@ pub fn start(opts: &DpdkOptions, shards: usize) -> Result<DpdkDataPath, String> 
         gateway: opts.gateway,
         seed: 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1) ^ std::process::id() as u64,
         rss: (of > 1).then_some((of as u16, i as u16)),
+        idle_nap: opts.idle_nap,
     };
     let mut links: Vec<ShardLink> = Vec::new();
     if queues == 1 && shards > 1 {

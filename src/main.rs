@@ -75,6 +75,13 @@ struct Cli {
     /// Next hop for destinations outside the DPDK port's subnet.
     #[arg(long = "dpdk-gateway", value_name = "IP")]
     dpdk_gateway: Option<std::net::Ipv4Addr>,
+    /// Once a DPDK queue has been empty this many microseconds, sleep as long
+    /// between polls instead of spinning (like F-Stack's idle_sleep).  0 (the
+    /// default) always busy-polls: right when the shard has a core to itself;
+    /// 20-100 suits shards sharing cores with other work.
+    #[arg(long = "dpdk-idle-sleep-us", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    dpdk_idle_sleep_us: u64,
 }
 
 fn main() -> ExitCode {
@@ -106,6 +113,7 @@ fn main() -> ExitCode {
         port: cli.dpdk_port,
         addr: cli.dpdk_addr.clone(),
         gateway: cli.dpdk_gateway,
+        idle_nap: std::time::Duration::from_micros(cli.dpdk_idle_sleep_us),
     };
     let datapath = match cli.mode {
         Mode::Dpdk if cli.dpdk_eal.is_none() => {

@@ -337,6 +337,41 @@ fn dpdk_curl_through_both_hops_and_ping_the_gateway_address() {
     assert!(prom.contains("dpdk_port_rx_packets"), "{prom}");
 }
 
+/// `--dpdk-idle-sleep-us`: an idle shard naps between polls instead of
+/// spinning a core, and a request arriving while it naps is still served.
+#[test]
+fn dpdk_idle_sleep_frees_the_core_of_an_idle_shard_and_still_serves() {
+    require_testbed!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = Testbed::up();
+    bed.start_upstream();
+    let yaml = config("10.77.0.2", "10.77.0.3:8080");
+    let idle_cores = |extra: &[&str]| {
+        let eal = bed.eal(1);
+        let mut args = vec!["--mode", "dpdk", "--dpdk-eal", &eal, "--dpdk-addr", "10.77.0.2/24", "--no-pin"];
+        args.extend_from_slice(extra);
+        let gw =
+            Gateway::try_start(&yaml, &[], &args).unwrap_or_else(|e| panic!("meshgate on DPDK did not start: {e}"));
+        let (code, _) = bed.curl(&["http://10.77.0.2:8000/echo"]);
+        assert_eq!(code, "200", "{}", gw.stderr());
+        std::thread::sleep(Duration::from_millis(300));
+        let before = testkit::cpu_seconds_of(gw.pid());
+        std::thread::sleep(Duration::from_secs(2));
+        let cores = (testkit::cpu_seconds_of(gw.pid()) - before) / 2.0;
+        // Served after two idle seconds: the nap does not lose frames.
+        let (code, body) = bed.curl(&["http://10.77.0.2:8000/echo"]);
+        assert_eq!(code, "200", "{}", gw.stderr());
+        assert!(String::from_utf8_lossy(&body).contains("\"path\":\"/echo\""));
+        cores
+    };
+    let spinning = idle_cores(&[]);
+    let napping = idle_cores(&["--dpdk-idle-sleep-us", "200"]);
+    println!("idle shard: {spinning:.2} cores busy-polling, {napping:.2} napping");
+    // Steady idle: one pass (a few µs) per 200 µs nap plus timer slack.
+    assert!(napping < 0.25, "an idle shard with --dpdk-idle-sleep-us 200 used {napping:.2} cores");
+    assert!(napping < spinning / 2.0, "napping {napping:.2} cores against {spinning:.2} busy-polling");
+}
+
 #[test]
 fn dpdk_bodies_of_1_mib_and_100_mib_both_ways_are_intact() {
     require_testbed!();

@@ -49,21 +49,6 @@ fn run(gw: &Gateway, args: &[&str]) -> Value {
     report(flood_command(gw, args).output().expect("run the flood client"), &args.join(" "))
 }
 
-/// CPU time (utime + stime, clock ticks) of a process.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the line.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn ticks_per_second() -> u64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf CLK_TCK");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100)
-}
-
 const BYSTANDER_REQUESTS: u32 = 200;
 
 /// A well-behaved client on its own connection while the flood runs.
@@ -91,14 +76,14 @@ fn flood(args: &[&str]) -> Value {
     let warmup = run(&gw, &["steady", "--frames", "5"]);
     assert_eq!(warmup["ok_responses"], 5, "HTTP/2 through the gateway before any flood: {warmup}");
     let pid = gw.pid();
-    let (rss_before, cpu_before) = (gw.rss_kib(), cpu_ticks(pid));
+    let (rss_before, cpu_before) = (gw.rss_kib(), testkit::cpu_seconds_of(pid));
 
     let bystander = Bystander::start(&gw);
     let r = run(&gw, args);
     bystander.assert_served();
 
-    let (rss_after, cpu_after) = (gw.rss_kib(), cpu_ticks(pid));
-    let cpu_seconds = (cpu_after - cpu_before) as f64 / ticks_per_second() as f64;
+    let (rss_after, cpu_after) = (gw.rss_kib(), testkit::cpu_seconds_of(pid));
+    let cpu_seconds = cpu_after - cpu_before;
     eprintln!("{}: {r}\n  gateway RSS {rss_before} KiB -> {rss_after} KiB, CPU {cpu_seconds:.2} s", args.join(" "));
     // Generous bounds: a debug build on a shared machine.  Unbounded
     // handling of these floods grows by hundreds of MiB or burns the whole

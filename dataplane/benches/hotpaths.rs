@@ -245,7 +245,15 @@ mod userspace_exchange {
     }
 
     fn config(addr: Ipv4Addr, last: u8, seed: u64) -> StackConfig {
-        StackConfig { mac: [0x02, 0, 0, 0, 0, last], addr, prefix_len: 24, gateway: None, seed, rss: None }
+        StackConfig {
+            mac: [0x02, 0, 0, 0, 0, last],
+            addr,
+            prefix_len: 24,
+            gateway: None,
+            seed,
+            rss: None,
+            idle_nap: std::time::Duration::ZERO,
+        }
     }
 
     impl UserspaceExchange {

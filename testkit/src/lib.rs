@@ -716,6 +716,19 @@ pub fn rss_kib_of(pid: u32) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// CPU time (utime + stime) a process has used so far, in seconds.
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // utime and stime are the 14th and 15th fields; the command name before
+    // them is parenthesised and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let out = std::process::Command::new("getconf").arg("CLK_TCK").output().expect("getconf CLK_TCK");
+    let per_second: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100);
+    ticks as f64 / per_second as f64
+}
+
 /// Finds `name: value` in an Envoy-style `/stats` text.
 pub fn parse_stat(stats: &str, name: &str) -> Option<u64> {
     stats.lines().find_map(|l| {

@@ -62,6 +62,10 @@ pub struct PollOutcome {
     pub busy: bool,
     /// The stack's next timer, if any (the loop sleeps no longer than this).
     pub next: Option<Instant>,
+    /// A busy-polled device found nothing for a while: the loop may sleep
+    /// this long.  The device cannot wake epoll, so the loop looks at the
+    /// kernel sockets without waiting and sleeps only if none is ready.
+    pub nap: Option<Duration>,
 }
 
 /// Adds a stack to this thread's loop (polled before every wait).
@@ -139,11 +143,16 @@ impl Runtime {
         self.ctx.now.set(now);
         let mut busy = false;
         let mut stack_next: Option<Instant> = None;
+        let mut nap: Option<Duration> = None;
         if !self.ctx.pollers.borrow().is_empty() {
             let pollers = self.ctx.pollers.borrow().clone();
             for p in pollers {
                 let out = p.poll(now);
                 busy |= out.busy;
+                nap = match (nap, out.nap) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 stack_next = match (stack_next, out.next) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -164,7 +173,17 @@ impl Runtime {
                 (a, b) => a.or(b),
             }
         };
-        self.ctx.reactor.poll(wait)?;
+        match nap {
+            Some(nap) if !more && !busy => {
+                let nap = wait.map_or(nap, |w| w.min(nap));
+                if !self.ctx.reactor.poll(Some(Duration::ZERO))? && !nap.is_zero() {
+                    std::thread::sleep(nap);
+                }
+            }
+            _ => {
+                self.ctx.reactor.poll(wait)?;
+            }
+        }
         let now = Instant::now();
         self.ctx.now.set(now);
         self.ctx.timers.borrow_mut().fire(now);

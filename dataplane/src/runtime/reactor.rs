@@ -151,13 +151,16 @@ impl Reactor {
     }
 
     /// Waits for events (at most `timeout`) and wakes the tasks they concern.
-    pub(crate) fn poll(&self, timeout: Option<Duration>) -> io::Result<()> {
+    /// Waits for readiness at most `timeout` and wakes the tasks waiting on
+    /// it; returns whether any event (the remote waker's too) arrived.
+    pub(crate) fn poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
         let mut events = self.0.events.borrow_mut();
         match self.0.poll.borrow_mut().poll(&mut events, timeout) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
             Err(e) => return Err(e),
         }
+        let any = !events.is_empty();
         // Taken out of the cell so a woken task polled re-entrantly (it is
         // not today: wakers only queue) could not observe it borrowed.
         let mut wake = std::mem::take(&mut *self.0.to_wake.borrow_mut());
@@ -192,6 +195,6 @@ impl Reactor {
             w.wake();
         }
         *self.0.to_wake.borrow_mut() = wake;
-        Ok(())
+        Ok(any)
     }
 }

@@ -37,6 +37,7 @@
 //! is aborted.
 
 pub mod device;
+mod idle;
 
 #[cfg(test)]
 mod tests;
@@ -58,6 +59,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpo
 
 use crate::runtime::{LoopPoller, PollOutcome};
 use device::{classify, Egress, FourTuple, LinkCounters, LinkState, OneFrame, RxFrame};
+pub use idle::IdleNap;
 
 pub use device::{DpdkLink, Link, MemoryLink, SharedLink};
 
@@ -94,6 +96,9 @@ pub struct StackConfig {
     /// Source ports of outgoing connections are chosen so that the replies
     /// hash (Toeplitz, [`dpdk::RSS_KEY`]) to this queue.
     pub rss: Option<(u16, u16)>,
+    /// On a busy-polled queue: how long the loop sleeps once the queue has
+    /// been empty that long (see [`IdleNap`]); zero spins for ever.
+    pub idle_nap: Duration,
 }
 
 impl StackConfig {
@@ -189,6 +194,7 @@ pub struct Stack {
     config: StackConfig,
     base: Instant,
     busy_poll: bool,
+    idle: Cell<IdleNap>,
 }
 
 thread_local! {
@@ -374,6 +380,7 @@ impl Stack {
                 connected: 0,
                 resets: 0,
             }),
+            idle: Cell::new(IdleNap::new(config.idle_nap)),
             config,
             base,
             busy_poll,
@@ -764,7 +771,13 @@ impl LoopPoller for Stack {
         if let Some(p) = self.publisher.borrow_mut().as_mut() {
             p.publish(self, now);
         }
-        PollOutcome { busy: busy || self.busy_poll, next }
+        if !self.busy_poll {
+            return PollOutcome { busy, next, nap: None };
+        }
+        let mut idle = self.idle.get();
+        let nap = idle.after_pass(now, busy);
+        self.idle.set(idle);
+        PollOutcome { busy: nap.is_none(), next, nap }
     }
 }
 

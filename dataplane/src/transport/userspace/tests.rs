@@ -22,6 +22,7 @@ fn stacks() -> (Rc<Stack>, Rc<Stack>) {
         gateway: None,
         seed,
         rss: None,
+        idle_nap: Duration::ZERO,
     };
     let client = Stack::new(cfg(CLIENT, 1, 7), Link::Memory(a));
     let server = Stack::new(cfg(SERVER, 2, 11), Link::Memory(b));
@@ -153,7 +154,15 @@ fn answers_arp_and_ping() {
     drop(a);
     let replies = rt.block_on(async move {
         let server = Stack::new(
-            StackConfig { mac: [2, 0, 0, 0, 0, 2], addr: SERVER, prefix_len: 24, gateway: None, seed: 1, rss: None },
+            StackConfig {
+                mac: [2, 0, 0, 0, 0, 2],
+                addr: SERVER,
+                prefix_len: 24,
+                gateway: None,
+                seed: 1,
+                rss: None,
+                idle_nap: Duration::ZERO,
+            },
             Link::Memory(b),
         );
         add_loop_poller(server.clone());
@@ -233,7 +242,15 @@ fn answers_arp_and_ping() {
 
 #[test]
 fn routing_decisions() {
-    let cfg = StackConfig { mac: [2, 0, 0, 0, 0, 2], addr: SERVER, prefix_len: 24, gateway: None, seed: 1, rss: None };
+    let cfg = StackConfig {
+        mac: [2, 0, 0, 0, 0, 2],
+        addr: SERVER,
+        prefix_len: 24,
+        gateway: None,
+        seed: 1,
+        rss: None,
+        idle_nap: Duration::ZERO,
+    };
     assert!(cfg.routes(Ipv4Addr::new(10, 0, 0, 77)));
     assert!(!cfg.routes(Ipv4Addr::new(10, 0, 1, 1)));
     assert!(!cfg.routes(Ipv4Addr::LOCALHOST));
@@ -256,6 +273,7 @@ fn source_ports_steer_replies_to_the_owning_queue() {
             gateway: None,
             seed: 3,
             rss: Some((4, 2)),
+            idle_nap: Duration::ZERO,
         };
         let stack = Stack::new(cfg, Link::Memory(a));
         let remote = SocketAddrV4::new(SERVER, 80);
@@ -287,6 +305,7 @@ fn hand_polled_pair() -> (Rc<Stack>, Rc<Stack>, UserspaceStream, UserspaceStream
         gateway: None,
         seed,
         rss: None,
+        idle_nap: Duration::ZERO,
     };
     let client = Stack::new(cfg(CLIENT, 1, 7), Link::Memory(a));
     let server = Stack::new(cfg(SERVER, 2, 11), Link::Memory(b));

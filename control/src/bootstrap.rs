@@ -97,7 +97,7 @@ pub fn descriptor_pool() -> DescriptorPool {
         .clone()
 }
 
-/// Drops the cached descriptor pool (about 8 MB decoded).  The binary calls
+/// Drops the cached descriptor pool (the largest allocation of start-up).  The binary calls
 /// it once the bootstrap is loaded: a static configuration never needs the
 /// pool again, and xDS, SDS files or `/config_dump` decode it once more on
 /// their first use and keep it from then on.

@@ -78,6 +78,14 @@ pub fn clear_loop_pollers() {
     with_context(|c| c.pollers.borrow_mut().clear());
 }
 
+/// The smaller of two optional bounds (deadlines or waits); `None` is "no bound".
+fn sooner<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 thread_local! {
     static CONTEXT: RefCell<Option<Rc<Context>>> = const { RefCell::new(None) };
 }
@@ -149,29 +157,16 @@ impl Runtime {
             for p in pollers {
                 let out = p.poll(now);
                 busy |= out.busy;
-                nap = match (nap, out.nap) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                stack_next = match (stack_next, out.next) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                nap = sooner(nap, out.nap);
+                stack_next = sooner(stack_next, out.next);
             }
         }
         let wait = if more || busy {
             Some(Duration::ZERO)
         } else {
             let next = self.ctx.timers.borrow_mut().next_deadline();
-            let next = match (next, stack_next) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let until_timer = next.map(|d| d.saturating_duration_since(now));
-            match (until_timer, max_wait) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            let until_timer = sooner(next, stack_next).map(|d| d.saturating_duration_since(now));
+            sooner(until_timer, max_wait)
         };
         match nap {
             Some(nap) if !more && !busy => {

@@ -150,9 +150,8 @@ impl Reactor {
         }
     }
 
-    /// Waits for events (at most `timeout`) and wakes the tasks they concern.
-    /// Waits for readiness at most `timeout` and wakes the tasks waiting on
-    /// it; returns whether any event (the remote waker's too) arrived.
+    /// Waits for events (at most `timeout`) and wakes the tasks they concern;
+    /// returns whether any event (the remote waker's too) arrived.
     pub(crate) fn poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
         let mut events = self.0.events.borrow_mut();
         match self.0.poll.borrow_mut().poll(&mut events, timeout) {

@@ -13,9 +13,9 @@ use std::task::Waker;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
-fn stacks() -> (Rc<Stack>, Rc<Stack>) {
-    let (a, b) = MemoryLink::pair();
-    let cfg = |addr: Ipv4Addr, last: u8, seed| StackConfig {
+/// A stack on the test /24 with MAC 02:00:00:00:00:`last`, no gateway, no RSS.
+fn cfg(addr: Ipv4Addr, last: u8, seed: u64) -> StackConfig {
+    StackConfig {
         mac: [0x02, 0, 0, 0, 0, last],
         addr,
         prefix_len: 24,
@@ -23,7 +23,11 @@ fn stacks() -> (Rc<Stack>, Rc<Stack>) {
         seed,
         rss: None,
         idle_nap: Duration::ZERO,
-    };
+    }
+}
+
+fn stacks() -> (Rc<Stack>, Rc<Stack>) {
+    let (a, b) = MemoryLink::pair();
     let client = Stack::new(cfg(CLIENT, 1, 7), Link::Memory(a));
     let server = Stack::new(cfg(SERVER, 2, 11), Link::Memory(b));
     add_loop_poller(client.clone());
@@ -153,18 +157,7 @@ fn answers_arp_and_ping() {
     let (inbox, peer) = (a.inbox.clone(), a.peer.clone());
     drop(a);
     let replies = rt.block_on(async move {
-        let server = Stack::new(
-            StackConfig {
-                mac: [2, 0, 0, 0, 0, 2],
-                addr: SERVER,
-                prefix_len: 24,
-                gateway: None,
-                seed: 1,
-                rss: None,
-                idle_nap: Duration::ZERO,
-            },
-            Link::Memory(b),
-        );
+        let server = Stack::new(cfg(SERVER, 2, 1), Link::Memory(b));
         add_loop_poller(server.clone());
         let me = EthernetAddress([2, 0, 0, 0, 0, 1]);
         // ARP request for SERVER.
@@ -242,15 +235,7 @@ fn answers_arp_and_ping() {
 
 #[test]
 fn routing_decisions() {
-    let cfg = StackConfig {
-        mac: [2, 0, 0, 0, 0, 2],
-        addr: SERVER,
-        prefix_len: 24,
-        gateway: None,
-        seed: 1,
-        rss: None,
-        idle_nap: Duration::ZERO,
-    };
+    let cfg = cfg(SERVER, 2, 1);
     assert!(cfg.routes(Ipv4Addr::new(10, 0, 0, 77)));
     assert!(!cfg.routes(Ipv4Addr::new(10, 0, 1, 1)));
     assert!(!cfg.routes(Ipv4Addr::LOCALHOST));
@@ -266,15 +251,7 @@ fn source_ports_steer_replies_to_the_owning_queue() {
     let mut rt = Runtime::new().unwrap();
     rt.block_on(async {
         let (a, _b) = MemoryLink::pair();
-        let cfg = StackConfig {
-            mac: [2, 0, 0, 0, 0, 1],
-            addr: CLIENT,
-            prefix_len: 24,
-            gateway: None,
-            seed: 3,
-            rss: Some((4, 2)),
-            idle_nap: Duration::ZERO,
-        };
+        let cfg = StackConfig { rss: Some((4, 2)), ..cfg(CLIENT, 1, 3) };
         let stack = Stack::new(cfg, Link::Memory(a));
         let remote = SocketAddrV4::new(SERVER, 80);
         let mut seen = 0;
@@ -298,15 +275,6 @@ fn source_ports_steer_replies_to_the_owning_queue() {
 /// one connection between them, established.
 fn hand_polled_pair() -> (Rc<Stack>, Rc<Stack>, UserspaceStream, UserspaceStream, Instant) {
     let (a, b) = MemoryLink::pair();
-    let cfg = |addr: Ipv4Addr, last: u8, seed| StackConfig {
-        mac: [0x02, 0, 0, 0, 0, last],
-        addr,
-        prefix_len: 24,
-        gateway: None,
-        seed,
-        rss: None,
-        idle_nap: Duration::ZERO,
-    };
     let client = Stack::new(cfg(CLIENT, 1, 7), Link::Memory(a));
     let server = Stack::new(cfg(SERVER, 2, 11), Link::Memory(b));
     let listener = server.bind(SocketAddr::new(SERVER.into(), 80)).unwrap();

@@ -148,13 +148,17 @@ impl ShardCtx {
 
     /// Runs `work` (one connection's work on listener `name`) to its
     /// end, unless the listener is removed by a config update and is still
-    /// busy `--drain-time-s` after the removal: then `work` is dropped
-    /// (its sockets closed) and `None` returned.  (On server drain the
+    /// busy `--drain-time-s` after the removal: then `None` is returned
+    /// and the caller drops `work` (closing its sockets).  (On server drain the
     /// shard itself stops at the deadline.)  Idle connections of a removed
     /// listener close at once (`listener_drain_signal`); this bounds the
     /// busy ones, as Envoy's listener drain does.
-    pub async fn until_hard_close<F: Future>(&self, name: &str, work: F) -> Option<F::Output> {
-        let mut work = std::pin::pin!(work);
+    ///
+    /// `work` is pinned by the caller: taken by value, it would sit in this
+    /// future twice (as the argument and as the pinned local; the compiler
+    /// does not overlap them), which for a connection task doubled the
+    /// request path's state (11.3 KB instead of 5.6).
+    pub async fn until_hard_close<F: Future>(&self, name: &str, mut work: Pin<&mut F>) -> Option<F::Output> {
         let mut removed = std::pin::pin!(self.listener_drain_signal(name));
         let mut deadline: Option<crate::runtime::Sleep> = None;
         std::future::poll_fn(|cx| {

@@ -159,7 +159,8 @@ pub async fn serve_connection(ctx: Rc<ShardCtx>, listener: Rc<TcpProxyListener>,
     let opened = Instant::now();
     if let Some(conn) = crate::tls::establish(listener.tls.as_deref(), stream).await {
         // A removed listener's connections run on until `--drain-time-s`.
-        if ctx.until_hard_close(&listener.config.name, proxy(&ctx, &listener, &conn, peer)).await.is_none() {
+        let work = std::pin::pin!(proxy(&ctx, &listener, &conn, peer));
+        if ctx.until_hard_close(&listener.config.name, work).await.is_none() {
             tracing::debug!(listener = %listener.config.name, %peer, "tcp proxy connection closed: listener drained");
         }
     }

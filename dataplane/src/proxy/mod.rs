@@ -181,17 +181,20 @@ async fn serve(ctx: Rc<ShardCtx>, listener: Rc<HttpListener>, conn: ParkedConn, 
         let rbac_end = if fresh { conn.network_rbac(&listener).await } else { None };
         match rbac_end {
             Some(end) => end,
-            None => match ctx.until_hard_close(&listener.config.name, conn.run(&listener)).await {
-                Some(end) => end,
-                // Removed listener, still busy after --drain-time-s: closed
-                // with its request in flight.
-                None => {
-                    listener.stats.downstream_cx_destroy_active_rq.inc();
-                    listener.stats.downstream_cx_destroy_local_active_rq.inc();
-                    tracing::debug!(listener = %listener.config.name, %peer, "drain time over: connection closed");
-                    ConnEnd::Local
+            None => {
+                let run = pin!(conn.run(&listener));
+                match ctx.until_hard_close(&listener.config.name, run).await {
+                    Some(end) => end,
+                    // Removed listener, still busy after --drain-time-s: closed
+                    // with its request in flight.
+                    None => {
+                        listener.stats.downstream_cx_destroy_active_rq.inc();
+                        listener.stats.downstream_cx_destroy_local_active_rq.inc();
+                        tracing::debug!(listener = %listener.config.name, %peer, "drain time over: connection closed");
+                        ConnEnd::Local
+                    }
                 }
-            },
+            }
         }
     };
     conn.recycle_state();
@@ -715,7 +718,9 @@ impl<'a> Downstream<'a> {
             set_cookies: Vec::new(),
         };
         if self.upgrade.is_some() {
-            return self.forward_upgrade(exchange).await;
+            // Boxed: an upgrade's state (3.8 KB) would otherwise be part of
+            // every request's; an upgrade happens at most once a connection.
+            return Box::pin(self.forward_upgrade(exchange)).await;
         }
         self.forward(&mut exchange, &mut retry).await
     }
@@ -1033,7 +1038,7 @@ impl<'a> Downstream<'a> {
                 Ok((n, _)) => self.buf.consume(n),
                 Err(_) => return After::Close,
             }
-            match timeout(listener.hcm.request_headers_timeout, self.buf.fill_from(&self.stream)).await {
+            match timeout(listener.hcm.request_headers_timeout, pin!(self.buf.fill_from(&self.stream))).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return After::Close,
             }

@@ -215,10 +215,14 @@ impl std::fmt::Display for Elapsed {
 }
 
 /// Runs `future` with a deadline `after` from now; `None` means no deadline.
-pub async fn timeout<F: Future>(after: Option<Duration>, future: F) -> Result<F::Output, Elapsed> {
+///
+/// The caller pins `future` (`timeout(d, pin!(f))`): taken by value, it
+/// would be stored twice in this function's state, as the argument and as
+/// the pinned local, because the compiler does not overlap the two (a TLS
+/// handshake's 4.7 KB became 9.5 KB).
+pub async fn timeout<F: Future>(after: Option<Duration>, mut future: Pin<&mut F>) -> Result<F::Output, Elapsed> {
     let Some(after) = after else { return Ok(future.await) };
     let mut sleep = sleep_until(now() + after);
-    let mut future = std::pin::pin!(future);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = future.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
@@ -267,8 +271,10 @@ mod tests {
     fn timeout_reports_elapsed_only_when_the_future_is_late() {
         let mut rt = Runtime::new().unwrap();
         let res = rt.block_on(async {
-            let fast = timeout(Some(Duration::from_millis(50)), async { 7 }).await;
-            let slow = timeout(Some(Duration::from_millis(10)), sleep_until(now() + Duration::from_secs(5))).await;
+            let fast = timeout(Some(Duration::from_millis(50)), std::pin::pin!(async { 7 })).await;
+            let slow =
+                timeout(Some(Duration::from_millis(10)), std::pin::pin!(sleep_until(now() + Duration::from_secs(5))))
+                    .await;
             (fast, slow)
         });
         assert_eq!(res, (Ok(7), Err(Elapsed)));

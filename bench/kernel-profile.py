@@ -20,9 +20,11 @@ linux-perf when missing).  Never part of `make test`.
 """
 import argparse
 import datetime
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -169,21 +171,20 @@ def profile(target, load, url, pids, a, raw):
                              "-p", ",".join(map(str, pids))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)
     client = subprocess.run(cmd, capture_output=True, text=True)
-    perf.send_signal(2)
+    perf.send_signal(signal.SIGINT)
     perf.wait(60)
     ticks = driver.cpu_ticks(pids) - ticks0
     if load == "saturation":
         m = re.search(r"(\d+) requests in", client.stdout)
         requests = int(m.group(1)) if m else 0
     else:
-        import json
         requests = sum(json.loads(client.stdout).get("statusCodeDistribution", {}).values())
     text, rows = perf_report(data)
     with open(os.path.join(raw, f"{target}-{load}.txt"), "w") as f:
         f.write(text)
     cpu_us = ticks / driver.CLK_TCK * 1e6
     return {"requests": requests, "us_per_req": cpu_us / requests if requests else 0.0,
-            "shares": split(rows), "top": [r for r in rows][:15]}
+            "shares": split(rows), "top": rows[:15]}
 
 
 def write_report(out, results, a):

@@ -115,7 +115,7 @@ async fn sniff_preface(conn: &Conn, idle: Option<std::time::Duration>) -> Sniffe
     let mut buf = [0u8; 24];
     loop {
         let want = PREFACE.len() - got.len();
-        let read = timeout(idle, std::pin::pin!(conn.read(&mut buf[..want]))).await;
+        let read = timeout(idle, conn.read(&mut buf[..want])).await;
         match read {
             Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
             _ if got.is_empty() => return Sniffed::Gone,
@@ -265,7 +265,7 @@ async fn drive(
         // RFC 8441 extended CONNECT (connect.rs).
         .enable_connect_protocol();
     let handshake = builder.handshake::<_, Bytes>(io);
-    let mut h2 = match timeout(hcm.request_headers_timeout.or(hcm.idle_timeout), std::pin::pin!(handshake)).await {
+    let mut h2 = match timeout(hcm.request_headers_timeout.or(hcm.idle_timeout), handshake).await {
         Ok(Ok(h)) => h,
         Ok(Err(_)) => {
             listener.stats.downstream_cx_protocol_error.inc();

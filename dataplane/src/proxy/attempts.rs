@@ -392,8 +392,7 @@ impl<'a> Downstream<'a> {
             if body.len() as u64 == length {
                 return Ok(body);
             }
-            let read = timeout(idle, std::pin::pin!(self.buf.fill_from(&self.stream))).await;
-            match read {
+            match timeout(idle, self.buf.fill_from(&self.stream)).await {
                 Ok(Ok(n)) if n > 0 => self.rx_bytes.set(self.rx_bytes.get() + n as u64),
                 Ok(_) => {
                     ex.listener.stats.downstream_rq_rx_reset.inc();

@@ -144,7 +144,7 @@ async fn shadow(cluster: Rc<ClusterRuntime>, request: Vec<u8>, method: Method, d
         }
         Some(())
     };
-    if timeout(Some(deadline), std::pin::pin!(work)).await.is_err() {
+    if timeout(Some(deadline), work).await.is_err() {
         owner.stats.upstream_rq_timeout.inc();
     }
 }

@@ -1038,7 +1038,7 @@ impl<'a> Downstream<'a> {
                 Ok((n, _)) => self.buf.consume(n),
                 Err(_) => return After::Close,
             }
-            match timeout(listener.hcm.request_headers_timeout, pin!(self.buf.fill_from(&self.stream))).await {
+            match timeout(listener.hcm.request_headers_timeout, self.buf.fill_from(&self.stream)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return After::Close,
             }

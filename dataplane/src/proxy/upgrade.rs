@@ -180,23 +180,20 @@ impl Downstream<'_> {
         // The route timeout covers the wait for the upstream's answer, as for
         // any request; once switched, only the idle timeout applies.
         let limits = http1::Limits { max_request_line: 8192, max_head_bytes: UPSTREAM_HEAD_LIMIT, max_headers: 200 };
-        let answer = timeout(
-            ex.route_timeout,
-            std::pin::pin!(async {
-                uhead.clear();
-                loop {
-                    match parse_response_head(ubuf.filled(), &limits, uhead) {
-                        Ok(Some(n)) => return Ok((n, uhead.status)),
-                        Ok(None) => {}
-                        Err(_) => return Err(true),
-                    }
-                    match ubuf.fill_from(up).await {
-                        Ok(0) | Err(_) => return Err(false),
-                        Ok(n) => cluster.stats.upstream_cx_rx_bytes_total.add(n as u64),
-                    }
+        let answer = timeout(ex.route_timeout, async {
+            uhead.clear();
+            loop {
+                match parse_response_head(ubuf.filled(), &limits, uhead) {
+                    Ok(Some(n)) => return Ok((n, uhead.status)),
+                    Ok(None) => {}
+                    Err(_) => return Err(true),
                 }
-            }),
-        )
+                match ubuf.fill_from(up).await {
+                    Ok(0) | Err(_) => return Err(false),
+                    Ok(n) => cluster.stats.upstream_cx_rx_bytes_total.add(n as u64),
+                }
+            }
+        })
         .await;
         let (head_len, status) = match answer {
             Ok(Ok(v)) => v,
@@ -325,7 +322,7 @@ impl Downstream<'_> {
             retry_check: None,
             attempt_count: None,
         });
-        let result = timeout(ex.idle_timeout, std::pin::pin!(relay)).await;
+        let result = timeout(ex.idle_timeout, relay).await;
         match result {
             Ok(Ok(done)) => {
                 ex.cluster.stats.upstream_rq_completed.inc();

@@ -32,7 +32,7 @@ mod timer;
 
 pub use executor::{spawn, Executor, JoinHandle};
 pub use reactor::{Direction, IoToken, Reactor, RemoteWaker};
-pub use timer::{now, sleep_until, timeout, Elapsed, Sleep};
+pub use timer::{now, sleep_until, timeout, Elapsed, Sleep, Timeout};
 
 use std::cell::RefCell;
 use std::io;

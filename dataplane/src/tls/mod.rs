@@ -451,8 +451,7 @@ impl ServerTls {
     /// SNI, handshakes, checks `match_subject_alt_names`, counts `ssl.*`.
     pub async fn accept(&self, stream: Stream) -> Result<Conn, HandshakeError> {
         self.reload_if_due();
-        match crate::runtime::timeout(Some(HANDSHAKE_TIMEOUT), std::pin::pin!(self.inspect_and_handshake(stream))).await
-        {
+        match crate::runtime::timeout(Some(HANDSHAKE_TIMEOUT), self.inspect_and_handshake(stream)).await {
             Ok(r) => r,
             Err(_) => {
                 self.stats.connection_error.inc();

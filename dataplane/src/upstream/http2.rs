@@ -275,12 +275,7 @@ impl ClusterRuntime {
             // push, so it opens no streams towards us.
             .enable_push(false);
         let handshake = builder.handshake::<_, Bytes>(H2Io::new(io.clone(), rx.clone(), tx.clone()));
-        let (send, connection) = match crate::runtime::timeout(
-            Some(self.config.connect_timeout),
-            std::pin::pin!(handshake),
-        )
-        .await
-        {
+        let (send, connection) = match crate::runtime::timeout(Some(self.config.connect_timeout), handshake).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => {
                 tracing::debug!(cluster = %self.config.name, host = %host.addr, error = %e, "upstream h2 handshake failed");

@@ -711,7 +711,7 @@ impl ClusterRuntime {
         // (the attempt awaits `checkout`, which may open), though a
         // keep-alive request almost never opens.  One allocation per new
         // connection instead.
-        let mut attempt = Box::pin(async {
+        let attempt = Box::pin(async {
             let stream = transport::connect(host.addr).await.map_err(|e| (e, false))?;
             match &self.tls {
                 None => Ok(Conn::Plain(stream)),
@@ -721,7 +721,7 @@ impl ClusterRuntime {
                 },
             }
         });
-        match timeout(Some(self.config.connect_timeout), attempt.as_mut()).await {
+        match timeout(Some(self.config.connect_timeout), attempt).await {
             Ok(Ok(stream)) => {
                 self.connect_succeeded(host);
                 self.stats.upstream_cx_connect_ms.record(started.elapsed());

@@ -15,7 +15,12 @@
 #
 # Output: a markdown table on stdout and bench/results/dpdk-<date>/results.md.
 # CPU per request = (utime+stime of the proxy process during the run) / requests;
-# the DPDK shard busy-polls, so its CPU is one core whatever the load.
+# the DPDK shard busy-polls, so its CPU is one core whatever the load.  What
+# the traffic costs the shard is the next column: busy µs per request, the
+# shard loop's time in passes that moved frames or ran tasks
+# (dpdk.shard_0.loop_busy_us, DPDK's lcore "busy cycles") over the requests.
+# It is wall time: a pass preempted by wrk or nginx on the shared cores counts
+# the preemption, so on this testbed it is an upper bound.
 #
 # --idle-sleep-us "0 50": meshgate-dpdk rows at 10 and 50 connections for each
 # value of --dpdk-idle-sleep-us (0 = always busy-poll); the scaling run uses
@@ -132,11 +137,12 @@ stat() { curl -s "http://127.0.0.1:$1/stats" | awk -v n="$2:" '$1==n {print $2; 
 run() {
     local name=$1 pid=$2 url=$3 conns=$4 admin=${5:-} threads=2
     [ "$conns" -lt 2 ] && threads=1
-    local cx0=0; [ -n "$admin" ] && cx0=$(stat "$admin" cluster.up.upstream_cx_total)
+    local cx0=0 busy0=0
+    [ -n "$admin" ] && cx0=$(stat "$admin" cluster.up.upstream_cx_total) && busy0=$(stat "$admin" dpdk.shard_0.loop_busy_us)
     local t0; t0=$(cpu_ticks "$pid")
     ip netns exec ${P}c wrk -t$threads -c"$conns" -d"${DUR}s" --latency --timeout 10s "$url" >"$TMP/wrk.txt" 2>&1 || true
     local t1; t1=$(cpu_ticks "$pid")
-    local cx_per_req="n/a"
+    local cx_per_req="n/a" busy_us="n/a"
     local req rps p50 p99 errs
     req=$(awk '/requests in/ {print $1}' "$TMP/wrk.txt")
     rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt")
@@ -149,9 +155,11 @@ run() {
         if [ -n "$admin" ]; then
             sleep 1.2  # stats are published once a second
             cx_per_req=$(awk -v a="$cx0" -v b="$(stat "$admin" cluster.up.upstream_cx_total)" -v n="$req" 'BEGIN { printf "%.3f", (b-a)/n }')
+            busy1=$(stat "$admin" dpdk.shard_0.loop_busy_us)
+            [ "$busy1" -gt 0 ] && busy_us=$(awk -v a="$busy0" -v b="$busy1" -v n="$req" 'BEGIN { printf "%.1f", (b-a)/n }')
         fi
     fi
-    echo "| $name | $conns | ${rps:-0} | ${p50:-n/a} | ${p99:-n/a} | $cpu_us | $cx_per_req | ${errs:-none} |" | tee -a "$OUT/results.md"
+    echo "| $name | $conns | ${rps:-0} | ${p50:-n/a} | ${p99:-n/a} | $cpu_us | $busy_us | $cx_per_req | ${errs:-none} |" | tee -a "$OUT/results.md"
     cp "$TMP/wrk.txt" "$OUT/wrk-$name-$conns.txt"
 }
 
@@ -163,8 +171,8 @@ wait_http() { for _ in $(seq 100); do ip netns exec ${P}c curl -sf -m 1 -o /dev/
     echo "wrk from the client namespace, ${DUR}s per row, origin nginx (1,668-byte body). $(nproc) cores. meshgate binary: $MG ($(git rev-parse --short HEAD))."
     echo "Load average at start: $(cut -d' ' -f1-3 /proc/loadavg) — wall-clock figures depend on what else runs on the machine."
     echo
-    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | upstream connects/req | errors |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | shard busy µs/req | upstream connects/req | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|"
 } | tee "$OUT/results.md"
 
 # meshgate on DPDK, once per idle-sleep setting (one at a time: they share the port)
@@ -200,8 +208,8 @@ run nginx-kernel "$(cat "$TMP/px.pid")" http://10.77.0.5:8002/ 50
     echo
     echo "## Connection scaling (meshgate-dpdk)"
     echo
-    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | upstream connects/req | errors |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | shard busy µs/req | upstream connects/req | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|"
 } | tee -a "$OUT/results.md"
 start_dpdk "${IDLE_SLEEPS%% *}"
 for c in $SCALING; do

@@ -57,17 +57,17 @@ impl Executor {
         OWNER.with(|o| o.set(Arc::as_ptr(&self.shared) as usize));
     }
 
-    /// Runs up to `budget` ready tasks; returns whether more are ready.
-    pub(crate) fn run_batch(&self, budget: usize) -> bool {
-        for _ in 0..budget {
+    /// Runs up to `budget` ready tasks.
+    pub(crate) fn run_batch(&self, budget: usize) -> Batch {
+        for ran in 0..budget {
             match pop_local().or_else(|| self.shared.queue.pop()) {
                 Some(runnable) => {
                     runnable.run();
                 }
-                None => return false,
+                None => return Batch { ran: ran > 0, more: false },
             }
         }
-        !local_is_empty() || !self.shared.queue.is_empty()
+        Batch { ran: budget > 0, more: !local_is_empty() || !self.shared.queue.is_empty() }
     }
 
     pub fn live_tasks(&self) -> usize {
@@ -82,6 +82,15 @@ impl Executor {
         CURRENT.with(|c| c.borrow_mut().take());
         OWNER.with(|o| o.set(0));
     }
+}
+
+/// What one [`Executor::run_batch`] did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batch {
+    /// At least one task ran.
+    pub(crate) ran: bool,
+    /// Tasks are still ready (the budget ran out).
+    pub(crate) more: bool,
 }
 
 /// Decrements the live-task count however the task ends (completion or cancel).

@@ -30,6 +30,7 @@ mod executor;
 mod reactor;
 mod timer;
 
+use executor::Batch;
 pub use executor::{spawn, Executor, JoinHandle};
 pub use reactor::{Direction, IoToken, Reactor, RemoteWaker};
 pub use timer::{now, sleep_until, timeout, Elapsed, Sleep, Timeout};
@@ -46,6 +47,9 @@ pub(crate) struct Context {
     pub(crate) now: std::cell::Cell<Instant>,
     /// Userspace network stacks polled once per pass (empty on the kernel path).
     pub(crate) pollers: RefCell<Vec<Rc<dyn LoopPoller>>>,
+    /// Wall time of the passes that did work (see [`loop_busy`]); kept only
+    /// while pollers are installed.
+    pub(crate) loop_busy: std::cell::Cell<Duration>,
 }
 
 /// Something the loop polls every pass besides the reactor: the userspace
@@ -55,9 +59,12 @@ pub trait LoopPoller {
     fn poll(&self, now: Instant) -> PollOutcome;
 }
 
-/// What a [`LoopPoller`] asks of the loop.
+/// What a [`LoopPoller`] did and asks of the loop.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PollOutcome {
+    /// Frames moved or the stack had work pending: this pass counts as busy
+    /// in [`loop_busy`] (an empty poll of a busy-polled queue does not).
+    pub worked: bool,
     /// Do not sleep: frames moved (more may follow) or the device is busy-polled.
     pub busy: bool,
     /// The stack's next timer, if any (the loop sleeps no longer than this).
@@ -71,6 +78,20 @@ pub struct PollOutcome {
 /// Adds a stack to this thread's loop (polled before every wait).
 pub fn add_loop_poller(poller: Rc<dyn LoopPoller>) {
     with_context(|c| c.pollers.borrow_mut().push(poller));
+}
+
+/// Wall time this thread's loop spent in passes that did work — a task ran or
+/// a stack moved frames — since the runtime started, counted only while a
+/// [`LoopPoller`] is installed.
+///
+/// A busy-polling shard uses its whole core whatever the load, so its CPU
+/// time says nothing about what the traffic costs; this does (DPDK's lcore
+/// "busy cycles").  A pass runs from the end of one wait to the start of the
+/// next, so the waits and naps, the empty polls and the zero-timeout
+/// `epoll_wait` of the spin are all left out.  Wall time, not CPU time: on a
+/// core shared with other threads a preempted pass counts the preemption.
+pub fn loop_busy() -> Duration {
+    with_context(|c| c.loop_busy.get())
 }
 
 /// Removes every stack from this thread's loop.
@@ -123,6 +144,7 @@ impl Runtime {
             timers: RefCell::new(timer::Timers::default()),
             now: std::cell::Cell::new(Instant::now()),
             pollers: RefCell::new(Vec::new()),
+            loop_busy: std::cell::Cell::new(Duration::ZERO),
         });
         CONTEXT.with(|c| {
             let mut slot = c.borrow_mut();
@@ -141,12 +163,15 @@ impl Runtime {
     /// One pass of the loop.  Sleeps in epoll at most `max_wait` (and never past
     /// the next timer).
     pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
-        let more = self.executor.run_batch(TASK_BUDGET);
-        self.park(more, max_wait)
+        let batch = self.executor.run_batch(TASK_BUDGET);
+        self.park(batch, max_wait)
     }
 
-    /// Waits for I/O (not at all if `more` tasks are ready) and fires timers.
-    fn park(&mut self, more: bool, max_wait: Option<Duration>) -> io::Result<()> {
+    /// Waits for I/O (not at all if more tasks are ready) and fires timers.
+    fn park(&mut self, batch: Batch, max_wait: Option<Duration>) -> io::Result<()> {
+        let more = batch.more;
+        // The pass began when the previous wait ended (`ctx.now` then).
+        let pass_start = self.ctx.now.get();
         let now = Instant::now();
         self.ctx.now.set(now);
         let mut busy = false;
@@ -154,11 +179,17 @@ impl Runtime {
         let mut nap: Option<Duration> = None;
         if !self.ctx.pollers.borrow().is_empty() {
             let pollers = self.ctx.pollers.borrow().clone();
+            let mut worked = batch.ran;
             for p in pollers {
                 let out = p.poll(now);
+                worked |= out.worked;
                 busy |= out.busy;
                 nap = sooner(nap, out.nap);
                 stack_next = sooner(stack_next, out.next);
+            }
+            if worked {
+                let c = &self.ctx.loop_busy;
+                c.set(c.get() + Instant::now().saturating_duration_since(pass_start));
             }
         }
         let wait = if more || busy {
@@ -189,13 +220,13 @@ impl Runtime {
     pub fn block_on<F: std::future::Future + 'static>(&mut self, future: F) -> F::Output {
         let mut handle = spawn(future);
         loop {
-            let more = self.executor.run_batch(TASK_BUDGET);
+            let batch = self.executor.run_batch(TASK_BUDGET);
             // Checked between running tasks and parking: the task may have
             // just finished, and nothing would wake the park for it.
             if let Some(out) = handle.try_take() {
                 return out;
             }
-            self.park(more, None).expect("reactor poll failed");
+            self.park(batch, None).expect("reactor poll failed");
         }
     }
 
@@ -212,5 +243,66 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.executor.shutdown();
         CONTEXT.with(|c| c.borrow_mut().take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A stack whose every poll takes `cost` and reports frames moved while
+    /// `worked` is set (busy-polled: the loop never waits).
+    struct FakeStack {
+        worked: Cell<bool>,
+        cost: Duration,
+    }
+
+    impl LoopPoller for FakeStack {
+        fn poll(&self, _now: Instant) -> PollOutcome {
+            spin(self.cost);
+            PollOutcome { worked: self.worked.get(), busy: true, next: None, nap: None }
+        }
+    }
+
+    fn spin(d: Duration) {
+        let t = Instant::now();
+        while t.elapsed() < d {}
+    }
+
+    #[test]
+    fn loop_busy_counts_the_passes_that_moved_frames_or_ran_tasks_and_no_others() {
+        let mut rt = Runtime::new().unwrap();
+        let stack = Rc::new(FakeStack { worked: Cell::new(false), cost: Duration::from_millis(1) });
+        add_loop_poller(stack.clone());
+        for _ in 0..20 {
+            rt.turn(None).unwrap();
+        }
+        assert_eq!(loop_busy(), Duration::ZERO, "empty polls are spin, not work");
+        stack.worked.set(true);
+        for _ in 0..20 {
+            rt.turn(None).unwrap();
+        }
+        let moved = loop_busy();
+        assert!(moved >= Duration::from_millis(20), "20 working passes of 1 ms counted {moved:?}");
+        stack.worked.set(false);
+        spawn(async { spin(Duration::from_millis(5)) }).detach();
+        rt.turn(None).unwrap();
+        let ran = loop_busy() - moved;
+        assert!(ran >= Duration::from_millis(5), "a pass running a 5 ms task counted {ran:?}");
+        let before = loop_busy();
+        for _ in 0..10 {
+            rt.turn(None).unwrap();
+        }
+        assert_eq!(loop_busy(), before);
+        clear_loop_pollers();
+    }
+
+    #[test]
+    fn loop_busy_is_not_kept_on_the_kernel_path() {
+        let mut rt = Runtime::new().unwrap();
+        spawn(async { spin(Duration::from_millis(2)) }).detach();
+        rt.turn(Some(Duration::ZERO)).unwrap();
+        assert_eq!(loop_busy(), Duration::ZERO);
     }
 }

@@ -239,7 +239,8 @@ pub fn install_shard_link(link: ShardLink, stats: std::sync::Arc<crate::stats::S
 
 /// Copies a stack's counters (and, on the shard owning queue 0, the port's)
 /// into the stats store: `dpdk.port.*` (the NIC's counters), `dpdk.stack.*`
-/// (summed over shards) and `dpdk.shard_N.connections` (per shard).  Runs
+/// (summed over shards) and `dpdk.shard_N.*` (per shard, with the loop's
+/// busy time, [`crate::runtime::loop_busy`]).  Runs
 /// from the loop hook rather than as a task, so a draining shard is not kept
 /// alive by it.
 struct Publisher {
@@ -249,7 +250,9 @@ struct Publisher {
     shard_active: crate::stats::Gauge,
     shard_accepted: crate::stats::Counter,
     shard_opened: crate::stats::Counter,
+    shard_loop_busy: crate::stats::Counter,
     last_port: [u64; 8],
+    last_loop_busy_us: u64,
     last_stack: [u64; 11],
     next: Option<Instant>,
 }
@@ -282,7 +285,9 @@ impl Publisher {
             shard_active: store.gauge(&shard_scope, "connections", slot),
             shard_accepted: store.counter(&shard_scope, "connections_accepted", slot),
             shard_opened: store.counter(&shard_scope, "connections_opened", slot),
+            shard_loop_busy: store.counter(&shard_scope, "loop_busy_us", slot),
             last_port: [0; 8],
+            last_loop_busy_us: 0,
             last_stack: [0; 11],
             next: None,
         }
@@ -313,6 +318,9 @@ impl Publisher {
         self.shard_accepted.add(c.accepted.saturating_sub(self.last_stack[8]));
         self.shard_opened.add(c.connected.saturating_sub(self.last_stack[9]));
         self.last_stack = cur;
+        let busy_us = crate::runtime::loop_busy().as_micros() as u64;
+        self.shard_loop_busy.add(busy_us.saturating_sub(self.last_loop_busy_us));
+        self.last_loop_busy_us = busy_us;
         self.active.set(c.connections as i64);
         self.shard_active.set(c.connections as i64);
         let port = match &stack.inner.borrow().link.link {
@@ -772,12 +780,12 @@ impl LoopPoller for Stack {
             p.publish(self, now);
         }
         if !self.busy_poll {
-            return PollOutcome { busy, next, nap: None };
+            return PollOutcome { worked: busy, busy, next, nap: None };
         }
         let mut idle = self.idle.get();
         let nap = idle.after_pass(now, busy);
         self.idle.set(idle);
-        PollOutcome { busy: nap.is_none(), next, nap }
+        PollOutcome { worked: busy, busy: nap.is_none(), next, nap }
     }
 }
 

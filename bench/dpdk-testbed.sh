@@ -26,25 +26,34 @@
 # value of --dpdk-idle-sleep-us (0 = always busy-poll); the scaling run uses
 # the first value.
 #
-# Usage: bench/dpdk-testbed.sh [--duration S] [--scaling "10 100 1000 10000"] [--idle-sleep-us "0 50"]
+# --perf: record each 50-connection row with perf (cpu-clock, kernel stacks
+# included) and add a section splitting each proxy's CPU per request into
+# user code, wake-ups, the virtual NIC (af_packet, veth, bridge), kernel
+# TCP/IP and the rest (bench/kernel-profile.py --split); the recordings stay
+# in the results' raw/ directory (not committed).  Installs linux-perf when missing.
+#
+# Usage: bench/dpdk-testbed.sh [--duration S] [--scaling "10 100 1000 10000"] [--idle-sleep-us "0 50"] [--perf]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=10
 SCALING="10 100 1000 10000"
 IDLE_SLEEPS="0 50"
+PERF=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DUR=$2; shift 2 ;;
         --scaling) SCALING=$2; shift 2 ;;
         --idle-sleep-us) IDLE_SLEEPS=$2; shift 2 ;;
+        --perf) PERF=1; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" = 0 ] || { echo "bench/dpdk-testbed.sh: needs root" >&2; exit 77; }
 for t in wrk nginx curl; do command -v $t >/dev/null || apt-get install -y $t >/dev/null; done
+[ -z "$PERF" ] || command -v perf >/dev/null || apt-get install -y linux-perf >/dev/null
 P=mgb
 OUT=bench/results/dpdk-$(date -u +%Y-%m-%d-%H%M)
-mkdir -p "$OUT"
+mkdir -p "$OUT/raw"
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -129,6 +138,7 @@ cpu_ticks() {
     echo $total
 }
 HZ=$(getconf CLK_TCK)
+SPLITS=()
 
 # A counter from a meshgate admin port (0 when absent).
 stat() { curl -s "http://127.0.0.1:$1/stats" | awk -v n="$2:" '$1==n {print $2; f=1} END {if (!f) print 0}'; }
@@ -140,7 +150,14 @@ run() {
     local cx0=0 busy0=0
     [ -n "$admin" ] && cx0=$(stat "$admin" cluster.up.upstream_cx_total) && busy0=$(stat "$admin" dpdk.shard_0.loop_busy_us)
     local t0; t0=$(cpu_ticks "$pid")
+    local perf_pid=""
+    if [ -n "$PERF" ] && [ "$conns" = 50 ]; then
+        perf record -e cpu-clock -F 2000 -g -o "$OUT/raw/perf-$name.data" -p "$(echo "$pid" $(pgrep -P "$pid") | tr ' ' ,)" \
+            >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     ip netns exec ${P}c wrk -t$threads -c"$conns" -d"${DUR}s" --latency --timeout 10s "$url" >"$TMP/wrk.txt" 2>&1 || true
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     local t1; t1=$(cpu_ticks "$pid")
     local cx_per_req="n/a" busy_us="n/a"
     local req rps p50 p99 errs
@@ -160,6 +177,7 @@ run() {
         fi
     fi
     echo "| $name | $conns | ${rps:-0} | ${p50:-n/a} | ${p99:-n/a} | $cpu_us | $busy_us | $cx_per_req | ${errs:-none} |" | tee -a "$OUT/results.md"
+    if [ -n "$perf_pid" ] && [ "$cpu_us" != n/a ]; then SPLITS+=(--split "$name" "$OUT/raw/perf-$name.data" "$cpu_us"); fi
     cp "$TMP/wrk.txt" "$OUT/wrk-$name-$conns.txt"
 }
 
@@ -215,4 +233,15 @@ start_dpdk "${IDLE_SLEEPS%% *}"
 for c in $SCALING; do
     run meshgate-dpdk $MGD http://10.77.0.2:8000/ "$c" 19981
 done
+if [ ${#SPLITS[@]} -gt 0 ]; then
+    {
+        echo
+        echo "## Where each proxy's CPU goes (perf cpu-clock, 50 connections)"
+        echo
+        echo "The DPDK shard has no kernel TCP socket on its data path: its kernel TCP/IP time is the client's and"
+        echo "the origin's receive work, run in the shard's af_packet send (veth → bridge → their stack)."
+        echo
+        python3 bench/kernel-profile.py "${SPLITS[@]}"
+    } | tee -a "$OUT/results.md"
+fi
 echo "results in $OUT/results.md"

@@ -3,6 +3,7 @@
 
     bench/kernel-profile.py [--targets "meshgate nginx haproxy"] [--loads "saturation fixed"]
                             [--duration 10] [--frequency 2000] [--meshgate-bin PATH] [--out DIR]
+    bench/kernel-profile.py --split NAME PERF_DATA CPU_US_PER_REQUEST [--split ...]
 
 The CPU targets of issue 6 are judged on utime+stime, and on this kind of
 machine most of that is system time, which callgrind cannot see.  The VMs
@@ -17,6 +18,10 @@ symbols) and the raw `perf report` text into bench/results/profile-<date>/.
 Sampling costs the profiled process a few per cent, alike for every target;
 compare targets within one run.  Needs root and perf (installs Debian's
 linux-perf when missing).  Never part of `make test`.
+
+`--split` only splits recordings made elsewhere (bench/dpdk-testbed.sh
+--perf records its 50-connection rows) and prints the same table, as
+Markdown, on stdout.
 """
 import argparse
 import datetime
@@ -45,7 +50,9 @@ CATEGORIES = [
      r"exit_to_user_mode|set_next_entity|put_prev|hrtimer|native_sched_clock|sched_clock|wake_up|"
      r"__wake_up|autoremove_wake|default_wake|prepare_to_wait|finish_wait|newidle|idle"),
     ("epoll", r"^ep_|epoll|__fput_light"),
-    ("TCP/IP over loopback",
+    # The testbed's virtual wire (bench/dpdk-testbed.sh); nothing on loopback.
+    ("virtual NIC (af_packet, veth, bridge)", r"^packet_|tpacket|veth|^br_|bridge"),
+    ("TCP/IP (kernel stack)",
      r"tcp|^ip_|^__ip_|inet|skb|^sk_|^__sk|sock|loopback|net_rx|netif|process_backlog|^__dev_|^dev_|napi|"
      r"dst_|^nf_|softirq|bh_enable|raw_local_deliver|validate_xmit|copy_to_iter|copy_from_iter|"
      r"copy_user|csum|kmem_cache|kfree|kmalloc|__alloc_pages|free_unref|page_frag|mod_timer|"
@@ -97,7 +104,16 @@ def main():
     ap.add_argument("--fixed-rate", type=int, default=1600)
     ap.add_argument("--meshgate-bin", default=os.path.join(driver.REPO, "target", "release", "meshgate"))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--split", nargs=3, action="append", metavar=("NAME", "PERF_DATA", "CPU_US_PER_REQUEST"),
+                    help="only split these recordings (repeatable) and print the table")
     a = ap.parse_args()
+    if a.split:
+        results = {}
+        for name, data, us in a.split:
+            _, rows = perf_report(data)
+            results[name] = {"us_per_req": float(us), "shares": split(rows), "top": rows[:15]}
+        print("\n".join(section_lines(results)))
+        return
     if os.geteuid() != 0:
         sys.exit("kernel-profile.py: needs root (perf on other processes, kernel symbols)")
     if not shutil.which("perf"):
@@ -190,7 +206,6 @@ def profile(target, load, url, pids, a, raw):
 def write_report(out, results, a):
     targets = list(dict.fromkeys(t for t, _ in results))
     loads = list(dict.fromkeys(l for _, l in results))
-    cats = ["user code (proxy and libc)"] + [c for c, _ in CATEGORIES] + ["other kernel"]
     lines = [f"# Kernel and user CPU profile ({datetime.datetime.now():%Y-%m-%d %H:%M})", "",
              "`bench/kernel-profile.py`: perf `cpu-clock` samples of each proxy's process, one shard/worker, "
              f"upstream nginx on loopback, {a.duration} s per load, {a.frequency} samples/s. CPU µs per request "
@@ -199,24 +214,31 @@ def write_report(out, results, a):
     for load in loads:
         desc = f"wrk, {a.connections} connections" if load == "saturation" else \
             f"oha, {a.fixed_rate} req/s over {a.connections} connections"
-        lines += [f"## {load} ({desc})", "", "| CPU µs per request | " + " | ".join(targets) + " |",
-                  "|---|" + "---:|" * len(targets)]
-        lines.append("| **total** | " + " | ".join(f"**{results[(t, load)]['us_per_req']:.1f}**" for t in targets) + " |")
-        for c in cats:
-            cells = []
-            for t in targets:
-                r = results[(t, load)]
-                share = r["shares"].get(c, 0.0)
-                cells.append(f"{r['us_per_req'] * share / 100:.1f} ({share:.0f} %)")
-            lines.append(f"| {c} | " + " | ".join(cells) + " |")
-        lines.append("")
-        for t in targets:
-            lines += [f"Top symbols, {t} ({load}):", "", "| self % | where | symbol |", "|---:|---|---|"]
-            for pct, dso, sym, kernel in results[(t, load)]["top"]:
-                lines.append(f"| {pct:.2f} | {'kernel' if kernel else dso} | `{sym[:90]}` |")
-            lines.append("")
+        lines += [f"## {load} ({desc})", ""]
+        lines += section_lines({t: results[(t, load)] for t in targets}, f" ({load})")
     with open(os.path.join(out, "profile.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def section_lines(results, label=""):
+    """The split table and top symbols of {target: result}, one load."""
+    targets = list(results)
+    cats = ["user code (proxy and libc)"] + [c for c, _ in CATEGORIES] + ["other kernel"]
+    lines = ["| CPU µs per request | " + " | ".join(targets) + " |", "|---|" + "---:|" * len(targets),
+             "| **total** | " + " | ".join(f"**{results[t]['us_per_req']:.1f}**" for t in targets) + " |"]
+    for c in cats:
+        cells = []
+        for t in targets:
+            share = results[t]["shares"].get(c, 0.0)
+            cells.append(f"{results[t]['us_per_req'] * share / 100:.1f} ({share:.0f} %)")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for t in targets:
+        lines += [f"Top symbols, {t}{label}:", "", "| self % | where | symbol |", "|---:|---|---|"]
+        for pct, dso, sym, kernel in results[t]["top"]:
+            lines.append(f"| {pct:.2f} | {'kernel' if kernel else dso} | `{sym[:90]}` |")
+        lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

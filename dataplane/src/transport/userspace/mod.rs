@@ -187,6 +187,10 @@ struct Inner {
     resets: u64,
 }
 
+/// Superseded protocol-timer entries allowed beyond two per connection
+/// before the heap is compacted (see `Inner::egress`).
+const TIMER_HEAP_SLACK: usize = 16;
+
 /// One shard's userspace network stack.
 pub struct Stack {
     inner: RefCell<Inner>,
@@ -397,6 +401,12 @@ impl Stack {
 
     pub fn config(&self) -> &StackConfig {
         &self.config
+    }
+
+    /// Entries in the protocol-timer heap, superseded ones included.
+    #[cfg(test)]
+    fn timer_entries(&self) -> usize {
+        self.inner.borrow().timers.len()
     }
 
     pub fn counters(&self) -> StackCounters {
@@ -700,6 +710,16 @@ impl Inner {
             if stale {
                 conn.scheduled = Some(at);
                 timers.push(Reverse((at, idx)));
+                // Cancellation is lazy: an entry whose deadline was moved
+                // stays until it comes due, and on a busy connection the
+                // deadline moves with almost every segment.  Left alone the
+                // superseded entries outnumber the live ones by thousands
+                // and every pop walks cold memory; compacting once they
+                // exceed the live ones (at most one per connection) keeps
+                // the heap within 2 per connection, amortised O(1) a push.
+                if timers.len() > 2 * conns.len() + TIMER_HEAP_SLACK {
+                    timers.retain(|Reverse((at, idx))| conns.get(*idx).is_some_and(|c| c.scheduled == Some(*at)));
+                }
             }
         }
     }

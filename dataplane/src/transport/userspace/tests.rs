@@ -329,3 +329,51 @@ fn quiet_connection_stays_open_and_a_vanished_peer_is_reset() {
     assert!(reset_after <= IDLE_TIMEOUT + Duration::from_secs(1), "{reset_after:?}");
     assert!(reset_after >= IDLE_TIMEOUT - KEEP_ALIVE, "{reset_after:?}");
 }
+
+/// Every segment sent or received moves a connection's next protocol
+/// deadline (delayed ACK, retransmission), and the heap cancels lazily: the
+/// superseded entries must not pile up on a busy keep-alive connection
+/// (thousands of them for a few connections made every pop a walk through
+/// cold memory).  Both stacks hold at most about two entries per connection.
+#[test]
+fn superseded_timer_deadlines_do_not_pile_up_on_busy_connections() {
+    let mut rt = Runtime::new().unwrap();
+    let (client_entries, server_entries) = rt.block_on(async {
+        let (client, server) = stacks();
+        let listener = server.bind(SocketAddr::new(SERVER.into(), 8080)).unwrap();
+        let addr = listener.local_addr();
+        let _echo = spawn(async move {
+            let Ok((stream, _)) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await else { return };
+            let stream = Stream::Userspace(stream);
+            let mut buf = [0u8; 64];
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                stream.write_all(&buf[..n]).await.unwrap();
+            }
+        });
+        let s = Stream::Userspace(client.connect(addr).await.unwrap());
+        let mut most = (0, 0);
+        for i in 0..2_000u32 {
+            s.write_all(&i.to_be_bytes()).await.unwrap();
+            let mut buf = [0u8; 4];
+            let mut got = 0;
+            while got < 4 {
+                got += s.read(&mut buf[got..]).await.unwrap();
+            }
+            assert_eq!(u32::from_be_bytes(buf), i);
+            most = (most.0.max(client.timer_entries()), most.1.max(server.timer_entries()));
+            if i % 4 == 0 {
+                crate::runtime::sleep_until(crate::runtime::now() + Duration::from_micros(500)).await;
+            }
+        }
+        most
+    });
+    // One connection on the client stack, the connection and the listener
+    // on the server's: the bound is the compaction's, 2 per socket plus 16
+    // (without compaction the client's heap held 59 entries here).
+    assert!(client_entries <= 2 + TIMER_HEAP_SLACK, "client stack's timer heap reached {client_entries} entries");
+    assert!(server_entries <= 4 + TIMER_HEAP_SLACK, "server stack's timer heap reached {server_entries} entries");
+}

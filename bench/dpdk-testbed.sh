@@ -20,7 +20,8 @@
 # shard loop's time in passes that moved frames or ran tasks
 # (dpdk.shard_0.loop_busy_us, DPDK's lcore "busy cycles") over the requests.
 # It is wall time: a pass preempted by wrk or nginx on the shared cores counts
-# the preemption, so on this testbed it is an upper bound.
+# the preemption, so on this testbed it is an upper bound.  RSS after: the
+# proxy's resident memory (process and children) at the end of the row.
 #
 # --idle-sleep-us "0 50": meshgate-dpdk rows at 10 and 50 connections for each
 # value of --dpdk-idle-sleep-us (0 = always busy-poll); the scaling run uses
@@ -140,6 +141,15 @@ cpu_ticks() {
 HZ=$(getconf CLK_TCK)
 SPLITS=()
 
+# Resident memory (MiB) of a process and its children, now.
+rss_mib() {
+    local total=0 p
+    for p in $1 $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+    done
+    awk -v k="$total" 'BEGIN { printf "%.0f", k/1024 }'
+}
+
 # A counter from a meshgate admin port (0 when absent).
 stat() { curl -s "http://127.0.0.1:$1/stats" | awk -v n="$2:" '$1==n {print $2; f=1} END {if (!f) print 0}'; }
 
@@ -159,6 +169,7 @@ run() {
     ip netns exec ${P}c wrk -t$threads -c"$conns" -d"${DUR}s" --latency --timeout 10s "$url" >"$TMP/wrk.txt" 2>&1 || true
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     local t1; t1=$(cpu_ticks "$pid")
+    local rss; rss=$(rss_mib "$pid")
     local cx_per_req="n/a" busy_us="n/a"
     local req rps p50 p99 errs
     req=$(awk '/requests in/ {print $1}' "$TMP/wrk.txt")
@@ -176,7 +187,7 @@ run() {
             [ "$busy1" -gt 0 ] && busy_us=$(awk -v a="$busy0" -v b="$busy1" -v n="$req" 'BEGIN { printf "%.1f", (b-a)/n }')
         fi
     fi
-    echo "| $name | $conns | ${rps:-0} | ${p50:-n/a} | ${p99:-n/a} | $cpu_us | $busy_us | $cx_per_req | ${errs:-none} |" | tee -a "$OUT/results.md"
+    echo "| $name | $conns | ${rps:-0} | ${p50:-n/a} | ${p99:-n/a} | $cpu_us | $busy_us | $cx_per_req | $rss | ${errs:-none} |" | tee -a "$OUT/results.md"
     if [ -n "$perf_pid" ] && [ "$cpu_us" != n/a ]; then SPLITS+=(--split "$name" "$OUT/raw/perf-$name.data" "$cpu_us"); fi
     cp "$TMP/wrk.txt" "$OUT/wrk-$name-$conns.txt"
 }
@@ -189,8 +200,8 @@ wait_http() { for _ in $(seq 100); do ip netns exec ${P}c curl -sf -m 1 -o /dev/
     echo "wrk from the client namespace, ${DUR}s per row, origin nginx (1,668-byte body). $(nproc) cores. meshgate binary: $MG ($(git rev-parse --short HEAD))."
     echo "Load average at start: $(cut -d' ' -f1-3 /proc/loadavg) — wall-clock figures depend on what else runs on the machine."
     echo
-    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | shard busy µs/req | upstream connects/req | errors |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | shard busy µs/req | upstream connects/req | RSS MiB after | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
 } | tee "$OUT/results.md"
 
 # meshgate on DPDK, once per idle-sleep setting (one at a time: they share the port)
@@ -226,8 +237,8 @@ run nginx-kernel "$(cat "$TMP/px.pid")" http://10.77.0.5:8002/ 50
     echo
     echo "## Connection scaling (meshgate-dpdk)"
     echo
-    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | shard busy µs/req | upstream connects/req | errors |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | shard busy µs/req | upstream connects/req | RSS MiB after | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
 } | tee -a "$OUT/results.md"
 start_dpdk "${IDLE_SLEEPS%% *}"
 for c in $SCALING; do

@@ -377,3 +377,51 @@ fn superseded_timer_deadlines_do_not_pile_up_on_busy_connections() {
     assert!(client_entries <= 2 + TIMER_HEAP_SLACK, "client stack's timer heap reached {client_entries} entries");
     assert!(server_entries <= 4 + TIMER_HEAP_SLACK, "server stack's timer heap reached {server_entries} entries");
 }
+
+/// A drained receive ring restarts at its first byte (the vendored smoltcp
+/// fix, vendor/README.md): every request of a keep-alive connection lands at
+/// the same, cache-hot address instead of walking the 256 KiB buffer, which
+/// left each busy connection holding all of it resident.
+#[test]
+fn a_drained_receive_ring_takes_the_next_segment_at_its_start() {
+    let mut rt = Runtime::new().unwrap();
+    let starts = rt.block_on(async {
+        let (client, server) = stacks();
+        let listener = server.bind(SocketAddr::new(SERVER.into(), 8080)).unwrap();
+        let addr = listener.local_addr();
+        let _echo = spawn(async move {
+            let Ok((stream, _)) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await else { return };
+            let stream = Stream::Userspace(stream);
+            let mut buf = [0u8; 512];
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                stream.write_all(&buf[..n]).await.unwrap();
+            }
+        });
+        let conn = client.connect(addr).await.unwrap();
+        let idx = conn.idx;
+        let s = Stream::Userspace(conn);
+        let mut starts = std::collections::BTreeSet::new();
+        for i in 0..200u32 {
+            let request = [i.to_be_bytes().as_slice(), &[b'x'; 396]].concat();
+            s.write_all(&request).await.unwrap();
+            while client.inner.borrow().conns[idx].socket().recv_queue() < request.len() {
+                crate::runtime::sleep_until(crate::runtime::now() + Duration::from_micros(100)).await;
+            }
+            let start = client.inner.borrow_mut().conns[idx].socket_mut().peek(1).unwrap().as_ptr() as usize;
+            starts.insert(start);
+            let mut got = vec![0u8; request.len()];
+            let mut n = 0;
+            while n < got.len() {
+                n += s.read(&mut got[n..]).await.unwrap();
+            }
+            assert_eq!(got, request);
+        }
+        starts
+    });
+    // 200 answers of 400 bytes would have spread over 80,000 bytes of the ring.
+    assert_eq!(starts.len(), 1, "answers landed at {} different ring offsets", starts.len());
+}

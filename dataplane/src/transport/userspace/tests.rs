@@ -330,6 +330,25 @@ fn quiet_connection_stays_open_and_a_vanished_peer_is_reset() {
     assert!(reset_after >= IDLE_TIMEOUT - KEEP_ALIVE, "{reset_after:?}");
 }
 
+/// A server on SERVER:8080 that echoes what its first connection sends.
+fn echo_one_connection(server: &Rc<Stack>) -> (SocketAddr, crate::runtime::JoinHandle<()>) {
+    let listener = server.bind(SocketAddr::new(SERVER.into(), 8080)).unwrap();
+    let addr = listener.local_addr();
+    let echo = spawn(async move {
+        let Ok((stream, _)) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await else { return };
+        let stream = Stream::Userspace(stream);
+        let mut buf = [0u8; 512];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            stream.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+    (addr, echo)
+}
+
 /// Every segment sent or received moves a connection's next protocol
 /// deadline (delayed ACK, retransmission), and the heap cancels lazily: the
 /// superseded entries must not pile up on a busy keep-alive connection
@@ -340,20 +359,7 @@ fn superseded_timer_deadlines_do_not_pile_up_on_busy_connections() {
     let mut rt = Runtime::new().unwrap();
     let (client_entries, server_entries) = rt.block_on(async {
         let (client, server) = stacks();
-        let listener = server.bind(SocketAddr::new(SERVER.into(), 8080)).unwrap();
-        let addr = listener.local_addr();
-        let _echo = spawn(async move {
-            let Ok((stream, _)) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await else { return };
-            let stream = Stream::Userspace(stream);
-            let mut buf = [0u8; 64];
-            loop {
-                let n = stream.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    return;
-                }
-                stream.write_all(&buf[..n]).await.unwrap();
-            }
-        });
+        let (addr, _echo) = echo_one_connection(&server);
         let s = Stream::Userspace(client.connect(addr).await.unwrap());
         let mut most = (0, 0);
         for i in 0..2_000u32 {
@@ -387,20 +393,7 @@ fn a_drained_receive_ring_takes_the_next_segment_at_its_start() {
     let mut rt = Runtime::new().unwrap();
     let starts = rt.block_on(async {
         let (client, server) = stacks();
-        let listener = server.bind(SocketAddr::new(SERVER.into(), 8080)).unwrap();
-        let addr = listener.local_addr();
-        let _echo = spawn(async move {
-            let Ok((stream, _)) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await else { return };
-            let stream = Stream::Userspace(stream);
-            let mut buf = [0u8; 512];
-            loop {
-                let n = stream.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    return;
-                }
-                stream.write_all(&buf[..n]).await.unwrap();
-            }
-        });
+        let (addr, _echo) = echo_one_connection(&server);
         let conn = client.connect(addr).await.unwrap();
         let idx = conn.idx;
         let s = Stream::Userspace(conn);

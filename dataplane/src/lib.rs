@@ -16,6 +16,7 @@ pub mod filters;
 pub mod http1;
 pub mod http2;
 pub mod matcher;
+mod pool;
 pub mod proxy;
 pub mod rbac;
 pub mod router;

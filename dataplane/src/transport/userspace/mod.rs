@@ -57,6 +57,7 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 
+use crate::pool::DecayingPool;
 use crate::runtime::{LoopPoller, PollOutcome};
 use device::{classify, Egress, FourTuple, LinkCounters, LinkState, OneFrame, RxFrame};
 pub use idle::IdleNap;
@@ -178,6 +179,12 @@ struct Inner {
     /// Connections in SYN-SENT: an ARP reply may unblock them (smoltcp
     /// otherwise waits out its 1 s neighbour back-off before resending).
     connecting: Vec<usize>,
+    /// Closed sockets kept with their buffers for the next connection (see
+    /// `Inner::remove`), trimmed once a second.
+    spare_sockets: DecayingPool<tcp::Socket<'static>>,
+    next_trim: Option<Instant>,
+    /// Sockets built with new buffers (not taken from the pool).
+    fresh_sockets: u64,
     control: SocketSet<'static>,
     received: Vec<RxFrame>,
     next_port: u16,
@@ -186,6 +193,10 @@ struct Inner {
     connected: u64,
     resets: u64,
 }
+
+/// Most closed sockets a stack keeps for reuse (each with the pages its
+/// buffers had touched; the pool gives back what a second did not reuse).
+const SPARE_SOCKETS: usize = 256;
 
 /// Superseded protocol-timer entries allowed beyond two per connection
 /// before the heap is compacted (see `Inner::egress`).
@@ -384,6 +395,9 @@ impl Stack {
                 lingering: VecDeque::new(),
                 dirty: Vec::new(),
                 connecting: Vec::new(),
+                spare_sockets: DecayingPool::new(SPARE_SOCKETS),
+                next_trim: None,
+                fresh_sockets: 0,
                 control: SocketSet::new(Vec::new()),
                 received: Vec::with_capacity(device::BURST),
                 next_port,
@@ -506,7 +520,16 @@ impl Inner {
         }
     }
 
-    fn new_socket() -> tcp::Socket<'static> {
+    /// A closed socket: a pooled one, or a fresh one with new buffers.
+    fn new_socket(&mut self) -> tcp::Socket<'static> {
+        match self.spare_sockets.pop_where(|_| true) {
+            Some(socket) => socket,
+            None => self.fresh_socket(),
+        }
+    }
+
+    fn fresh_socket(&mut self) -> tcp::Socket<'static> {
+        self.fresh_sockets += 1;
         let mut s =
             tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUFFER]), tcp::SocketBuffer::new(vec![0; TX_BUFFER]));
         s.set_nagle_enabled(false);
@@ -534,7 +557,7 @@ impl Inner {
     }
 
     fn new_listening(&mut self, port: u16, _base: Instant) -> io::Result<usize> {
-        let mut s = Inner::new_socket();
+        let mut s = self.new_socket();
         s.listen(IpListenEndpoint { addr: None, port })
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("listen on port {port}: {e}")))?;
         Ok(self.insert_conn(s, Stage::Listening, Some(port)))
@@ -578,7 +601,7 @@ impl Inner {
         let Some((p, tuple)) = port else {
             return Err(io::Error::new(io::ErrorKind::AddrNotAvailable, "no free source port"));
         };
-        let mut s = Inner::new_socket();
+        let mut s = self.new_socket();
         let remote_ep = IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port());
         s.connect(self.iface.context(), remote_ep, IpListenEndpoint { addr: Some(IpAddress::Ipv4(local_ip)), port: p })
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("connect to {remote}: {e}")))?;
@@ -591,11 +614,26 @@ impl Inner {
     }
 
     fn remove(&mut self, idx: usize) {
-        if let Some(c) = self.conns.try_remove(idx) {
+        if let Some(mut c) = self.conns.try_remove(idx) {
             if let Some(t) = c.tuple {
                 if self.by_tuple.get(&t) == Some(&idx) {
                     self.by_tuple.remove(&t);
                 }
+            }
+            // A fresh socket is two 256 KiB buffers from `calloc`, which
+            // the allocator zeroes in full when it hands back recently freed
+            // memory: with connections coming and going, every new one
+            // would clear (and make resident) half a megabyte.  A closed
+            // socket is reused instead; `listen`/`connect` reset its state
+            // and empty both rings, and nothing reads past their contents.
+            // A TIME-WAIT socket is finished too (removed, not kept, as
+            // before): marking it closed sends nothing, since it is never
+            // dispatched again.  (Only TCP sockets are compiled in: the
+            // pattern is irrefutable.)
+            let smoltcp::socket::Socket::Tcp(mut socket) = c.set.remove(c.handle);
+            if matches!(socket.state(), State::Closed | State::TimeWait) {
+                socket.abort();
+                self.spare_sockets.push(socket);
             }
         }
     }
@@ -773,6 +811,10 @@ impl Inner {
                 self.egress(base, now, idx);
                 self.remove(idx);
             }
+        }
+        if self.next_trim.is_none_or(|t| now >= t) {
+            self.next_trim = Some(now + Duration::from_secs(1));
+            self.spare_sockets.trim();
         }
         let backlog = self.link.flush();
         let busy = moved > 0 || self.link.counters.tx_frames != tx_before || backlog || !self.dirty.is_empty();

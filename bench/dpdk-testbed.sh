@@ -33,19 +33,25 @@
 # TCP/IP and the rest (bench/kernel-profile.py --split); the recordings stay
 # in the results' raw/ directory (not committed).  Installs linux-perf when missing.
 #
-# Usage: bench/dpdk-testbed.sh [--duration S] [--scaling "10 100 1000 10000"] [--idle-sleep-us "0 50"] [--perf]
+# --churn: each proxy also gets a 50-connection row with "Connection: close"
+# (name suffix -close): one TCP connection per request, both sides, which is
+# what connection set-up and teardown cost.
+#
+# Usage: bench/dpdk-testbed.sh [--duration S] [--scaling "10 100 1000 10000"] [--idle-sleep-us "0 50"] [--perf] [--churn]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=10
 SCALING="10 100 1000 10000"
 IDLE_SLEEPS="0 50"
 PERF=""
+CHURN=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DUR=$2; shift 2 ;;
         --scaling) SCALING=$2; shift 2 ;;
         --idle-sleep-us) IDLE_SLEEPS=$2; shift 2 ;;
         --perf) PERF=1; shift ;;
+        --churn) CHURN=1; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -153,9 +159,12 @@ rss_mib() {
 # A counter from a meshgate admin port (0 when absent).
 stat() { curl -s "http://127.0.0.1:$1/stats" | awk -v n="$2:" '$1==n {print $2; f=1} END {if (!f) print 0}'; }
 
-# run NAME PID URL CONNS [ADMIN_PORT] -> appends a row
+# run NAME PID URL CONNS [ADMIN_PORT] -> appends a row (with CLOSE=1 in the
+# environment: one request per connection, row NAME-close)
 run() {
     local name=$1 pid=$2 url=$3 conns=$4 admin=${5:-} threads=2
+    local close_header=()
+    if [ -n "${CLOSE:-}" ]; then name=$name-close; close_header=(-H "Connection: close"); fi
     [ "$conns" -lt 2 ] && threads=1
     local cx0=0 busy0=0
     [ -n "$admin" ] && cx0=$(stat "$admin" cluster.up.upstream_cx_total) && busy0=$(stat "$admin" dpdk.shard_0.loop_busy_us)
@@ -166,7 +175,7 @@ run() {
             >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    ip netns exec ${P}c wrk -t$threads -c"$conns" -d"${DUR}s" --latency --timeout 10s "$url" >"$TMP/wrk.txt" 2>&1 || true
+    ip netns exec ${P}c wrk -t$threads -c"$conns" -d"${DUR}s" --latency --timeout 10s "${close_header[@]}" "$url" >"$TMP/wrk.txt" 2>&1 || true
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     local t1; t1=$(cpu_ticks "$pid")
     local rss; rss=$(rss_mib "$pid")
@@ -217,6 +226,7 @@ for n in $IDLE_SLEEPS; do
     name=meshgate-dpdk; [ "$n" != 0 ] && name="meshgate-dpdk-idle$n"
     run "$name" $MGD http://10.77.0.2:8000/ 10 19981
     run "$name" $MGD http://10.77.0.2:8000/ 50 19981
+    if [ -n "$CHURN" ]; then CLOSE=1 run "$name" $MGD http://10.77.0.2:8000/ 50 19981; fi
     stop_dpdk
 done
 
@@ -225,6 +235,7 @@ $MG -c "$TMP/kernel.yaml" --mode kernel --shards 1 --no-pin --log-level warn 2>"
 MGK=$!; PIDS+=($MGK)
 wait_http http://10.77.0.5:8001/
 run meshgate-kernel $MGK http://10.77.0.5:8001/ 50 19982
+if [ -n "$CHURN" ]; then CLOSE=1 run meshgate-kernel $MGK http://10.77.0.5:8001/ 50 19982; fi
 kill $MGK; wait $MGK 2>/dev/null || true
 
 # nginx proxy on kernel sockets
@@ -232,6 +243,7 @@ nginx -c "$TMP/px.conf" &
 PIDS+=($!)
 wait_http http://10.77.0.5:8002/
 run nginx-kernel "$(cat "$TMP/px.pid")" http://10.77.0.5:8002/ 50
+if [ -n "$CHURN" ]; then CLOSE=1 run nginx-kernel "$(cat "$TMP/px.pid")" http://10.77.0.5:8002/ 50; fi
 
 {
     echo

@@ -206,7 +206,7 @@ wait_http() { for _ in $(seq 100); do ip netns exec ${P}c curl -sf -m 1 -o /dev/
 {
     echo "# DPDK testbed benchmark, $(date -u +%FT%TZ)"
     echo
-    echo "wrk from the client namespace, ${DUR}s per row, origin nginx (1,668-byte body). $(nproc) cores. meshgate binary: $MG ($(git rev-parse --short HEAD))."
+    echo "wrk from the client namespace, ${DUR}s per row, origin nginx (1,668-byte body). $(nproc) cores. meshgate binary: $MG; checkout at $(git rev-parse --short HEAD) (the binary may be older when MESHGATE_BIN is given)."
     echo "Load average at start: $(cut -d' ' -f1-3 /proc/loadavg) — wall-clock figures depend on what else runs on the machine."
     echo
     echo "| target | connections | req/s | p50 | p99 | CPU µs/req (proxy) | shard busy µs/req | upstream connects/req | RSS MiB after | errors |"

@@ -521,17 +521,19 @@ impl Inner {
     }
 
     /// A closed socket: a pooled one, or a fresh one with new buffers.
+    ///
+    /// Either way it is configured here.  `listen`/`connect` reset a reused
+    /// socket's connection state and rings but not its congestion
+    /// controller, so setting CUBIC again also gives the new connection a
+    /// fresh one rather than the window its previous connection grew.
     fn new_socket(&mut self) -> tcp::Socket<'static> {
-        match self.spare_sockets.pop_where(|_| true) {
+        let mut s = match self.spare_sockets.pop_where(|_| true) {
             Some(socket) => socket,
-            None => self.fresh_socket(),
-        }
-    }
-
-    fn fresh_socket(&mut self) -> tcp::Socket<'static> {
-        self.fresh_sockets += 1;
-        let mut s =
-            tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUFFER]), tcp::SocketBuffer::new(vec![0; TX_BUFFER]));
+            None => {
+                self.fresh_sockets += 1;
+                tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUFFER]), tcp::SocketBuffer::new(vec![0; TX_BUFFER]))
+            }
+        };
         s.set_nagle_enabled(false);
         s.set_timeout(Some(SmolDuration::from_micros(IDLE_TIMEOUT.as_micros() as u64)));
         s.set_keep_alive(Some(SmolDuration::from_micros(KEEP_ALIVE.as_micros() as u64)));

@@ -604,5 +604,8 @@ async fn sweep_idle_connections(ctx: Rc<ShardCtx>) {
             cluster.sweep_idle(t);
         }
         crate::proxy::trim_pools();
+        if let Some(stack) = crate::transport::userspace::current() {
+            stack.trim_spare_sockets();
+        }
     }
 }

@@ -189,9 +189,8 @@ struct Inner {
     /// otherwise waits out its 1 s neighbour back-off before resending).
     connecting: Vec<usize>,
     /// Closed sockets kept with their buffers for the next connection (see
-    /// `Inner::remove`), trimmed once a second.
+    /// `Inner::remove`), trimmed by the shard's periodic sweep.
     spare_sockets: DecayingPool<tcp::Socket<'static>>,
-    next_trim: Option<Instant>,
     /// Sockets built with new buffers (not taken from the pool).
     fresh_sockets: u64,
     control: SocketSet<'static>,
@@ -204,7 +203,8 @@ struct Inner {
 }
 
 /// Most closed sockets a stack keeps for reuse (each with the pages its
-/// buffers had touched; the pool gives back what a second did not reuse).
+/// buffers had touched; the pool gives back what a sweep interval did not
+/// reuse).
 const SPARE_SOCKETS: usize = 256;
 
 /// Superseded protocol-timer entries allowed beyond two per connection
@@ -405,7 +405,6 @@ impl Stack {
                 dirty: Vec::new(),
                 connecting: Vec::new(),
                 spare_sockets: DecayingPool::new(SPARE_SOCKETS),
-                next_trim: None,
                 fresh_sockets: 0,
                 control: SocketSet::new(Vec::new()),
                 received: Vec::with_capacity(device::BURST),
@@ -424,6 +423,13 @@ impl Stack {
 
     pub fn config(&self) -> &StackConfig {
         &self.config
+    }
+
+    /// Frees the pooled closed sockets no connection took since the last call
+    /// (`DecayingPool::trim`); the shard's periodic sweep calls it, with the
+    /// proxy's pools.
+    pub fn trim_spare_sockets(&self) {
+        self.inner.borrow_mut().spare_sockets.trim();
     }
 
     /// Entries in the protocol-timer heap, superseded ones included.
@@ -822,10 +828,6 @@ impl Inner {
                 self.egress(base, now, idx);
                 self.remove(idx);
             }
-        }
-        if self.next_trim.is_none_or(|t| now >= t) {
-            self.next_trim = Some(now + Duration::from_secs(1));
-            self.spare_sockets.trim();
         }
         let backlog = self.link.flush();
         let busy = moved > 0 || self.link.counters.tx_frames != tx_before || backlog || !self.dirty.is_empty();

@@ -81,7 +81,9 @@ pub async fn serve_stream(
 ) {
     if let Some(protocol) = super::connect::extended_protocol(req.extensions(), req.method()) {
         let protocol = protocol.to_string();
-        return super::connect::serve_stream(ctx, listener, outer, peer, req, respond, protocol).await;
+        // Boxed where it starts: a tunnel is rare, and inline its state
+        // would enlarge every stream's task.
+        return Box::pin(super::connect::serve_stream(ctx, listener, outer, peer, req, respond, protocol)).await;
     }
     let (parts, mut body) = req.into_parts();
     let mut head = Vec::with_capacity(512);

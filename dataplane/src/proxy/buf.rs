@@ -79,6 +79,16 @@ impl ConnState {
     }
 }
 
+/// A buffer whose owner ends (a closed connection, a finished HTTP/2
+/// stream's bridge) gives its storage back like an idle one: an HTTP/2
+/// stream uses two of them, and allocating and zeroing 32 KiB per stream
+/// made the allocator fault pages in and purge them again under load.
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        self.recycle();
+    }
+}
+
 impl RecvBuf {
     /// A buffer that takes its storage (`initial` bytes) on first use.
     pub fn new(initial: usize, cap: usize) -> RecvBuf {
@@ -90,10 +100,21 @@ impl RecvBuf {
         if !self.is_empty() || self.data.is_empty() {
             return;
         }
+        self.recycle();
+    }
+
+    /// Hands the storage to the shard's pool whatever it holds (the owner is
+    /// done with the bytes).
+    fn recycle(&mut self) {
         let data = std::mem::take(&mut self.data);
-        if data.len() == self.initial {
-            POOL.with_borrow_mut(|p| p.push(data));
+        if !data.is_empty() && data.len() == self.initial {
+            let _ = POOL.try_with(|p| {
+                if let Ok(mut p) = p.try_borrow_mut() {
+                    p.push(data);
+                }
+            });
         }
+        (self.start, self.end) = (0, 0);
     }
 
     fn acquire(&mut self) {
@@ -234,5 +255,27 @@ mod tests {
         huge.out.reserve(64 * 1024);
         huge.give_back();
         assert!(ConnState::take().out.capacity() < 64 * 1024, "an oversized state is freed");
+    }
+
+    /// A buffer whose owner ends while it still holds bytes (an HTTP/2
+    /// stream's bridge after its response) goes back to the pool too, and
+    /// the next buffer of that size takes the same storage.
+    #[test]
+    fn a_dropped_buffer_is_pooled_whatever_it_holds() {
+        use super::RecvBuf;
+        let mut first = RecvBuf::new(16 * 1024, 64 * 1024);
+        first.prefill(b"HTTP/1.1 200 OK\r\n");
+        let storage = first.filled().as_ptr();
+        drop(first);
+        // Were it freed, the allocator would hand this one its memory.
+        let same_size = vec![0u8; 16 * 1024];
+        let mut next = RecvBuf::new(16 * 1024, 64 * 1024);
+        next.prefill(b"GET / HTTP/1.1\r\n");
+        assert_eq!(next.filled().as_ptr(), storage, "the dropped buffer's storage is reused");
+        assert_eq!(next.filled(), b"GET / HTTP/1.1\r\n");
+        let mut other_size = RecvBuf::new(4 * 1024, 64 * 1024);
+        other_size.prefill(b"x");
+        assert_ne!(other_size.filled().as_ptr(), storage);
+        drop(same_size);
     }
 }

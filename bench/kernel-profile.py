@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Where a proxy's CPU goes, kernel included: meshgate, nginx and HAProxy side by side.
 
-    bench/kernel-profile.py [--targets "meshgate nginx haproxy"] [--loads "saturation fixed"]
+    bench/kernel-profile.py [--targets "meshgate nginx haproxy"] [--loads "saturation fixed h2"]
                             [--duration 10] [--frequency 2000] [--meshgate-bin PATH] [--out DIR]
+                            [--syscalls] [--h2-streams 10]
     bench/kernel-profile.py --split NAME PERF_DATA CPU_US_PER_REQUEST [--split ...]
 
 The CPU targets of issue 6 are judged on utime+stime, and on this kind of
@@ -10,7 +11,8 @@ machine most of that is system time, which callgrind cannot see.  The VMs
 have no hardware performance counters, but perf's software `cpu-clock` event
 samples kernel and user stacks alike, so this script records each proxy
 (`perf record -e cpu-clock -g -p <proxy pids>`) under the harness's two loads
-(wrk at 40 connections; oha at 1,600 req/s over 40 connections), with the same
+(wrk at 40 connections; oha at 1,600 req/s over 40 connections; with the load
+`h2`, h2load over h2c prior knowledge, 40 connections x 10 streams), with the same
 upstream and configs as bench/driver.py, and writes `profile.md` (CPU µs per
 request split into user code, wake-ups/context switches, TCP/IP, epoll,
 system-call entry and the rest of the kernel, plus each target's top
@@ -102,6 +104,9 @@ def main():
     ap.add_argument("--frequency", type=int, default=2000, help="samples per second of CPU time")
     ap.add_argument("--connections", type=int, default=40)
     ap.add_argument("--fixed-rate", type=int, default=1600)
+    ap.add_argument("--syscalls", action="store_true",
+                    help="also count system calls per request by name (perf stat on the syscall tracepoints)")
+    ap.add_argument("--h2-streams", type=int, default=10, help="concurrent streams per connection (load h2)")
     ap.add_argument("--meshgate-bin", default=os.path.join(driver.REPO, "target", "release", "meshgate"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--split", nargs=3, action="append", metavar=("NAME", "PERF_DATA", "CPU_US_PER_REQUEST"),
@@ -118,7 +123,8 @@ def main():
         sys.exit("kernel-profile.py: needs root (perf on other processes, kernel symbols)")
     if not shutil.which("perf"):
         subprocess.run(["apt-get", "install", "-y", "-qq", "linux-perf"], check=True)
-    for tool in ["wrk", "oha", "nginx"] + (["haproxy"] if "haproxy" in a.targets else []):
+    for tool in ["wrk", "oha", "nginx"] + (["haproxy"] if "haproxy" in a.targets else []) + \
+            (["h2load"] if "h2" in a.loads.split() else []):
         if not shutil.which(tool):
             sys.exit(f"kernel-profile.py: {tool} is missing (bench/run.sh installs it)")
     if "meshgate" in a.targets and not os.access(a.meshgate_bin, os.X_OK):
@@ -130,7 +136,8 @@ def main():
     os.makedirs(raw, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="meshgate-profile-")
     os.chmod(tmp, 0o755)  # nginx workers run as nobody and read the body from here
-    cfg = types.SimpleNamespace(body_bytes=1668, upstream_host="127.0.0.1", listen_host="127.0.0.1", http2=False,
+    h2 = "h2" in a.loads.split()
+    cfg = types.SimpleNamespace(body_bytes=1668, upstream_host="127.0.0.1", listen_host="127.0.0.1", http2=h2,
                                 upstream_workers=1, shards=1, meshgate_addr=None)
     driver.nofile_limit()
     results = {}
@@ -143,8 +150,9 @@ def main():
             pids = proc.pids()
             if target == "nginx":  # the worker, not the master
                 pids = [p for p in pids if p != proc.pid] or pids
-            url = f"http://127.0.0.1:{driver.PORTS[target]}/"
             for load in a.loads.split():
+                port = driver.PORTS[f"{target}_h2" if load == "h2" else target]
+                url = f"http://127.0.0.1:{port}/"
                 results[(target, load)] = profile(target, load, url, pids, a, raw)
                 print(f"[profile] {target} {load}: {results[(target, load)]['us_per_req']:.1f} µs/request")
             proc.stop()
@@ -179,19 +187,35 @@ def profile(target, load, url, pids, a, raw):
     data = os.path.join(raw, f"{target}-{load}.data")
     if load == "saturation":
         cmd = ["wrk", "-t", "2", "-c", str(a.connections), "-d", f"{a.duration}s", url]
+    elif load == "h2":
+        cmd = ["h2load", "-c", str(a.connections), "-m", str(a.h2_streams), "-t", "1", "-D", str(a.duration), url]
     else:
         cmd = ["oha", "-z", f"{a.duration}s", "-c", str(a.connections), "-q", str(a.fixed_rate),
                "--latency-correction", "-w", "--no-tui", "--output-format", "json", "--worker-threads", "1", url]
     ticks0 = driver.cpu_ticks(pids)
     perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", str(a.frequency), "-g", "-o", data,
                              "-p", ",".join(map(str, pids))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # --syscalls: system calls by name over the same window, from tracepoint
+    # counts (no per-call tracing like strace, but every call of the
+    # process then costs a little more, so it is off by default).
+    counts = os.path.join(raw, f"{target}-{load}-syscalls.csv")
+    tracers = [perf]
+    if a.syscalls:
+        tracers.append(subprocess.Popen(["perf", "stat", "-x", ",", "-o", counts, "-e", "syscalls:sys_enter_*",
+                                         "-p", ",".join(map(str, pids))],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(0.3)
     client = subprocess.run(cmd, capture_output=True, text=True)
-    perf.send_signal(signal.SIGINT)
-    perf.wait(60)
+    for p in tracers:
+        p.send_signal(signal.SIGINT)
+    for p in tracers:
+        p.wait(60)
     ticks = driver.cpu_ticks(pids) - ticks0
     if load == "saturation":
         m = re.search(r"(\d+) requests in", client.stdout)
+        requests = int(m.group(1)) if m else 0
+    elif load == "h2":
+        m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", client.stdout)
         requests = int(m.group(1)) if m else 0
     else:
         requests = sum(json.loads(client.stdout).get("statusCodeDistribution", {}).values())
@@ -200,7 +224,24 @@ def profile(target, load, url, pids, a, raw):
         f.write(text)
     cpu_us = ticks / driver.CLK_TCK * 1e6
     return {"requests": requests, "us_per_req": cpu_us / requests if requests else 0.0,
-            "shares": split(rows), "top": rows[:15]}
+            "shares": split(rows), "top": rows[:15],
+            "syscalls": syscall_counts(counts, requests) if a.syscalls else {}}
+
+
+def syscall_counts(path, requests):
+    """{name: calls per request} from `perf stat -x,` output, largest first."""
+    calls = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                cols = line.strip().split(",")
+                if len(cols) > 2 and cols[0].isdigit() and cols[2].startswith("syscalls:sys_enter_"):
+                    calls[cols[2][len("syscalls:sys_enter_"):]] = int(cols[0])
+    except OSError:
+        return {}
+    if not requests:
+        return {}
+    return {k: v / requests for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v}
 
 
 def write_report(out, results, a):
@@ -212,8 +253,9 @@ def write_report(out, results, a):
              "from utime+stime over the same window (sampling included); the rows split it by the sampled "
              "share of each category.", ""]
     for load in loads:
-        desc = f"wrk, {a.connections} connections" if load == "saturation" else \
-            f"oha, {a.fixed_rate} req/s over {a.connections} connections"
+        desc = {"saturation": f"wrk, {a.connections} connections",
+                "h2": f"h2load, {a.connections} connections x {a.h2_streams} streams, h2c"}.get(
+            load, f"oha, {a.fixed_rate} req/s over {a.connections} connections")
         lines += [f"## {load} ({desc})", ""]
         lines += section_lines({t: results[(t, load)] for t in targets}, f" ({load})")
     with open(os.path.join(out, "profile.md"), "w") as f:
@@ -233,6 +275,15 @@ def section_lines(results, label=""):
             cells.append(f"{results[t]['us_per_req'] * share / 100:.1f} ({share:.0f} %)")
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines.append("")
+    if any(results[t].get("syscalls") for t in targets):
+        names = list(dict.fromkeys(n for t in targets for n in list(results[t].get("syscalls", {}))[:6]))
+        lines += ["| system calls per request | " + " | ".join(targets) + " |", "|---|" + "---:|" * len(targets),
+                  "| **all** | " + " | ".join(f"**{sum(results[t].get('syscalls', {}).values()):.2f}**"
+                                             for t in targets) + " |"]
+        for n in names:
+            lines.append(f"| {n} | " + " | ".join(f"{results[t].get('syscalls', {}).get(n, 0.0):.2f}"
+                                                  for t in targets) + " |")
+        lines.append("")
     for t in targets:
         lines += [f"Top symbols, {t}{label}:", "", "| self % | where | symbol |", "|---:|---|---|"]
         for pct, dso, sym, kernel in results[t]["top"]:

@@ -39,7 +39,7 @@ pub mod grpc;
 pub mod guard;
 pub mod pipe;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -139,12 +139,135 @@ pub(crate) struct H2Io {
     prefix_at: usize,
     rx_bytes: Rc<Cell<u64>>,
     tx_bytes: Rc<Cell<u64>>,
+    /// Downstream: frames gathered for one write per connection poll.
+    out: Option<Rc<Coalescer>>,
 }
 
 impl H2Io {
     /// An upstream connection (no prefix; its byte counts are the caller's).
     pub(crate) fn new(conn: Rc<Conn>, rx_bytes: Rc<Cell<u64>>, tx_bytes: Rc<Cell<u64>>) -> H2Io {
-        H2Io { conn, prefix: Vec::new(), prefix_at: 0, rx_bytes, tx_bytes }
+        H2Io { conn, prefix: Vec::new(), prefix_at: 0, rx_bytes, tx_bytes, out: None }
+    }
+}
+
+/// The bytes `h2` writes on a downstream connection, gathered until the
+/// connection task has done all it can in one poll, then written at once.
+///
+/// Why: `h2` keeps at most one DATA payload chained behind its frame buffer
+/// and flushes before it accepts the next one, so every response with a
+/// body cost its own `writev` (and its own TCP segment): with ten streams
+/// answered in one loop pass, ten system calls where one does.  Gathered,
+/// the connection writes once per poll, as HAProxy's and nginx's HTTP/2
+/// muxes do.
+struct Coalescer {
+    buf: RefCell<Vec<u8>>,
+    /// How much of `buf` is already written (a partial write).
+    written: Cell<usize>,
+    /// `h2` was refused room (the buffer was full): poll it again once
+    /// the buffer drains, or it would wait for a wake-up nothing sends.
+    refused: Cell<bool>,
+    /// The socket failed; the next write reports it to `h2`.
+    failed: Cell<Option<io::ErrorKind>>,
+}
+
+/// Where a `Coalescer` writes: the connection (a test's recorder in tests).
+trait Wire {
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+    fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>>;
+}
+
+impl Wire for Conn {
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Conn::poll_write(self, cx, buf)
+    }
+    fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Conn::poll_write_vectored(self, cx, bufs)
+    }
+}
+
+/// Gathered bytes past this are written before more are taken.
+const COALESCE_LIMIT: usize = 64 * 1024;
+/// A write this large with nothing gathered goes straight to the socket
+/// (a large body chunk is not worth a copy).
+const COALESCE_DIRECT: usize = 16 * 1024;
+
+impl Coalescer {
+    fn new() -> Coalescer {
+        Coalescer {
+            buf: RefCell::new(Vec::with_capacity(COALESCE_DIRECT)),
+            written: Cell::new(0),
+            refused: Cell::new(false),
+            failed: Cell::new(None),
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.buf.borrow().len() - self.written.get()
+    }
+
+    /// Writes what is gathered; `Ready(Ok)` once all of it is on the socket.
+    fn poll_drain(&self, conn: &impl Wire, tx_bytes: &Cell<u64>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut buf = self.buf.borrow_mut();
+        while self.written.get() < buf.len() {
+            match conn.poll_write(cx, &buf[self.written.get()..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.written.set(self.written.get() + n);
+                    tx_bytes.set(tx_bytes.get() + n as u64);
+                }
+                Poll::Ready(Err(e)) => {
+                    buf.clear();
+                    self.written.set(0);
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        buf.clear();
+        self.written.set(0);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes what `h2` writes: gathered, or written straight through when
+    /// nothing is gathered and it is large.
+    fn poll_take(
+        &self,
+        conn: &impl Wire,
+        tx_bytes: &Cell<u64>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(kind) = self.failed.take() {
+            return Poll::Ready(Err(kind.into()));
+        }
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.pending() + len > COALESCE_LIMIT {
+            match self.poll_drain(conn, tx_bytes, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.refused.set(true);
+                    return Poll::Pending;
+                }
+            }
+        }
+        if self.pending() == 0 && len >= COALESCE_DIRECT {
+            let n = std::task::ready!(conn.poll_write_vectored(cx, bufs))?;
+            tx_bytes.set(tx_bytes.get() + n as u64);
+            return Poll::Ready(Ok(n));
+        }
+        let mut buf = self.buf.borrow_mut();
+        let mut taken = 0;
+        for b in bufs {
+            let room = COALESCE_LIMIT.saturating_sub(buf.len() - self.written.get());
+            let n = b.len().min(room);
+            buf.extend_from_slice(&b[..n]);
+            taken += n;
+            if n < b.len() {
+                break;
+            }
+        }
+        Poll::Ready(Ok(taken))
     }
 }
 
@@ -170,6 +293,9 @@ impl tokio::io::AsyncRead for H2Io {
 
 impl tokio::io::AsyncWrite for H2Io {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(out) = &self.out {
+            return out.poll_take(&*self.conn, &self.tx_bytes, cx, &[io::IoSlice::new(buf)]);
+        }
         let n = std::task::ready!(self.conn.poll_write(cx, buf))?;
         self.tx_bytes.set(self.tx_bytes.get() + n as u64);
         Poll::Ready(Ok(n))
@@ -179,6 +305,9 @@ impl tokio::io::AsyncWrite for H2Io {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(out) = &self.out {
+            return out.poll_take(&*self.conn, &self.tx_bytes, cx, bufs);
+        }
         let n = std::task::ready!(self.conn.poll_write_vectored(cx, bufs))?;
         self.tx_bytes.set(self.tx_bytes.get() + n as u64);
         Poll::Ready(Ok(n))
@@ -186,10 +315,15 @@ impl tokio::io::AsyncWrite for H2Io {
     fn is_write_vectored(&self) -> bool {
         true
     }
+    /// Gathered bytes are written when the connection's poll ends
+    /// (`drive`), not at each of `h2`'s per-frame flushes.
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(out) = &self.out {
+            std::task::ready!(out.poll_drain(&*self.conn, &self.tx_bytes, cx))?;
+        }
         Poll::Ready(self.conn.shutdown_write())
     }
 }
@@ -245,7 +379,15 @@ async fn drive(
 ) -> bool {
     let hcm = &listener.hcm;
     let opts = hcm.http2;
-    let io = H2Io { conn: conn.clone(), prefix, prefix_at: 0, rx_bytes: rx_bytes.clone(), tx_bytes: tx_bytes.clone() };
+    let out = Rc::new(Coalescer::new());
+    let io = H2Io {
+        conn: conn.clone(),
+        prefix,
+        prefix_at: 0,
+        rx_bytes: rx_bytes.clone(),
+        tx_bytes: tx_bytes.clone(),
+        out: Some(out.clone()),
+    };
     // Flood budgets h2 does not keep (guard.rs); the preface comes through it.
     let (io, flood_guard) = guard::GuardedIo::new(io, guard::GuardLimits::default(), true, now);
     let mut calmed = false;
@@ -290,7 +432,7 @@ async fn drive(
             HardClose,
             Idle,
         }
-        let event = std::future::poll_fn(|cx| {
+        let event = std::future::poll_fn(|cx| loop {
             if let (Some(v), false) = (flood_guard.violation(), calmed) {
                 calmed = true;
                 tracing::debug!(%peer, reason = v.as_str(), "http2: flood, GOAWAY(ENHANCE_YOUR_CALM)");
@@ -317,7 +459,21 @@ async fn drive(
                     s.reset(if active.get() == 0 { due } else { now() + limit });
                 }
             }
-            Poll::Pending
+            // h2 has done all it can for now: put what it wrote on the wire.
+            match out.poll_drain(&**conn, tx_bytes, cx) {
+                Poll::Ready(result) => {
+                    if let Err(e) = result {
+                        // h2 learns of it at its next write (or read).
+                        out.failed.set(Some(e.kind()));
+                        out.refused.set(true);
+                    }
+                    if out.refused.replace(false) {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         })
         .await;
         match event {
@@ -338,13 +494,7 @@ async fn drive(
                 };
                 active.set(active.get() + 1);
                 let guard = ActiveStream { active: active.clone(), last_active: last_active.clone() };
-                let ctx = ctx.clone();
-                let outer = conn.clone();
-                spawn(async move {
-                    let _guard = guard;
-                    bridge::serve_stream(&ctx, &current, outer, peer, req, respond).await;
-                })
-                .detach();
+                spawn(stream_task(ctx.clone(), current, conn.clone(), peer, req, respond, guard)).detach();
             }
             Event::Closed(Ok(())) => return shutting_down,
             Event::Closed(Err(e)) => {
@@ -380,6 +530,24 @@ async fn drive(
     }
 }
 
+/// One stream's task, built in its own allocation (as `serve_h2_boxed`):
+/// spawning it by value would copy the bridge's whole state (the HTTP/1
+/// manager's request phases included) several times per stream.
+fn stream_task(
+    ctx: Rc<ShardCtx>,
+    listener: Rc<HttpListener>,
+    outer: Rc<Conn>,
+    peer: SocketAddr,
+    req: http::Request<h2::RecvStream>,
+    respond: h2::server::SendResponse<Bytes>,
+    guard: ActiveStream,
+) -> Pin<Box<impl Future<Output = ()>>> {
+    Box::into_pin(Box::write(Box::new_uninit(), async move {
+        let _guard = guard;
+        bridge::serve_stream(&ctx, &listener, outer, peer, req, respond).await;
+    }))
+}
+
 /// Counts a stream as active for the idle timeout while it lives.
 struct ActiveStream {
     active: Rc<Cell<usize>>,
@@ -390,5 +558,112 @@ impl Drop for ActiveStream {
     fn drop(&mut self) {
         self.active.set(self.active.get() - 1);
         self.last_active.set(now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    /// A socket that takes at most `room` bytes and counts its writes.
+    #[derive(Default)]
+    struct Recorder {
+        room: Cell<usize>,
+        bytes: RefCell<Vec<u8>>,
+        writes: Cell<usize>,
+    }
+
+    impl Wire for Recorder {
+        fn poll_write(&self, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.room.get());
+            if n == 0 {
+                return Poll::Pending;
+            }
+            self.room.set(self.room.get() - n);
+            self.bytes.borrow_mut().extend_from_slice(&buf[..n]);
+            self.writes.set(self.writes.get() + 1);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.poll_write(cx, &joined)
+        }
+    }
+
+    fn take(out: &Coalescer, wire: &Recorder, tx: &Cell<u64>, parts: &[&[u8]]) -> Poll<io::Result<usize>> {
+        let slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+        out.poll_take(wire, tx, &mut Context::from_waker(Waker::noop()), &slices)
+    }
+
+    #[test]
+    fn frames_of_one_poll_leave_in_one_write() {
+        let (out, wire, tx) = (Coalescer::new(), Recorder::default(), Cell::new(0));
+        wire.room.set(usize::MAX);
+        for i in 0..10u8 {
+            // a HEADERS frame, then a DATA frame head with its chained payload
+            assert!(matches!(take(&out, &wire, &tx, &[&[i; 40]]), Poll::Ready(Ok(40))));
+            assert!(matches!(take(&out, &wire, &tx, &[&[i; 9], &[i; 1668]]), Poll::Ready(Ok(1677))));
+        }
+        assert_eq!(wire.writes.get(), 0, "nothing is written before the poll ends");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(out.poll_drain(&wire, &tx, &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(wire.writes.get(), 1);
+        assert_eq!(tx.get(), 17_170);
+        let bytes = wire.bytes.borrow();
+        assert_eq!(bytes.len(), 17_170);
+        assert!(bytes[..1717].iter().all(|b| *b == 0) && bytes[1717..3434].iter().all(|b| *b == 1), "order kept");
+    }
+
+    #[test]
+    fn a_slow_socket_refuses_past_the_limit_and_resumes() {
+        let (out, wire, tx) = (Coalescer::new(), Recorder::default(), Cell::new(0));
+        let chunk = vec![7u8; 8 * 1024];
+        let mut taken = 0;
+        while let Poll::Ready(Ok(n)) = take(&out, &wire, &tx, &[&chunk]) {
+            taken += n;
+        }
+        assert_eq!(taken, COALESCE_LIMIT, "gathers up to the limit while the socket takes nothing");
+        assert!(out.refused.get(), "h2 must be polled again once the buffer drains");
+        let mut cx = Context::from_waker(Waker::noop());
+        wire.room.set(1000);
+        assert!(out.poll_drain(&wire, &tx, &mut cx).is_pending(), "a partial write keeps the rest");
+        wire.room.set(usize::MAX);
+        assert!(matches!(out.poll_drain(&wire, &tx, &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(wire.bytes.borrow().len(), COALESCE_LIMIT);
+        assert_eq!(tx.get(), COALESCE_LIMIT as u64);
+        assert!(matches!(take(&out, &wire, &tx, &[&chunk]), Poll::Ready(Ok(8192))));
+    }
+
+    #[test]
+    fn a_large_write_with_nothing_gathered_goes_straight_through() {
+        let (out, wire, tx) = (Coalescer::new(), Recorder::default(), Cell::new(0));
+        wire.room.set(usize::MAX);
+        let big = vec![1u8; COALESCE_DIRECT];
+        assert!(matches!(take(&out, &wire, &tx, &[&[0; 9], &big]), Poll::Ready(Ok(n)) if n == COALESCE_DIRECT + 9));
+        assert_eq!((wire.writes.get(), out.pending()), (1, 0));
+        // behind gathered bytes it is gathered too, so the order holds
+        assert!(matches!(take(&out, &wire, &tx, &[b"head"]), Poll::Ready(Ok(4))));
+        assert!(matches!(take(&out, &wire, &tx, &[&big]), Poll::Ready(Ok(_))));
+        assert_eq!(wire.writes.get(), 1);
+        assert_eq!(out.pending(), 4 + COALESCE_DIRECT);
+    }
+
+    #[test]
+    fn a_failed_socket_is_reported_at_the_next_write() {
+        let (out, tx) = (Coalescer::new(), Cell::new(0));
+        struct Broken;
+        impl Wire for Broken {
+            fn poll_write(&self, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+                Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+            }
+            fn poll_write_vectored(&self, _: &mut Context<'_>, _: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+                Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+            }
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(out.poll_take(&Broken, &tx, &mut cx, &[io::IoSlice::new(b"x")]), Poll::Ready(Ok(1))));
+        assert!(matches!(out.poll_drain(&Broken, &tx, &mut cx), Poll::Ready(Err(_))));
+        assert_eq!(out.pending(), 0);
     }
 }

@@ -450,7 +450,17 @@ print(ok)
 "#;
     let out = bed.exec("c", &["python3", "-c", script]);
     assert!(out.status.success(), "client failed: {} / {}", String::from_utf8_lossy(&out.stderr), gw.stderr());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
+    let answered = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if answered != "2000" {
+        // Rare under a loaded CI machine (upstream connects failing in a
+        // burst): the port, ring and connect counters say where frames went.
+        let stats = gw.stats();
+        let relevant: Vec<&str> = stats
+            .lines()
+            .filter(|l| l.starts_with("dpdk.") || l.contains("upstream_cx") || l.contains("upstream_rq_5"))
+            .collect();
+        panic!("{answered} of 2000 requests answered 200\n{}", relevant.join("\n"));
+    }
     assert!(gw.stat("http.ingress.downstream_cx_total") >= 1000);
     // Two shards share the one af_packet queue: shard 0 dispatches by flow
     // hash, so both accept a good share of the 1,000 connections.

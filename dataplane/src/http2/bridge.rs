@@ -298,8 +298,17 @@ async fn relay_response(
     let mut response = http::Response::new(());
     *response.status_mut() = http::StatusCode::from_u16(head.status).map_err(|_| ())?;
     let headers = response.headers_mut();
+    headers.reserve(head.headers.len());
+    // The values share one allocation (HeaderValue::from_bytes would copy
+    // each into its own).
+    let mut values = bytes::BytesMut::with_capacity(head.headers.iter().map(|(_, v)| v.len()).sum());
+    for (_, value) in head.headers.iter() {
+        values.extend_from_slice(value);
+    }
+    let mut values = values.freeze();
     for (name, value) in head.headers.iter() {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+        let value = values.split_to(value.len());
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_maybe_shared(value)) {
             headers.append(n, v);
         }
     }

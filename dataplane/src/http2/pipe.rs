@@ -17,6 +17,9 @@ use std::task::{Context, Poll, Waker};
 
 use crate::tls::Conn;
 
+/// What a direction reserves at its first write.
+const FIRST_RESERVE: usize = 4096;
+
 #[derive(Default)]
 struct Direction {
     bytes: VecDeque<u8>,
@@ -115,6 +118,11 @@ impl PipeEnd {
             return Poll::Pending;
         }
         let n = free.min(buf.len());
+        if d.bytes.capacity() == 0 {
+            // A response head and a small body in one allocation, instead of
+            // growing through every size on the way.
+            d.bytes.reserve(self.shared.capacity.min(FIRST_RESERVE).max(n));
+        }
         d.bytes.extend(&buf[..n]);
         d.wake_reader();
         Poll::Ready(Ok(n))

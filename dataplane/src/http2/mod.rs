@@ -139,23 +139,54 @@ pub(crate) struct H2Io {
     prefix_at: usize,
     rx_bytes: Rc<Cell<u64>>,
     tx_bytes: Rc<Cell<u64>>,
-    /// Downstream: frames gathered for one write per connection poll.
-    out: Option<Rc<Coalescer>>,
+    /// Frames gathered for one write per connection poll.
+    out: Rc<Coalescer>,
 }
 
 impl H2Io {
     /// An upstream connection (no prefix; its byte counts are the caller's).
+    /// Its writes are gathered like a downstream one's, so the connection's
+    /// future must be polled through [`drive_coalesced`].
     pub(crate) fn new(conn: Rc<Conn>, rx_bytes: Rc<Cell<u64>>, tx_bytes: Rc<Cell<u64>>) -> H2Io {
-        H2Io { conn, prefix: Vec::new(), prefix_at: 0, rx_bytes, tx_bytes, out: None }
+        H2Io { conn, prefix: Vec::new(), prefix_at: 0, rx_bytes, tx_bytes, out: Rc::new(Coalescer::new()) }
+    }
+
+    /// What [`drive_coalesced`] needs to write this connection's gathered bytes.
+    pub(crate) fn writer(&self) -> CoalescedWriter {
+        CoalescedWriter { out: self.out.clone(), conn: self.conn.clone(), tx_bytes: self.tx_bytes.clone() }
     }
 }
 
-/// The bytes `h2` writes on a downstream connection, gathered until the
-/// connection task has done all it can in one poll, then written at once.
+/// The write side of a coalesced [`H2Io`], kept by whoever polls its
+/// connection.
+pub(crate) struct CoalescedWriter {
+    out: Rc<Coalescer>,
+    conn: Rc<Conn>,
+    tx_bytes: Rc<Cell<u64>>,
+}
+
+/// Polls an `h2` connection future whose I/O gathers its writes, writing
+/// them each time it has done all it can (see [`Coalescer`]).
+pub(crate) async fn drive_coalesced<F: Future>(connection: F, writer: CoalescedWriter) -> F::Output {
+    let mut connection = pin!(connection);
+    std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+            return Poll::Ready(ended);
+        }
+        if !writer.out.end_of_poll(&*writer.conn, &writer.tx_bytes, cx) {
+            return Poll::Pending;
+        }
+    })
+    .await
+}
+
+/// The bytes `h2` writes on a connection (downstream or upstream),
+/// gathered until the connection task has done all it can in one poll, then
+/// written at once.
 ///
 /// Why: `h2` keeps at most one DATA payload chained behind its frame buffer
-/// and flushes before it accepts the next one, so every response with a
-/// body cost its own `writev` (and its own TCP segment): with ten streams
+/// and flushes before it accepts the next one, so every message with a body
+/// cost its own `writev` (and its own TCP segment): with ten streams
 /// answered in one loop pass, ten system calls where one does.  Gathered,
 /// the connection writes once per poll, as HAProxy's and nginx's HTTP/2
 /// muxes do.
@@ -228,6 +259,23 @@ impl Coalescer {
         Poll::Ready(Ok(()))
     }
 
+    /// Called when `h2`'s connection returned `Pending`: writes what it
+    /// gathered.  True when `h2` must be polled again at once: it was
+    /// refused room that the write made, or the socket failed and it has to
+    /// learn so (at its next write, or read).
+    fn end_of_poll(&self, conn: &impl Wire, tx_bytes: &Cell<u64>, cx: &mut Context<'_>) -> bool {
+        match self.poll_drain(conn, tx_bytes, cx) {
+            Poll::Ready(result) => {
+                if let Err(e) = result {
+                    self.failed.set(Some(e.kind()));
+                    self.refused.set(true);
+                }
+                self.refused.replace(false)
+            }
+            Poll::Pending => false,
+        }
+    }
+
     /// Takes what `h2` writes: gathered, or written straight through when
     /// nothing is gathered and it is large.
     fn poll_take(
@@ -293,24 +341,14 @@ impl tokio::io::AsyncRead for H2Io {
 
 impl tokio::io::AsyncWrite for H2Io {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if let Some(out) = &self.out {
-            return out.poll_take(&*self.conn, &self.tx_bytes, cx, &[io::IoSlice::new(buf)]);
-        }
-        let n = std::task::ready!(self.conn.poll_write(cx, buf))?;
-        self.tx_bytes.set(self.tx_bytes.get() + n as u64);
-        Poll::Ready(Ok(n))
+        self.out.poll_take(&*self.conn, &self.tx_bytes, cx, &[io::IoSlice::new(buf)])
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let Some(out) = &self.out {
-            return out.poll_take(&*self.conn, &self.tx_bytes, cx, bufs);
-        }
-        let n = std::task::ready!(self.conn.poll_write_vectored(cx, bufs))?;
-        self.tx_bytes.set(self.tx_bytes.get() + n as u64);
-        Poll::Ready(Ok(n))
+        self.out.poll_take(&*self.conn, &self.tx_bytes, cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         true
@@ -321,9 +359,7 @@ impl tokio::io::AsyncWrite for H2Io {
         Poll::Ready(Ok(()))
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Some(out) = &self.out {
-            std::task::ready!(out.poll_drain(&*self.conn, &self.tx_bytes, cx))?;
-        }
+        std::task::ready!(self.out.poll_drain(&*self.conn, &self.tx_bytes, cx))?;
         Poll::Ready(self.conn.shutdown_write())
     }
 }
@@ -386,7 +422,7 @@ async fn drive(
         prefix_at: 0,
         rx_bytes: rx_bytes.clone(),
         tx_bytes: tx_bytes.clone(),
-        out: Some(out.clone()),
+        out: out.clone(),
     };
     // Flood budgets h2 does not keep (guard.rs); the preface comes through it.
     let (io, flood_guard) = guard::GuardedIo::new(io, guard::GuardLimits::default(), true, now);
@@ -460,20 +496,10 @@ async fn drive(
                 }
             }
             // h2 has done all it can for now: put what it wrote on the wire.
-            match out.poll_drain(&**conn, tx_bytes, cx) {
-                Poll::Ready(result) => {
-                    if let Err(e) = result {
-                        // h2 learns of it at its next write (or read).
-                        out.failed.set(Some(e.kind()));
-                        out.refused.set(true);
-                    }
-                    if out.refused.replace(false) {
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Pending => return Poll::Pending,
+            if out.end_of_poll(&**conn, tx_bytes, cx) {
+                continue;
             }
+            return Poll::Pending;
         })
         .await;
         match event {

@@ -274,7 +274,11 @@ impl ClusterRuntime {
             // Our own SETTINGS_MAX_CONCURRENT_STREAMS: the upstream may not
             // push, so it opens no streams towards us.
             .enable_push(false);
-        let handshake = builder.handshake::<_, Bytes>(H2Io::new(io.clone(), rx.clone(), tx.clone()));
+        // Requests written in one poll of the connection leave in one write
+        // (h2 flushes each DATA payload it chains on its own otherwise).
+        let h2io = H2Io::new(io.clone(), rx.clone(), tx.clone());
+        let writer = h2io.writer();
+        let handshake = builder.handshake::<_, Bytes>(h2io);
         let (send, connection) = match crate::runtime::timeout(Some(self.config.connect_timeout), handshake).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => {
@@ -304,7 +308,7 @@ impl ClusterRuntime {
             (self.stats.upstream_cx_rx_bytes_total.clone(), self.stats.upstream_cx_tx_bytes_total.clone());
         spawn(async move {
             let _lease = lease;
-            let ended = connection.await;
+            let ended = crate::http2::drive_coalesced(connection, writer).await;
             closed.set(true);
             match ended {
                 Ok(()) => stats.upstream_cx_destroy_local.inc(),

@@ -144,11 +144,13 @@ pub(crate) struct H2Io {
 }
 
 impl H2Io {
-    /// An upstream connection (no prefix; its byte counts are the caller's).
-    /// Its writes are gathered like a downstream one's, so the connection's
-    /// future must be polled through [`drive_coalesced`].
-    pub(crate) fn new(conn: Rc<Conn>, rx_bytes: Rc<Cell<u64>>, tx_bytes: Rc<Cell<u64>>) -> H2Io {
-        H2Io { conn, prefix: Vec::new(), prefix_at: 0, rx_bytes, tx_bytes, out: Rc::new(Coalescer::new()) }
+    /// A connection whose first bytes are `prefix` (what sniffing the
+    /// downstream preface read; empty upstream), counting its bytes into
+    /// the caller's cells.  Its writes are gathered, so whoever polls the
+    /// `h2` connection writes them at the end of each poll through
+    /// [`H2Io::writer`].
+    pub(crate) fn new(conn: Rc<Conn>, prefix: Vec<u8>, rx_bytes: Rc<Cell<u64>>, tx_bytes: Rc<Cell<u64>>) -> H2Io {
+        H2Io { conn, prefix, prefix_at: 0, rx_bytes, tx_bytes, out: Rc::new(Coalescer::new()) }
     }
 
     /// What [`drive_coalesced`] needs to write this connection's gathered bytes.
@@ -157,12 +159,19 @@ impl H2Io {
     }
 }
 
-/// The write side of a coalesced [`H2Io`], kept by whoever polls its
-/// connection.
+/// The write side of an [`H2Io`], kept by whoever polls its connection.
 pub(crate) struct CoalescedWriter {
     out: Rc<Coalescer>,
     conn: Rc<Conn>,
     tx_bytes: Rc<Cell<u64>>,
+}
+
+impl CoalescedWriter {
+    /// Call when the `h2` connection returned `Pending`; see
+    /// [`Coalescer::end_of_poll`].
+    fn end_of_poll(&self, cx: &mut Context<'_>) -> bool {
+        self.out.end_of_poll(&*self.conn, &self.tx_bytes, cx)
+    }
 }
 
 /// Polls an `h2` connection future whose I/O gathers its writes, writing
@@ -173,7 +182,7 @@ pub(crate) async fn drive_coalesced<F: Future>(connection: F, writer: CoalescedW
         if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
             return Poll::Ready(ended);
         }
-        if !writer.out.end_of_poll(&*writer.conn, &writer.tx_bytes, cx) {
+        if !writer.end_of_poll(cx) {
             return Poll::Pending;
         }
     })
@@ -354,7 +363,7 @@ impl tokio::io::AsyncWrite for H2Io {
         true
     }
     /// Gathered bytes are written when the connection's poll ends
-    /// (`drive`), not at each of `h2`'s per-frame flushes.
+    /// (`drive`, `drive_coalesced`), not at each of `h2`'s per-frame flushes.
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
@@ -415,15 +424,8 @@ async fn drive(
 ) -> bool {
     let hcm = &listener.hcm;
     let opts = hcm.http2;
-    let out = Rc::new(Coalescer::new());
-    let io = H2Io {
-        conn: conn.clone(),
-        prefix,
-        prefix_at: 0,
-        rx_bytes: rx_bytes.clone(),
-        tx_bytes: tx_bytes.clone(),
-        out: out.clone(),
-    };
+    let io = H2Io::new(conn.clone(), prefix, rx_bytes.clone(), tx_bytes.clone());
+    let writer = io.writer();
     // Flood budgets h2 does not keep (guard.rs); the preface comes through it.
     let (io, flood_guard) = guard::GuardedIo::new(io, guard::GuardLimits::default(), true, now);
     let mut calmed = false;
@@ -496,7 +498,7 @@ async fn drive(
                 }
             }
             // h2 has done all it can for now: put what it wrote on the wire.
-            if out.end_of_poll(&**conn, tx_bytes, cx) {
+            if writer.end_of_poll(cx) {
                 continue;
             }
             return Poll::Pending;

@@ -276,7 +276,7 @@ impl ClusterRuntime {
             .enable_push(false);
         // Requests written in one poll of the connection leave in one write
         // (h2 flushes each DATA payload it chains on its own otherwise).
-        let h2io = H2Io::new(io.clone(), rx.clone(), tx.clone());
+        let h2io = H2Io::new(io.clone(), Vec::new(), rx.clone(), tx.clone());
         let writer = h2io.writer();
         let handshake = builder.handshake::<_, Bytes>(h2io);
         let (send, connection) = match crate::runtime::timeout(Some(self.config.connect_timeout), handshake).await {

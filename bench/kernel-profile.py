@@ -16,7 +16,9 @@ samples kernel and user stacks alike, so this script records each proxy
 upstream and configs as bench/driver.py, and writes `profile.md` (CPU µs per
 request split into user code, wake-ups/context switches, TCP/IP, epoll,
 system-call entry and the rest of the kernel, plus each target's top
-symbols) and the raw `perf report` text into bench/results/profile-<date>/.
+symbols, and the machine-wide TCP segment counters per request: how many
+segments one proxied exchange costs) and the raw `perf report` text into
+bench/results/profile-<date>/.
 Sampling costs the profiled process a few per cent, alike for every target;
 compare targets within one run.  Needs root and perf (installs Debian's
 linux-perf when missing).  Never part of `make test`.
@@ -193,6 +195,7 @@ def profile(target, load, url, pids, a, raw):
         cmd = ["oha", "-z", f"{a.duration}s", "-c", str(a.connections), "-q", str(a.fixed_rate),
                "--latency-correction", "-w", "--no-tui", "--output-format", "json", "--worker-threads", "1", url]
     ticks0 = driver.cpu_ticks(pids)
+    tcp0 = tcp_counters()
     perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", str(a.frequency), "-g", "-o", data,
                              "-p", ",".join(map(str, pids))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # --syscalls: system calls by name over the same window, from tracepoint
@@ -211,6 +214,7 @@ def profile(target, load, url, pids, a, raw):
     for p in tracers:
         p.wait(60)
     ticks = driver.cpu_ticks(pids) - ticks0
+    tcp = {k: v - tcp0.get(k, 0) for k, v in tcp_counters().items()}
     if load == "saturation":
         m = re.search(r"(\d+) requests in", client.stdout)
         requests = int(m.group(1)) if m else 0
@@ -225,7 +229,31 @@ def profile(target, load, url, pids, a, raw):
     cpu_us = ticks / driver.CLK_TCK * 1e6
     return {"requests": requests, "us_per_req": cpu_us / requests if requests else 0.0,
             "shares": split(rows), "top": rows[:15],
-            "syscalls": syscall_counts(counts, requests) if a.syscalls else {}}
+            "syscalls": syscall_counts(counts, requests) if a.syscalls else {},
+            "segments": {k: tcp.get(k, 0) / requests for k in SEGMENT_COUNTERS} if requests else {}}
+
+
+# Machine-wide TCP counters that tell how many segments an exchange costs.
+# Client, upstream and proxy all talk over loopback, and the client and the
+# upstream are the same programs for every target, so a difference between
+# targets is the proxy's: e.g. a pure ACK it makes the kernel send where a
+# response could have carried it.
+SEGMENT_COUNTERS = ["Tcp:OutSegs", "Tcp:InSegs", "TcpExt:DelayedACKs", "TcpExt:TCPPureAcks",
+                    "TcpExt:TCPHPAcks", "TcpExt:TCPAutoCorking", "TcpExt:TCPOrigDataSent"]
+
+
+def tcp_counters():
+    """{"Tcp:OutSegs": n, "TcpExt:DelayedACKs": n, ...} from /proc/net/snmp and /proc/net/netstat."""
+    counters = {}
+    for path in ("/proc/net/snmp", "/proc/net/netstat"):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2]):
+            prefix, names = names.split(":", 1)
+            for n, v in zip(names.split(), values.split(":", 1)[1].split()):
+                if v.lstrip("-").isdigit():
+                    counters[f"{prefix}:{n}"] = int(v)
+    return counters
 
 
 def syscall_counts(path, requests):
@@ -282,6 +310,13 @@ def section_lines(results, label=""):
                                              for t in targets) + " |"]
         for n in names:
             lines.append(f"| {n} | " + " | ".join(f"{results[t].get('syscalls', {}).get(n, 0.0):.2f}"
+                                                  for t in targets) + " |")
+        lines.append("")
+    if any(results[t].get("segments") for t in targets):
+        lines += ["| TCP counters per request (machine-wide) | " + " | ".join(targets) + " |",
+                  "|---|" + "---:|" * len(targets)]
+        for n in SEGMENT_COUNTERS:
+            lines.append(f"| {n} | " + " | ".join(f"{results[t].get('segments', {}).get(n, 0.0):.2f}"
                                                   for t in targets) + " |")
         lines.append("")
     for t in targets:

@@ -393,6 +393,24 @@ fn slow_upstream_body_is_streamed() {
     assert_eq!(r.body_str(), "0123456789");
 }
 
+/// nginx's `postpone_output`: the upstream writes the head of a small
+/// fixed-length response, then (300 ms later) its body.  The gateway holds the
+/// head until the body is there, so the client's first read has both: one
+/// segment and one wake-up instead of two.
+#[test]
+fn small_response_head_waits_for_its_late_body() {
+    use std::io::{Read, Write};
+    let (_up, gw) = basic();
+    let mut s = std::net::TcpStream::connect(gw.listener_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /sleep-body/300 HTTP/1.1\r\nhost: gw\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = s.read(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]);
+    assert!(first.starts_with("HTTP/1.1 200"), "first read: {first:?}");
+    assert!(first.ends_with("\r\n\r\n0123456789"), "the head came without its body: {first:?}");
+}
+
 #[test]
 fn many_sequential_connections() {
     let (_up, gw) = basic();

@@ -71,6 +71,14 @@ const GATEWAY_FRAMING: KnownSet =
 const INITIAL_BUF: usize = 16 * 1024;
 /// Largest upstream response head accepted (Envoy's 60 KiB default).
 pub(crate) const UPSTREAM_HEAD_LIMIT: usize = 60 * 1024;
+/// A response head is held back until it and the body bytes behind it reach
+/// this many bytes, or the (fixed-length) body is complete — nginx's
+/// `postpone_output`.  Upstreams commonly write a head and its body in two
+/// system calls (nginx with `sendfile`), so relaying the head the moment it
+/// arrives sends the client two segments and wakes it twice for one small
+/// response.  1460 bytes is an Ethernet MSS and nginx's default: past it
+/// the client gets full segments either way.
+const POSTPONE_OUTPUT: usize = 1460;
 /// A request body this small is read and discarded to keep the connection
 /// after a local reply; anything larger (or unknown) closes it instead.
 const DISCARD_BODY_LIMIT: u64 = 64 * 1024;
@@ -1870,7 +1878,25 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     let mut head_bytes: &[u8] = &out;
     // Allocates only when the body is chunked.
     let mut frame = Vec::new();
+    // Streamed bodies (chunked, close-delimited) are relayed as they come:
+    // their pieces may be messages a client acts on.
+    let mut postpone_body = match kind {
+        BodyKind::Length(n) if body_writes_allowed => n,
+        _ => 0,
+    };
     loop {
+        while (ubuf.len() as u64) < postpone_body && head_bytes.len() + ubuf.len() < POSTPONE_OUTPUT {
+            match ubuf.fill_from(a.up).await {
+                // The decoder reports the short body.
+                Ok(0) => postpone_body = 0,
+                Ok(r) => {
+                    cluster_stats.upstream_cx_rx_bytes_total.add(r as u64);
+                    a.activity.set(now());
+                }
+                Err(_) => return Err(RelayError::Upstream),
+            }
+        }
+        postpone_body = 0;
         let (n, event) = match decoder.decode(ubuf.filled()) {
             Ok(r) => r,
             Err(e) => return Err(if e == H1Error::IncompleteBody { RelayError::Upstream } else { RelayError::Bad(e) }),

@@ -180,7 +180,8 @@ struct Inner {
     iface: Interface,
     link: LinkState,
     conns: Slab<Conn>,
-    by_tuple: HashMap<FourTuple, usize>,
+    /// Looked up for every received frame (see `foldhash` in Cargo.toml).
+    by_tuple: HashMap<FourTuple, usize, foldhash::fast::RandomState>,
     listeners: HashMap<u16, ListenState>,
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     lingering: VecDeque<(Instant, usize, u64)>,
@@ -398,7 +399,7 @@ impl Stack {
                 iface,
                 link,
                 conns: Slab::new(),
-                by_tuple: HashMap::new(),
+                by_tuple: HashMap::default(),
                 listeners: HashMap::new(),
                 timers: BinaryHeap::new(),
                 lingering: VecDeque::new(),
@@ -655,7 +656,7 @@ impl Inner {
         }
     }
 
-    fn ingress(&mut self, base: Instant, now: Instant, frame: RxFrame) {
+    fn ingress(&mut self, base: Instant, ts: SmolInstant, frame: RxFrame) {
         let is_arp = frame.bytes().get(12..14) == Some(&[0x08, 0x06]);
         let target = match classify(frame.bytes()) {
             Some((t, flags)) => match self.by_tuple.get(&t) {
@@ -665,7 +666,6 @@ impl Inner {
             },
             None => None,
         };
-        let ts = smol(base, now);
         let Inner { iface, link, conns, control, .. } = self;
         let mut dev = OneFrame { frame: Some(frame), link };
         let Some(idx) = target else {
@@ -740,8 +740,7 @@ impl Inner {
         }
     }
 
-    fn egress(&mut self, base: Instant, now: Instant, idx: usize) {
-        let ts = smol(base, now);
+    fn egress(&mut self, base: Instant, now: Instant, ts: SmolInstant, idx: usize) {
         let Inner { iface, link, conns, timers, .. } = self;
         let Some(conn) = conns.get_mut(idx) else { return };
         conn.dirty = false;
@@ -780,6 +779,9 @@ impl Inner {
     }
 
     fn poll(&mut self, base: Instant, now: Instant) -> (bool, Option<Instant>) {
+        // smoltcp's clock for the whole pass: converting per frame and per
+        // connection was one `Instant` subtraction each.
+        let ts = smol(base, now);
         let tx_before = self.link.counters.tx_frames;
         let mut received = std::mem::take(&mut self.received);
         let mut moved = 0;
@@ -790,7 +792,7 @@ impl Inner {
             }
             moved += n;
             for frame in received.drain(..) {
-                self.ingress(base, now, frame);
+                self.ingress(base, ts, frame);
             }
             if moved >= device::BURST * 4 {
                 break;
@@ -800,7 +802,7 @@ impl Inner {
         // Connections touched by tasks or by received segments.
         let mut dirty = std::mem::take(&mut self.dirty);
         for idx in dirty.drain(..) {
-            self.egress(base, now, idx);
+            self.egress(base, now, ts, idx);
         }
         if self.dirty.is_empty() {
             self.dirty = dirty;
@@ -814,7 +816,7 @@ impl Inner {
             let due = self.conns.get(idx).is_some_and(|c| c.scheduled == Some(at));
             if due {
                 self.conns[idx].scheduled = None;
-                self.egress(base, now, idx);
+                self.egress(base, now, ts, idx);
             }
         }
         // Dropped streams that did not finish closing in time.
@@ -825,7 +827,7 @@ impl Inner {
             self.lingering.pop_front();
             if self.conns.get(idx).is_some_and(|c| c.generation == generation) {
                 self.conns[idx].socket_mut().abort();
-                self.egress(base, now, idx);
+                self.egress(base, now, ts, idx);
                 self.remove(idx);
             }
         }

@@ -770,35 +770,34 @@ pub mod checksum {
     }
 
     /// Compute an RFC 1071 compliant checksum (without the final complement).
-    pub fn data(mut data: &[u8]) -> u16 {
-        let mut accum = 0;
-
-        // For each 32-byte chunk...
-        const CHUNK_SIZE: usize = 32;
-        while data.len() >= CHUNK_SIZE {
-            let mut d = &data[..CHUNK_SIZE];
-            // ... take by 2 bytes and sum them.
-            while d.len() >= 2 {
-                accum += NetworkEndian::read_u16(d) as u32;
-                d = &d[2..];
-            }
-
-            data = &data[CHUNK_SIZE..];
+    ///
+    /// meshgate patch: 64-bit words in native byte order are added with an
+    /// end-around carry (RFC 1071 §2(C): on a machine with wider words the
+    /// sum may be taken in them and folded at the end), and since that sum
+    /// is byte-order independent (§2(B)) the folded result is swapped to
+    /// network order once.  Upstream adds one 16-bit word at a time; the
+    /// result is the same for every input.
+    pub fn data(data: &[u8]) -> u16 {
+        let mut sum: u64 = 0;
+        let mut words = data.chunks_exact(8);
+        for word in &mut words {
+            let word = u64::from_ne_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
+            let (added, carry) = sum.overflowing_add(word);
+            sum = added + u64::from(carry);
         }
-
-        // Sum the rest that does not fit the last 32-byte chunk,
-        // taking by 2 bytes.
-        while data.len() >= 2 {
-            accum += NetworkEndian::read_u16(data) as u32;
-            data = &data[2..];
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            // An odd last byte is the high byte of a zero-padded word.
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            let (added, carry) = sum.overflowing_add(u64::from_ne_bytes(last));
+            sum = added + u64::from(carry);
         }
-
-        // Add the last remaining odd byte, if any.
-        if let Some(&value) = data.first() {
-            accum += (value as u32) << 8;
+        let mut folded = (sum & 0xffff) + ((sum >> 16) & 0xffff) + ((sum >> 32) & 0xffff) + (sum >> 48);
+        while folded >> 16 != 0 {
+            folded = (folded & 0xffff) + (folded >> 16);
         }
-
-        propagate_carries(accum)
+        u16::from_be(folded as u16)
     }
 
     /// Combine several RFC 1071 compliant checksums.

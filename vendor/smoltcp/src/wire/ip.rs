@@ -771,27 +771,25 @@ pub mod checksum {
 
     /// Compute an RFC 1071 compliant checksum (without the final complement).
     ///
-    /// meshgate patch: 64-bit words in native byte order are added with an
-    /// end-around carry (RFC 1071 §2(C): on a machine with wider words the
-    /// sum may be taken in them and folded at the end), and since that sum
-    /// is byte-order independent (§2(B)) the folded result is swapped to
-    /// network order once.  Upstream adds one 16-bit word at a time; the
-    /// result is the same for every input.
+    /// meshgate patch: 32-bit words in native byte order are added into a
+    /// 64-bit sum, so carries are deferred to the end and the loop
+    /// vectorises (RFC 1071 §2: deferred carries; §2(C): summing in wider
+    /// words); the one's-complement sum is byte-order independent (§2(B)),
+    /// so the folded sum is swapped to network order once.  Upstream adds
+    /// one big-endian 16-bit word at a time; the result is the same for
+    /// every input.
     pub fn data(data: &[u8]) -> u16 {
         let mut sum: u64 = 0;
-        let mut words = data.chunks_exact(8);
+        let mut words = data.chunks_exact(4);
         for word in &mut words {
-            let word = u64::from_ne_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
-            let (added, carry) = sum.overflowing_add(word);
-            sum = added + u64::from(carry);
+            sum += u64::from(u32::from_ne_bytes([word[0], word[1], word[2], word[3]]));
         }
         let rest = words.remainder();
         if !rest.is_empty() {
             // An odd last byte is the high byte of a zero-padded word.
-            let mut last = [0u8; 8];
+            let mut last = [0u8; 4];
             last[..rest.len()].copy_from_slice(rest);
-            let (added, carry) = sum.overflowing_add(u64::from_ne_bytes(last));
-            sum = added + u64::from(carry);
+            sum += u64::from(u32::from_ne_bytes(last));
         }
         let mut folded = (sum & 0xffff) + ((sum >> 16) & 0xffff) + ((sum >> 32) & 0xffff) + (sum >> 48);
         while folded >> 16 != 0 {

@@ -436,6 +436,32 @@ static_resources:
 
 # ---------------------------------------------------------------- the bench
 
+def h2load_command(connections, streams, duration, url):
+    """h2load over h2c (prior knowledge), one client thread, for `duration` seconds."""
+    return ["h2load", "-c", str(connections), "-m", str(streams), "-t", "1", "-D", str(duration), url]
+
+
+def parse_h2load(out):
+    """{requests (succeeded), rps, failed, supported, min/max/mean_ms} from h2load's
+    report, or None when the report is not there."""
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", out)
+    fin = re.search(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s", out)
+    tfr = re.search(r"time for request:\s+([\d.]+)(\w+)\s+([\d.]+)(\w+)\s+([\d.]+)(\w+)", out)
+    if not m or not fin:
+        return None
+
+    def ms(v, unit):
+        return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}.get(unit, 1.0)
+
+    done, succ = int(m.group(3)), int(m.group(4))
+    res = {"requests": succ, "rps": float(fin.group(3)), "failed": done - succ + int(m.group(6)),
+           "supported": succ > 0}
+    if tfr:
+        res["min_ms"], res["max_ms"], res["mean_ms"] = ms(*tfr.group(1, 2)), ms(*tfr.group(3, 4)), ms(*tfr.group(5, 6))
+    return res
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -649,25 +675,11 @@ class Bench:
 
     def h2load(self, target, name):
         a = self.args
-        cmd = self.client(["h2load", "-c", str(a.h2_connections), "-m", str(a.h2_streams), "-t", "1",
-                           "-D", str(a.duration), self.url(target, h2=True)])
+        cmd = self.client(h2load_command(a.h2_connections, a.h2_streams, a.duration, self.url(target, h2=True)))
         r = self.run_tool(name, cmd, a.duration + 60)
-        out = r.stdout
-        m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-                      r"(\d+) errored, (\d+) timeout", out)
-        fin = re.search(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s", out)
-        tfr = re.search(r"time for request:\s+([\d.]+)(\w+)\s+([\d.]+)(\w+)\s+([\d.]+)(\w+)", out)
-        if not m or not fin:
-            raise RuntimeError(f"h2load output not understood (exit {r.returncode}): {out[-400:]} {r.stderr[-200:]}")
-
-        def ms(v, unit):
-            return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}.get(unit, 1.0)
-
-        done, succ = int(m.group(3)), int(m.group(4))
-        res = {"requests": succ, "rps": float(fin.group(3)), "failed": done - succ + int(m.group(6)),
-               "supported": succ > 0}
-        if tfr:
-            res["min_ms"], res["max_ms"], res["mean_ms"] = ms(*tfr.group(1, 2)), ms(*tfr.group(3, 4)), ms(*tfr.group(5, 6))
+        res = parse_h2load(r.stdout)
+        if res is None:
+            raise RuntimeError(f"h2load output not understood (exit {r.returncode}): {r.stdout[-400:]} {r.stderr[-200:]}")
         return res
 
     def idle(self, target, proc):

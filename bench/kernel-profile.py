@@ -190,7 +190,7 @@ def profile(target, load, url, pids, a, raw):
     if load == "saturation":
         cmd = ["wrk", "-t", "2", "-c", str(a.connections), "-d", f"{a.duration}s", url]
     elif load == "h2":
-        cmd = ["h2load", "-c", str(a.connections), "-m", str(a.h2_streams), "-t", "1", "-D", str(a.duration), url]
+        cmd = driver.h2load_command(a.connections, a.h2_streams, a.duration, url)
     else:
         cmd = ["oha", "-z", f"{a.duration}s", "-c", str(a.connections), "-q", str(a.fixed_rate),
                "--latency-correction", "-w", "--no-tui", "--output-format", "json", "--worker-threads", "1", url]
@@ -219,8 +219,7 @@ def profile(target, load, url, pids, a, raw):
         m = re.search(r"(\d+) requests in", client.stdout)
         requests = int(m.group(1)) if m else 0
     elif load == "h2":
-        m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", client.stdout)
-        requests = int(m.group(1)) if m else 0
+        requests = (driver.parse_h2load(client.stdout) or {}).get("requests", 0)
     else:
         requests = sum(json.loads(client.stdout).get("statusCodeDistribution", {}).values())
     text, rows = perf_report(data)

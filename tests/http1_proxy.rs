@@ -411,6 +411,46 @@ fn small_response_head_waits_for_its_late_body() {
     assert!(first.ends_with("\r\n\r\n0123456789"), "the head came without its body: {first:?}");
 }
 
+/// The held head is only a small response's: once head and body bytes reach
+/// a segment's worth (1,460 bytes), they are relayed at once, and the rest of
+/// a large body streams as it arrives.  The upstream sends the head and 3,000
+/// of 6,000 bytes, then nothing for 1.5 s: the client has the head and those
+/// 3,000 bytes while the upstream is still silent.
+#[test]
+fn a_large_body_is_not_held_behind_its_head() {
+    use std::io::{Read, Write};
+    let (_up, gw) = basic();
+    let mut s = std::net::TcpStream::connect(gw.listener_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /split-body/3000/6000/1500 HTTP/1.1\r\nhost: gw\r\n\r\n").unwrap();
+    let sent = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16384];
+    let body_start = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            if got.len() >= i + 4 + 3000 {
+                break i + 4;
+            }
+        }
+    };
+    // Read before the upstream spoke again: the first part was not held.
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "the first 3,000 body bytes waited for the rest ({:?})",
+        sent.elapsed()
+    );
+    assert!(String::from_utf8_lossy(&got[..body_start]).contains("content-length: 6000"));
+    while got.len() < body_start + 6000 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed before the body ended");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(&got[body_start..], &testkit::pattern(6000)[..]);
+}
+
 #[test]
 fn many_sequential_connections() {
     let (_up, gw) = basic();

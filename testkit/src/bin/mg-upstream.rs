@@ -523,6 +523,7 @@ impl Conn {
     /// * `/malformed`, `/garbage`, `/truncated`: broken responses, then close.
     /// * `/headers`: request `x-set-response-NAME: V` → response `NAME: V`.
     /// * `/sleep-body/MS`: head with content-length 10, sleep, body.
+    /// * `/split-body/FIRST/TOTAL/MS`: head and FIRST of TOTAL pattern bytes, sleep, the rest.
     /// * anything else: 200 `hello from NAME`.
     fn handle(&mut self, req: &Head, body: &BodyInfo) -> io::Result<bool> {
         let path = req.path().to_owned();
@@ -606,6 +607,28 @@ impl Conn {
                     self.write_all(b"0123456789")?;
                 }
                 Ok(!close)
+            }
+            "split-body" => {
+                // FIRST/TOTAL/MS: head and FIRST of TOTAL pattern bytes, MS of
+                // silence, then the rest.
+                let nums: Vec<u64> = rest.split('/').filter_map(|n| n.parse().ok()).collect();
+                let [first, total, ms] = nums[..] else {
+                    return self.respond(req, 400, &[], "text/plain", b"want FIRST/TOTAL/MS\n");
+                };
+                if first > total {
+                    return self.respond(req, 400, &[], "text/plain", b"FIRST > TOTAL\n");
+                }
+                let mut h = self.head_start(200);
+                h.extend_from_slice(
+                    format!("content-type: application/octet-stream\r\ncontent-length: {total}\r\n\r\n").as_bytes(),
+                );
+                let body = testkit::pattern(total as usize);
+                h.extend_from_slice(&body[..first as usize]);
+                self.write_all(&h)?;
+                self.stream.flush()?;
+                std::thread::sleep(Duration::from_millis(ms));
+                self.write_all(&body[first as usize..])?;
+                Ok(true)
             }
             "bytes" => {
                 let n: u64 = match rest.parse() {

@@ -393,17 +393,25 @@ fn slow_upstream_body_is_streamed() {
     assert_eq!(r.body_str(), "0123456789");
 }
 
+/// A plain socket with `GET path` sent, for tests that look at how the
+/// response arrives (which reads see which bytes), not just at what it is.
+fn raw_get(gw: &Gateway, path: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(gw.listener_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: gw\r\n\r\n").as_bytes()).unwrap();
+    s
+}
+
 /// nginx's `postpone_output`: the upstream writes the head of a small
 /// fixed-length response, then (300 ms later) its body.  The gateway holds the
 /// head until the body is there, so the client's first read has both: one
 /// segment and one wake-up instead of two.
 #[test]
 fn small_response_head_waits_for_its_late_body() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let (_up, gw) = basic();
-    let mut s = std::net::TcpStream::connect(gw.listener_addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /sleep-body/300 HTTP/1.1\r\nhost: gw\r\n\r\n").unwrap();
+    let mut s = raw_get(&gw, "/sleep-body/300");
     let mut buf = vec![0u8; 8192];
     let n = s.read(&mut buf).unwrap();
     let first = String::from_utf8_lossy(&buf[..n]);
@@ -418,11 +426,9 @@ fn small_response_head_waits_for_its_late_body() {
 /// 3,000 bytes while the upstream is still silent.
 #[test]
 fn a_large_body_is_not_held_behind_its_head() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let (_up, gw) = basic();
-    let mut s = std::net::TcpStream::connect(gw.listener_addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /split-body/3000/6000/1500 HTTP/1.1\r\nhost: gw\r\n\r\n").unwrap();
+    let mut s = raw_get(&gw, "/split-body/3000/6000/1500");
     let sent = std::time::Instant::now();
     let mut got = Vec::new();
     let mut buf = vec![0u8; 16384];

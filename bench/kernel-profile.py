@@ -304,26 +304,27 @@ def section_lines(results, label=""):
     lines.append("")
     if any(results[t].get("syscalls") for t in targets):
         names = list(dict.fromkeys(n for t in targets for n in list(results[t].get("syscalls", {}))[:6]))
-        lines += ["| system calls per request | " + " | ".join(targets) + " |", "|---|" + "---:|" * len(targets),
-                  "| **all** | " + " | ".join(f"**{sum(results[t].get('syscalls', {}).values()):.2f}**"
-                                             for t in targets) + " |"]
-        for n in names:
-            lines.append(f"| {n} | " + " | ".join(f"{results[t].get('syscalls', {}).get(n, 0.0):.2f}"
-                                                  for t in targets) + " |")
-        lines.append("")
+        total = " | ".join(f"**{sum(results[t].get('syscalls', {}).values()):.2f}**" for t in targets)
+        lines += per_request_table(results, "syscalls", "system calls per request", names, f"| **all** | {total} |")
     if any(results[t].get("segments") for t in targets):
-        lines += ["| TCP counters per request (machine-wide) | " + " | ".join(targets) + " |",
-                  "|---|" + "---:|" * len(targets)]
-        for n in SEGMENT_COUNTERS:
-            lines.append(f"| {n} | " + " | ".join(f"{results[t].get('segments', {}).get(n, 0.0):.2f}"
-                                                  for t in targets) + " |")
-        lines.append("")
+        lines += per_request_table(results, "segments", "TCP counters per request (machine-wide)", SEGMENT_COUNTERS)
     for t in targets:
         lines += [f"Top symbols, {t}{label}:", "", "| self % | where | symbol |", "|---:|---|---|"]
         for pct, dso, sym, kernel in results[t]["top"]:
             lines.append(f"| {pct:.2f} | {'kernel' if kernel else dso} | `{sym[:90]}` |")
         lines.append("")
     return lines
+
+
+def per_request_table(results, key, title, names, first_row=None):
+    """Markdown rows of `results[target][key][name]` (a count per request) by name and target."""
+    targets = list(results)
+    lines = [f"| {title} | " + " | ".join(targets) + " |", "|---|" + "---:|" * len(targets)]
+    if first_row:
+        lines.append(first_row)
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(f"{results[t].get(key, {}).get(n, 0.0):.2f}" for t in targets) + " |")
+    return lines + [""]
 
 
 if __name__ == "__main__":

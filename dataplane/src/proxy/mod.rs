@@ -1783,12 +1783,9 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
             Ok(None) => {}
             Err(e) => return Err(RelayError::Bad(e)),
         }
-        match ubuf.fill_from(a.up).await {
+        match fill_from_upstream(ubuf, a.up, cluster_stats, a.activity).await {
             Ok(0) => return Err(RelayError::Upstream),
-            Ok(n) => {
-                cluster_stats.upstream_cx_rx_bytes_total.add(n as u64);
-                a.activity.set(now());
-            }
+            Ok(_) => {}
             Err(e) if e.kind() == buf::BUFFER_FULL => return Err(RelayError::Bad(H1Error::HeadTooLarge)),
             Err(_) => return Err(RelayError::Upstream),
         }
@@ -1878,25 +1875,20 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
     let mut head_bytes: &[u8] = &out;
     // Allocates only when the body is chunked.
     let mut frame = Vec::new();
+    // The head waits for a small fixed-length body (POSTPONE_OUTPUT).
     // Streamed bodies (chunked, close-delimited) are relayed as they come:
     // their pieces may be messages a client acts on.
-    let mut postpone_body = match kind {
-        BodyKind::Length(n) if body_writes_allowed => n,
-        _ => 0,
-    };
-    loop {
-        while (ubuf.len() as u64) < postpone_body && head_bytes.len() + ubuf.len() < POSTPONE_OUTPUT {
-            match ubuf.fill_from(a.up).await {
+    if let BodyKind::Length(body_len) = kind {
+        while body_writes_allowed && (ubuf.len() as u64) < body_len && out.len() + ubuf.len() < POSTPONE_OUTPUT {
+            match fill_from_upstream(ubuf, a.up, cluster_stats, a.activity).await {
                 // The decoder reports the short body.
-                Ok(0) => postpone_body = 0,
-                Ok(r) => {
-                    cluster_stats.upstream_cx_rx_bytes_total.add(r as u64);
-                    a.activity.set(now());
-                }
+                Ok(0) => break,
+                Ok(_) => {}
                 Err(_) => return Err(RelayError::Upstream),
             }
         }
-        postpone_body = 0;
+    }
+    loop {
         let (n, event) = match decoder.decode(ubuf.filled()) {
             Ok(r) => r,
             Err(e) => return Err(if e == H1Error::IncompleteBody { RelayError::Upstream } else { RelayError::Bad(e) }),
@@ -1937,19 +1929,32 @@ async fn relay_response(a: RelayArgs<'_>) -> Result<Done, RelayError> {
                     a.tx_bytes.set(a.tx_bytes.get() + head_bytes.len() as u64);
                     head_bytes = &[];
                 }
-                match ubuf.fill_from(a.up).await {
+                match fill_from_upstream(ubuf, a.up, cluster_stats, a.activity).await {
                     Ok(0) => {
                         decoder.decode_eof().map_err(|_| RelayError::Upstream)?;
                     }
-                    Ok(r) => {
-                        cluster_stats.upstream_cx_rx_bytes_total.add(r as u64);
-                        a.activity.set(now());
-                    }
+                    Ok(_) => {}
                     Err(_) => return Err(RelayError::Upstream),
                 }
             }
         }
     }
+}
+
+/// One read from the upstream into `ubuf`, counted in the cluster's received
+/// bytes and as stream activity (`stream_idle_timeout`).
+async fn fill_from_upstream(
+    ubuf: &mut RecvBuf,
+    up: &Conn,
+    stats: &crate::stats::ClusterStats,
+    activity: &Cell<Instant>,
+) -> io::Result<usize> {
+    let n = ubuf.fill_from(up).await?;
+    if n > 0 {
+        stats.upstream_cx_rx_bytes_total.add(n as u64);
+        activity.set(now());
+    }
+    Ok(n)
 }
 
 /// Longest textual IPv6 address ("ffff:...:255.255.255.255" is 45 bytes).

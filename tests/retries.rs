@@ -245,6 +245,42 @@ fn route_timeout_bounds_all_attempts() {
     stats_and_prometheus_show(&gw, &["cluster.backend.upstream_rq_timeout"]);
 }
 
+/// The route timeout fires while the gateway holds a small response's head
+/// for its late body (`POSTPONE_OUTPUT`): nothing has reached the client, so
+/// it still gets Envoy's 504 instead of a closed connection.
+#[test]
+fn route_timeout_while_a_head_is_held_is_504() {
+    let slow = Upstream::start("slow");
+    let gw = Gateway::start(&config("", "timeout: 0.3s", 1, ""), &[slow.addr], &[]);
+    let started = Instant::now();
+    // The upstream sends the head at once and the 10-byte body 2 s later.
+    let r = Client::connect(gw.listener_addr).get("/sleep-body/2000");
+    assert_eq!(r.status, 504, "{}", r.body_str());
+    assert_eq!(r.body_str(), "upstream request timeout");
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert_eq!(gw.stat("cluster.backend.upstream_rq_timeout"), 1);
+}
+
+/// Once part of the response reached the client, the route timeout can only
+/// cut it: the client reads the head and the first bytes, then the close.
+#[test]
+fn route_timeout_after_bytes_reached_the_client_cuts_the_response() {
+    use std::io::{Read, Write};
+    let slow = Upstream::start("slow");
+    let gw = Gateway::start(&config("", "timeout: 0.3s", 1, ""), &[slow.addr], &[]);
+    let mut s = std::net::TcpStream::connect(gw.listener_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Head and 3,000 of 6,000 body bytes at once, the rest after 2 s.
+    s.write_all(b"GET /split-body/3000/6000/2000 HTTP/1.1\r\nhost: gw\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    let body_start = text.find("\r\n\r\n").unwrap() + 4;
+    assert_eq!(got.len() - body_start, 3000, "the first part, then the close: {:?}", &text[..body_start]);
+    assert_eq!(gw.stat("cluster.backend.upstream_rq_timeout"), 1);
+}
+
 #[test]
 fn internal_timeout_header_overrides_the_route_timeout() {
     let slow = Upstream::start("slow");

@@ -18,7 +18,7 @@
 //!  send head ─┬─ pump request body  ──────────┐                │
 //!             └─ read response head, stream body back          │
 //!                (route timeout from end of request → 504;     │
-//!                 bad response → 502 / cut if already started) │
+//!                 bad response → 502 / cut once bytes went out)│
 //!  keep-alive? ── loop ◄───────────────────────────────────────┘
 //! ```
 //! Request and response bodies stream through fixed-size buffers with
@@ -304,6 +304,9 @@ struct Downstream<'a> {
     mutations: mutate::Scratch,
     rx_bytes: Cell<u64>,
     tx_bytes: Cell<u64>,
+    /// `tx_bytes` when the current request began: more than that means part
+    /// of its response reached the client, which can then only be cut.
+    tx_at_request: u64,
     /// `local_rate_limit_per_downstream_connection` buckets.
     conn_buckets: local_ratelimit::ConnectionBuckets,
     /// The `x-ratelimit-*` values the current request's response carries.
@@ -350,6 +353,7 @@ impl<'a> Downstream<'a> {
             mutations,
             rx_bytes: Cell::new(0),
             tx_bytes: Cell::new(0),
+            tx_at_request: 0,
             conn_buckets: Default::default(),
             x_ratelimit: None,
             filter_reply: None,
@@ -568,6 +572,7 @@ impl<'a> Downstream<'a> {
         listener: &Rc<HttpListener>,
         listener_removed: bool,
     ) -> After {
+        self.tx_at_request = self.tx_bytes.get();
         let hcm = &listener.hcm;
         let body_kind = match request_body_kind(&self.head) {
             Ok(k) => k,
@@ -1131,6 +1136,10 @@ impl<'a> Downstream<'a> {
 
     async fn exchange_failed(&mut self, ex: &Exchange<'_>, cluster: &ClusterRuntime, err: ExchangeError) -> After {
         let stats = &cluster.stats;
+        // A response whose head the upstream sent but the client has not seen
+        // yet (held for its body, POSTPONE_OUTPUT) can still be answered with
+        // an error; once bytes went out, only closing tells the client.
+        let cut_only = self.tx_bytes.get() > self.tx_at_request;
         let (status, body): (u16, String) = match err {
             ExchangeError::ResponseCut => return After::Close,
             ExchangeError::Downstream => {
@@ -1145,7 +1154,7 @@ impl<'a> Downstream<'a> {
             // A per-try timeout that is not retried is answered as Envoy's
             // router does: 504, counted by `upstream_rq_per_try_timeout`.
             ExchangeError::Timeout { response_started, per_try: true } => {
-                if response_started {
+                if response_started && cut_only {
                     return After::Close;
                 }
                 (504, "upstream request timeout".to_string())
@@ -1156,7 +1165,7 @@ impl<'a> Downstream<'a> {
             ExchangeError::Timeout { response_started, per_try: false } => {
                 stats.upstream_rq_timeout.inc();
                 ex.listener.stats.downstream_rq_timeout.inc();
-                if response_started {
+                if response_started && cut_only {
                     return After::Close;
                 }
                 (504, "upstream request timeout".to_string())
@@ -1167,14 +1176,14 @@ impl<'a> Downstream<'a> {
                 } else {
                     ex.listener.stats.downstream_rq_timeout.inc();
                 }
-                if response_started {
+                if response_started && cut_only {
                     return After::Close;
                 }
                 (408, "stream timeout".to_string())
             }
             ExchangeError::UpstreamReset { response_started, .. } => {
                 stats.upstream_rq_rx_reset.inc();
-                if response_started {
+                if response_started && cut_only {
                     return After::Close;
                 }
                 (
@@ -1185,7 +1194,7 @@ impl<'a> Downstream<'a> {
             }
             ExchangeError::BadResponse { response_started, .. } => {
                 stats.upstream_cx_protocol_error.inc();
-                if response_started {
+                if response_started && cut_only {
                     return After::Close;
                 }
                 (

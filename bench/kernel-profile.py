@@ -28,6 +28,7 @@ linux-perf when missing).  Never part of `make test`.
 Markdown, on stdout.
 """
 import argparse
+import glob
 import datetime
 import json
 import os
@@ -196,6 +197,7 @@ def profile(target, load, url, pids, a, raw):
                "--latency-correction", "-w", "--no-tui", "--output-format", "json", "--worker-threads", "1", url]
     ticks0 = driver.cpu_ticks(pids)
     tcp0 = tcp_counters()
+    switches0 = context_switches(pids)
     perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", str(a.frequency), "-g", "-o", data,
                              "-p", ",".join(map(str, pids))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # --syscalls: system calls by name over the same window, from tracepoint
@@ -215,6 +217,7 @@ def profile(target, load, url, pids, a, raw):
         p.wait(60)
     ticks = driver.cpu_ticks(pids) - ticks0
     tcp = {k: v - tcp0.get(k, 0) for k, v in tcp_counters().items()}
+    switches = {k: v - switches0.get(k, 0) for k, v in context_switches(pids).items()}
     if load == "saturation":
         m = re.search(r"(\d+) requests in", client.stdout)
         requests = int(m.group(1)) if m else 0
@@ -229,7 +232,33 @@ def profile(target, load, url, pids, a, raw):
     return {"requests": requests, "us_per_req": cpu_us / requests if requests else 0.0,
             "shares": split(rows), "top": rows[:15],
             "syscalls": syscall_counts(counts, requests) if a.syscalls else {},
-            "segments": {k: tcp.get(k, 0) / requests for k in SEGMENT_COUNTERS} if requests else {}}
+            "segments": {k: tcp.get(k, 0) / requests for k in SEGMENT_COUNTERS} if requests else {},
+            "switches": {k: v / requests for k, v in switches.items()} if requests else {}}
+
+
+SWITCH_COUNTERS = ["proxy, voluntary (it slept)", "proxy, involuntary (preempted)", "machine-wide"]
+
+
+def context_switches(pids):
+    """The proxy's context switches (all its threads, /proc/PID/task/*/status)
+    and the whole machine's (/proc/stat `ctxt`): every switch a wake-up paid."""
+    counts = dict.fromkeys(SWITCH_COUNTERS, 0)
+    for pid in pids:
+        for task in glob.glob(f"/proc/{pid}/task/*/status"):
+            try:
+                with open(task) as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            counts[SWITCH_COUNTERS[0]] += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            counts[SWITCH_COUNTERS[1]] += int(line.split()[1])
+            except OSError:
+                pass  # a thread that ended between the listing and the read
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("ctxt "):
+                counts[SWITCH_COUNTERS[2]] = int(line.split()[1])
+    return counts
 
 
 # Machine-wide TCP counters that tell how many segments an exchange costs.
@@ -308,6 +337,8 @@ def section_lines(results, label=""):
         lines += per_request_table(results, "syscalls", "system calls per request", names, f"| **all** | {total} |")
     if any(results[t].get("segments") for t in targets):
         lines += per_request_table(results, "segments", "TCP counters per request (machine-wide)", SEGMENT_COUNTERS)
+    if any(results[t].get("switches") for t in targets):
+        lines += per_request_table(results, "switches", "context switches per request", SWITCH_COUNTERS)
     for t in targets:
         lines += [f"Top symbols, {t}{label}:", "", "| self % | where | symbol |", "|---:|---|---|"]
         for pct, dso, sym, kernel in results[t]["top"]:

@@ -123,6 +123,12 @@ impl RecvBuf {
         self.data = reused.unwrap_or_else(|| vec![0; initial]);
     }
 
+    /// Whether the buffer holds storage now (it has none between uses after
+    /// [`RecvBuf::release`] until the next read takes some from the pool).
+    pub fn has_storage(&self) -> bool {
+        !self.data.is_empty()
+    }
+
     pub fn filled(&self) -> &[u8] {
         &self.data[self.start..self.end]
     }

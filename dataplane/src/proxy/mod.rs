@@ -1958,6 +1958,15 @@ async fn fill_from_upstream(
     stats: &crate::stats::ClusterStats,
     activity: &Cell<Instant>,
 ) -> io::Result<usize> {
+    if !ubuf.has_storage() {
+        // A pooled connection gave its buffer back (`ClusterRuntime::release`).
+        // Take one only once the response is there: the shard's pool hands
+        // out the buffer given back last, still in cache, where one taken
+        // when the request went out would have gone cold while the upstream
+        // worked (with a few hundred connections busy, the kernel's copy
+        // into it then missed the cache line by line).
+        std::future::poll_fn(|cx| up.poll_read_ready(cx)).await;
+    }
     let n = ubuf.fill_from(up).await?;
     if n > 0 {
         stats.upstream_cx_rx_bytes_total.add(n as u64);

@@ -768,6 +768,9 @@ impl ClusterRuntime {
         if idle.len() >= self.config.max_idle_per_endpoint {
             return;
         }
+        // The receive buffer goes back to the shard's pool while the
+        // connection waits; the next response takes the warmest one.
+        conn.buf.release();
         idle.push(IdleConn { conn, since: now() });
         drop(idle);
         host.wake_pending();

@@ -673,6 +673,11 @@ impl ResponseHead {
         &self.reason
     }
 
+    /// Bytes of storage the head has grown (kept across `clear`).
+    pub fn storage_capacity(&self) -> usize {
+        self.headers.storage_capacity() + self.reason.capacity()
+    }
+
     pub fn set_reason(&mut self, reason: &str) {
         self.reason.clear();
         self.reason.push_str(reason);

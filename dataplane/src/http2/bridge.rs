@@ -50,9 +50,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::pipe::{pipe, Bridged, PipeEnd};
 use crate::http1::{
     encode_chunk_header, encode_last_chunk, parse_response_head, response_body_kind_for, strip_hop_by_hop, BodyDecoder,
-    BodyKind, Decoded, Limits, Method, ResponseHead,
+    BodyKind, Decoded, Limits, Method,
 };
-use crate::proxy::RecvBuf;
+use crate::proxy::{PooledResponseHead, RecvBuf};
 use crate::shard::{HttpListener, ShardCtx};
 use crate::tls::Conn;
 
@@ -269,7 +269,7 @@ async fn relay_response(
 ) -> Result<(), ()> {
     let limits = Limits { max_request_line: 8192, max_head_bytes: RESPONSE_HEAD_LIMIT, max_headers: 400 };
     let mut buf = RecvBuf::new(16 * 1024, RESPONSE_HEAD_LIMIT);
-    let mut head = ResponseHead::new();
+    let mut head = PooledResponseHead::take();
     let consumed = loop {
         match parse_response_head(buf.filled(), &limits, &mut head) {
             Ok(Some(n)) if (100..200).contains(&head.status) => {

@@ -341,8 +341,8 @@ impl tokio::io::AsyncRead for H2Io {
             self.prefix_at += n;
             return Poll::Ready(Ok(()));
         }
-        let n = std::task::ready!(self.conn.poll_read(cx, buf.initialize_unfilled()))?;
-        buf.advance(n);
+        let conn = &self.conn;
+        let n = std::task::ready!(crate::transport::read_into(buf, |landing| conn.poll_read(cx, landing)))?;
         self.rx_bytes.set(self.rx_bytes.get() + n as u64);
         Poll::Ready(Ok(()))
     }

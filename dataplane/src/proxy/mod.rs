@@ -46,8 +46,8 @@ use control::model::{
 };
 
 pub(crate) use buf::trim_pools;
-pub use buf::RecvBuf;
 use buf::{ConnState, ScratchBuf};
+pub use buf::{PooledResponseHead, RecvBuf};
 
 use crate::filters::{fault, local_ratelimit, HttpGovernance};
 use crate::http1::{

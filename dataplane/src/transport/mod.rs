@@ -27,6 +27,7 @@
 pub mod kernel;
 pub mod userspace;
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -211,11 +212,46 @@ pub async fn connect(addr: SocketAddr) -> io::Result<Stream> {
     kernel::connect(addr).await.map(Stream::Kernel)
 }
 
+/// Most bytes one read through [`read_into`] takes.
+const LANDING_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// The shard's landing space for reads into a tokio `ReadBuf`, zeroed
+    /// once (see [`read_into`]).
+    static LANDING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Fills a tokio `ReadBuf` with one read done by `read`, in safe code.
+///
+/// `h2` and `tokio-rustls` hand out a `ReadBuf` over uninitialised memory,
+/// fresh for every read, and a safe reader must initialise what it lends to
+/// the socket: `initialize_unfilled` zeroed the whole free capacity (4 KiB
+/// and more) on every call, on `Pending` calls too, for a read that is often
+/// a few hundred bytes.  Reading into this shard-wide buffer (zeroed once,
+/// borrowed only for the synchronous read) and copying what arrived costs
+/// a copy of the bytes read instead.
+pub fn read_into(
+    buf: &mut tokio::io::ReadBuf<'_>,
+    read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
+) -> Poll<io::Result<usize>> {
+    let want = buf.remaining().min(LANDING_BYTES);
+    if want == 0 {
+        return Poll::Ready(Ok(0));
+    }
+    LANDING.with_borrow_mut(|landing| {
+        if landing.len() < LANDING_BYTES {
+            landing.resize(LANDING_BYTES, 0);
+        }
+        let n = std::task::ready!(read(&mut landing[..want]))?;
+        buf.put_slice(&landing[..n]);
+        Poll::Ready(Ok(n))
+    })
+}
+
 // tokio's I/O traits let `h2` and `tokio-rustls` run over any backend.
 impl tokio::io::AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let n = std::task::ready!(Stream::poll_read(&self, cx, buf.initialize_unfilled()))?;
-        buf.advance(n);
+        std::task::ready!(read_into(buf, |landing| Stream::poll_read(&self, cx, landing)))?;
         Poll::Ready(Ok(()))
     }
 }

@@ -148,3 +148,43 @@ fn two_listeners_share_a_port() {
 fn fin_behind_a_short_read_is_not_lost() {
     case_fin_behind_a_short_read_is_not_lost(kernel_backend);
 }
+
+/// `read_into` lends the reader at most the `ReadBuf`'s room (and at most
+/// its landing buffer), copies exactly what was read after what the buffer
+/// held, and leaves the buffer alone when the read is pending or fails.
+#[test]
+fn read_into_fills_a_read_buf_over_uninitialised_memory() {
+    use std::mem::MaybeUninit;
+    let mut storage = [MaybeUninit::<u8>::uninit(); 64 * 1024];
+    let mut buf = tokio::io::ReadBuf::uninit(&mut storage);
+    buf.put_slice(b"ab");
+    let mut lent = 0;
+    let r = read_into(&mut buf, |landing| {
+        lent = landing.len();
+        landing[..5].copy_from_slice(b"hello");
+        Poll::Ready(Ok(5))
+    });
+    assert!(matches!(r, Poll::Ready(Ok(5))));
+    assert_eq!(buf.filled(), b"abhello");
+    assert_eq!(lent, LANDING_BYTES, "never more than the landing buffer");
+
+    let r = read_into(&mut buf, |_| Poll::Pending);
+    assert!(r.is_pending());
+    let r = read_into(&mut buf, |_| Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())));
+    assert!(matches!(r, Poll::Ready(Err(ref e)) if e.kind() == io::ErrorKind::ConnectionReset));
+    assert_eq!(buf.filled(), b"abhello", "a read that did not happen adds nothing");
+
+    let mut small = [MaybeUninit::<u8>::uninit(); 10];
+    let mut buf = tokio::io::ReadBuf::uninit(&mut small);
+    buf.put_slice(b"0123456");
+    let r = read_into(&mut buf, |landing| {
+        lent = landing.len();
+        landing.copy_from_slice(b"789");
+        Poll::Ready(Ok(3))
+    });
+    assert!(matches!(r, Poll::Ready(Ok(3))));
+    assert_eq!(lent, 3, "never more than the buffer's room");
+    assert_eq!(buf.filled(), b"0123456789");
+    let r = read_into(&mut buf, |_| panic!("a full buffer reads nothing"));
+    assert!(matches!(r, Poll::Ready(Ok(0))));
+}

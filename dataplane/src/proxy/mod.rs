@@ -1139,7 +1139,7 @@ impl<'a> Downstream<'a> {
         // A response whose head the upstream sent but the client has not seen
         // yet (held for its body, POSTPONE_OUTPUT) can still be answered with
         // an error; once bytes went out, only closing tells the client.
-        let cut_only = self.tx_bytes.get() > self.tx_at_request;
+        let reached_client = self.tx_bytes.get() > self.tx_at_request;
         let (status, body): (u16, String) = match err {
             ExchangeError::ResponseCut => return After::Close,
             ExchangeError::Downstream => {
@@ -1154,7 +1154,7 @@ impl<'a> Downstream<'a> {
             // A per-try timeout that is not retried is answered as Envoy's
             // router does: 504, counted by `upstream_rq_per_try_timeout`.
             ExchangeError::Timeout { response_started, per_try: true } => {
-                if response_started && cut_only {
+                if response_started && reached_client {
                     return After::Close;
                 }
                 (504, "upstream request timeout".to_string())
@@ -1165,7 +1165,7 @@ impl<'a> Downstream<'a> {
             ExchangeError::Timeout { response_started, per_try: false } => {
                 stats.upstream_rq_timeout.inc();
                 ex.listener.stats.downstream_rq_timeout.inc();
-                if response_started && cut_only {
+                if response_started && reached_client {
                     return After::Close;
                 }
                 (504, "upstream request timeout".to_string())
@@ -1176,14 +1176,14 @@ impl<'a> Downstream<'a> {
                 } else {
                     ex.listener.stats.downstream_rq_timeout.inc();
                 }
-                if response_started && cut_only {
+                if response_started && reached_client {
                     return After::Close;
                 }
                 (408, "stream timeout".to_string())
             }
             ExchangeError::UpstreamReset { response_started, .. } => {
                 stats.upstream_rq_rx_reset.inc();
-                if response_started && cut_only {
+                if response_started && reached_client {
                     return After::Close;
                 }
                 (
@@ -1194,7 +1194,7 @@ impl<'a> Downstream<'a> {
             }
             ExchangeError::BadResponse { response_started, .. } => {
                 stats.upstream_cx_protocol_error.inc();
-                if response_started && cut_only {
+                if response_started && reached_client {
                     return After::Close;
                 }
                 (

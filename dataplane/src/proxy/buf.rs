@@ -40,6 +40,17 @@ pub fn trim_pools() {
     let _ = RESPONSE_HEAD_POOL.try_with(|p| p.borrow_mut().trim());
 }
 
+/// Puts `item` back into one of this shard's pools.  `try_with` and
+/// `try_borrow_mut`: something dropped while the thread's locals are torn
+/// down, or from inside a pool operation, is simply freed.
+fn give_back_to<T: 'static>(pool: &'static std::thread::LocalKey<RefCell<DecayingPool<T>>>, item: T) {
+    let _ = pool.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            p.push(item);
+        }
+    });
+}
+
 /// Most connection states a shard keeps for reuse.
 const STATE_POOL_LIMIT: usize = 1024;
 /// A state whose storage grew past this (a huge head) is freed, not pooled.
@@ -74,11 +85,7 @@ impl ConnState {
         }
         self.head.clear();
         self.out.clear();
-        let _ = STATE_POOL.try_with(|p| {
-            if let Ok(mut p) = p.try_borrow_mut() {
-                p.push(self);
-            }
-        });
+        give_back_to(&STATE_POOL, self);
     }
 }
 
@@ -111,11 +118,7 @@ impl RecvBuf {
     fn recycle(&mut self) {
         let data = std::mem::take(&mut self.data);
         if !data.is_empty() && data.len() == self.initial {
-            let _ = POOL.try_with(|p| {
-                if let Ok(mut p) = p.try_borrow_mut() {
-                    p.push(data);
-                }
-            });
+            give_back_to(&POOL, data);
         }
         (self.start, self.end) = (0, 0);
     }
@@ -226,11 +229,7 @@ impl Drop for PooledResponseHead {
             return;
         }
         head.clear();
-        let _ = RESPONSE_HEAD_POOL.try_with(|p| {
-            if let Ok(mut p) = p.try_borrow_mut() {
-                p.push(head);
-            }
-        });
+        give_back_to(&RESPONSE_HEAD_POOL, head);
     }
 }
 
@@ -278,13 +277,7 @@ impl Drop for ScratchBuf {
             return;
         }
         data.clear();
-        // `try_with`: a buffer dropped while the thread's locals are being
-        // torn down is simply freed.
-        let _ = SCRATCH_POOL.try_with(|p| {
-            if let Ok(mut p) = p.try_borrow_mut() {
-                p.push(data);
-            }
-        });
+        give_back_to(&SCRATCH_POOL, data);
     }
 }
 

@@ -33,6 +33,8 @@ use crate::runtime::{now, sleep_until, Sleep};
 /// One end of a tunnel: a poll-based, `&self` byte stream.
 pub trait Duplex {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+    /// Ready once a read would not wait (bytes, end of stream or an error).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()>;
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
     /// Sends end-of-stream in the write direction (TCP FIN).
     fn shutdown_write(&self) -> io::Result<()>;
@@ -41,6 +43,9 @@ pub trait Duplex {
 impl Duplex for crate::transport::Stream {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         crate::transport::Stream::poll_read(self, cx, buf)
+    }
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        crate::transport::Stream::poll_read_ready(self, cx)
     }
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         crate::transport::Stream::poll_write(self, cx, buf)

@@ -192,6 +192,9 @@ impl crate::tunnel::Duplex for PipeEnd {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         PipeEnd::poll_read(self, cx, buf)
     }
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        PipeEnd::poll_read_ready(self, cx)
+    }
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         PipeEnd::poll_write(self, cx, buf)
     }

@@ -129,12 +129,6 @@ impl RecvBuf {
         self.data = reused.unwrap_or_else(|| vec![0; initial]);
     }
 
-    /// Whether the buffer holds storage now (it has none between uses after
-    /// [`RecvBuf::release`] until the next read takes some from the pool).
-    pub fn has_storage(&self) -> bool {
-        !self.data.is_empty()
-    }
-
     pub fn filled(&self) -> &[u8] {
         &self.data[self.start..self.end]
     }
@@ -172,8 +166,16 @@ impl RecvBuf {
     }
 
     /// Reads once from `stream`, appending; `Ok(0)` is end of stream.
+    ///
+    /// A buffer without storage (new, or [`RecvBuf::release`]d) takes some
+    /// from the shard's pool only once `stream` is readable: the pool hands
+    /// out the buffer given back last, still in cache, where one taken
+    /// before the wait would go cold while the peer worked (with a few
+    /// hundred exchanges in flight, the kernel's copy into it then missed the
+    /// cache line by line).
     pub async fn fill_from<S: crate::tunnel::Duplex + ?Sized>(&mut self, stream: &S) -> io::Result<usize> {
         if self.data.is_empty() {
+            std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await;
             self.acquire();
         }
         if self.end == self.data.len() {

@@ -1136,10 +1136,6 @@ impl<'a> Downstream<'a> {
 
     async fn exchange_failed(&mut self, ex: &Exchange<'_>, cluster: &ClusterRuntime, err: ExchangeError) -> After {
         let stats = &cluster.stats;
-        // A response whose head the upstream sent but the client has not seen
-        // yet (held for its body, POSTPONE_OUTPUT) can still be answered with
-        // an error; once bytes went out, only closing tells the client.
-        let reached_client = self.tx_bytes.get() > self.tx_at_request;
         let (status, body): (u16, String) = match err {
             ExchangeError::ResponseCut => return After::Close,
             ExchangeError::Downstream => {
@@ -1153,50 +1149,33 @@ impl<'a> Downstream<'a> {
             }
             // A per-try timeout that is not retried is answered as Envoy's
             // router does: 504, counted by `upstream_rq_per_try_timeout`.
-            ExchangeError::Timeout { response_started, per_try: true } => {
-                if response_started && reached_client {
-                    return After::Close;
-                }
-                (504, "upstream request timeout".to_string())
-            }
+            ExchangeError::Timeout { per_try: true, .. } => (504, "upstream request timeout".to_string()),
             ExchangeError::RetryResponse { .. } => {
                 unreachable!("a retriable response is either retried or relayed by the attempt loop")
             }
-            ExchangeError::Timeout { response_started, per_try: false } => {
+            ExchangeError::Timeout { per_try: false, .. } => {
                 stats.upstream_rq_timeout.inc();
                 ex.listener.stats.downstream_rq_timeout.inc();
-                if response_started && reached_client {
-                    return After::Close;
-                }
                 (504, "upstream request timeout".to_string())
             }
-            ExchangeError::RequestTimeout { response_started, idle } => {
+            ExchangeError::RequestTimeout { idle } => {
                 if idle {
                     ex.listener.stats.downstream_rq_idle_timeout.inc();
                 } else {
                     ex.listener.stats.downstream_rq_timeout.inc();
                 }
-                if response_started && reached_client {
-                    return After::Close;
-                }
                 (408, "stream timeout".to_string())
             }
-            ExchangeError::UpstreamReset { response_started, .. } => {
+            ExchangeError::UpstreamReset { .. } => {
                 stats.upstream_rq_rx_reset.inc();
-                if response_started && reached_client {
-                    return After::Close;
-                }
                 (
                     503,
                     "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
                         .to_string(),
                 )
             }
-            ExchangeError::BadResponse { response_started, .. } => {
+            ExchangeError::BadResponse { .. } => {
                 stats.upstream_cx_protocol_error.inc();
-                if response_started && reached_client {
-                    return After::Close;
-                }
                 (
                     502,
                     "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
@@ -1204,6 +1183,12 @@ impl<'a> Downstream<'a> {
                 )
             }
         };
+        // Once bytes of the response went out, only closing tells the client
+        // it was cut.  A head the upstream sent but the gateway still holds
+        // for its body (POSTPONE_OUTPUT) has not: the client gets the error.
+        if self.tx_bytes.get() > self.tx_at_request {
+            return After::Close;
+        }
         // The router's own replies (502/503/504) carry the route's response
         // header mutations; the connection manager's (400/408) do not.
         let route = ex.routing.reply_headers().filter(|_| matches!(status, 502..=504));
@@ -1510,7 +1495,7 @@ impl<'a> Downstream<'a> {
             }
             if let Some(d) = request_deadline.as_mut() {
                 if Pin::new(d).poll(cx).is_ready() {
-                    return Poll::Ready(Err(ExchangeError::RequestTimeout { response_started: false, idle: false }));
+                    return Poll::Ready(Err(ExchangeError::RequestTimeout { idle: false }));
                 }
             }
             if let (Some(d), Some(limit)) = (idle.as_mut(), idle_timeout) {
@@ -1519,10 +1504,7 @@ impl<'a> Downstream<'a> {
                 while Pin::new(&mut **d).poll(cx).is_ready() {
                     let due = activity.get() + limit;
                     if due <= now() {
-                        return Poll::Ready(Err(ExchangeError::RequestTimeout {
-                            response_started: response_started.get(),
-                            idle: true,
-                        }));
+                        return Poll::Ready(Err(ExchangeError::RequestTimeout { idle: true }));
                     }
                     d.reset(due);
                 }
@@ -1662,7 +1644,6 @@ enum ExchangeError {
     },
     /// `request_timeout` or `stream_idle_timeout` (Envoy answers both 408).
     RequestTimeout {
-        response_started: bool,
         idle: bool,
     },
     /// The response was cut after it started; the client sees a short body.
@@ -1958,15 +1939,6 @@ async fn fill_from_upstream(
     stats: &crate::stats::ClusterStats,
     activity: &Cell<Instant>,
 ) -> io::Result<usize> {
-    if !ubuf.has_storage() {
-        // A pooled connection gave its buffer back (`ClusterRuntime::release`).
-        // Take one only once the response is there: the shard's pool hands
-        // out the buffer given back last, still in cache, where one taken
-        // when the request went out would have gone cold while the upstream
-        // worked (with a few hundred connections busy, the kernel's copy
-        // into it then missed the cache line by line).
-        std::future::poll_fn(|cx| up.poll_read_ready(cx)).await;
-    }
     let n = ubuf.fill_from(up).await?;
     if n > 0 {
         stats.upstream_cx_rx_bytes_total.add(n as u64);

@@ -341,14 +341,7 @@ impl Downstream<'_> {
                 let err = ExchangeError::UpstreamReset { response_started: false, body_consumed: true };
                 self.exchange_failed(ex, ex.cluster, err).await
             }
-            Err(_) => {
-                self.exchange_failed(
-                    ex,
-                    ex.cluster,
-                    ExchangeError::RequestTimeout { response_started: false, idle: true },
-                )
-                .await
-            }
+            Err(_) => self.exchange_failed(ex, ex.cluster, ExchangeError::RequestTimeout { idle: true }).await,
         }
     }
 }

@@ -453,6 +453,9 @@ impl crate::tunnel::Duplex for Conn {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         Conn::poll_read(self, cx, buf)
     }
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        Conn::poll_read_ready(self, cx)
+    }
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Conn::poll_write(self, cx, buf)
     }
